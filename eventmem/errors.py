@@ -1,0 +1,95 @@
+"""The exceptions eventmem raises.
+
+Every error is an :class:`EventmemError`. Errors about bad input also derive from the
+built-in exception LangChain raises for the same mistake (``ValueError``, ``KeyError``,
+``TypeError``), so code written against LangChain's memories keeps catching them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "ConcurrencyError",
+    "CorruptDatabaseError",
+    "EventmemError",
+    "InputKeyError",
+    "InvalidInputError",
+    "MigrationError",
+    "MissingKeyError",
+    "NotAnEventmemDatabaseError",
+    "NotSerializableError",
+    "SchemaVersionError",
+    "StorageError",
+    "SyncInAsyncContextError",
+    "UnknownModelError",
+]
+
+
+class EventmemError(Exception):
+    """Root of every exception raised by eventmem."""
+
+
+class InvalidInputError(EventmemError, ValueError, TypeError):
+    """An argument or a value to be stored is of the wrong type or out of range.
+
+    Nothing is written when this is raised.
+    """
+
+
+class NotSerializableError(InvalidInputError):
+    """A value cannot be stored as JSON (an arbitrary object, NaN, a lone surrogate...)."""
+
+
+class InputKeyError(InvalidInputError):
+    """The input or output key of a ``save_context`` call cannot be determined.
+
+    Mirrors LangChain's ``ValueError`` for "One input key expected" and
+    "Got multiple output keys".
+    """
+
+
+class MissingKeyError(EventmemError, KeyError):
+    """A configured ``input_key`` / ``output_key`` is absent from the dict given."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; a readable message is more useful here.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownModelError(InvalidInputError):
+    """No token-counting scheme is known for the model name; pass ``token_counter=``."""
+
+
+class ConcurrencyError(EventmemError):
+    """A write named an ``expected_version`` the session has already moved past."""
+
+
+class ClosedError(EventmemError):
+    """The store was used after ``aclose()``."""
+
+
+class SyncInAsyncContextError(EventmemError, RuntimeError):
+    """A blocking method was called from inside a running event loop.
+
+    Blocking there would stall (or deadlock) the loop; use the ``a``-prefixed method.
+    """
+
+
+class StorageError(EventmemError):
+    """The database could not be read or written."""
+
+
+class NotAnEventmemDatabaseError(StorageError):
+    """The file is not a SQLite database, or is a SQLite database of another application."""
+
+
+class CorruptDatabaseError(StorageError):
+    """SQLite reports the database file as malformed."""
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by a newer eventmem, or its schema history has a gap."""
+
+
+class MigrationError(StorageError):
+    """A schema migration failed; the database was left as it was before it."""

@@ -1,0 +1,270 @@
+"""Chat messages: the stored shape, the OpenAI shape and LangChain's buffer string.
+
+A :class:`Message` is what eventmem stores and returns. It converts losslessly from
+LangChain message objects (duck-typed: LangChain is never imported here) and renders to
+exactly the dict langchain-openai sends to the chat-completions API, which is also what
+token counting measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import msgspec
+
+from eventmem.errors import InvalidInputError, NotSerializableError
+
+__all__ = [
+    "Message",
+    "Role",
+    "ToolCall",
+    "buffer_string",
+    "check_json_value",
+    "from_langchain",
+]
+
+Role = Literal["human", "ai", "system", "function", "tool"]
+ROLES: frozenset[str] = frozenset(get_args(Role))
+
+_OPENAI_ROLE = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "function": "function",
+    "tool": "tool",
+}
+_LANGCHAIN_TYPES = {"human", "ai", "system", "function", "tool"}
+
+
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One tool call requested by an assistant message (LangChain's ``ToolCall``)."""
+
+    name: str
+    args: dict[str, Any]
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise InvalidInputError(f"tool call name must be a str, got {_type(self.name)}")
+        if not isinstance(self.args, dict):
+            raise InvalidInputError(f"tool call args must be a dict, got {_type(self.args)}")
+        if self.id is not None and not isinstance(self.id, str):
+            raise InvalidInputError(f"tool call id must be a str or None, got {_type(self.id)}")
+        check_json_value(self.args, "tool call args")
+
+    def to_langchain_dict(self) -> dict[str, Any]:
+        """The dict LangChain keeps in ``AIMessage.tool_calls`` (key order included)."""
+        return {"name": self.name, "args": self.args, "id": self.id, "type": "tool_call"}
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One chat message as eventmem stores it.
+
+    ``role`` is one of ``human``, ``ai``, ``system``, ``function``, ``tool``. ``name``
+    is the function name of a function message (or a participant name). ``tool_calls``
+    and ``function_call`` belong to ``ai`` messages; ``tool_call_id`` to ``tool``
+    messages. ``id`` is the message id LangChain may carry.
+    """
+
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    function_call: dict[str, Any] | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidInputError(
+                f"message role must be one of {sorted(ROLES)}, got {self.role!r}"
+            )
+        _check_text(self.content, "message content")
+        for field in ("name", "tool_call_id", "id"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_text(value, f"message {field}")
+        if isinstance(self.tool_calls, list):
+            msgspec.structs.force_setattr(self, "tool_calls", tuple(self.tool_calls))
+        if not isinstance(self.tool_calls, tuple) or not all(
+            isinstance(call, ToolCall) for call in self.tool_calls
+        ):
+            raise InvalidInputError("message tool_calls must be a sequence of ToolCall")
+        if self.tool_calls and self.role != "ai":
+            raise InvalidInputError(f"only ai messages carry tool_calls, not {self.role}")
+        if self.function_call is not None:
+            if self.role != "ai":
+                raise InvalidInputError(f"only ai messages carry function_call, not {self.role}")
+            if not isinstance(self.function_call, dict):
+                raise InvalidInputError(
+                    f"function_call must be a dict, got {_type(self.function_call)}"
+                )
+            check_json_value(self.function_call, "function_call")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise InvalidInputError("a tool message needs a tool_call_id")
+        if self.role == "function" and not self.name:
+            raise InvalidInputError("a function message needs a name")
+
+    def to_openai(self) -> dict[str, Any]:
+        """The chat-completions dict langchain-openai sends for this message."""
+        result: dict[str, Any] = {"content": self.content}
+        if self.name:
+            result["name"] = self.name
+        result["role"] = _OPENAI_ROLE[self.role]
+        if self.role == "ai":
+            if self.tool_calls:
+                result["tool_calls"] = [
+                    {
+                        "type": "function",
+                        "id": call.id,
+                        "function": {
+                            "name": call.name,
+                            "arguments": json.dumps(call.args, ensure_ascii=False),
+                        },
+                    }
+                    for call in self.tool_calls
+                ]
+            elif self.function_call is not None:
+                result["function_call"] = self.function_call
+            if "tool_calls" in result or "function_call" in result:
+                result["content"] = self.content or None
+        elif self.role == "tool":
+            # langchain-openai sends only these three keys for a tool message.
+            return {"content": self.content, "role": "tool", "tool_call_id": self.tool_call_id}
+        return result
+
+    def buffer_line(self, human_prefix: str = "Human", ai_prefix: str = "AI") -> str:
+        """This message as one entry of LangChain's ``get_buffer_string``."""
+        line = f"{_prefix(self.role, human_prefix, ai_prefix)}: {self.content}"
+        if self.role == "ai":
+            if self.tool_calls:
+                line += str([call.to_langchain_dict() for call in self.tool_calls])
+            elif self.function_call is not None:
+                line += str(self.function_call)
+        return line
+
+
+def _prefix(role: str, human_prefix: str, ai_prefix: str) -> str:
+    if role == "human":
+        return human_prefix
+    if role == "ai":
+        return ai_prefix
+    return role.capitalize()  # System, Function, Tool
+
+
+def buffer_string(
+    messages: Iterable[Message], human_prefix: str = "Human", ai_prefix: str = "AI"
+) -> str:
+    """LangChain's ``get_buffer_string``: one ``"{prefix}: {text}"`` line per message."""
+    return "\n".join(m.buffer_line(human_prefix, ai_prefix) for m in messages)
+
+
+def from_langchain(message: Any) -> Message:
+    """Convert a LangChain message (or a :class:`Message`) into a :class:`Message`.
+
+    Duck-typed on LangChain's attributes (``type``, ``content``, ``name``,
+    ``additional_kwargs``, ``tool_calls``, ``tool_call_id``, ``id``), so LangChain does
+    not have to be installed.
+    """
+    if isinstance(message, Message):
+        return message
+    kind = getattr(message, "type", None)
+    if kind not in _LANGCHAIN_TYPES:
+        raise InvalidInputError(
+            f"cannot convert {_type(message)} to a Message: expected a LangChain message "
+            f"of type human/ai/system/function/tool, got type {kind!r}"
+        )
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        raise InvalidInputError(
+            f"only text content can be stored; a {kind} message has content of type "
+            f"{_type(content)}"
+        )
+    extra = getattr(message, "additional_kwargs", None) or {}
+    if not isinstance(extra, Mapping):
+        raise InvalidInputError("additional_kwargs must be a dict")
+    name = getattr(message, "name", None) or extra.get("name")
+    tool_calls: tuple[ToolCall, ...] = ()
+    function_call = None
+    if kind == "ai":
+        tool_calls = tuple(
+            ToolCall(name=call["name"], args=_plain(call["args"]), id=call.get("id"))
+            for call in getattr(message, "tool_calls", None) or ()
+        )
+        if not tool_calls and extra.get("function_call") is not None:
+            function_call = _plain(extra["function_call"])
+    return Message(
+        role=kind,
+        content=content,
+        name=name,
+        tool_calls=tool_calls,
+        tool_call_id=getattr(message, "tool_call_id", None) if kind == "tool" else None,
+        function_call=function_call,
+        id=getattr(message, "id", None),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy: tuples become lists, mappings become dicts (order kept)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_json_value(value: Any, what: str) -> None:
+    """Raise :class:`NotSerializableError` unless ``value`` round-trips through JSON.
+
+    Allowed: dict with str keys, list, str (valid Unicode), int, finite float, bool, None.
+    Iterative, so deeply nested values do not hit the recursion limit.
+    """
+    stack: list[tuple[Any, str]] = [(value, what)]
+    while stack:
+        item, path = stack.pop()
+        if item is None or isinstance(item, (bool, int)):
+            continue
+        if isinstance(item, str):
+            _check_text(item, path, error=NotSerializableError)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise NotSerializableError(f"{path} is {item!r}, which JSON cannot represent")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise NotSerializableError(
+                        f"{path} has a key of type {_type(key)}; JSON object keys are strings"
+                    )
+                _check_text(key, f"{path} key", error=NotSerializableError)
+                stack.append((child, f"{path}[{key!r}]"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        else:
+            raise NotSerializableError(
+                f"{path} contains a {_type(item)}, which cannot be stored as JSON"
+            )
+
+
+def _check_text(
+    value: Any, what: str, error: type[InvalidInputError] = InvalidInputError
+) -> None:
+    if not isinstance(value, str):
+        raise error(f"{what} must be a str, got {_type(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise NotSerializableError(
+            f"{what} is not valid Unicode (lone surrogate at index {e.start})"
+        ) from None
+
+
+def _type(value: Any) -> str:
+    return type(value).__name__
+
+
+def as_messages(messages: Sequence[Any]) -> list[Message]:
+    """Convert each of ``messages`` with :func:`from_langchain`."""
+    return [from_langchain(m) for m in messages]

@@ -1,0 +1,42 @@
+"""Shared fixtures: offline reference tokenizers for LangChain, stores on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import eventmem.tokens
+
+_DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_tiktoken_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Let tiktoken (and so langchain-openai, the reference) load encodings with no network.
+
+    tiktoken looks for a file named by the SHA-1 of the download address in
+    TIKTOKEN_CACHE_DIR; the bundled files are copied there under those names.
+    """
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    bundled = Path(eventmem.tokens.__file__).parent / "encodings"
+    for name in ("cl100k_base", "o200k_base"):
+        key = hashlib.sha1(_DOWNLOAD_URL.format(name).encode()).hexdigest()
+        shutil.copyfile(bundled / f"{name}.tiktoken", cache / key)
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        del os.environ["TIKTOKEN_CACHE_DIR"]
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # aiosqlite is asyncio-only.
+    return "asyncio"
