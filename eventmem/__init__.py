@@ -1,1 +1,76 @@
-"""eventmem."""
+"""eventmem: durable, auditable, token-bounded conversation memory for LLM agents.
+
+Every ``save_context`` is an immutable event in SQLite; the buffer the model sees is a
+projection of the log, pruned oldest-first to ``max_token_limit`` tokens.
+
+>>> import eventmem
+>>> async def main() -> None:
+...     async with eventmem.open("agent.db") as store:
+...         memory = store.token_buffer("session-42", max_token_limit=2000)
+...         await memory.asave_context({"input": "hi"}, {"output": "hello"})
+"""
+
+from eventmem.api import Store, open
+from eventmem.errors import (
+    ClosedError,
+    ConcurrencyError,
+    CorruptDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
+    EventmemError,
+    InputKeyError,
+    InvalidInputError,
+    MigrationError,
+    MissingKeyError,
+    NotAnEventmemDatabaseError,
+    NotSerializableError,
+    ReadOnlyDatabaseError,
+    SchemaVersionError,
+    StorageError,
+    SyncInAsyncContextError,
+    UnknownModelError,
+)
+from eventmem.events import MemoryCleared, StoredEvent, TurnSaved
+from eventmem.memory import TokenBufferMemory
+from eventmem.messages import Message, ToolCall, buffer_string
+from eventmem.sync import SyncStore, SyncTokenBufferMemory, connect
+from eventmem.tokens import CallableCounter, OpenAIChatCounter, TokenCounter, count_tokens
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CallableCounter",
+    "ClosedError",
+    "ConcurrencyError",
+    "CorruptDatabaseError",
+    "DatabaseLockedError",
+    "DiskFullError",
+    "EventmemError",
+    "InputKeyError",
+    "InvalidInputError",
+    "MemoryCleared",
+    "Message",
+    "MigrationError",
+    "MissingKeyError",
+    "NotAnEventmemDatabaseError",
+    "NotSerializableError",
+    "OpenAIChatCounter",
+    "ReadOnlyDatabaseError",
+    "SchemaVersionError",
+    "StorageError",
+    "Store",
+    "StoredEvent",
+    "SyncInAsyncContextError",
+    "SyncStore",
+    "SyncTokenBufferMemory",
+    "TokenBufferMemory",
+    "TokenCounter",
+    "ToolCall",
+    "TurnSaved",
+    "UnknownModelError",
+    "__version__",
+    "buffer_string",
+    "connect",
+    "count_tokens",
+    "open",
+]

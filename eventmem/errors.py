@@ -11,6 +11,8 @@ __all__ = [
     "ClosedError",
     "ConcurrencyError",
     "CorruptDatabaseError",
+    "DatabaseLockedError",
+    "DiskFullError",
     "EventmemError",
     "InputKeyError",
     "InvalidInputError",
@@ -18,6 +20,7 @@ __all__ = [
     "MissingKeyError",
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
+    "ReadOnlyDatabaseError",
     "SchemaVersionError",
     "StorageError",
     "SyncInAsyncContextError",
@@ -89,6 +92,18 @@ class CorruptDatabaseError(StorageError):
 
 class SchemaVersionError(StorageError):
     """The database was written by a newer eventmem, or its schema history has a gap."""
+
+
+class DatabaseLockedError(StorageError):
+    """Another connection held the write lock for longer than the busy timeout."""
+
+
+class ReadOnlyDatabaseError(StorageError):
+    """The database file (or its directory) cannot be written."""
+
+
+class DiskFullError(StorageError):
+    """The disk (or the database's size limit) is full; the write was rolled back."""
 
 
 class MigrationError(StorageError):

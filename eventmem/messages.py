@@ -248,9 +248,7 @@ def check_json_value(value: Any, what: str) -> None:
             )
 
 
-def _check_text(
-    value: Any, what: str, error: type[InvalidInputError] = InvalidInputError
-) -> None:
+def _check_text(value: Any, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {_type(value)}")
     try:

@@ -42,7 +42,7 @@ _ENDOFPROMPT = "<|endofprompt|>"
 # registers; tests compare them with tiktoken's own Encoding objects).
 _ENCODINGS: dict[str, tuple[str, dict[str, int]]] = {
     "cl100k_base": (
-        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",  # noqa: E501
         {
             _ENDOFTEXT: 100257,
             _FIM_PREFIX: 100258,

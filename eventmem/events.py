@@ -1,0 +1,119 @@
+"""Event types: the immutable facts eventmem appends to a session's log.
+
+Events are frozen msgspec structs sharing one tagged base, stored as JSON (the ``data``
+column) and decoded with one typed decoder for the whole union.
+
+Schema evolution rules (each stored event must decode forever):
+
+* a new field always has a default, so events written before it still decode;
+* a stored field never changes type or meaning, and is never removed or renamed;
+* a new kind of event is a new tagged class; the tags are never reused.
+
+``tests/fixtures/`` keeps events as written by earlier versions, and a test decodes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+from eventmem.messages import Message
+
+__all__ = [
+    "GENESIS_HASH",
+    "Event",
+    "EventData",
+    "MemoryCleared",
+    "StoredEvent",
+    "TurnSaved",
+    "chain_hash",
+    "decode_event",
+    "encode_event",
+]
+
+
+class EventData(msgspec.Struct, frozen=True, tag_field="kind", omit_defaults=True):
+    """Base of every event payload; the ``kind`` tag names the concrete type."""
+
+
+class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
+    """One ``save_context`` call: the messages it appends and what they cost.
+
+    ``tokens[i]`` is the count of ``messages[i]`` under the scheme ``counter``;
+    ``overhead`` is that scheme's count for an empty list. ``max_token_limit`` is the
+    limit in force for this save. ``recount`` is set when the scheme changed since the
+    previous save: the new counts of the messages visible before this save, oldest first.
+    """
+
+    messages: tuple[Message, ...]
+    tokens: tuple[int, ...]
+    counter: str
+    overhead: int
+    max_token_limit: int
+    model: str | None = None
+    recount: tuple[int, ...] | None = None
+
+
+class MemoryCleared(EventData, tag="clear", frozen=True, omit_defaults=True):
+    """One ``clear()`` call: every message so far leaves the buffer (and stays in the log)."""
+
+
+Event = TurnSaved | MemoryCleared
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """Canonical JSON bytes of an event (the stored ``data`` and the input to its hash)."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Decode stored JSON into the typed event."""
+    event: Event = _decoder.decode(data)
+    return event
+
+
+GENESIS_HASH = bytes(32)
+_envelope = msgspec.json.Encoder()
+
+
+def chain_hash(
+    previous: bytes, session_id: str, position: int, recorded_at_us: int, data: bytes
+) -> bytes:
+    """SHA-256 over the previous event's hash, this event's envelope and its payload."""
+    digest = hashlib.sha256(previous)
+    digest.update(_envelope.encode((session_id, position, recorded_at_us)))
+    digest.update(data)
+    return digest.digest()
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as read back from the log.
+
+    ``position`` is 1-based and gapless within the session; ``global_position`` orders
+    events across all sessions of a store.
+    """
+
+    session_id: str
+    position: int
+    global_position: int
+    recorded_at: datetime
+    data: Event
+    hash: str
+
+    @property
+    def kind(self) -> str:
+        """The event's tag: ``"turn"`` or ``"clear"``."""
+        return self.data.__struct_config__.tag  # type: ignore[return-value]
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    """UTC datetime of a stored ``recorded_at`` (microseconds since the epoch)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

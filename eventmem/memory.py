@@ -1,0 +1,194 @@
+"""``TokenBufferMemory``: LangChain's ``ConversationTokenBufferMemory``, event-sourced.
+
+Same parameters, same key rules, same buffers token for token; every save is an event
+in the store, and the buffer survives restarts. Unlike LangChain's, ``asave_context``
+prunes too, and a save never re-counts the buffer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
+from eventmem.messages import Message, buffer_string
+from eventmem.store.base import Backend, TurnRequest
+from eventmem.tokens import TokenCounter, resolve_counter
+
+__all__ = ["TokenBufferMemory", "validate_session_id"]
+
+MAX_SESSION_ID_LENGTH = 1024
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is a usable session id, else raise InvalidInputError."""
+    if not isinstance(session_id, str):
+        raise InvalidInputError(f"session id must be a str, got {type(session_id).__name__}")
+    if not session_id:
+        raise InvalidInputError("session id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise InvalidInputError(
+            f"session id is {len(session_id)} characters; the limit is {MAX_SESSION_ID_LENGTH}"
+        )
+    try:
+        session_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("session id is not valid Unicode (lone surrogate)") from None
+    return session_id
+
+
+def _check_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"max_token_limit must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(f"max_token_limit must be >= 0, got {value}")
+    return value
+
+
+def _check_str(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
+
+
+class TokenBufferMemory:
+    """Token-bounded conversation memory for one session of a store.
+
+    Created by :meth:`eventmem.Store.token_buffer`. ``save_context`` appends
+    ``Human(input)`` and ``AI(output)``; then, while the buffer's token count exceeds
+    ``max_token_limit``, the oldest message leaves the buffer (it stays in the log).
+    Loading never prunes.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        session_id: str,
+        *,
+        max_token_limit: int = 2000,
+        model: str = "gpt-4o",
+        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
+        memory_key: str = "history",
+        return_messages: bool = False,
+        human_prefix: str = "Human",
+        ai_prefix: str = "AI",
+        input_key: str | None = None,
+        output_key: str | None = None,
+    ) -> None:
+        self._backend = backend
+        self.session_id = validate_session_id(session_id)
+        self.max_token_limit = _check_limit(max_token_limit)
+        self.counter = resolve_counter(model, token_counter)
+        self.model = model if token_counter is None else None
+        _check_str("memory_key", memory_key)
+        _check_str("human_prefix", human_prefix)
+        _check_str("ai_prefix", ai_prefix)
+        _check_str("input_key", input_key, optional=True)
+        _check_str("output_key", output_key, optional=True)
+        if not isinstance(return_messages, bool):
+            raise InvalidInputError(
+                f"return_messages must be a bool, got {type(return_messages).__name__}"
+            )
+        self.memory_key = memory_key
+        self.return_messages = return_messages
+        self.human_prefix = human_prefix
+        self.ai_prefix = ai_prefix
+        self.input_key = input_key
+        self.output_key = output_key
+
+    @property
+    def memory_variables(self) -> list[str]:
+        """The keys :meth:`aload_memory_variables` returns: ``[memory_key]``."""
+        return [self.memory_key]
+
+    def _input_output(
+        self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """LangChain's key rules: the one prompt input, and the one (or ``output``) output."""
+        if not isinstance(inputs, Mapping):
+            raise InvalidInputError(f"inputs must be a dict, got {type(inputs).__name__}")
+        if not isinstance(outputs, Mapping):
+            raise InvalidInputError(f"outputs must be a dict, got {type(outputs).__name__}")
+        if self.input_key is None:
+            candidates = [k for k in inputs if k not in (*self.memory_variables, "stop")]
+            if len(candidates) != 1:
+                raise InputKeyError(f"One input key expected got {candidates}")
+            input_key = candidates[0]
+        else:
+            input_key = self.input_key
+        if self.output_key is None:
+            if len(outputs) == 1:
+                output_key = next(iter(outputs))
+            elif "output" in outputs:
+                output_key = "output"
+                warnings.warn(
+                    f"'{type(self).__name__}' got multiple output keys: {list(outputs)}. "
+                    "The default 'output' key is being used. If this is not desired, "
+                    "please manually set 'output_key'.",
+                    stacklevel=4,
+                )
+            else:
+                raise InputKeyError(
+                    f"Got multiple output keys: {list(outputs)}, cannot determine which to "
+                    "store in memory. Please set the 'output_key' explicitly."
+                )
+        else:
+            output_key = self.output_key
+        return (
+            _text(inputs, input_key, "inputs"),
+            _text(outputs, output_key, "outputs"),
+        )
+
+    def _turn(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> TurnRequest:
+        human, ai = self._input_output(inputs, outputs)
+        return TurnRequest(
+            [Message(role="human", content=human), Message(role="ai", content=ai)],
+            counter=self.counter,
+            max_token_limit=self.max_token_limit,
+            model=self.model,
+        )
+
+    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append this exchange as one event and prune the buffer to the limit."""
+        await self._backend.append_turn(self.session_id, self._turn(inputs, outputs))
+
+    async def amessages(self) -> list[Message]:
+        """The buffer as messages."""
+        return await self._backend.load_view(self.session_id)
+
+    async def abuffer_as_str(self) -> str:
+        """The buffer as LangChain's ``get_buffer_string`` renders it."""
+        return buffer_string(await self.amessages(), self.human_prefix, self.ai_prefix)
+
+    async def aload_memory_variables(
+        self, inputs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``{memory_key: buffer}``: a str, or a list of :class:`Message` if ``return_messages``."""
+        messages = await self.amessages()
+        if self.return_messages:
+            return {self.memory_key: messages}
+        return {self.memory_key: buffer_string(messages, self.human_prefix, self.ai_prefix)}
+
+    async def aclear(self) -> None:
+        """Empty the buffer (one event; the cleared messages stay in the log)."""
+        await self._backend.append_clear(self.session_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(session_id={self.session_id!r}, "
+            f"max_token_limit={self.max_token_limit}, counter={self.counter.name!r})"
+        )
+
+
+def _text(values: Mapping[str, Any], key: str, where: str) -> str:
+    try:
+        value = values[key]
+    except KeyError:
+        raise MissingKeyError(f"key {key!r} is not in {where} (keys: {list(values)})") from None
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{where}[{key!r}] must be a str to be stored as a message, got {type(value).__name__}"
+        )
+    return value

@@ -1,0 +1,1 @@
+"""Persistence: the backend interface and its SQLite implementation."""

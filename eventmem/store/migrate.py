@@ -1,0 +1,151 @@
+"""Schema migrations: ``migrations/NNNN_name.sql``, applied in order on open.
+
+Pending files run in one transaction together with their rows in ``eventmem_migrations``,
+so a database is always at exactly one schema version. A database whose history names a
+version this eventmem does not know (written by a newer release) is refused, as is one
+with a gap. Runs on a plain ``sqlite3.Connection`` in autocommit mode (the backend's
+worker thread).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
+
+__all__ = ["APPLICATION_ID", "Migration", "apply_migrations", "known_migrations"]
+
+APPLICATION_ID = 0x45564D4D  # "EVMM", set by 0001_initial.sql
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def _migrations_dir() -> Traversable:
+    # Installed wheels carry the files inside the package; a source checkout (or an
+    # editable install) has them at the repository's top level.
+    packaged = resources.files("eventmem") / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def known_migrations() -> list[Migration]:
+    """Every migration shipped with this eventmem, in order."""
+    found = []
+    for entry in _migrations_dir().iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise MigrationError(
+            f"the bundled migrations are not numbered 1..n: {[m.version for m in found]}"
+        )
+    return found
+
+
+def _applied_versions(conn: sqlite3.Connection) -> list[int] | None:
+    """Versions recorded in the database, or None for a database eventmem never touched."""
+    tables = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+    }
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if "eventmem_migrations" not in tables:
+        if tables or app_id not in (0, APPLICATION_ID):
+            raise NotAnEventmemDatabaseError(
+                "the file is a SQLite database of another application (it has tables "
+                f"{sorted(tables)[:5]} but no eventmem schema); refusing to modify it"
+            )
+        return None
+    if app_id != APPLICATION_ID:
+        raise NotAnEventmemDatabaseError(
+            f"the database's application_id is {app_id:#x}, not eventmem's; refusing to use it"
+        )
+    return [row[0] for row in conn.execute("SELECT version FROM eventmem_migrations ORDER BY 1")]
+
+
+def apply_migrations(conn: sqlite3.Connection) -> int:
+    """Bring the database to the newest schema; return its version."""
+    known = known_migrations()
+    # Checked once without a lock (to refuse foreign files untouched), then again under
+    # the write lock, so two processes opening a new file at once migrate it once.
+    _check_history(_applied_versions(conn) or [], len(known))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        applied = _applied_versions(conn) or []
+        _check_history(applied, len(known))
+        for migration in known[len(applied) :]:
+            _apply_one(conn, migration)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(known)
+
+
+def _check_history(applied: list[int], newest: int) -> None:
+    if applied and max(applied) > newest:
+        raise SchemaVersionError(
+            f"the database has schema version {max(applied)}, written by a newer eventmem; "
+            f"this eventmem knows versions up to {newest}. Upgrade eventmem to open it."
+        )
+    if applied != list(range(1, len(applied) + 1)):
+        missing = sorted(set(range(1, max(applied) + 1)) - set(applied))
+        raise SchemaVersionError(
+            f"the database's schema history is missing migration(s) {missing}; "
+            "it was modified outside eventmem"
+        )
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script into statements (trigger bodies keep their inner semicolons)."""
+    statements, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in pending.splitlines()
+    ):
+        raise MigrationError(f"unterminated statement in migration: {pending.strip()[:80]}")
+    return statements
+
+
+def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
+    """Run one migration inside the caller's transaction, with its bookkeeping row."""
+    try:
+        for statement in _statements(migration.sql):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO eventmem_migrations (version, name, applied_at)"
+            " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            (migration.version, migration.name),
+        )
+    except sqlite3.Error as e:
+        if isinstance(e, sqlite3.OperationalError) and _is_lock_or_io(e):
+            raise  # translated by the backend like any other storage error
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} failed and was rolled back: {e}"
+        ) from e
+
+
+def _is_lock_or_io(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return any(s in text for s in ("locked", "busy", "readonly", "disk", "unable to open"))

@@ -1,0 +1,419 @@
+"""The SQLite backend, on aiosqlite.
+
+Each operation is one plain function run on aiosqlite's worker thread: a whole
+transaction (BEGIN IMMEDIATE ... COMMIT) is a single thread hop. That keeps a save to
+one round trip, and means a caller cancelled while it awaits cannot leave a transaction
+half-open on the shared connection: the function runs to COMMIT or ROLLBACK regardless.
+
+``sqlite3`` errors are translated into eventmem's in exactly one place, :func:`_translate`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+import anyio
+import msgspec
+
+from eventmem.errors import (
+    ClosedError,
+    ConcurrencyError,
+    CorruptDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
+    EventmemError,
+    NotAnEventmemDatabaseError,
+    ReadOnlyDatabaseError,
+    StorageError,
+)
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    MemoryCleared,
+    StoredEvent,
+    TurnSaved,
+    chain_hash,
+    decode_event,
+    encode_event,
+    micros_to_datetime,
+)
+from eventmem.messages import Message
+from eventmem.projection import apply, needs_recount
+from eventmem.store.base import TurnRequest
+from eventmem.store.migrate import apply_migrations
+
+__all__ = ["Durability", "SQLiteBackend"]
+
+Durability = Literal["normal", "full"]
+T = TypeVar("T")
+
+_encode_message = msgspec.json.Encoder().encode
+_decode_message = msgspec.json.Decoder(Message).decode
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _SessionHead:
+    """A session's projection row, used as the :class:`~eventmem.projection.Buffer`
+    of the live path: it reads only the rows it prunes and writes its changes on flush.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, session_id: str) -> None:
+        self._conn = conn
+        self.session_id = session_id
+        row = conn.execute(
+            "SELECT version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
+            " created_at FROM sessions WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        self.exists = row is not None
+        if row is None:
+            row = (0, GENESIS_HASH, 0, 0, 0, 0, None, None)
+        self.version: int = row[0]
+        self.head_hash: bytes = row[1]
+        self.next_seq: int = row[2]
+        self.watermark: int = row[3]
+        self.total_tokens: int = row[4]
+        self.overhead: int = row[5]
+        self.counter: str | None = row[6]
+        self.created_at: int | None = row[7]
+        self._stored_next_seq = self.next_seq  # rows below this are in view_messages
+        self._stored_watermark = self.watermark
+        self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
+
+    # -- Buffer protocol -------------------------------------------------------------
+    def append(self, message: Message, tokens: int) -> None:
+        self._new.append((self.next_seq, tokens, _encode_message(message).decode()))
+        self.next_seq += 1
+        self.total_tokens += tokens
+
+    def drop_oldest(self) -> None:
+        seq = self.watermark
+        if seq >= self._stored_next_seq:
+            tokens = self._new[seq - self._stored_next_seq][1]
+        else:
+            tokens = self._conn.execute(
+                "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
+                (self.session_id, seq),
+            ).fetchone()[0]
+        self.total_tokens -= tokens
+        self.watermark += 1
+
+    def drop_all(self) -> None:
+        self.watermark = self.next_seq
+        self.total_tokens = 0
+
+    def set_counts(self, tokens: tuple[int, ...]) -> None:
+        self._conn.executemany(
+            "UPDATE view_messages SET tokens = ? WHERE session_id = ? AND seq = ?",
+            [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
+        )
+        self.total_tokens = sum(tokens)
+
+    # -- persistence -----------------------------------------------------------------
+    def visible_messages(self) -> list[Message]:
+        return [
+            _decode_message(row[0])
+            for row in self._conn.execute(
+                "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
+                (self.session_id, self.watermark),
+            )
+        ]
+
+    def append_event(self, event: Event, now_us: int) -> int:
+        data = encode_event(event)
+        position = self.version + 1
+        digest = chain_hash(self.head_hash, self.session_id, position, now_us, data)
+        self._conn.execute(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                self.session_id,
+                position,
+                event.__struct_config__.tag,
+                now_us,
+                data.decode(),
+                digest,
+            ),
+        )
+        self.version, self.head_hash = position, digest
+        if self.created_at is None:
+            self.created_at = now_us
+        return position
+
+    def flush(self) -> None:
+        if self.watermark > self._stored_watermark and self._stored_next_seq > (
+            self._stored_watermark
+        ):
+            self._conn.execute(
+                "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
+                (self.session_id, min(self.watermark, self._stored_next_seq)),
+            )
+        kept = [row for row in self._new if row[0] >= self.watermark]
+        if kept:
+            self._conn.executemany(
+                "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
+                [(self.session_id, *row) for row in kept],
+            )
+        self._conn.execute(
+            "INSERT INTO sessions (session_id, version, head_hash, next_seq, watermark,"
+            " total_tokens, overhead, counter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,"
+            " head_hash = excluded.head_hash, next_seq = excluded.next_seq,"
+            " watermark = excluded.watermark, total_tokens = excluded.total_tokens,"
+            " overhead = excluded.overhead, counter = excluded.counter",
+            (
+                self.session_id,
+                self.version,
+                self.head_hash,
+                self.next_seq,
+                self.watermark,
+                self.total_tokens,
+                self.overhead,
+                self.counter,
+                self.created_at,
+            ),
+        )
+
+
+def _check_expected(head: _SessionHead, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != head.version:
+        raise ConcurrencyError(
+            f"session {head.session_id!r} is at version {head.version}, "
+            f"not the expected {expected_version}"
+        )
+
+
+def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """Run ``body`` in one write transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _translate(error: sqlite3.Error, where: str) -> EventmemError:
+    """The one place sqlite3 errors become eventmem errors."""
+    text = str(error)
+    lowered = text.lower()
+    if "file is not a database" in lowered:
+        return NotAnEventmemDatabaseError(f"{where} is not a SQLite database ({text})")
+    if "malformed" in lowered or "corrupt" in lowered:
+        return CorruptDatabaseError(f"{where} is corrupt: {text}")
+    if "locked" in lowered or "busy" in lowered:
+        return DatabaseLockedError(
+            f"{where}: another connection held the write lock past the busy timeout ({text})"
+        )
+    if "readonly" in lowered or "read-only" in lowered:
+        return ReadOnlyDatabaseError(f"{where} cannot be written: {text}")
+    if "full" in lowered:
+        return DiskFullError(f"{where}: no space left, the write was rolled back ({text})")
+    if "unable to open" in lowered:
+        return StorageError(f"cannot open {where}: {text}")
+    return StorageError(f"{where}: SQLite error: {text}")
+
+
+class SQLiteBackend:
+    """Event logs and buffer projections in one SQLite file (WAL mode)."""
+
+    def __init__(self, conn: aiosqlite.Connection, where: str) -> None:
+        self._conn = conn
+        self._where = where
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        durability: Durability = "normal",
+        busy_timeout: float = 30.0,
+    ) -> SQLiteBackend:
+        """Open (and, if ``create``, create) the database and bring its schema up to date."""
+        where = os.fspath(path)
+        database = await anyio.to_thread.run_sync(_database_uri, where, create)
+        synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
+        try:
+            conn = await aiosqlite.connect(database, uri=True, isolation_level=None)
+        except sqlite3.Error as e:
+            raise _translate(e, where) from e
+        backend = cls(conn, where)
+        try:
+            await backend._run(_configure, int(busy_timeout * 1000), synchronous)
+        except BaseException:
+            await conn.close()
+            raise
+        return backend
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(sqlite3_connection, *args)`` on the connection's thread."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        conn = self._conn
+
+        def call() -> T:
+            raw: sqlite3.Connection = conn._conn  # aiosqlite keeps it for its own thread
+            try:
+                return fn(raw, *args)
+            except sqlite3.Error as e:
+                raise _translate(e, self._where) from e
+
+        result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
+        return result
+
+    # -- writes ----------------------------------------------------------------------
+    async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
+        """Append one save (its messages counted, the buffer pruned) atomically."""
+        return await self._run(_append_turn, session_id, turn)
+
+    async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
+        """Append a clear: the watermark moves to the end of the session."""
+        return await self._run(_append_clear, session_id, expected_version)
+
+    # -- reads -----------------------------------------------------------------------
+    async def load_view(self, session_id: str) -> list[Message]:
+        """The visible messages of the session."""
+        return await self._run(_load_view, session_id)
+
+    async def read_events(
+        self, session_id: str, after_position: int, limit: int
+    ) -> list[StoredEvent]:
+        """A page of the session's events."""
+        return await self._run(_read_events, session_id, after_position, limit)
+
+    async def session_ids(self) -> list[str]:
+        """Every session, in order of creation."""
+        return await self._run(_session_ids)
+
+    async def version(self, session_id: str) -> int:
+        """The session's last position (0 if none)."""
+        return await self._run(_version, session_id)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+
+def _database_uri(target: str, create: bool) -> str:
+    if target == ":memory:":
+        return "file::memory:"
+    resolved = Path(target).expanduser().absolute()
+    if resolved.is_dir():
+        raise StorageError(f"cannot open {target}: it is a directory")
+    if not create and not resolved.exists():
+        raise StorageError(f"cannot open {target}: no such database file")
+    return resolved.as_uri() + ("" if create else "?mode=rw")
+
+
+def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    apply_migrations(conn)  # refuses foreign files before anything below writes to them
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -> int:
+    counter = turn.counter
+    # Counted before the write lock is taken: tokenizing a long text must not block
+    # other writers.
+    tokens = tuple(counter.count_message(m) for m in turn.messages)
+
+    def body() -> int:
+        head = _SessionHead(conn, session_id)
+        _check_expected(head, turn.expected_version)
+        recount = None
+        if needs_recount(head, counter.name):
+            recount = tuple(counter.count_message(m) for m in head.visible_messages())
+        event = TurnSaved(
+            messages=turn.messages,
+            tokens=tokens,
+            counter=counter.name,
+            overhead=counter.overhead,
+            max_token_limit=turn.max_token_limit,
+            model=turn.model,
+            recount=recount,
+        )
+        position = head.append_event(event, _now_us())
+        apply(head, event)
+        head.flush()
+        return position
+
+    return _write(conn, body)
+
+
+def _append_clear(conn: sqlite3.Connection, session_id: str, expected_version: int | None) -> int:
+    def body() -> int:
+        head = _SessionHead(conn, session_id)
+        _check_expected(head, expected_version)
+        event = MemoryCleared()
+        position = head.append_event(event, _now_us())
+        apply(head, event)
+        head.flush()
+        return position
+
+    return _write(conn, body)
+
+
+def _load_view(conn: sqlite3.Connection, session_id: str) -> list[Message]:
+    # One statement, so one consistent snapshot even while another process writes.
+    return [
+        _decode_message(row[0])
+        for row in conn.execute(
+            "SELECT v.message FROM view_messages AS v JOIN sessions AS s USING (session_id)"
+            " WHERE v.session_id = ? AND v.seq >= s.watermark ORDER BY v.seq",
+            (session_id,),
+        )
+    ]
+
+
+def _read_events(
+    conn: sqlite3.Connection, session_id: str, after_position: int, limit: int
+) -> list[StoredEvent]:
+    rows = conn.execute(
+        "SELECT position, id, recorded_at, data, hash FROM events"
+        " WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?",
+        (session_id, after_position, limit),
+    ).fetchall()
+    return [
+        StoredEvent(
+            session_id=session_id,
+            position=position,
+            global_position=global_position,
+            recorded_at=micros_to_datetime(recorded_at),
+            data=decode_event(data),
+            hash=bytes(digest).hex(),
+        )
+        for position, global_position, recorded_at, data, digest in rows
+    ]
+
+
+def _session_ids(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT session_id FROM sessions ORDER BY created_at")]
+
+
+def _version(conn: sqlite3.Connection, session_id: str) -> int:
+    row = conn.execute(
+        "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])

@@ -1,0 +1,157 @@
+"""The blocking facade: :func:`connect` for code that is not async.
+
+The async store runs on an event loop in a private thread (an anyio blocking portal);
+each blocking call hands its coroutine to that loop and waits. Calling a blocking
+method from inside a running event loop raises :class:`SyncInAsyncContextError` instead
+of stalling that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from eventmem.api import Store
+from eventmem.api import open as open_store
+from eventmem.errors import SyncInAsyncContextError
+from eventmem.events import StoredEvent
+from eventmem.memory import TokenBufferMemory
+from eventmem.messages import Message
+from eventmem.store.sqlite import Durability
+
+__all__ = ["SyncStore", "SyncTokenBufferMemory", "connect"]
+
+T = TypeVar("T")
+
+
+def _refuse_inside_event_loop(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise SyncInAsyncContextError(
+        f"{what} blocks, and was called from inside a running event loop; "
+        "use the async API (eventmem.open, asave_context, aload_memory_variables, aclear)"
+    )
+
+
+class SyncStore:
+    """A :class:`~eventmem.Store` with blocking methods. Get one with :func:`connect`."""
+
+    def __init__(
+        self, store: Store, portal: BlockingPortal, portal_cm: AbstractContextManager[Any]
+    ) -> None:
+        self._store = store
+        self._portal = portal
+        self._portal_cm: AbstractContextManager[Any] | None = portal_cm
+
+    def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        _refuse_inside_event_loop(what)
+        return self._portal.call(fn, *args)
+
+    def token_buffer(self, session_id: str, **options: Any) -> SyncTokenBufferMemory:
+        """A blocking ``ConversationTokenBufferMemory``; options as :meth:`Store.token_buffer`."""
+        return SyncTokenBufferMemory(self, self._store.token_buffer(session_id, **options))
+
+    def events(self, session_id: str) -> list[StoredEvent]:
+        """Every event of the session, in order."""
+
+        async def collect() -> list[StoredEvent]:
+            return [event async for event in self._store.events(session_id)]
+
+        return self._call("SyncStore.events", collect)
+
+    def messages(self, session_id: str) -> list[Message]:
+        """The session's current buffer."""
+        return self._call("SyncStore.messages", self._store.messages, session_id)
+
+    def sessions(self) -> list[str]:
+        """The ids of every session in the store."""
+        return self._call("SyncStore.sessions", self._store.sessions)
+
+    def close(self) -> None:
+        """Close the store and stop its event-loop thread. Idempotent."""
+        if self._portal_cm is None:
+            return
+        _refuse_inside_event_loop("SyncStore.close")
+        try:
+            self._portal.call(self._store.aclose)
+        finally:
+            cm, self._portal_cm = self._portal_cm, None
+            cm.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncTokenBufferMemory:
+    """Blocking twin of :class:`~eventmem.memory.TokenBufferMemory` (LangChain's sync API)."""
+
+    def __init__(self, store: SyncStore, memory: TokenBufferMemory) -> None:
+        self._store = store
+        self.memory = memory
+
+    @property
+    def memory_variables(self) -> list[str]:
+        """``[memory_key]``."""
+        return self.memory.memory_variables
+
+    def save_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append this exchange and prune the buffer to the limit."""
+        self._store._call("save_context", self.memory.asave_context, inputs, outputs)
+
+    def load_memory_variables(self, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{memory_key: buffer}``."""
+        return self._store._call(
+            "load_memory_variables", self.memory.aload_memory_variables, inputs
+        )
+
+    def clear(self) -> None:
+        """Empty the buffer; the log keeps everything."""
+        self._store._call("clear", self.memory.aclear)
+
+    def messages(self) -> list[Message]:
+        """The buffer as messages."""
+        return self._store._call("messages", self.memory.amessages)
+
+
+def connect(
+    path: str | os.PathLike[str],
+    *,
+    create: bool = True,
+    durability: Durability = "normal",
+    busy_timeout: float = 30.0,
+) -> SyncStore:
+    """Open a store for blocking code (same arguments as :func:`eventmem.open`).
+
+    Use as ``with eventmem.connect(path) as store:``.
+    """
+    _refuse_inside_event_loop("eventmem.connect")
+    portal_cm = start_blocking_portal(backend="asyncio")
+    portal = portal_cm.__enter__()
+    try:
+        store = portal.call(
+            _open, path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
+        )
+    except BaseException as e:
+        portal_cm.__exit__(type(e), e, e.__traceback__)
+        raise
+    return SyncStore(store, portal, portal_cm)
+
+
+async def _open(path: str | os.PathLike[str], options: dict[str, Any]) -> Store:
+    return await open_store(path, **options)
