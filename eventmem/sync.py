@@ -19,7 +19,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from eventmem.api import Store
 from eventmem.api import open as open_store
-from eventmem.errors import SyncInAsyncContextError
+from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import TokenBufferMemory
 from eventmem.messages import Message
@@ -53,6 +53,8 @@ class SyncStore:
 
     def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         _refuse_inside_event_loop(what)
+        if self._portal_cm is None:
+            raise ClosedError("the store is closed")
         return self._portal.call(fn, *args)
 
     def token_buffer(self, session_id: str, **options: Any) -> SyncTokenBufferMemory:

@@ -75,7 +75,13 @@ def _applied_versions(conn: sqlite3.Connection) -> list[int] | None:
         raise NotAnEventmemDatabaseError(
             f"the database's application_id is {app_id:#x}, not eventmem's; refusing to use it"
         )
-    return [row[0] for row in conn.execute("SELECT version FROM eventmem_migrations ORDER BY 1")]
+    applied = [row[0] for row in conn.execute("SELECT version FROM eventmem_migrations ORDER BY 1")]
+    if not applied and tables - {"eventmem_migrations", "sqlite_sequence"}:
+        raise SchemaVersionError(
+            "the database has eventmem tables but its schema history is empty (missing "
+            "migration 1); it was modified outside eventmem"
+        )
+    return applied
 
 
 def apply_migrations(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,269 @@
+"""Bad input gets a typed EventmemError and writes nothing; hostile files stay untouched."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventmem
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "memory.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
+    async with eventmem.open(db_path) as opened:
+        yield opened
+
+
+def _event_count(db_path: Path) -> int:
+    conn = sqlite3.connect(db_path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+class Opaque:
+    pass
+
+
+SAVE_CASES: list[tuple[str, Any, Any, type[eventmem.EventmemError]]] = [
+    ("input not a str", {"input": 42}, {"output": "x"}, eventmem.InvalidInputError),
+    ("input None", {"input": None}, {"output": "x"}, eventmem.InvalidInputError),
+    ("input an object", {"input": Opaque()}, {"output": "x"}, eventmem.InvalidInputError),
+    ("output a list", {"input": "x"}, {"output": ["a"]}, eventmem.InvalidInputError),
+    ("output a dict", {"input": "x"}, {"output": {"a": 1}}, eventmem.InvalidInputError),
+    ("output bytes", {"input": "x"}, {"output": b"x"}, eventmem.InvalidInputError),
+    ("lone surrogate", {"input": "a\ud800b"}, {"output": "x"}, eventmem.NotSerializableError),
+    ("inputs not a dict", "hello", {"output": "x"}, eventmem.InvalidInputError),
+    ("outputs not a dict", {"input": "x"}, ["x"], eventmem.InvalidInputError),
+    ("two input keys", {"a": "x", "b": "y"}, {"output": "x"}, eventmem.InputKeyError),
+    ("no input key", {"stop": ["\n"]}, {"output": "x"}, eventmem.InputKeyError),
+    ("empty inputs", {}, {"output": "x"}, eventmem.InputKeyError),
+    ("two output keys", {"input": "x"}, {"a": "1", "b": "2"}, eventmem.InputKeyError),
+    ("empty outputs", {"input": "x"}, {}, eventmem.InputKeyError),
+]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "error"),
+    [case[1:] for case in SAVE_CASES],
+    ids=[case[0] for case in SAVE_CASES],
+)
+async def test_a_bad_save_raises_and_writes_nothing(
+    store: eventmem.Store,
+    db_path: Path,
+    inputs: Any,
+    outputs: Any,
+    error: type[eventmem.EventmemError],
+) -> None:
+    mem = store.token_buffer("s")
+    await mem.asave_context({"input": "before"}, {"output": "ok"})
+    with pytest.raises(error) as caught:
+        await mem.asave_context(inputs, outputs)
+    assert str(caught.value)
+    assert _event_count(db_path) == 1
+    assert len(await store.messages("s")) == 2
+
+
+async def test_a_configured_key_that_is_missing_is_a_key_error(
+    store: eventmem.Store, db_path: Path
+) -> None:
+    mem = store.token_buffer("s", input_key="question", output_key="answer")
+    with pytest.raises(eventmem.MissingKeyError, match="question") as caught:
+        await mem.asave_context({"input": "x"}, {"answer": "y"})
+    assert isinstance(caught.value, KeyError)
+    with pytest.raises(eventmem.MissingKeyError, match="answer"):
+        await mem.asave_context({"question": "x"}, {"output": "y"})
+    assert _event_count(db_path) == 0
+
+
+async def test_input_key_errors_are_also_value_errors(store: eventmem.Store) -> None:
+    with pytest.raises(ValueError, match="One input key expected"):
+        await store.token_buffer("s").asave_context({"a": "1", "b": "2"}, {"o": "x"})
+
+
+BAD_OPTIONS: list[tuple[str, Callable[[eventmem.Store], object]]] = [
+    ("negative limit", lambda s: s.token_buffer("s", max_token_limit=-1)),
+    ("float limit", lambda s: s.token_buffer("s", max_token_limit=2.5)),  # type: ignore[arg-type]
+    ("str limit", lambda s: s.token_buffer("s", max_token_limit="100")),  # type: ignore[arg-type]
+    ("bool limit", lambda s: s.token_buffer("s", max_token_limit=True)),
+    ("None limit", lambda s: s.token_buffer("s", max_token_limit=None)),  # type: ignore[arg-type]
+    ("empty session", lambda s: s.token_buffer("")),
+    ("int session", lambda s: s.token_buffer(7)),  # type: ignore[arg-type]
+    ("None session", lambda s: s.token_buffer(None)),  # type: ignore[arg-type]
+    ("huge session", lambda s: s.token_buffer("x" * 5000)),
+    ("surrogate session", lambda s: s.token_buffer("\udcff")),
+    ("unknown model", lambda s: s.token_buffer("s", model="claude-3-opus")),
+    ("non-str model", lambda s: s.token_buffer("s", model=4)),  # type: ignore[arg-type]
+    ("empty model", lambda s: s.token_buffer("s", model="")),
+    ("non-callable counter", lambda s: s.token_buffer("s", token_counter=5)),  # type: ignore[arg-type]
+    ("int memory_key", lambda s: s.token_buffer("s", memory_key=1)),  # type: ignore[arg-type]
+    ("int prefix", lambda s: s.token_buffer("s", human_prefix=1)),  # type: ignore[arg-type]
+    ("int input_key", lambda s: s.token_buffer("s", input_key=1)),  # type: ignore[arg-type]
+    ("str return_messages", lambda s: s.token_buffer("s", return_messages="yes")),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in BAD_OPTIONS], ids=[c[0] for c in BAD_OPTIONS])
+async def test_bad_memory_options_are_refused(
+    store: eventmem.Store, make: Callable[[eventmem.Store], object]
+) -> None:
+    with pytest.raises(eventmem.InvalidInputError) as caught:
+        make(store)
+    assert str(caught.value)
+    assert await store.sessions() == []
+
+
+@pytest.mark.parametrize("session", ["", None, 3, "x" * 2000])
+async def test_store_reads_refuse_bad_session_ids(store: eventmem.Store, session: Any) -> None:
+    with pytest.raises(eventmem.InvalidInputError):
+        await store.messages(session)
+    with pytest.raises(eventmem.InvalidInputError):
+        [e async for e in store.events(session)]
+
+
+@pytest.mark.parametrize(
+    "session",
+    ["'; DROP TABLE events; --", "../../etc/passwd", "a\x00b", "名前 🙂", " ", "\n"],
+)
+async def test_odd_but_valid_session_ids_are_plain_data(
+    store: eventmem.Store, session: str
+) -> None:
+    mem = store.token_buffer(session, return_messages=True)
+    await mem.asave_context({"input": "x"}, {"output": "y"})
+    assert await store.sessions() == [session]
+    assert len(await store.messages(session)) == 2
+
+
+async def test_a_custom_counter_returning_junk_is_refused(
+    store: eventmem.Store, db_path: Path
+) -> None:
+    calls = {"n": 0}
+
+    def counter(messages: list[eventmem.Message]) -> int:
+        calls["n"] += 1
+        return 0 if not messages else "many"  # type: ignore[return-value]
+
+    mem = store.token_buffer("s", token_counter=counter)
+    with pytest.raises(eventmem.InvalidInputError, match="int"):
+        await mem.asave_context({"input": "x"}, {"output": "y"})
+    assert _event_count(db_path) == 0
+
+
+async def test_huge_and_odd_texts_are_stored_intact(store: eventmem.Store) -> None:
+    huge = "word " * 400_000 + "\x00 NUL, \u202e RTL, e\u0301, 🧑‍🚀, <|endoftext|>"
+    mem = store.token_buffer("s", max_token_limit=10**7, return_messages=True)
+    await mem.asave_context({"input": huge}, {"output": ""})
+    loaded = (await mem.aload_memory_variables({}))["history"]
+    assert [m.content for m in loaded] == [huge, ""]
+
+
+async def test_a_closed_store_refuses_calls(db_path: Path) -> None:
+    store = await eventmem.open(db_path)
+    mem = store.token_buffer("s")
+    await store.aclose()
+    await store.aclose()  # idempotent
+    with pytest.raises(eventmem.ClosedError):
+        await mem.asave_context({"input": "x"}, {"output": "y"})
+    with pytest.raises(eventmem.ClosedError):
+        await store.sessions()
+
+
+# -- hostile database files ------------------------------------------------------------
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    junk = b"these are my notes, not a database\n" * 200
+    path.write_bytes(junk)
+    with pytest.raises(eventmem.NotAnEventmemDatabaseError, match="not a SQLite database"):
+        await eventmem.open(path)
+    assert path.read_bytes() == junk
+
+
+async def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(eventmem.NotAnEventmemDatabaseError, match="another application"):
+        await eventmem.open(path)
+    assert path.read_bytes() == before
+
+
+async def test_a_database_from_a_newer_eventmem_is_refused(db_path: Path) -> None:
+    async with eventmem.open(db_path) as store:
+        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO eventmem_migrations VALUES (99, 'future', '2031-01-01')")
+    conn.commit()
+    conn.close()
+    before = db_path.read_bytes()
+    with pytest.raises(eventmem.SchemaVersionError, match="newer eventmem"):
+        await eventmem.open(db_path)
+    assert db_path.read_bytes() == before
+
+
+async def test_a_database_with_a_missing_migration_is_refused(db_path: Path) -> None:
+    async with eventmem.open(db_path):
+        pass
+    conn = sqlite3.connect(db_path)
+    conn.execute("DELETE FROM eventmem_migrations WHERE version = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(eventmem.SchemaVersionError, match="missing"):
+        await eventmem.open(db_path)
+
+
+async def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(eventmem.StorageError, match="directory"):
+        await eventmem.open(tmp_path)
+
+
+async def test_create_false_does_not_create(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    with pytest.raises(eventmem.StorageError, match="no such"):
+        await eventmem.open(path, create=False)
+    assert not path.exists()
+
+
+async def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    async with eventmem.open(path) as store:
+        assert await store.sessions() == []
+
+
+async def test_reopening_applies_no_migration_twice(db_path: Path) -> None:
+    for _ in range(3):
+        async with eventmem.open(db_path):
+            pass
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT version, name FROM eventmem_migrations").fetchall() == [
+            (1, "initial")
+        ]
+    finally:
+        conn.close()
+
+
+async def test_a_store_never_closed_warns(db_path: Path) -> None:
+    store = await eventmem.open(db_path)
+    backend = store._backend
+    with pytest.warns(ResourceWarning, match="never closed"):
+        store.__del__()
+    await backend.close()

@@ -1,0 +1,301 @@
+"""The event log and its projection, against a real SQLite file."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import eventmem
+from eventmem.events import MemoryCleared, TurnSaved
+from eventmem.messages import Message
+from eventmem.projection import fold
+from eventmem.tokens import OpenAIChatCounter
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "memory.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
+    async with eventmem.open(db_path) as opened:
+        yield opened
+
+
+async def events_of(store: eventmem.Store, session: str) -> list[eventmem.StoredEvent]:
+    return [e async for e in store.events(session)]
+
+
+async def test_each_save_and_clear_is_one_event_in_order(store: eventmem.Store) -> None:
+    mem = store.token_buffer("s", max_token_limit=1000)
+    await mem.asave_context({"input": "one"}, {"output": "uno"})
+    await mem.aclear()
+    await mem.asave_context({"input": "two"}, {"output": "dos"})
+
+    events = await events_of(store, "s")
+    assert [e.position for e in events] == [1, 2, 3]
+    assert [e.kind for e in events] == ["turn", "clear", "turn"]
+    assert isinstance(events[1].data, MemoryCleared)
+    first = events[0].data
+    assert isinstance(first, TurnSaved)
+    assert [(m.role, m.content) for m in first.messages] == [("human", "one"), ("ai", "uno")]
+    assert all(e.recorded_at <= f.recorded_at for e, f in itertools.pairwise(events))
+    assert len({e.hash for e in events}) == 3
+
+
+async def test_events_record_their_token_counts_and_scheme(store: eventmem.Store) -> None:
+    mem = store.token_buffer("s", max_token_limit=50, model="gpt-4")
+    await mem.asave_context({"input": "héllo wörld"}, {"output": "こんにちは"})
+    (event,) = await events_of(store, "s")
+    assert isinstance(event.data, TurnSaved)
+    counter = OpenAIChatCounter("gpt-4")
+    assert event.data.tokens == tuple(counter.count_message(m) for m in event.data.messages)
+    assert event.data.counter == "openai-chat:cl100k_base"
+    assert event.data.overhead == 3
+    assert event.data.max_token_limit == 50
+    assert event.data.model == "gpt-4"
+
+
+async def test_clear_keeps_the_log_and_empties_the_buffer(store: eventmem.Store) -> None:
+    mem = store.token_buffer("s", return_messages=True)
+    await mem.asave_context({"input": "remember 42"}, {"output": "ok"})
+    await mem.aclear()
+    assert await mem.aload_memory_variables({}) == {"history": []}
+    turn = (await events_of(store, "s"))[0].data
+    assert isinstance(turn, TurnSaved)
+    assert turn.messages[0].content == "remember 42"
+
+
+async def test_global_order_spans_sessions(store: eventmem.Store) -> None:
+    for session in ["a", "b", "a", "c", "b"]:
+        await store.token_buffer(session).asave_context({"in": "x"}, {"out": "y"})
+    events = [e for s in ["a", "b", "c"] for e in await events_of(store, s)]
+    by_global = sorted(events, key=lambda e: e.global_position)
+    assert [(e.session_id, e.position) for e in by_global] == [
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("c", 1),
+        ("b", 2),
+    ]
+    assert await store.sessions() == ["a", "b", "c"]
+
+
+async def test_sessions_are_isolated(store: eventmem.Store) -> None:
+    a = store.token_buffer("a", max_token_limit=30)
+    b = store.token_buffer("b", max_token_limit=30)
+    for i in range(6):
+        await a.asave_context({"input": f"a{i}"}, {"output": f"A{i}"})
+        await b.asave_context({"input": f"b{i}"}, {"output": f"B{i}"})
+    assert all(m.content.lower().startswith("a") for m in await store.messages("a"))
+    assert all(m.content.lower().startswith("b") for m in await store.messages("b"))
+    await a.aclear()
+    assert await store.messages("a") == []
+    assert len(await store.messages("b")) > 0
+
+
+async def test_unknown_session_is_empty_not_an_error(store: eventmem.Store) -> None:
+    assert await store.messages("nobody") == []
+    assert await events_of(store, "nobody") == []
+    assert await store.version("nobody") == 0
+    assert await store.sessions() == []
+
+
+async def test_events_are_paged_not_loaded_at_once(store: eventmem.Store) -> None:
+    mem = store.token_buffer("long", max_token_limit=40)
+    for i in range(1203):
+        await mem.asave_context({"input": str(i)}, {"output": "k"})
+    positions = [e.position for e in await events_of(store, "long")]
+    assert positions == list(range(1, 1204))
+
+
+async def test_stored_projection_equals_fold_of_all_events(store: eventmem.Store) -> None:
+    plan = [("gpt-4o", 60), ("gpt-4o", 25), ("gpt-4", 25), ("gpt-3.5-turbo-0301", 200)]
+    step = 0
+    for model, limit in plan:
+        mem = store.token_buffer("s", max_token_limit=limit, model=model)
+        for _ in range(7):
+            step += 1
+            if step % 9 == 0:
+                await mem.aclear()
+            else:
+                await mem.asave_context({"input": "word " * step}, {"output": f"reply {step}"})
+            folded = fold([e.data for e in await events_of(store, "s")])
+            assert folded.messages == await store.messages("s")
+
+
+async def test_counting_scheme_change_recounts_the_buffer_once(store: eventmem.Store) -> None:
+    await store.token_buffer("s", model="gpt-4o").asave_context({"input": "a b"}, {"output": "c"})
+    calls: list[Message] = []
+
+    class Spy:
+        name = "spy"
+        overhead = 0
+
+        def count_message(self, message: Message) -> int:
+            calls.append(message)
+            return 1
+
+    await store.token_buffer("s", token_counter=Spy()).asave_context(
+        {"input": "d"}, {"output": "e"}
+    )
+    last = (await events_of(store, "s"))[-1].data
+    assert isinstance(last, TurnSaved)
+    assert last.recount == (1, 1)
+    assert last.counter == "spy"
+    assert len(calls) == 4  # 2 new + 2 re-counted, once
+    calls.clear()
+    await store.token_buffer("s", token_counter=Spy()).asave_context(
+        {"input": "f"}, {"output": "g"}
+    )
+    assert len(calls) == 2  # same scheme: only the new messages
+
+
+async def test_limit_below_the_reply_primer_empties_the_buffer(store: eventmem.Store) -> None:
+    # LangChain raises IndexError here (it pops from an empty list); eventmem keeps nothing.
+    mem = store.token_buffer("s", max_token_limit=0)
+    await mem.asave_context({"input": "hi"}, {"output": "hello"})
+    assert await store.messages("s") == []
+    assert len(await events_of(store, "s")) == 1
+
+
+# -- invariant 1: immutability is enforced by the database --------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET data = '{}' WHERE position = 1",
+        "UPDATE events SET session_id = 'other'",
+        "DELETE FROM events WHERE position = 1",
+        "DELETE FROM events",
+    ],
+)
+async def test_the_database_refuses_to_change_events(db_path: Path, statement: str) -> None:
+    async with eventmem.open(db_path) as store:
+        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+async def test_the_database_refuses_a_gap_in_positions(db_path: Path) -> None:
+    async with eventmem.open(db_path) as store:
+        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="gapless"):
+            conn.execute(
+                "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+                " VALUES ('s', 3, 'clear', 0, '{}', zeroblob(32))"
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+                " VALUES ('s', 1, 'clear', 0, '{}', zeroblob(32))"
+            )
+    finally:
+        conn.close()
+
+
+# -- persistence ------------------------------------------------------------------------
+
+
+async def test_a_new_process_sees_the_same_buffers(db_path: Path) -> None:
+    async with eventmem.open(db_path) as store:
+        for session in ["alpha", "beta"]:
+            mem = store.token_buffer(session, max_token_limit=40)
+            for i in range(5):
+                await mem.asave_context({"input": f"{session} {i}"}, {"output": f"ok {i}"})
+        expected = {s: await store.token_buffer(s).abuffer_as_str() for s in ["alpha", "beta"]}
+
+    script = textwrap.dedent(
+        f"""
+        import json, eventmem
+        with eventmem.connect({str(db_path)!r}) as store:
+            out = {{s: store.token_buffer(s).load_memory_variables({{}})["history"]
+                   for s in store.sessions()}}
+        print(json.dumps(out))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout) == expected
+
+
+# -- invariant 6: a save costs O(new + pruned), a load O(view) ---------------------------
+
+
+class CountingCounter:
+    """OpenAI counting that records how many messages it was asked to count."""
+
+    def __init__(self) -> None:
+        self._inner = OpenAIChatCounter("gpt-4o")
+        self.name = self._inner.name
+        self.overhead = self._inner.overhead
+        self.calls = 0
+
+    def count_message(self, message: Message) -> int:
+        self.calls += 1
+        return self._inner.count_message(message)
+
+
+async def test_a_save_counts_only_its_new_messages(store: eventmem.Store) -> None:
+    counter = CountingCounter()
+    mem = store.token_buffer("s", max_token_limit=500, token_counter=counter)
+    for i in range(300):
+        before = counter.calls
+        await mem.asave_context({"input": f"message {i} " * 5}, {"output": "fine"})
+        assert counter.calls - before == 2
+
+
+async def test_statements_per_save_do_not_grow_with_history(store: eventmem.Store) -> None:
+    statements: list[str] = []
+    mem = store.token_buffer("s", max_token_limit=120)
+
+    async def traced_save(i: int) -> list[str]:
+        statements.clear()
+        await store._backend._conn.set_trace_callback(statements.append)
+        await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+        await store._backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
+        return [s for s in statements if not s.startswith("PRAGMA")]
+
+    for i in range(20):
+        await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+    early = await traced_save(20)
+    for i in range(21, 600):
+        await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+    late = await traced_save(600)
+    assert len(late) == len(early)
+    assert not any("FROM events" in s for s in late)  # the history is never read
+
+
+async def test_the_projection_keeps_only_the_visible_rows(
+    store: eventmem.Store, db_path: Path
+) -> None:
+    mem = store.token_buffer("s", max_token_limit=60, return_messages=True)
+    for i in range(500):
+        await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+    loaded = (await mem.aload_memory_variables({}))["history"]
+    conn = sqlite3.connect(db_path)
+    try:
+        (rows,) = conn.execute("SELECT count(*) FROM view_messages").fetchone()
+    finally:
+        conn.close()
+    assert rows == len(loaded) < 20

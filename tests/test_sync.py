@@ -1,0 +1,75 @@
+"""The blocking facade: LangChain's sync API over the async core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import eventmem
+
+
+def test_blocking_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "sync.db"
+    with eventmem.connect(path) as store:
+        mem = store.token_buffer("s", max_token_limit=2000)
+        assert mem.memory_variables == ["history"]
+        mem.save_context({"input": "hi"}, {"output": "hello"})
+        assert mem.load_memory_variables({}) == {"history": "Human: hi\nAI: hello"}
+        mem.clear()
+        assert mem.load_memory_variables({}) == {"history": ""}
+        assert [e.kind for e in store.events("s")] == ["turn", "clear"]
+        assert store.sessions() == ["s"]
+    with eventmem.connect(path) as store:
+        assert [e.position for e in store.events("s")] == [1, 2]
+
+
+def test_blocking_errors_are_the_same_types(tmp_path: Path) -> None:
+    with eventmem.connect(tmp_path / "sync.db") as store:
+        mem = store.token_buffer("s")
+        with pytest.raises(eventmem.InputKeyError):
+            mem.save_context({"a": "1", "b": "2"}, {"output": "x"})
+        assert store.events("s") == []
+
+
+def test_close_is_idempotent_and_later_calls_fail(tmp_path: Path) -> None:
+    store = eventmem.connect(tmp_path / "sync.db")
+    mem = store.token_buffer("s")
+    store.close()
+    store.close()
+    with pytest.raises(eventmem.ClosedError):
+        mem.save_context({"input": "x"}, {"output": "y"})
+
+
+def test_connect_to_a_junk_file_raises_and_leaves_no_thread(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"junk" * 1000)
+    before = threading.active_count()
+    with pytest.raises(eventmem.NotAnEventmemDatabaseError):
+        eventmem.connect(path)
+    assert threading.active_count() == before
+
+
+@pytest.mark.anyio
+async def test_blocking_calls_inside_an_event_loop_raise_instead_of_deadlocking(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(eventmem.SyncInAsyncContextError, match="async"):
+        eventmem.connect(tmp_path / "x.db")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_sync_memory_used_from_a_coroutine_raises(tmp_path: Path) -> None:
+    import anyio
+
+    with eventmem.connect(tmp_path / "sync.db") as store:
+        mem = store.token_buffer("s")
+
+        async def misuse() -> None:
+            mem.save_context({"input": "x"}, {"output": "y"})
+
+        with pytest.raises(eventmem.SyncInAsyncContextError):
+            anyio.run(misuse)
+        assert store.events("s") == []
