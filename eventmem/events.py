@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 import msgspec
 
 from eventmem.messages import Message
+from eventmem.steps import Action
 
 __all__ = [
     "GENESIS_HASH",
     "Event",
     "EventData",
     "MemoryCleared",
+    "PruneMode",
+    "StepRecorded",
     "StoredEvent",
     "TurnSaved",
     "chain_hash",
@@ -38,6 +42,9 @@ class EventData(msgspec.Struct, frozen=True, tag_field="kind", omit_defaults=Tru
     """Base of every event payload; the ``kind`` tag names the concrete type."""
 
 
+PruneMode = Literal["langchain", "pair_safe"]
+
+
 class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     """One ``save_context`` call: the messages it appends and what they cost.
 
@@ -45,6 +52,11 @@ class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     ``overhead`` is that scheme's count for an empty list. ``max_token_limit`` is the
     limit in force for this save. ``recount`` is set when the scheme changed since the
     previous save: the new counts of the messages visible before this save, oldest first.
+
+    An agent turn also names the positions of its :class:`StepRecorded` events in
+    ``steps``; their messages enter the buffer between ``messages[0]`` (the human input)
+    and the rest. ``step_recount`` holds their counts under ``counter`` when the steps
+    were counted with another scheme. ``prune`` is the pruning rule of this save.
     """
 
     messages: tuple[Message, ...]
@@ -54,13 +66,33 @@ class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     max_token_limit: int
     model: str | None = None
     recount: tuple[int, ...] | None = None
+    steps: tuple[int, ...] = ()
+    step_recount: tuple[int, ...] | None = None
+    prune: PruneMode = "langchain"
+
+
+class StepRecorded(EventData, tag="step", frozen=True, omit_defaults=True):
+    """One agent intermediate step (tool call + observation), recorded live or at save.
+
+    ``messages`` is how the step reads in the buffer (already formatted, and without
+    messages an earlier step of the same turn already carries); ``tokens`` their counts
+    under ``counter``. The step joins the buffer with its turn's :class:`TurnSaved`.
+    ``action`` and ``observation`` keep what the agent did and saw, for audit.
+    """
+
+    action: Action
+    observation: str
+    messages: tuple[Message, ...]
+    tokens: tuple[int, ...]
+    counter: str
+    live: bool = False
 
 
 class MemoryCleared(EventData, tag="clear", frozen=True, omit_defaults=True):
     """One ``clear()`` call: every message so far leaves the buffer (and stays in the log)."""
 
 
-Event = TurnSaved | MemoryCleared
+Event = TurnSaved | MemoryCleared | StepRecorded
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
@@ -107,7 +139,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
     @property
     def kind(self) -> str:
-        """The event's tag: ``"turn"`` or ``"clear"``."""
+        """The event's tag: ``"turn"``, ``"step"`` or ``"clear"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]
 
 

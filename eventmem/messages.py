@@ -18,6 +18,8 @@ import msgspec
 from eventmem.errors import InvalidInputError, NotSerializableError
 
 __all__ = [
+    "MAX_DEPTH",
+    "InvalidToolCall",
     "Message",
     "Role",
     "ToolCall",
@@ -36,6 +38,8 @@ _OPENAI_ROLE = {
     "function": "function",
     "tool": "tool",
 }
+MAX_DEPTH = 200  # JSON nesting accepted in stored values
+
 _LANGCHAIN_TYPES = {"human", "ai", "system", "function", "tool"}
 
 
@@ -60,6 +64,22 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
         return {"name": self.name, "args": self.args, "id": self.id, "type": "tool_call"}
 
 
+class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tool call the model produced with unparseable arguments (LangChain's
+    ``InvalidToolCall``); kept verbatim, since the API still expects its result."""
+
+    name: str | None = None
+    args: str | None = None
+    id: str | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("name", "args", "id", "error"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_text(value, f"invalid tool call {field}")
+
+
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     """One chat message as eventmem stores it.
 
@@ -76,6 +96,7 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     tool_call_id: str | None = None
     function_call: dict[str, Any] | None = None
     id: str | None = None
+    invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -93,7 +114,17 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             isinstance(call, ToolCall) for call in self.tool_calls
         ):
             raise InvalidInputError("message tool_calls must be a sequence of ToolCall")
-        if self.tool_calls and self.role != "ai":
+        if isinstance(self.invalid_tool_calls, list):
+            msgspec.structs.force_setattr(
+                self, "invalid_tool_calls", tuple(self.invalid_tool_calls)
+            )
+        if not isinstance(self.invalid_tool_calls, tuple) or not all(
+            isinstance(call, InvalidToolCall) for call in self.invalid_tool_calls
+        ):
+            raise InvalidInputError(
+                "message invalid_tool_calls must be a sequence of InvalidToolCall"
+            )
+        if (self.tool_calls or self.invalid_tool_calls) and self.role != "ai":
             raise InvalidInputError(f"only ai messages carry tool_calls, not {self.role}")
         if self.function_call is not None:
             if self.role != "ai":
@@ -111,21 +142,17 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     def to_openai(self) -> dict[str, Any]:
         """The chat-completions dict langchain-openai sends for this message."""
         result: dict[str, Any] = {"content": self.content}
-        if self.name:
+        if self.name is not None:
             result["name"] = self.name
         result["role"] = _OPENAI_ROLE[self.role]
         if self.role == "ai":
-            if self.tool_calls:
+            if self.tool_calls or self.invalid_tool_calls:
                 result["tool_calls"] = [
-                    {
-                        "type": "function",
-                        "id": call.id,
-                        "function": {
-                            "name": call.name,
-                            "arguments": json.dumps(call.args, ensure_ascii=False),
-                        },
-                    }
+                    _openai_tool_call(call.id, call.name, json.dumps(call.args, ensure_ascii=False))
                     for call in self.tool_calls
+                ] + [
+                    _openai_tool_call(call.id, call.name, call.args)
+                    for call in self.invalid_tool_calls
                 ]
             elif self.function_call is not None:
                 result["function_call"] = self.function_call
@@ -145,6 +172,10 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             elif self.function_call is not None:
                 line += str(self.function_call)
         return line
+
+
+def _openai_tool_call(call_id: str | None, name: str | None, arguments: str | None) -> Any:
+    return {"type": "function", "id": call_id, "function": {"name": name, "arguments": arguments}}
 
 
 def _prefix(role: str, human_prefix: str, ai_prefix: str) -> str:
@@ -188,14 +219,29 @@ def from_langchain(message: Any) -> Message:
         raise InvalidInputError("additional_kwargs must be a dict")
     name = getattr(message, "name", None) or extra.get("name")
     tool_calls: tuple[ToolCall, ...] = ()
+    invalid: tuple[InvalidToolCall, ...] = ()
     function_call = None
     if kind == "ai":
-        tool_calls = tuple(
-            ToolCall(name=call["name"], args=_plain(call["args"]), id=call.get("id"))
-            for call in getattr(message, "tool_calls", None) or ()
+        try:
+            tool_calls = tuple(
+                ToolCall(name=call["name"], args=_plain(call["args"]), id=call.get("id"))
+                for call in getattr(message, "tool_calls", None) or ()
+            )
+            if not tool_calls and extra.get("function_call") is not None:
+                function_call = _plain(extra["function_call"])
+        except RecursionError:
+            raise NotSerializableError(
+                f"tool call arguments are nested deeper than {MAX_DEPTH} levels"
+            ) from None
+        invalid = tuple(
+            InvalidToolCall(
+                name=call.get("name"),
+                args=call.get("args"),
+                id=call.get("id"),
+                error=call.get("error"),
+            )
+            for call in getattr(message, "invalid_tool_calls", None) or ()
         )
-        if not tool_calls and extra.get("function_call") is not None:
-            function_call = _plain(extra["function_call"])
     return Message(
         role=kind,
         content=content,
@@ -204,6 +250,7 @@ def from_langchain(message: Any) -> Message:
         tool_call_id=getattr(message, "tool_call_id", None) if kind == "tool" else None,
         function_call=function_call,
         id=getattr(message, "id", None),
+        invalid_tool_calls=invalid,
     )
 
 
@@ -219,12 +266,15 @@ def _plain(value: Any) -> Any:
 def check_json_value(value: Any, what: str) -> None:
     """Raise :class:`NotSerializableError` unless ``value`` round-trips through JSON.
 
-    Allowed: dict with str keys, list, str (valid Unicode), int, finite float, bool, None.
-    Iterative, so deeply nested values do not hit the recursion limit.
+    Allowed: dict with str keys, list, str (valid Unicode), int, finite float, bool, None,
+    nested at most ``MAX_DEPTH`` levels (deeper values cannot be encoded or rendered by
+    the JSON libraries involved). Iterative, so checking never hits the recursion limit.
     """
-    stack: list[tuple[Any, str]] = [(value, what)]
+    stack: list[tuple[Any, str, int]] = [(value, what, 0)]
     while stack:
-        item, path = stack.pop()
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise NotSerializableError(f"{what} is nested deeper than {MAX_DEPTH} levels")
         if item is None or isinstance(item, (bool, int)):
             continue
         if isinstance(item, str):
@@ -239,9 +289,9 @@ def check_json_value(value: Any, what: str) -> None:
                         f"{path} has a key of type {_type(key)}; JSON object keys are strings"
                     )
                 _check_text(key, f"{path} key", error=NotSerializableError)
-                stack.append((child, f"{path}[{key!r}]"))
+                stack.append((child, f"{path}[{key!r}]", depth + 1))
         elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
         else:
             raise NotSerializableError(
                 f"{path} contains a {_type(item)}, which cannot be stored as JSON"

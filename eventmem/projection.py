@@ -14,11 +14,12 @@ the counts of the messages it drops.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 import msgspec
 
-from eventmem.events import Event, MemoryCleared, TurnSaved
+from eventmem.events import Event, MemoryCleared, StepRecorded, TurnSaved
 from eventmem.messages import Message
 
 __all__ = [
@@ -59,6 +60,18 @@ class Buffer(Protocol):
         """Replace the counts of the visible messages, oldest first."""
         ...
 
+    def oldest_role(self) -> str:
+        """Role of the oldest visible message (the buffer is not empty)."""
+        ...
+
+    def add_pending(self, position: int, step: StepRecorded) -> None:
+        """Hold a recorded step until its turn is saved."""
+        ...
+
+    def take_pending(self) -> list[tuple[int, StepRecorded]]:
+        """The held steps with their positions, in order; none are held afterwards."""
+        ...
+
 
 def needs_recount(buffer: Buffer, counter: str) -> bool:
     """Whether a save counted by ``counter`` must first re-count the visible messages."""
@@ -70,28 +83,55 @@ def visible_count(buffer: Buffer) -> int:
     return buffer.next_seq - buffer.watermark
 
 
-def apply(buffer: Buffer, event: Event) -> None:
-    """Fold one event into ``buffer``."""
+_RESULT_ROLES = ("tool", "function")
+
+
+def apply(buffer: Buffer, event: Event, position: int) -> None:
+    """Fold the event at ``position`` of its session into ``buffer``."""
     if isinstance(event, TurnSaved):
-        if event.recount is not None:
-            if len(event.recount) != visible_count(buffer):
-                raise ValueError(
-                    f"recount has {len(event.recount)} counts for "
-                    f"{visible_count(buffer)} visible messages"
-                )
-            buffer.set_counts(event.recount)
-        buffer.counter = event.counter
-        buffer.overhead = event.overhead
-        for message, tokens in zip(event.messages, event.tokens, strict=True):
-            buffer.append(message, tokens)
-        while visible_count(buffer) > 0 and (
-            buffer.total_tokens + buffer.overhead > event.max_token_limit
-        ):
-            buffer.drop_oldest()
+        _apply_turn(buffer, event)
+    elif isinstance(event, StepRecorded):
+        buffer.add_pending(position, event)
     elif isinstance(event, MemoryCleared):
         buffer.drop_all()
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown event {type(event).__name__}")
+
+
+def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
+    pending = buffer.take_pending()
+    if tuple(p for p, _ in pending) != event.steps:
+        raise ValueError(
+            f"the turn names steps {event.steps} but the steps held are "
+            f"{tuple(p for p, _ in pending)}"
+        )
+    step_messages = [m for _, step in pending for m in step.messages]
+    step_tokens = (
+        event.step_recount
+        if event.step_recount is not None
+        else tuple(t for _, step in pending for t in step.tokens)
+    )
+    if event.recount is not None:
+        if len(event.recount) != visible_count(buffer):
+            raise ValueError(
+                f"recount has {len(event.recount)} counts for "
+                f"{visible_count(buffer)} visible messages"
+            )
+        buffer.set_counts(event.recount)
+    buffer.counter = event.counter
+    buffer.overhead = event.overhead
+    messages = [*event.messages[:1], *step_messages, *event.messages[1:]]
+    tokens = [*event.tokens[:1], *step_tokens, *event.tokens[1:]]
+    for message, count in zip(messages, tokens, strict=True):
+        buffer.append(message, count)
+    while visible_count(buffer) > 0 and (
+        buffer.total_tokens + buffer.overhead > event.max_token_limit
+    ):
+        buffer.drop_oldest()
+    if event.prune == "pair_safe":
+        # A tool/function result whose call was pruned is an orphan the API rejects.
+        while visible_count(buffer) > 0 and buffer.oldest_role() in _RESULT_ROLES:
+            buffer.drop_oldest()
 
 
 class BufferEntry(msgspec.Struct, frozen=True):
@@ -112,6 +152,7 @@ class MemoryBuffer:
         self.overhead = 0
         self.counter: str | None = None
         self.entries: deque[BufferEntry] = deque()
+        self.pending: list[tuple[int, StepRecorded]] = []
 
     def append(self, message: Message, tokens: int) -> None:
         """Add a message at ``next_seq``."""
@@ -137,15 +178,28 @@ class MemoryBuffer:
         )
         self.total_tokens = sum(tokens)
 
+    def oldest_role(self) -> str:
+        """Role of the oldest visible message."""
+        return self.entries[0].message.role
+
+    def add_pending(self, position: int, step: StepRecorded) -> None:
+        """Hold a step for its turn."""
+        self.pending.append((position, step))
+
+    def take_pending(self) -> list[tuple[int, StepRecorded]]:
+        """Release the held steps."""
+        taken, self.pending = self.pending, []
+        return taken
+
     @property
     def messages(self) -> list[Message]:
         """The visible messages, oldest first."""
         return [e.message for e in self.entries]
 
 
-def fold(events: list[Event] | tuple[Event, ...]) -> MemoryBuffer:
-    """The buffer after ``events``, from an empty start."""
+def fold(events: Iterable[Event]) -> MemoryBuffer:
+    """The buffer after a session's events (positions 1, 2, ...), from an empty start."""
     buffer = MemoryBuffer()
-    for event in events:
-        apply(buffer, event)
+    for position, event in enumerate(events, start=1):
+        apply(buffer, event, position)
     return buffer

@@ -190,7 +190,9 @@ class OpenAIChatCounter:
             elif key == "tool_calls":
                 for call in value:
                     function = call["function"]
-                    tokens += self._length(function["arguments"]) + self._length(function["name"])
+                    # an invalid tool call may lack either; LangChain would raise there
+                    tokens += self._length(function["arguments"] or "")
+                    tokens += self._length(function["name"] or "")
             elif value:
                 tokens += self._length(value if isinstance(value, str) else str(value))
                 if key == "name":

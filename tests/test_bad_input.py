@@ -248,19 +248,6 @@ async def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
         assert await store.sessions() == []
 
 
-async def test_reopening_applies_no_migration_twice(db_path: Path) -> None:
-    for _ in range(3):
-        async with eventmem.open(db_path):
-            pass
-    conn = sqlite3.connect(db_path)
-    try:
-        assert conn.execute("SELECT version, name FROM eventmem_migrations").fetchall() == [
-            (1, "initial")
-        ]
-    finally:
-        conn.close()
-
-
 async def test_a_store_never_closed_warns(db_path: Path) -> None:
     store = await eventmem.open(db_path)
     backend = store._backend

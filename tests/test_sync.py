@@ -43,13 +43,17 @@ def test_close_is_idempotent_and_later_calls_fail(tmp_path: Path) -> None:
 
 def test_connect_to_a_junk_file_raises_and_leaves_no_thread(tmp_path: Path) -> None:
     import threading
+    import time
 
     path = tmp_path / "junk.db"
     path.write_bytes(b"junk" * 1000)
-    before = threading.active_count()
+    before = set(threading.enumerate())
     with pytest.raises(eventmem.NotAnEventmemDatabaseError):
         eventmem.connect(path)
-    assert threading.active_count() == before
+    deadline = time.monotonic() + 5
+    while (leaked := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert leaked == set()
 
 
 @pytest.mark.anyio

@@ -36,6 +36,7 @@ from eventmem.events import (
     GENESIS_HASH,
     Event,
     MemoryCleared,
+    StepRecorded,
     StoredEvent,
     TurnSaved,
     chain_hash,
@@ -71,12 +72,12 @@ class _SessionHead:
         self.session_id = session_id
         row = conn.execute(
             "SELECT version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
-            " created_at FROM sessions WHERE session_id = ?",
+            " created_at, turn_position, pending_steps FROM sessions WHERE session_id = ?",
             (session_id,),
         ).fetchone()
         self.exists = row is not None
         if row is None:
-            row = (0, GENESIS_HASH, 0, 0, 0, 0, None, None)
+            row = (0, GENESIS_HASH, 0, 0, 0, 0, None, None, 0, 0)
         self.version: int = row[0]
         self.head_hash: bytes = row[1]
         self.next_seq: int = row[2]
@@ -85,13 +86,17 @@ class _SessionHead:
         self.overhead: int = row[5]
         self.counter: str | None = row[6]
         self.created_at: int | None = row[7]
+        self.turn_position: int = row[8]  # position of the last turn
+        self.pending_steps: int = row[9]  # step events after it, not yet in a turn
         self._stored_next_seq = self.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.watermark
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
+        self._new_messages: list[Message] = []
 
     # -- Buffer protocol -------------------------------------------------------------
     def append(self, message: Message, tokens: int) -> None:
         self._new.append((self.next_seq, tokens, _encode_message(message).decode()))
+        self._new_messages.append(message)
         self.next_seq += 1
         self.total_tokens += tokens
 
@@ -110,6 +115,42 @@ class _SessionHead:
     def drop_all(self) -> None:
         self.watermark = self.next_seq
         self.total_tokens = 0
+
+    def oldest_role(self) -> str:
+        seq = self.watermark
+        if seq >= self._stored_next_seq:
+            return self._new_messages[seq - self._stored_next_seq].role
+        row = self._conn.execute(
+            "SELECT message FROM view_messages WHERE session_id = ? AND seq = ?",
+            (self.session_id, seq),
+        ).fetchone()
+        message: Message = _decode_message(row[0])
+        return message.role
+
+    def add_pending(self, position: int, step: StepRecorded) -> None:
+        self.pending_steps += 1  # the event row itself is what is held
+
+    def take_pending(self) -> list[tuple[int, StepRecorded]]:
+        taken: list[tuple[int, StepRecorded]] = []
+        if self.pending_steps:
+            for position, data in self._conn.execute(
+                "SELECT position, data FROM events WHERE session_id = ? AND position > ?"
+                " AND kind = 'step' ORDER BY position",
+                (self.session_id, self.turn_position),
+            ):
+                step = decode_event(data)
+                assert isinstance(step, StepRecorded)
+                taken.append((position, step))
+        self.pending_steps = 0
+        self.turn_position = self.version
+        return taken
+
+    def pending(self) -> list[tuple[int, StepRecorded]]:
+        """The steps held for the next turn, without releasing them."""
+        saved = (self.pending_steps, self.turn_position)
+        taken = self.take_pending()
+        self.pending_steps, self.turn_position = saved
+        return taken
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         self._conn.executemany(
@@ -165,11 +206,13 @@ class _SessionHead:
             )
         self._conn.execute(
             "INSERT INTO sessions (session_id, version, head_hash, next_seq, watermark,"
-            " total_tokens, overhead, counter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " total_tokens, overhead, counter, created_at, turn_position, pending_steps)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,"
             " head_hash = excluded.head_hash, next_seq = excluded.next_seq,"
             " watermark = excluded.watermark, total_tokens = excluded.total_tokens,"
-            " overhead = excluded.overhead, counter = excluded.counter",
+            " overhead = excluded.overhead, counter = excluded.counter,"
+            " turn_position = excluded.turn_position, pending_steps = excluded.pending_steps",
             (
                 self.session_id,
                 self.version,
@@ -180,6 +223,8 @@ class _SessionHead:
                 self.overhead,
                 self.counter,
                 self.created_at,
+                self.turn_position,
+                self.pending_steps,
             ),
         )
 
@@ -355,7 +400,7 @@ def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -
             recount=recount,
         )
         position = head.append_event(event, _now_us())
-        apply(head, event)
+        apply(head, event, position)
         head.flush()
         return position
 
@@ -368,7 +413,7 @@ def _append_clear(conn: sqlite3.Connection, session_id: str, expected_version: i
         _check_expected(head, expected_version)
         event = MemoryCleared()
         position = head.append_event(event, _now_us())
-        apply(head, event)
+        apply(head, event, position)
         head.flush()
         return position
 

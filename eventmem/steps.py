@@ -1,0 +1,137 @@
+"""Agent intermediate steps: normalising actions and formatting them as messages. Pure.
+
+An intermediate step is ``(action, observation)``. The action may be a LangChain
+``AgentAction``, ``AgentActionMessageLog`` or ``ToolAgentAction`` (duck-typed, LangChain is
+never imported), an :class:`AgentStep`'s action, or a plain dict with the same fields.
+Formatting follows LangChain's ``format_to_openai_function_messages`` and
+``format_to_tool_messages``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from eventmem.errors import InvalidInputError, NotSerializableError
+from eventmem.messages import Message, check_json_value, from_langchain
+
+__all__ = ["Action", "ActionKind", "format_step", "observation_text", "to_action"]
+
+ActionKind = Literal["action", "message_log", "tool"]
+
+
+class Action(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tool invocation requested by the agent.
+
+    ``kind`` says which LangChain action it mirrors: ``action`` (``AgentAction``: only a
+    log), ``message_log`` (``AgentActionMessageLog``: the model messages that requested
+    it) or ``tool`` (``ToolAgentAction``: a tool call with an id).
+    """
+
+    tool: str
+    tool_input: Any = ""
+    log: str = ""
+    message_log: tuple[Message, ...] = ()
+    tool_call_id: str | None = None
+    kind: ActionKind = "action"
+
+
+def _field(source: Any, name: str, default: Any = None) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(name, default)
+    return getattr(source, name, default)
+
+
+def _has(source: Any, name: str) -> bool:
+    return name in source if isinstance(source, Mapping) else hasattr(source, name)
+
+
+def to_action(source: Any) -> Action:
+    """Normalise a LangChain action, an :class:`Action` or a dict into an :class:`Action`."""
+    if isinstance(source, Action):
+        return source
+    tool = _field(source, "tool")
+    if not isinstance(tool, str) or not tool:
+        raise InvalidInputError(
+            f"an agent action needs a tool name (a non-empty str); got {type(source).__name__} "
+            f"with tool={tool!r}"
+        )
+    log = _field(source, "log", "")
+    if not isinstance(log, str):
+        raise InvalidInputError(f"action log must be a str, got {type(log).__name__}")
+    tool_input = _field(source, "tool_input", "")
+    try:
+        check_json_value(tool_input, "tool_input")
+    except NotSerializableError:
+        tool_input = str(tool_input)  # recorded for audit only; formatting never uses it
+    raw_log = _field(source, "message_log", None)
+    has_log = _has(source, "message_log")
+    if has_log and (raw_log is None or isinstance(raw_log, (str, bytes, Mapping))):
+        raise InvalidInputError("action message_log must be a list of messages")
+    message_log = tuple(from_langchain(m) for m in raw_log or ())
+    tool_call_id = _field(source, "tool_call_id", None)
+    is_tool = _has(source, "tool_call_id")
+    if is_tool and not isinstance(tool_call_id, str):
+        raise InvalidInputError(
+            f"a tool action needs a tool_call_id (a str), got {type(tool_call_id).__name__}"
+        )
+    kind: ActionKind = "tool" if is_tool else "message_log" if has_log else "action"
+    return Action(
+        tool=tool,
+        tool_input=tool_input,
+        log=log,
+        message_log=message_log,
+        tool_call_id=tool_call_id,
+        kind=kind,
+    )
+
+
+def observation_text(observation: Any) -> str:
+    """LangChain's rendering of an observation: str as is, else JSON, else ``str()``."""
+    if isinstance(observation, str):
+        return observation
+    try:
+        return json.dumps(observation, ensure_ascii=False)
+    except RecursionError:
+        raise InvalidInputError("the observation is nested too deeply to render") from None
+    except Exception:
+        try:
+            return str(observation)
+        except RecursionError:
+            raise InvalidInputError("the observation is nested too deeply to render") from None
+
+
+def split_step(step: Any) -> tuple[Any, Any]:
+    """``(action, observation)`` of one intermediate step, or a clear error."""
+    if isinstance(step, (str, bytes, Mapping)) or not isinstance(step, Sequence):
+        raise InvalidInputError(
+            f"an intermediate step must be an (action, observation) pair, got {type(step).__name__}"
+        )
+    if len(step) != 2:
+        raise InvalidInputError(
+            f"an intermediate step must be an (action, observation) pair, got {len(step)} items"
+        )
+    return step[0], step[1]
+
+
+def format_step(action: Action, observation: str, as_tools: bool) -> tuple[Message, ...]:
+    """The messages LangChain's scratchpad formatters produce for one step.
+
+    Functions format: the message log then ``Function(name=tool)``; tools format: the
+    message log then ``Tool(tool_call_id)``. An action without the matching shape
+    becomes ``AI(content=log)`` and its observation is not shown, as in LangChain.
+    """
+    if as_tools:
+        if action.kind != "tool":
+            return (Message(role="ai", content=action.log),)
+        result = Message(
+            role="tool", content=observation, tool_call_id=action.tool_call_id, name=action.tool
+        )
+    else:
+        if action.kind == "action":
+            return (Message(role="ai", content=action.log),)
+        result = Message(role="function", content=observation, name=action.tool)
+    return (*action.message_log, result)
