@@ -119,7 +119,8 @@ class _SessionHead:
     def oldest_role(self) -> str:
         seq = self.watermark
         if seq >= self._stored_next_seq:
-            return self._new_messages[seq - self._stored_next_seq].role
+            role: str = self._new_messages[seq - self._stored_next_seq].role
+            return role
         row = self._conn.execute(
             "SELECT message FROM view_messages WHERE session_id = ? AND seq = ?",
             (self.session_id, seq),
