@@ -30,15 +30,18 @@ from eventmem.errors import (
     SyncInAsyncContextError,
     UnknownModelError,
 )
-from eventmem.events import MemoryCleared, StoredEvent, TurnSaved
-from eventmem.memory import TokenBufferMemory
-from eventmem.messages import Message, ToolCall, buffer_string
-from eventmem.sync import SyncStore, SyncTokenBufferMemory, connect
+from eventmem.events import MemoryCleared, StepRecorded, StoredEvent, TurnSaved
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
+from eventmem.messages import InvalidToolCall, Message, ToolCall, buffer_string
+from eventmem.steps import Action
+from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory, connect
 from eventmem.tokens import CallableCounter, OpenAIChatCounter, TokenCounter, count_tokens
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Action",
+    "AgentTokenBufferMemory",
     "CallableCounter",
     "ClosedError",
     "ConcurrencyError",
@@ -48,6 +51,7 @@ __all__ = [
     "EventmemError",
     "InputKeyError",
     "InvalidInputError",
+    "InvalidToolCall",
     "MemoryCleared",
     "Message",
     "MigrationError",
@@ -57,9 +61,11 @@ __all__ = [
     "OpenAIChatCounter",
     "ReadOnlyDatabaseError",
     "SchemaVersionError",
+    "StepRecorded",
     "StorageError",
     "Store",
     "StoredEvent",
+    "SyncAgentTokenBufferMemory",
     "SyncInAsyncContextError",
     "SyncStore",
     "SyncTokenBufferMemory",

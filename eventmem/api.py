@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable, Generator
 from types import TracebackType
 from typing import Any
 
-from eventmem.events import StoredEvent
-from eventmem.memory import TokenBufferMemory, validate_session_id
+from eventmem.events import PruneMode, StoredEvent
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory, validate_session_id
 from eventmem.messages import Message
 from eventmem.store.sqlite import Durability, SQLiteBackend
 from eventmem.tokens import TokenCounter
@@ -60,6 +60,45 @@ class Store:
             ai_prefix=ai_prefix,
             input_key=input_key,
             output_key=output_key,
+        )
+
+    def agent_token_buffer(
+        self,
+        session_id: str,
+        *,
+        max_token_limit: int = 12000,
+        model: str = "gpt-4o",
+        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
+        memory_key: str = "history",
+        return_messages: bool = True,
+        human_prefix: str = "Human",
+        ai_prefix: str = "AI",
+        input_key: str | None = None,
+        output_key: str = "output",
+        intermediate_steps_key: str = "intermediate_steps",
+        format_as_tools: bool = False,
+        prune: PruneMode = "langchain",
+    ) -> AgentTokenBufferMemory:
+        """An ``AgentTokenBufferMemory``-compatible memory for ``session_id``.
+
+        Each intermediate step becomes an event; ``arecord_step`` records one live.
+        ``prune="pair_safe"`` keeps tool calls and their results together.
+        """
+        return AgentTokenBufferMemory(
+            self._backend,
+            session_id,
+            max_token_limit=max_token_limit,
+            model=model,
+            token_counter=token_counter,
+            memory_key=memory_key,
+            return_messages=return_messages,
+            human_prefix=human_prefix,
+            ai_prefix=ai_prefix,
+            input_key=input_key,
+            output_key=output_key,
+            intermediate_steps_key=intermediate_steps_key,
+            format_as_tools=format_as_tools,
+            prune=prune,
         )
 
     async def events(self, session_id: str) -> AsyncIterator[StoredEvent]:

@@ -1,4 +1,5 @@
-"""``TokenBufferMemory``: LangChain's ``ConversationTokenBufferMemory``, event-sourced.
+"""The memories: LangChain's ``ConversationTokenBufferMemory`` and
+``AgentTokenBufferMemory``, event-sourced.
 
 Same parameters, same key rules, same buffers token for token; every save is an event
 in the store, and the buffer survives restarts. Unlike LangChain's, ``asave_context``
@@ -8,15 +9,17 @@ prunes too, and a save never re-counts the buffer.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
+from eventmem.events import PruneMode
 from eventmem.messages import Message, buffer_string
-from eventmem.store.base import Backend, TurnRequest
+from eventmem.steps import format_step, observation_text, split_step, to_action
+from eventmem.store.base import Backend, StepRequest, TurnRequest
 from eventmem.tokens import TokenCounter, resolve_counter
 
-__all__ = ["TokenBufferMemory", "validate_session_id"]
+__all__ = ["AgentTokenBufferMemory", "TokenBufferMemory", "validate_session_id"]
 
 MAX_SESSION_ID_LENGTH = 1024
 
@@ -53,14 +56,8 @@ def _check_str(name: str, value: object, *, optional: bool = False) -> None:
         raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
 
 
-class TokenBufferMemory:
-    """Token-bounded conversation memory for one session of a store.
-
-    Created by :meth:`eventmem.Store.token_buffer`. ``save_context`` appends
-    ``Human(input)`` and ``AI(output)``; then, while the buffer's token count exceeds
-    ``max_token_limit``, the oldest message leaves the buffer (it stays in the log).
-    Loading never prunes.
-    """
+class _TokenBuffer:
+    """What both memories share: configuration, LangChain's key rules, load and clear."""
 
     def __init__(
         self,
@@ -141,18 +138,11 @@ class TokenBufferMemory:
             _text(outputs, output_key, "outputs"),
         )
 
-    def _turn(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> TurnRequest:
+    def _exchange(
+        self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    ) -> tuple[Message, Message]:
         human, ai = self._input_output(inputs, outputs)
-        return TurnRequest(
-            [Message(role="human", content=human), Message(role="ai", content=ai)],
-            counter=self.counter,
-            max_token_limit=self.max_token_limit,
-            model=self.model,
-        )
-
-    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-        """Append this exchange as one event and prune the buffer to the limit."""
-        await self._backend.append_turn(self.session_id, self._turn(inputs, outputs))
+        return Message(role="human", content=human), Message(role="ai", content=ai)
 
     async def amessages(self) -> list[Message]:
         """The buffer as messages."""
@@ -180,6 +170,130 @@ class TokenBufferMemory:
             f"{type(self).__name__}(session_id={self.session_id!r}, "
             f"max_token_limit={self.max_token_limit}, counter={self.counter.name!r})"
         )
+
+
+class TokenBufferMemory(_TokenBuffer):
+    """Token-bounded conversation memory for one session of a store.
+
+    Created by :meth:`eventmem.Store.token_buffer`; LangChain's
+    ``ConversationTokenBufferMemory``. ``save_context`` appends ``Human(input)`` and
+    ``AI(output)``; then, while the buffer's token count exceeds ``max_token_limit``, the
+    oldest message leaves the buffer (it stays in the log). Loading never prunes.
+    """
+
+    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append this exchange as one event and prune the buffer to the limit."""
+        turn = TurnRequest(
+            messages=self._exchange(inputs, outputs),
+            counter=self.counter,
+            max_token_limit=self.max_token_limit,
+            model=self.model,
+        )
+        await self._backend.append_turn(self.session_id, turn)
+
+
+_PRUNE_MODES = ("langchain", "pair_safe")
+
+
+class AgentTokenBufferMemory(_TokenBuffer):
+    """Token-bounded agent memory: LangChain's ``AgentTokenBufferMemory``, event-sourced.
+
+    Created by :meth:`eventmem.Store.agent_token_buffer`. A save appends ``Human(input)``,
+    each intermediate step's messages (OpenAI function messages, or tool messages with
+    ``format_as_tools``), then ``AI(output)``, and prunes oldest-first to the limit.
+    Every step is its own event; :meth:`arecord_step` records one live, during the run.
+    ``prune="pair_safe"`` never leaves a tool/function result without its call.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        session_id: str,
+        *,
+        max_token_limit: int = 12000,
+        model: str = "gpt-4o",
+        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
+        memory_key: str = "history",
+        return_messages: bool = True,
+        human_prefix: str = "Human",
+        ai_prefix: str = "AI",
+        input_key: str | None = None,
+        output_key: str = "output",
+        intermediate_steps_key: str = "intermediate_steps",
+        format_as_tools: bool = False,
+        prune: PruneMode = "langchain",
+    ) -> None:
+        super().__init__(
+            backend,
+            session_id,
+            max_token_limit=max_token_limit,
+            model=model,
+            token_counter=token_counter,
+            memory_key=memory_key,
+            return_messages=return_messages,
+            human_prefix=human_prefix,
+            ai_prefix=ai_prefix,
+            input_key=input_key,
+            output_key=output_key,
+        )
+        _check_str("output_key", output_key)
+        _check_str("intermediate_steps_key", intermediate_steps_key)
+        if not isinstance(format_as_tools, bool):
+            raise InvalidInputError(
+                f"format_as_tools must be a bool, got {type(format_as_tools).__name__}"
+            )
+        if prune not in _PRUNE_MODES:
+            raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {prune!r}")
+        self.intermediate_steps_key = intermediate_steps_key
+        self.format_as_tools = format_as_tools
+        self.prune: PruneMode = prune
+
+    def _step(self, action: Any, observation: Any) -> StepRequest:
+        normalised = to_action(action)
+        if self.format_as_tools and normalised.kind == "tool" and not normalised.tool_call_id:
+            raise InvalidInputError("a tool action needs a non-empty tool_call_id")
+        text = observation_text(observation)
+        return StepRequest(
+            action=normalised,
+            observation=text,
+            messages=format_step(normalised, text, self.format_as_tools),
+        )
+
+    async def arecord_step(self, action: Any, observation: Any) -> int:
+        """Record one intermediate step now, before the turn's ``save_context``.
+
+        The step is durable at once (a crash mid-run leaves it in the log); it joins the
+        buffer with its turn. The turn's ``save_context`` may repeat it in
+        ``intermediate_steps`` (as ``AgentExecutor`` does) without it being recorded twice.
+        Returns the step's position in the session.
+        """
+        step = self._step(action, observation)
+        return await self._backend.append_step(
+            self.session_id, step, self.counter, self.format_as_tools
+        )
+
+    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append the turn (its steps as events of their own) and prune to the limit."""
+        exchange = self._exchange(inputs, outputs)
+        steps: tuple[StepRequest, ...] | None = None
+        if self.intermediate_steps_key in outputs:
+            raw = outputs[self.intermediate_steps_key]
+            if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
+                raise InvalidInputError(
+                    f"outputs[{self.intermediate_steps_key!r}] must be a list of "
+                    f"(action, observation) pairs, got {type(raw).__name__}"
+                )
+            steps = tuple(self._step(*split_step(step)) for step in raw)
+        turn = TurnRequest(
+            messages=exchange,
+            counter=self.counter,
+            max_token_limit=self.max_token_limit,
+            model=self.model,
+            steps=steps,
+            as_tools=self.format_as_tools,
+            prune=self.prune,
+        )
+        await self._backend.append_turn(self.session_id, turn)
 
 
 def _text(values: Mapping[str, Any], key: str, where: str) -> str:

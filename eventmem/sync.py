@@ -21,11 +21,11 @@ from eventmem.api import Store
 from eventmem.api import open as open_store
 from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
-from eventmem.memory import TokenBufferMemory
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.store.sqlite import Durability
 
-__all__ = ["SyncStore", "SyncTokenBufferMemory", "connect"]
+__all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,12 @@ class SyncStore:
     def token_buffer(self, session_id: str, **options: Any) -> SyncTokenBufferMemory:
         """A blocking ``ConversationTokenBufferMemory``; options as :meth:`Store.token_buffer`."""
         return SyncTokenBufferMemory(self, self._store.token_buffer(session_id, **options))
+
+    def agent_token_buffer(self, session_id: str, **options: Any) -> SyncAgentTokenBufferMemory:
+        """A blocking ``AgentTokenBufferMemory``; options as :meth:`Store.agent_token_buffer`."""
+        return SyncAgentTokenBufferMemory(
+            self, self._store.agent_token_buffer(session_id, **options)
+        )
 
     def events(self, session_id: str) -> list[StoredEvent]:
         """Every event of the session, in order."""
@@ -100,12 +106,13 @@ class SyncStore:
         self.close()
 
 
-class SyncTokenBufferMemory:
-    """Blocking twin of :class:`~eventmem.memory.TokenBufferMemory` (LangChain's sync API)."""
+class _SyncBuffer:
+    """Blocking methods shared by both sync memories."""
 
-    def __init__(self, store: SyncStore, memory: TokenBufferMemory) -> None:
+    memory: TokenBufferMemory | AgentTokenBufferMemory
+
+    def __init__(self, store: SyncStore) -> None:
         self._store = store
-        self.memory = memory
 
     @property
     def memory_variables(self) -> list[str]:
@@ -129,6 +136,30 @@ class SyncTokenBufferMemory:
     def messages(self) -> list[Message]:
         """The buffer as messages."""
         return self._store._call("messages", self.memory.amessages)
+
+
+class SyncTokenBufferMemory(_SyncBuffer):
+    """Blocking twin of :class:`~eventmem.memory.TokenBufferMemory` (LangChain's sync API)."""
+
+    memory: TokenBufferMemory
+
+    def __init__(self, store: SyncStore, memory: TokenBufferMemory) -> None:
+        super().__init__(store)
+        self.memory = memory
+
+
+class SyncAgentTokenBufferMemory(_SyncBuffer):
+    """Blocking twin of :class:`~eventmem.memory.AgentTokenBufferMemory`."""
+
+    memory: AgentTokenBufferMemory
+
+    def __init__(self, store: SyncStore, memory: AgentTokenBufferMemory) -> None:
+        super().__init__(store)
+        self.memory = memory
+
+    def record_step(self, action: Any, observation: Any) -> int:
+        """Record one intermediate step now, before the turn's ``save_context``."""
+        return self._store._call("record_step", self.memory.arecord_step, action, observation)
 
 
 def connect(

@@ -19,6 +19,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "messages",
         "projection",
         "store",
+        "steps",
         "sync",
         "tokens",
     }

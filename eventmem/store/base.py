@@ -2,34 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from eventmem.events import StoredEvent
+import msgspec
+
+from eventmem.events import PruneMode, StoredEvent
 from eventmem.messages import Message
+from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
 
-__all__ = ["Backend", "TurnRequest"]
+__all__ = ["Backend", "StepRequest", "TurnRequest"]
 
 
-class TurnRequest:
-    """A ``save_context`` to append: its messages and how to count and prune them."""
+class StepRequest(msgspec.Struct, frozen=True):
+    """An intermediate step to record: what the agent did, saw, and how it reads."""
 
-    __slots__ = ("counter", "expected_version", "max_token_limit", "messages", "model")
+    action: Action
+    observation: str
+    messages: tuple[Message, ...]  # formatted, before de-duplication within the turn
 
-    def __init__(
-        self,
-        messages: Sequence[Message],
-        counter: TokenCounter,
-        max_token_limit: int,
-        model: str | None = None,
-        expected_version: int | None = None,
-    ) -> None:
-        self.messages = tuple(messages)
-        self.counter = counter
-        self.max_token_limit = max_token_limit
-        self.model = model
-        self.expected_version = expected_version
+
+class TurnRequest(msgspec.Struct, frozen=True):
+    """A ``save_context`` to append: its messages and how to count and prune them.
+
+    ``messages`` is ``(human, ai)``. ``steps`` is the turn's intermediate steps (those
+    recorded live must come first and match); ``None`` means the turn's steps are exactly
+    the ones recorded live. ``as_tools`` de-duplicates messages shared by parallel calls.
+    """
+
+    messages: tuple[Message, ...]
+    counter: TokenCounter
+    max_token_limit: int
+    model: str | None = None
+    expected_version: int | None = None
+    steps: tuple[StepRequest, ...] | None = ()
+    as_tools: bool = False
+    prune: PruneMode = "langchain"
 
 
 class Backend(Protocol):
@@ -41,6 +49,12 @@ class Backend(Protocol):
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append a :class:`~eventmem.events.TurnSaved`; return its position."""
+        ...
+
+    async def append_step(
+        self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
+    ) -> int:
+        """Append a live :class:`~eventmem.events.StepRecorded`; return its position."""
         ...
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:

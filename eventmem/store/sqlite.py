@@ -28,6 +28,7 @@ from eventmem.errors import (
     DatabaseLockedError,
     DiskFullError,
     EventmemError,
+    InvalidInputError,
     NotAnEventmemDatabaseError,
     ReadOnlyDatabaseError,
     StorageError,
@@ -46,8 +47,9 @@ from eventmem.events import (
 )
 from eventmem.messages import Message
 from eventmem.projection import apply, needs_recount
-from eventmem.store.base import TurnRequest
+from eventmem.store.base import StepRequest, TurnRequest
 from eventmem.store.migrate import apply_migrations
+from eventmem.tokens import TokenCounter
 
 __all__ = ["Durability", "SQLiteBackend"]
 
@@ -326,6 +328,12 @@ class SQLiteBackend:
         """Append one save (its messages counted, the buffer pruned) atomically."""
         return await self._run(_append_turn, session_id, turn)
 
+    async def append_step(
+        self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
+    ) -> int:
+        """Append a step recorded live, before its turn is saved."""
+        return await self._run(_append_step, session_id, step, counter, as_tools)
+
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""
         return await self._run(_append_clear, session_id, expected_version)
@@ -379,11 +387,54 @@ def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str)
     conn.execute(f"PRAGMA synchronous = {synchronous}")
 
 
+def _counted(counter: TokenCounter, step: StepRequest) -> tuple[tuple[Message, int], ...]:
+    return tuple((m, counter.count_message(m)) for m in step.messages)
+
+
+def _new_step(
+    step: StepRequest,
+    counted: tuple[tuple[Message, int], ...],
+    seen: list[Message],
+    as_tools: bool,
+    counter: TokenCounter,
+    live: bool,
+) -> StepRecorded:
+    """The step event; in tools format without messages this turn already carries."""
+    kept = [(m, t) for m, t in counted if not (as_tools and m in seen)]
+    seen.extend(m for m, _ in kept)
+    return StepRecorded(
+        action=step.action,
+        observation=step.observation,
+        messages=tuple(m for m, _ in kept),
+        tokens=tuple(t for _, t in kept),
+        counter=counter.name,
+        live=live,
+    )
+
+
+def _match_live_steps(
+    recorded: list[tuple[int, StepRecorded]], given: tuple[StepRequest, ...]
+) -> None:
+    if len(given) < len(recorded):
+        raise InvalidInputError(
+            f"{len(recorded)} steps were recorded live for this turn, but intermediate_steps "
+            f"has {len(given)}; pass the run's full intermediate_steps or leave the key out"
+        )
+    for index, ((position, step), request) in enumerate(zip(recorded, given, strict=False)):
+        if step.action != request.action or step.observation != request.observation:
+            raise InvalidInputError(
+                f"intermediate step {index} differs from the step recorded live at position "
+                f"{position} (tool {step.action.tool!r}); live steps must be the first steps "
+                "of the turn, in order"
+            )
+
+
 def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -> int:
     counter = turn.counter
     # Counted before the write lock is taken: tokenizing a long text must not block
     # other writers.
     tokens = tuple(counter.count_message(m) for m in turn.messages)
+    step_counts = [_counted(counter, step) for step in turn.steps or ()]
 
     def body() -> int:
         head = _SessionHead(conn, session_id)
@@ -391,6 +442,31 @@ def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -
         recount = None
         if needs_recount(head, counter.name):
             recount = tuple(counter.count_message(m) for m in head.visible_messages())
+        live = head.pending()
+        new_steps: tuple[StepRequest, ...] = ()
+        if turn.steps is not None:
+            _match_live_steps(live, turn.steps)
+            new_steps = turn.steps[len(live) :]
+        seen = [m for _, step in live for m in step.messages]
+        steps = list(live)
+        now = _now_us()
+        for request, counted in zip(new_steps, step_counts[len(live) :], strict=True):
+            step_event = _new_step(request, counted, seen, turn.as_tools, counter, live=False)
+            position = head.append_event(step_event, now)
+            apply(head, step_event, position)
+            steps.append((position, step_event))
+        step_recount = None
+        if any(step.counter != counter.name for _, step in steps):
+            # Steps recorded live under another counting scheme: count them under this one.
+            step_recount = tuple(
+                t
+                for _, step in steps
+                for t in (
+                    step.tokens
+                    if step.counter == counter.name
+                    else [counter.count_message(m) for m in step.messages]
+                )
+            )
         event = TurnSaved(
             messages=turn.messages,
             tokens=tokens,
@@ -399,7 +475,31 @@ def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -
             max_token_limit=turn.max_token_limit,
             model=turn.model,
             recount=recount,
+            steps=tuple(position for position, _ in steps),
+            step_recount=step_recount,
+            prune=turn.prune,
         )
+        position = head.append_event(event, now)
+        apply(head, event, position)
+        head.flush()
+        return position
+
+    return _write(conn, body)
+
+
+def _append_step(
+    conn: sqlite3.Connection,
+    session_id: str,
+    step: StepRequest,
+    counter: TokenCounter,
+    as_tools: bool,
+) -> int:
+    counted = _counted(counter, step)
+
+    def body() -> int:
+        head = _SessionHead(conn, session_id)
+        seen = [m for _, recorded in head.pending() for m in recorded.messages]
+        event = _new_step(step, counted, seen, as_tools, counter, live=True)
         position = head.append_event(event, _now_us())
         apply(head, event, position)
         head.flush()
