@@ -11,6 +11,7 @@ projection of the log, pruned oldest-first to ``max_token_limit`` tokens.
 """
 
 from eventmem.api import Store, open
+from eventmem.audit import Problem, VerifyReport
 from eventmem.errors import (
     ClosedError,
     ConcurrencyError,
@@ -18,6 +19,7 @@ from eventmem.errors import (
     DatabaseLockedError,
     DiskFullError,
     EventmemError,
+    ImportRefusedError,
     InputKeyError,
     InvalidInputError,
     MigrationError,
@@ -49,6 +51,7 @@ __all__ = [
     "DatabaseLockedError",
     "DiskFullError",
     "EventmemError",
+    "ImportRefusedError",
     "InputKeyError",
     "InvalidInputError",
     "InvalidToolCall",
@@ -59,6 +62,7 @@ __all__ = [
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
     "OpenAIChatCounter",
+    "Problem",
     "ReadOnlyDatabaseError",
     "SchemaVersionError",
     "StepRecorded",
@@ -74,6 +78,7 @@ __all__ = [
     "ToolCall",
     "TurnSaved",
     "UnknownModelError",
+    "VerifyReport",
     "__version__",
     "buffer_string",
     "connect",

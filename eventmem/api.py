@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
-from eventmem.events import PruneMode, StoredEvent
-from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory, validate_session_id
+import msgspec
+
+from eventmem.audit import EXPORT_FORMAT, ExportHeader, VerifyReport, rewrite_for_replay
+from eventmem.errors import ImportRefusedError, InvalidInputError
+from eventmem.events import Event, PruneMode, StoredEvent
+from eventmem.memory import (
+    AgentTokenBufferMemory,
+    TokenBufferMemory,
+    check_limit,
+    validate_session_id,
+)
 from eventmem.messages import Message
-from eventmem.store.sqlite import Durability, SQLiteBackend
-from eventmem.tokens import TokenCounter
+from eventmem.projection import fold
+from eventmem.store.sqlite import Durability, Progress, SQLiteBackend
+from eventmem.tokens import TokenCounter, resolve_counter
 
 __all__ = ["Store", "open"]
 
 _EVENT_PAGE = 500
+_EXPORT_PAGE = 5000
 
 
 class Store:
@@ -113,9 +124,98 @@ class Store:
                 return
             after = page[-1].position
 
-    async def messages(self, session_id: str) -> list[Message]:
-        """The session's current buffer (empty for an unknown session)."""
-        return await self._backend.load_view(validate_session_id(session_id))
+    async def messages(self, session_id: str, *, as_of: int | None = None) -> list[Message]:
+        """The session's buffer: now, or exactly as a load right after position ``as_of``
+        returned it (time travel; folds the events up to there)."""
+        validate_session_id(session_id)
+        if as_of is None:
+            return await self._backend.load_view(session_id)
+        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
+            raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")
+        version = await self._backend.version(session_id)
+        if as_of > version:
+            raise InvalidInputError(
+                f"session {session_id!r} has {version} events; as_of={as_of} is in its future"
+            )
+        events: list[Event] = []
+        while len(events) < as_of:
+            page = await self._backend.read_events(
+                session_id, len(events), min(_EVENT_PAGE, as_of - len(events))
+            )
+            events.extend(e.data for e in page)
+        return fold(events).messages
+
+    async def replay(
+        self,
+        session_id: str,
+        *,
+        max_token_limit: int | None = None,
+        model: str | None = None,
+        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
+    ) -> list[Message]:
+        """What-if: the buffer the full history would give under another limit or tokenizer.
+
+        Unset arguments keep what each save recorded. Nothing is written.
+        """
+        validate_session_id(session_id)
+        if max_token_limit is not None:
+            check_limit(max_token_limit)
+        counter = (
+            resolve_counter(model or "gpt-4o", token_counter)
+            if model is not None or token_counter is not None
+            else None
+        )
+        events = [e.data async for e in self.events(session_id)]
+        return fold(rewrite_for_replay(events, max_token_limit, counter)).messages
+
+    async def verify(self, *, progress: Progress | None = None) -> VerifyReport:
+        """Check the whole store: every hash chain, every session head, every projection.
+
+        ``report.problems`` names the first bad position of each damaged session.
+        """
+        return await self._backend.verify(progress)
+
+    async def rebuild(self, *, progress: Progress | None = None) -> int:
+        """Recompute every projection from the events alone; return the number of sessions."""
+        return await self._backend.rebuild(progress)
+
+    async def export(self, session_id: str | None = None) -> AsyncIterator[bytes]:
+        """The export file, line by line (each ending in a newline): a header, then one
+        line per event in global order. See ``docs/export-format.md``."""
+        if session_id is not None:
+            validate_session_id(session_id)
+        yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
+        after = 0
+        while True:
+            after, lines = await self._backend.export_page(session_id, after, _EXPORT_PAGE)
+            for line in lines:
+                yield line + b"\n"
+            if len(lines) < _EXPORT_PAGE:
+                return
+
+    async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
+        """Import an export (see :meth:`export`) in one transaction; return (sessions, events).
+
+        Every hash is re-verified; a tampered file, a session that already exists in this
+        store (so importing twice), or a malformed line is refused and nothing is written.
+        """
+        encoded = [line.encode() if isinstance(line, str) else line for line in lines]
+        encoded = [line for line in encoded if line.strip()]
+        if not encoded:
+            raise ImportRefusedError("the file is empty; an export starts with a header line")
+        try:
+            header = msgspec.json.decode(encoded[0], type=ExportHeader)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise ImportRefusedError("the first line is not an eventmem export header") from None
+        if header.format != EXPORT_FORMAT or header.version != 1:
+            raise ImportRefusedError(
+                f"unsupported export: format {header.format!r} version {header.version}"
+            )
+        return await self._backend.import_lines(encoded[1:])
+
+    async def count_events(self) -> int:
+        """The number of events in the store, across sessions."""
+        return await self._backend.count_events()
 
     async def sessions(self) -> list[str]:
         """The ids of every session in the store, in order of creation."""

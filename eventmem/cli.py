@@ -26,7 +26,7 @@ import anyio
 
 import eventmem
 from eventmem.errors import EventmemError
-from eventmem.events import TurnSaved
+from eventmem.events import StepRecorded, TurnSaved
 from eventmem.messages import Message
 
 __all__ = ["COMMANDS", "DEMO_CONVERSATION", "Command", "build_parser", "main"]
@@ -230,16 +230,23 @@ async def _demo(path: str, resolved: str, limit: int, model: str) -> int:
             print("  (empty: no message fits within the limit)")
 
         log = [event async for event in store.events(session)]
-        in_log = [m for e in log if isinstance(e.data, TurnSaved) for m in e.data.messages]
+        # Messages enter the buffer from turns and (for agent memories) steps.
+        saved_by = [
+            (e.position, e.data.messages)
+            for e in log
+            if isinstance(e.data, (TurnSaved, StepRecorded)) and e.data.messages
+        ]
+        in_log = sum(len(m) for _, m in saved_by)
         print()
         print(style.bold("The full history stays in the log:"))
         print(
-            f"  {len(log)} events, {len(in_log)} messages saved, {len(messages)} visible, "
-            f"{len(in_log) - len(messages)} pruned from the buffer (not from the log)"
+            f"  {len(log)} events, {in_log} messages saved, {len(messages)} visible, "
+            f"{in_log - len(messages)} pruned from the buffer (not from the log)"
         )
-        if in_log:
-            lead = "  event 1 still holds: "
-            print(lead + _clip(in_log[0].buffer_line(), width - len(lead)))
+        if saved_by:
+            position, first = saved_by[0]
+            lead = f"  event {position} still holds: "
+            print(lead + _clip(first[0].buffer_line(), width - len(lead)))
             print(f"  hash chain head (event {log[-1].position}): {log[-1].hash[:16]}...")
         sessions = await store.sessions()
 

@@ -14,6 +14,7 @@ __all__ = [
     "DatabaseLockedError",
     "DiskFullError",
     "EventmemError",
+    "ImportRefusedError",
     "InputKeyError",
     "InvalidInputError",
     "MigrationError",
@@ -61,6 +62,10 @@ class MissingKeyError(EventmemError, KeyError):
 
 class UnknownModelError(InvalidInputError):
     """No token-counting scheme is known for the model name; pass ``token_counter=``."""
+
+
+class ImportRefusedError(EventmemError):
+    """An export file cannot be imported (malformed, tampered, or its sessions exist)."""
 
 
 class ConcurrencyError(EventmemError):

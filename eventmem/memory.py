@@ -41,7 +41,7 @@ def validate_session_id(session_id: object) -> str:
     return session_id
 
 
-def _check_limit(value: object) -> int:
+def check_limit(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"max_token_limit must be an int, got {type(value).__name__}")
     if value < 0:
@@ -76,7 +76,7 @@ class _TokenBuffer:
     ) -> None:
         self._backend = backend
         self.session_id = validate_session_id(session_id)
-        self.max_token_limit = _check_limit(max_token_limit)
+        self.max_token_limit = check_limit(max_token_limit)
         self.counter = resolve_counter(model, token_counter)
         self.model = model if token_counter is None else None
         _check_str("memory_key", memory_key)

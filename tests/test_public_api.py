@@ -13,6 +13,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         assert hasattr(eventmem, name), name
     public_modules = {
         "api",
+        "audit",
         "errors",
         "events",
         "memory",

@@ -1,0 +1,222 @@
+"""Audit over event logs: chain verification, replay under other settings, export lines.
+
+Pure functions over rows and events; the backend feeds them. Replay and time travel use
+:func:`eventmem.projection.fold`, the same fold the live path applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import msgspec
+
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    MemoryCleared,
+    StepRecorded,
+    TurnSaved,
+    chain_hash,
+    decode_event,
+)
+from eventmem.projection import MemoryBuffer, apply
+from eventmem.tokens import TokenCounter
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "ChainChecker",
+    "ExportHeader",
+    "ExportLine",
+    "Problem",
+    "SessionFold",
+    "VerifyReport",
+    "export_line",
+    "rewrite_for_replay",
+]
+
+ProblemKind = Literal[
+    "missing_event",
+    "hash_mismatch",
+    "undecodable",
+    "truncated",
+    "projection_mismatch",
+    "orphan_projection",
+]
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One finding of :meth:`eventmem.Store.verify`: the first bad position of a session."""
+
+    session_id: str
+    position: int
+    kind: ProblemKind
+    detail: str
+
+
+class VerifyReport(msgspec.Struct):
+    """What :meth:`eventmem.Store.verify` found. ``ok`` is true when ``problems`` is empty."""
+
+    sessions: int = 0
+    events: int = 0
+    problems: list[Problem] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every chain, head and projection checked out."""
+        return not self.problems
+
+
+class SessionFold:
+    """A session's state while its events are read in order: chain and buffer."""
+
+    __slots__ = (
+        "broken",
+        "buffer",
+        "created_at",
+        "first_problem",
+        "head_hash",
+        "session_id",
+        "turn_position",
+        "version",
+    )
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.version = 0
+        self.head_hash = GENESIS_HASH
+        self.created_at: int | None = None
+        self.turn_position = 0
+        self.buffer = MemoryBuffer()
+        self.broken = False
+
+    def add(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> Problem | None:
+        """Check one stored event against the chain and fold it; a problem stops the session."""
+        if self.broken:
+            return None
+        expected = self.version + 1
+        if position != expected:
+            return self._fail(
+                expected,
+                "missing_event",
+                f"expected position {expected}, found {position}: an event was deleted or moved",
+            )
+        if chain_hash(self.head_hash, self.session_id, position, recorded_at, data) != digest:
+            return self._fail(
+                position,
+                "hash_mismatch",
+                "the stored hash does not match the event's content and predecessor: "
+                "the event was edited, moved or inserted",
+            )
+        try:
+            event = decode_event(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            return self._fail(position, "undecodable", f"the event does not decode: {e}")
+        self.fold(position, recorded_at, event, digest)
+        return None
+
+    def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
+        """Apply an already checked event."""
+        apply(self.buffer, event, position)
+        self.version = position
+        self.head_hash = digest
+        if self.created_at is None:
+            self.created_at = recorded_at
+        if isinstance(event, TurnSaved):
+            self.turn_position = position
+
+    def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
+        self.broken = True
+        return Problem(self.session_id, position, kind, detail)
+
+
+class ChainChecker:
+    """Feeds ``(session_id, position, recorded_at, data, hash)`` rows, ordered by session and
+    position, into one :class:`SessionFold` per session."""
+
+    def __init__(self) -> None:
+        self.report = VerifyReport()
+        self.current: SessionFold | None = None
+
+    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes]]) -> Iterator[SessionFold]:
+        """Check rows; yield each session's fold once all its rows are in."""
+        for session_id, position, recorded_at, data, digest in rows:
+            if self.current is None or self.current.session_id != session_id:
+                if self.current is not None:
+                    yield self.current
+                self.current = SessionFold(session_id)
+                self.report.sessions += 1
+            self.report.events += 1
+            problem = self.current.add(position, recorded_at, data, digest)
+            if problem is not None:
+                self.report.problems.append(problem)
+
+    def finish(self) -> Iterator[SessionFold]:
+        """Yield the last session's fold."""
+        if self.current is not None:
+            yield self.current
+            self.current = None
+
+
+def rewrite_for_replay(
+    events: Iterable[Event], max_token_limit: int | None, counter: TokenCounter | None
+) -> Iterator[Event]:
+    """The events as if saved with another limit and/or counting scheme (what-if replay)."""
+    for event in events:
+        if isinstance(event, TurnSaved):
+            changes: dict[str, object] = {}
+            if max_token_limit is not None:
+                changes["max_token_limit"] = max_token_limit
+            if counter is not None:
+                changes.update(
+                    tokens=tuple(counter.count_message(m) for m in event.messages),
+                    counter=counter.name,
+                    overhead=counter.overhead,
+                    recount=None,
+                    step_recount=None,
+                )
+            yield msgspec.structs.replace(event, **changes) if changes else event
+        elif isinstance(event, StepRecorded) and counter is not None:
+            yield msgspec.structs.replace(
+                event,
+                tokens=tuple(counter.count_message(m) for m in event.messages),
+                counter=counter.name,
+            )
+        else:
+            assert isinstance(event, (StepRecorded, MemoryCleared, TurnSaved))
+            yield event
+
+
+# -- export ---------------------------------------------------------------------------
+
+EXPORT_FORMAT = "eventmem-export"
+
+
+class ExportHeader(msgspec.Struct, frozen=True):
+    """First line of an export file."""
+
+    format: str
+    version: int
+
+
+class ExportLine(msgspec.Struct, frozen=True):
+    """One event of an export file. ``data`` is the stored JSON, byte for byte."""
+
+    session_id: str
+    position: int
+    recorded_at: int
+    kind: str
+    hash: str
+    data: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def export_line(
+    session_id: str, position: int, recorded_at: int, kind: str, data: bytes, digest: bytes
+) -> bytes:
+    """One JSON line; the event's stored bytes are embedded verbatim so its hash verifies."""
+    return _encode(
+        ExportLine(session_id, position, recorded_at, kind, digest.hex(), msgspec.Raw(data))
+    )

@@ -1,0 +1,341 @@
+"""Audit and replay: exact time travel, tamper evidence, rebuild, export/import."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eventmem
+from eventmem.messages import Message
+from eventmem.projection import fold
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
+    async with eventmem.open(db_path) as opened:
+        yield opened
+
+
+def _action(i: int) -> dict[str, Any]:
+    return {"tool": "lookup", "tool_input": {"i": i}, "log": f"look {i}", "message_log": []}
+
+
+async def _populate(store: eventmem.Store, sessions: int = 3, turns: int = 8) -> None:
+    for s in range(sessions):
+        chat = store.token_buffer(f"chat-{s}", max_token_limit=40 + 10 * s)
+        agent = store.agent_token_buffer(f"agent-{s}", max_token_limit=80, prune="pair_safe")
+        for t in range(turns):
+            await chat.asave_context({"input": f"q{t} " * (t + 1)}, {"output": f"a{t}"})
+            if t % 3 == 2:
+                await chat.aclear()
+            await agent.arecord_step(_action(t), {"rows": t})
+            await agent.asave_context(
+                {"input": f"task {t}"},
+                {"output": "done", "intermediate_steps": [(_action(t), {"rows": t})]},
+            )
+
+
+def _raw(db_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TRIGGER events_are_immutable_update")
+    conn.execute("DROP TRIGGER events_are_immutable_delete")
+    return conn
+
+
+# -- time travel --------------------------------------------------------------------------
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("save"), st.text(max_size=60), st.text(max_size=60)),
+        st.tuples(st.just("clear"), st.just(""), st.just("")),
+        st.tuples(st.just("limit"), st.integers(0, 120).map(str), st.just("")),
+        st.tuples(st.just("model"), st.sampled_from(["gpt-4o", "gpt-4"]), st.just("")),
+        st.tuples(st.just("step"), st.text(max_size=30), st.just("")),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations)
+def test_time_travel_returns_exactly_what_was_served(tmp_path_factory: Any, ops: Any) -> None:
+    path = tmp_path_factory.mktemp("tt") / "tt.db"
+
+    async def run() -> None:
+        served: dict[int, list[Message]] = {}
+        limit, model = 60, "gpt-4o"
+        pending: list[tuple[dict[str, Any], str]] = []
+        async with eventmem.open(path) as store:
+            for op, a, b in ops:
+                mem = store.agent_token_buffer("s", max_token_limit=limit, model=model)
+                if op == "save":
+                    await mem.asave_context({"input": a}, {"output": b})
+                    pending = []
+                elif op == "clear":
+                    await mem.aclear()
+                elif op == "limit":
+                    limit = int(a)
+                    continue
+                elif op == "model":
+                    model = a
+                    continue
+                else:
+                    action = {"tool": "t", "log": a, "message_log": []}
+                    await mem.arecord_step(action, a)
+                    pending.append((action, a))
+                served[await store.version("s")] = await store.messages("s")
+            for position, view in served.items():
+                assert await store.messages("s", as_of=position) == view
+            assert await store.messages("s", as_of=0) == []
+            version = await store.version("s")
+            assert await store.messages("s", as_of=version) == await store.messages("s")
+
+    anyio.run(run)
+
+
+async def test_as_of_out_of_range_is_refused(store: eventmem.Store) -> None:
+    await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+    for bad in [-1, 2, 1.5, True, "1"]:
+        with pytest.raises(eventmem.InvalidInputError):
+            await store.messages("s", as_of=bad)  # type: ignore[arg-type]
+
+
+async def test_replay_under_another_limit_and_tokenizer(store: eventmem.Store) -> None:
+    mem = store.token_buffer("s", max_token_limit=30)
+    for i in range(10):
+        await mem.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+    now = await store.messages("s")
+    assert await store.replay("s") == now
+    wider = await store.replay("s", max_token_limit=10_000)
+    assert [m.content for m in wider] == [
+        text for i in range(10) for text in (f"question {i}", f"answer {i}")
+    ]
+    one_each = await store.replay("s", max_token_limit=100, token_counter=lambda ms: 10 * len(ms))
+    assert len(one_each) == 10
+    assert await store.messages("s") == now  # replay writes nothing
+
+
+# -- verify ---------------------------------------------------------------------------
+
+
+async def test_an_intact_store_verifies(store: eventmem.Store) -> None:
+    await _populate(store)
+    report = await store.verify()
+    assert report.ok, report.problems
+    assert report.sessions == 6
+    assert report.events == await store.count_events()
+
+
+TAMPERING: list[tuple[str, str, str, int]] = [
+    (
+        "edited payload",
+        "UPDATE events SET data = replace(data, 'q3', 'q4') WHERE session_id = 'chat-1'"
+        " AND position = 5",
+        "hash_mismatch",
+        5,
+    ),
+    (
+        "deleted event",
+        "DELETE FROM events WHERE session_id = 'chat-1' AND position = 4",
+        "missing_event",
+        4,
+    ),
+    (
+        "swapped events",
+        # through a free position, as the UNIQUE constraint wants
+        "UPDATE events SET position = 999 WHERE session_id = 'chat-1' AND position = 3;"
+        "UPDATE events SET position = 3 WHERE session_id = 'chat-1' AND position = 6;"
+        "UPDATE events SET position = 6 WHERE session_id = 'chat-1' AND position = 999",
+        "hash_mismatch",
+        3,
+    ),
+    (
+        "truncated tail",
+        "DELETE FROM events WHERE session_id = 'chat-1' AND position > 7",
+        "truncated",
+        8,
+    ),
+    (
+        "edited recorded_at",
+        "UPDATE events SET recorded_at = recorded_at + 1 WHERE session_id = 'chat-1'"
+        " AND position = 2",
+        "hash_mismatch",
+        2,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "position"),
+    [t[1:] for t in TAMPERING],
+    ids=[t[0] for t in TAMPERING],
+)
+async def test_tampering_is_found_at_its_first_bad_position(
+    db_path: Path, statement: str, kind: str, position: int
+) -> None:
+    async with eventmem.open(db_path) as store:
+        await _populate(store)
+    conn = _raw(db_path)
+    for part in statement.split(";"):
+        conn.execute(part)
+    conn.commit()
+    conn.close()
+    async with eventmem.open(db_path) as store:
+        report = await store.verify()
+    assert not report.ok
+    assert [(p.session_id, p.kind, p.position) for p in report.problems] == [
+        ("chat-1", kind, position)
+    ]
+
+
+async def test_a_tampered_projection_is_found(db_path: Path) -> None:
+    async with eventmem.open(db_path) as store:
+        await _populate(store)
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE view_messages SET tokens = tokens + 1 WHERE session_id = 'agent-2'")
+    conn.commit()
+    conn.close()
+    async with eventmem.open(db_path) as store:
+        report = await store.verify()
+        assert [(p.session_id, p.kind) for p in report.problems] == [
+            ("agent-2", "projection_mismatch")
+        ]
+        await store.rebuild()
+        assert (await store.verify()).ok
+
+
+# -- rebuild ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "DELETE FROM view_messages",
+        "DELETE FROM sessions",
+        'UPDATE view_messages SET message = \'{"role":"human","content":"forged"}\'',
+        "UPDATE sessions SET watermark = 0, total_tokens = 7",
+    ],
+)
+async def test_rebuild_restores_projections_from_events_alone(db_path: Path, damage: str) -> None:
+    async with eventmem.open(db_path) as store:
+        await _populate(store)
+        sessions = await store.sessions()
+        before = {s: await store.messages(s) for s in sessions}
+    conn = sqlite3.connect(db_path)
+    snapshot = conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall()
+    view = conn.execute("SELECT * FROM view_messages ORDER BY session_id, seq").fetchall()
+    conn.execute(damage)
+    conn.commit()
+    conn.close()
+    async with eventmem.open(db_path) as store:
+        assert await store.rebuild() == len(sessions)
+        assert {s: await store.messages(s) for s in sessions} == before
+        assert (await store.verify()).ok
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall() == snapshot
+    assert conn.execute("SELECT * FROM view_messages ORDER BY session_id, seq").fetchall() == view
+    conn.close()
+
+
+# -- export / import ----------------------------------------------------------------------
+
+
+async def _export(store: eventmem.Store, session: str | None = None) -> list[bytes]:
+    return [line async for line in store.export(session)]
+
+
+async def test_export_then_import_reproduces_events_hashes_and_views(
+    store: eventmem.Store, tmp_path: Path
+) -> None:
+    await _populate(store)
+    lines = await _export(store)
+    assert lines[0].startswith(b'{"format":"eventmem-export","version":1')
+    assert len(lines) == 1 + await store.count_events()
+    async with eventmem.open(tmp_path / "copy.db") as copy:
+        assert await copy.import_events(lines) == (6, len(lines) - 1)
+        for session in await store.sessions():
+            original = [e async for e in store.events(session)]
+            imported = [e async for e in copy.events(session)]
+            assert [(e.position, e.hash, e.recorded_at, e.data) for e in imported] == [
+                (e.position, e.hash, e.recorded_at, e.data) for e in original
+            ]
+            assert await copy.messages(session) == await store.messages(session)
+        assert (await copy.verify()).ok
+        assert await _export(copy) == lines
+
+
+async def test_export_of_one_session(store: eventmem.Store) -> None:
+    await _populate(store)
+    lines = await _export(store, "chat-0")
+    assert len(lines) == 1 + len([e async for e in store.events("chat-0")])
+    assert all(b'"session_id":"chat-0"' in line for line in lines[1:])
+
+
+ImportCase = Callable[[list[bytes]], list[bytes]]
+
+
+def _tamper_line(lines: list[bytes]) -> list[bytes]:
+    changed = list(lines)
+    index = next(i for i, line in enumerate(lines) if b'"content":"q0 "' in line)
+    changed[index] = lines[index].replace(b'"content":"q0 "', b'"content":"qX "')
+    return changed
+
+
+IMPORT_REFUSALS: list[tuple[str, ImportCase, str]] = [
+    ("tampered content", _tamper_line, "hash_mismatch"),
+    ("dropped line", lambda ls: ls[:3] + ls[4:], "missing_event"),
+    ("no header", lambda ls: ls[1:], "header"),
+    ("empty", lambda ls: [], "empty"),
+    ("garbage line", lambda ls: [*ls, b"{not json"], "not an export line"),
+    ("foreign header", lambda ls: [b'{"format":"other","version":1}\n', *ls[1:]], "unsupported"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [c[1:] for c in IMPORT_REFUSALS],
+    ids=[c[0] for c in IMPORT_REFUSALS],
+)
+async def test_bad_imports_are_refused_and_write_nothing(
+    store: eventmem.Store, tmp_path: Path, change: ImportCase, message: str
+) -> None:
+    await _populate(store, sessions=1, turns=4)
+    lines = await _export(store)
+    async with eventmem.open(tmp_path / "copy.db") as copy:
+        with pytest.raises(eventmem.ImportRefusedError, match=message):
+            await copy.import_events(change(lines))
+        assert await copy.count_events() == 0
+        assert await copy.sessions() == []
+
+
+async def test_importing_twice_is_refused(store: eventmem.Store, tmp_path: Path) -> None:
+    await _populate(store, sessions=1, turns=3)
+    lines = await _export(store)
+    async with eventmem.open(tmp_path / "copy.db") as copy:
+        await copy.import_events(lines)
+        count = await copy.count_events()
+        with pytest.raises(eventmem.ImportRefusedError, match="already exists"):
+            await copy.import_events(lines)
+        assert await copy.count_events() == count
+
+
+async def test_fold_of_events_equals_every_stored_projection(store: eventmem.Store) -> None:
+    await _populate(store)
+    for session in await store.sessions():
+        events = [e.data async for e in store.events(session)]
+        assert fold(events).messages == await store.messages(session)
