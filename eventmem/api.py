@@ -293,13 +293,32 @@ def open(
     create: bool = True,
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
+    cache_sessions: int = 1024,
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``).
 
     ``durability="normal"`` (the default) survives a process crash but may lose the last
-    commits on power loss; ``"full"`` syncs every commit. Use as
+    commits on power loss; ``"full"`` syncs every commit. ``busy_timeout`` is how many
+    seconds a write waits for another process's lock. ``cache_sessions`` bounds how many
+    sessions' decoded buffers stay cached (each validated against the stored version on
+    every load; 0 disables the cache). Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
     """
+    if durability not in ("normal", "full"):
+        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
+    for name, value in (("busy_timeout", busy_timeout), ("cache_sessions", cache_sessions)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
+    if not isinstance(cache_sessions, int):
+        raise InvalidInputError(f"cache_sessions must be an int, got {cache_sessions!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return _Opening(
-        path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
+        path,
+        {
+            "create": create,
+            "durability": durability,
+            "busy_timeout": busy_timeout,
+            "cache_sessions": cache_sessions,
+        },
     )

@@ -175,10 +175,18 @@ class OpenAIChatCounter:
         self.model = model
         self.encoding_name = encoding_name_for_model(model)
         self._encoding = get_encoding(self.encoding_name)
+        self._short: dict[str, int] = {}
         scheme = "openai-chat-0301" if self._per_message == 4 else "openai-chat"
         self.name = f"{scheme}:{self.encoding_name}"
 
     def _length(self, text: str) -> int:
+        if len(text) <= 16:  # roles, names, ids: few distinct values, counted every save
+            cached = self._short.get(text)
+            if cached is None:
+                cached = self._short[text] = len(self._encoding.encode_ordinary(text))
+                if len(self._short) > 4096:
+                    self._short.clear()
+            return cached
         return len(self._encoding.encode_ordinary(text))
 
     def count_message(self, message: Message) -> int:

@@ -299,3 +299,52 @@ async def test_the_projection_keeps_only_the_visible_rows(
     finally:
         conn.close()
     assert rows == len(loaded) < 20
+
+
+# -- the buffer cache never serves a stale buffer -----------------------------------------
+
+
+async def test_writes_from_another_connection_are_seen(db_path: Path) -> None:
+    async with eventmem.open(db_path) as a, eventmem.open(db_path) as b:
+        mem_a = a.token_buffer("s", max_token_limit=40, return_messages=True)
+        mem_b = b.token_buffer("s", max_token_limit=40, return_messages=True)
+        for i in range(6):
+            writer, reader = (mem_a, mem_b) if i % 2 else (mem_b, mem_a)
+            await writer.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+            await reader.aload_memory_variables({})  # warms the reader's cache
+            assert await a.messages("s") == await b.messages("s")
+            assert (await a.messages("s"))[-1].content == f"a{i}"
+        await mem_b.aclear()
+        assert await a.messages("s") == []
+
+
+async def test_cached_loads_equal_uncached_loads(db_path: Path) -> None:
+    async with eventmem.open(db_path) as cached, eventmem.open(db_path, cache_sessions=0) as raw:
+        mem = cached.agent_token_buffer("s", max_token_limit=60, format_as_tools=True)
+        for i in range(30):
+            action = {
+                "tool": "t",
+                "tool_input": {},
+                "log": "",
+                "tool_call_id": f"c{i}",
+                "message_log": [Message(role="ai", content="")],
+            }
+            if i % 4 == 0:
+                await mem.arecord_step(action, i)
+            await mem.asave_context(
+                {"input": f"q{i}"},
+                {"output": f"a{i}", "intermediate_steps": [(action, i)]}
+                if i % 4 == 0
+                else {"output": f"a{i}", "intermediate_steps": []},
+            )
+            if i % 7 == 6:
+                await mem.aclear()
+            assert await cached.messages("s") == await raw.messages("s")
+
+
+async def test_the_cache_is_bounded(db_path: Path) -> None:
+    async with eventmem.open(db_path, cache_sessions=5) as store:
+        for i in range(50):
+            await store.token_buffer(f"s{i}").asave_context({"input": "x"}, {"output": "y"})
+            await store.messages(f"s{i}")
+        assert len(store._backend._cache) == 5

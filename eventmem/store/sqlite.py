@@ -57,6 +57,7 @@ from eventmem.events import (
 from eventmem.messages import Message
 from eventmem.projection import apply, needs_recount
 from eventmem.store.base import StepRequest, TurnRequest
+from eventmem.store.cache import ViewCache
 from eventmem.store.migrate import apply_migrations
 from eventmem.tokens import TokenCounter
 
@@ -99,6 +100,7 @@ class _SessionHead:
         self.created_at: int | None = row[7]
         self.turn_position: int = row[8]  # position of the last turn
         self.pending_steps: int = row[9]  # step events after it, not yet in a turn
+        self._stored_version = self.version
         self._stored_next_seq = self.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.watermark
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
@@ -202,6 +204,17 @@ class _SessionHead:
             self.created_at = now_us
         return position
 
+    def update_cache(self, cache: ViewCache) -> None:
+        """Tell the cache what this (committed) write changed."""
+        first_new = self._stored_next_seq
+        cache.advance(
+            self.session_id,
+            self._stored_version,
+            self.version,
+            self.watermark,
+            [(first_new + i, m) for i, m in enumerate(self._new_messages)],
+        )
+
     def flush(self) -> None:
         if self.watermark > self._stored_watermark and self._stored_next_seq > (
             self._stored_watermark
@@ -286,10 +299,11 @@ def _translate(error: sqlite3.Error, where: str) -> EventmemError:
 class SQLiteBackend:
     """Event logs and buffer projections in one SQLite file (WAL mode)."""
 
-    def __init__(self, conn: aiosqlite.Connection, where: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, where: str, cache_sessions: int = 1024) -> None:
         self._conn = conn
         self._where = where
         self._closed = False
+        self._cache = ViewCache(cache_sessions)
 
     @classmethod
     async def open(
@@ -299,6 +313,7 @@ class SQLiteBackend:
         create: bool = True,
         durability: Durability = "normal",
         busy_timeout: float = 30.0,
+        cache_sessions: int = 1024,
     ) -> SQLiteBackend:
         """Open (and, if ``create``, create) the database and bring its schema up to date."""
         where = os.fspath(path)
@@ -308,7 +323,7 @@ class SQLiteBackend:
             conn = await aiosqlite.connect(database, uri=True, isolation_level=None)
         except sqlite3.Error as e:
             raise _translate(e, where) from e
-        backend = cls(conn, where)
+        backend = cls(conn, where, cache_sessions)
         try:
             await backend._run(_configure, int(busy_timeout * 1000), synchronous)
         except BaseException:
@@ -335,22 +350,22 @@ class SQLiteBackend:
     # -- writes ----------------------------------------------------------------------
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
-        return await self._run(_append_turn, session_id, turn)
+        return await self._run(_append_turn, self._cache, session_id, turn)
 
     async def append_step(
         self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
-        return await self._run(_append_step, session_id, step, counter, as_tools)
+        return await self._run(_append_step, self._cache, session_id, step, counter, as_tools)
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""
-        return await self._run(_append_clear, session_id, expected_version)
+        return await self._run(_append_clear, self._cache, session_id, expected_version)
 
     # -- reads -----------------------------------------------------------------------
     async def load_view(self, session_id: str) -> list[Message]:
         """The visible messages of the session."""
-        return await self._run(_load_view, session_id)
+        return await self._run(_load_view, self._cache, session_id)
 
     async def read_events(
         self, session_id: str, after_position: int, limit: int
@@ -373,7 +388,7 @@ class SQLiteBackend:
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute every projection from the events; return the number of sessions."""
-        return await self._run(_rebuild, progress)
+        return await self._run(_rebuild, self._cache, progress)
 
     async def export_page(
         self, session_id: str | None, after_id: int, limit: int
@@ -383,7 +398,7 @@ class SQLiteBackend:
 
     async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
         """Import export lines (header excluded) in one transaction: (sessions, events)."""
-        return await self._run(_import, lines)
+        return await self._run(_import, self._cache, lines)
 
     async def count_events(self) -> int:
         """Number of events in the store."""
@@ -461,14 +476,22 @@ def _match_live_steps(
             )
 
 
-def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -> int:
+def _committed(conn: sqlite3.Connection, cache: ViewCache, body: Callable[[], _SessionHead]) -> int:
+    head = _write(conn, body)
+    head.update_cache(cache)
+    return head.version
+
+
+def _append_turn(
+    conn: sqlite3.Connection, cache: ViewCache, session_id: str, turn: TurnRequest
+) -> int:
     counter = turn.counter
     # Counted before the write lock is taken: tokenizing a long text must not block
     # other writers.
     tokens = tuple(counter.count_message(m) for m in turn.messages)
     step_counts = [_counted(counter, step) for step in turn.steps or ()]
 
-    def body() -> int:
+    def body() -> _SessionHead:
         head = _SessionHead(conn, session_id)
         _check_expected(head, turn.expected_version)
         recount = None
@@ -514,13 +537,14 @@ def _append_turn(conn: sqlite3.Connection, session_id: str, turn: TurnRequest) -
         position = head.append_event(event, now)
         apply(head, event, position)
         head.flush()
-        return position
+        return head
 
-    return _write(conn, body)
+    return _committed(conn, cache, body)
 
 
 def _append_step(
     conn: sqlite3.Connection,
+    cache: ViewCache,
     session_id: str,
     step: StepRequest,
     counter: TokenCounter,
@@ -528,41 +552,56 @@ def _append_step(
 ) -> int:
     counted = _counted(counter, step)
 
-    def body() -> int:
+    def body() -> _SessionHead:
         head = _SessionHead(conn, session_id)
         seen = [m for _, recorded in head.pending() for m in recorded.messages]
         event = _new_step(step, counted, seen, as_tools, counter, live=True)
         position = head.append_event(event, _now_us())
         apply(head, event, position)
         head.flush()
-        return position
+        return head
 
-    return _write(conn, body)
+    return _committed(conn, cache, body)
 
 
-def _append_clear(conn: sqlite3.Connection, session_id: str, expected_version: int | None) -> int:
-    def body() -> int:
+def _append_clear(
+    conn: sqlite3.Connection, cache: ViewCache, session_id: str, expected_version: int | None
+) -> int:
+    def body() -> _SessionHead:
         head = _SessionHead(conn, session_id)
         _check_expected(head, expected_version)
         event = MemoryCleared()
         position = head.append_event(event, _now_us())
         apply(head, event, position)
         head.flush()
-        return position
+        return head
 
-    return _write(conn, body)
+    return _committed(conn, cache, body)
 
 
-def _load_view(conn: sqlite3.Connection, session_id: str) -> list[Message]:
-    # One statement, so one consistent snapshot even while another process writes.
-    return [
-        _decode_message(row[0])
-        for row in conn.execute(
-            "SELECT v.message FROM view_messages AS v JOIN sessions AS s USING (session_id)"
-            " WHERE v.session_id = ? AND v.seq >= s.watermark ORDER BY v.seq",
-            (session_id,),
-        )
-    ]
+def _load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> list[Message]:
+    conn.execute("BEGIN")  # version and rows from one snapshot, even while others write
+    try:
+        row = conn.execute(
+            "SELECT version, watermark FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return []
+        version, watermark = row
+        cached = cache.get(session_id, version)
+        if cached is not None:
+            return cached
+        messages = [
+            _decode_message(message)
+            for (message,) in conn.execute(
+                "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
+                (session_id, watermark),
+            )
+        ]
+    finally:
+        conn.execute("COMMIT")
+    cache.put(session_id, version, watermark, messages)
+    return messages
 
 
 def _read_events(
@@ -750,7 +789,9 @@ def _folds(conn: sqlite3.Connection, progress: Progress | None) -> Iterator[Sess
         yield current
 
 
-def _rebuild(conn: sqlite3.Connection, progress: Progress | None) -> int:
+def _rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | None) -> int:
+    cache.clear()
+
     def body() -> int:
         conn.execute("DELETE FROM view_messages")
         conn.execute("DELETE FROM sessions")
@@ -785,7 +826,9 @@ def _export_page(
     return (rows[-1][0] if rows else after_id), lines
 
 
-def _import(conn: sqlite3.Connection, lines: list[bytes]) -> tuple[int, int]:
+def _import(conn: sqlite3.Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
+    cache.clear()
+
     def body() -> tuple[int, int]:
         folds: dict[str, SessionFold] = {}
         rows = []
