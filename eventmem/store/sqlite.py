@@ -296,6 +296,16 @@ def _translate(error: sqlite3.Error, where: str) -> EventmemError:
     return StorageError(f"{where}: SQLite error: {text}")
 
 
+class _Queued:
+    """A write waiting for (or done with) its batch."""
+
+    __slots__ = ("op", "outcome")
+
+    def __init__(self, op: WriteOp) -> None:
+        self.op = op
+        self.outcome: int | BaseException | None = None
+
+
 class SQLiteBackend:
     """Event logs and buffer projections in one SQLite file (WAL mode)."""
 
@@ -304,6 +314,8 @@ class SQLiteBackend:
         self._where = where
         self._closed = False
         self._cache = ViewCache(cache_sessions)
+        self._queue: list[_Queued] = []
+        self._write_lock = anyio.Lock()
 
     @classmethod
     async def open(
@@ -348,19 +360,50 @@ class SQLiteBackend:
         return result
 
     # -- writes ----------------------------------------------------------------------
+    async def _submit(self, op: WriteOp) -> int:
+        """Queue a write; whoever holds the write lock commits everything queued so far
+        in one transaction, so concurrent saves share commits."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        entry = _Queued(op)
+        self._queue.append(entry)
+        try:
+            async with self._write_lock:
+                if entry.outcome is None:
+                    batch, self._queue = self._queue, []
+                    # Shielded: once handed to the connection thread the batch runs to
+                    # its end, and every caller in it must learn how it ended.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            outcomes: list[int | BaseException] = list(
+                                await self._run(_write_batch, self._cache, [e.op for e in batch])
+                            )
+                        except Exception as e:
+                            outcomes = [e] * len(batch)
+                    for queued, outcome in zip(batch, outcomes, strict=True):
+                        queued.outcome = outcome
+        except BaseException:
+            if entry.outcome is None and entry in self._queue:
+                self._queue.remove(entry)  # cancelled before it ran: it never will
+            raise
+        if isinstance(entry.outcome, BaseException):
+            raise entry.outcome
+        assert entry.outcome is not None
+        return entry.outcome
+
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
-        return await self._run(_append_turn, self._cache, session_id, turn)
+        return await self._submit(_turn_op(session_id, turn))
 
     async def append_step(
         self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
-        return await self._run(_append_step, self._cache, session_id, step, counter, as_tools)
+        return await self._submit(_step_op(session_id, step, counter, as_tools))
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""
-        return await self._run(_append_clear, self._cache, session_id, expected_version)
+        return await self._submit(_clear_op(session_id, expected_version))
 
     # -- reads -----------------------------------------------------------------------
     async def load_view(self, session_id: str) -> list[Message]:
@@ -476,107 +519,153 @@ def _match_live_steps(
             )
 
 
-def _committed(conn: sqlite3.Connection, cache: ViewCache, body: Callable[[], _SessionHead]) -> int:
-    head = _write(conn, body)
-    head.update_cache(cache)
-    return head.version
+# A write: called on the connection's thread outside any transaction (to count tokens,
+# without holding the lock), it returns the body to run inside the batch's transaction.
+WriteOp = Callable[[sqlite3.Connection], Callable[[], _SessionHead]]
 
 
-def _append_turn(
-    conn: sqlite3.Connection, cache: ViewCache, session_id: str, turn: TurnRequest
-) -> int:
-    counter = turn.counter
-    # Counted before the write lock is taken: tokenizing a long text must not block
-    # other writers.
-    tokens = tuple(counter.count_message(m) for m in turn.messages)
-    step_counts = [_counted(counter, step) for step in turn.steps or ()]
+def _write_batch(
+    conn: sqlite3.Connection, cache: ViewCache, ops: list[WriteOp]
+) -> list[int | EventmemError]:
+    """Run several writes in one transaction (group commit); each is all or nothing.
 
-    def body() -> _SessionHead:
-        head = _SessionHead(conn, session_id)
-        _check_expected(head, turn.expected_version)
-        recount = None
-        if needs_recount(head, counter.name):
-            recount = tuple(counter.count_message(m) for m in head.visible_messages())
-        live = head.pending()
-        new_steps: tuple[StepRequest, ...] = ()
-        if turn.steps is not None:
-            _match_live_steps(live, turn.steps)
-            new_steps = turn.steps[len(live) :]
-        seen = [m for _, step in live for m in step.messages]
-        steps = list(live)
-        now = _now_us()
-        for request, counted in zip(new_steps, step_counts[len(live) :], strict=True):
-            step_event = _new_step(request, counted, seen, turn.as_tools, counter, live=False)
-            position = head.append_event(step_event, now)
-            apply(head, step_event, position)
-            steps.append((position, step_event))
-        step_recount = None
-        if any(step.counter != counter.name for _, step in steps):
-            # Steps recorded live under another counting scheme: count them under this one.
-            step_recount = tuple(
-                t
-                for _, step in steps
-                for t in (
-                    step.tokens
-                    if step.counter == counter.name
-                    else [counter.count_message(m) for m in step.messages]
+    A write that fails with an :class:`EventmemError` is rolled back to its savepoint and
+    reported alone; a storage error fails the whole batch.
+    """
+    bodies: list[Callable[[], _SessionHead] | EventmemError] = []
+    for op in ops:
+        try:
+            bodies.append(op(conn))
+        except EventmemError as e:
+            bodies.append(e)
+    isolate = len(bodies) > 1
+    outcomes: list[_SessionHead | EventmemError] = []
+
+    def run_all() -> None:
+        for body in bodies:
+            if isinstance(body, EventmemError):
+                outcomes.append(body)
+                continue
+            if isolate:
+                conn.execute("SAVEPOINT eventmem_write")
+            try:
+                outcomes.append(body())
+            except EventmemError as e:
+                if not isolate:
+                    raise
+                conn.execute("ROLLBACK TO eventmem_write")
+                outcomes.append(e)
+            if isolate:
+                conn.execute("RELEASE eventmem_write")
+
+    if any(not isinstance(body, EventmemError) for body in bodies):
+        try:
+            _write(conn, run_all)
+        except EventmemError as e:
+            outcomes = [e]  # a single write failed: nothing was written
+    else:
+        outcomes = list(bodies)  # type: ignore[arg-type]
+    results: list[int | EventmemError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, _SessionHead):
+            outcome.update_cache(cache)
+            results.append(outcome.version)
+        else:
+            results.append(outcome)
+    return results
+
+
+def _turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], _SessionHead]:
+        counter = turn.counter
+        tokens = tuple(counter.count_message(m) for m in turn.messages)
+        step_counts = [_counted(counter, step) for step in turn.steps or ()]
+
+        def body() -> _SessionHead:
+            head = _SessionHead(conn, session_id)
+            _check_expected(head, turn.expected_version)
+            recount = None
+            if needs_recount(head, counter.name):
+                recount = tuple(counter.count_message(m) for m in head.visible_messages())
+            live = head.pending()
+            new_steps: tuple[StepRequest, ...] = ()
+            if turn.steps is not None:
+                _match_live_steps(live, turn.steps)
+                new_steps = turn.steps[len(live) :]
+            seen = [m for _, step in live for m in step.messages]
+            steps = list(live)
+            now = _now_us()
+            for request, counted in zip(new_steps, step_counts[len(live) :], strict=True):
+                step_event = _new_step(request, counted, seen, turn.as_tools, counter, live=False)
+                position = head.append_event(step_event, now)
+                apply(head, step_event, position)
+                steps.append((position, step_event))
+            step_recount = None
+            if any(step.counter != counter.name for _, step in steps):
+                # Steps recorded live under another counting scheme: count them under this one.
+                step_recount = tuple(
+                    t
+                    for _, step in steps
+                    for t in (
+                        step.tokens
+                        if step.counter == counter.name
+                        else [counter.count_message(m) for m in step.messages]
+                    )
                 )
+            event = TurnSaved(
+                messages=turn.messages,
+                tokens=tokens,
+                counter=counter.name,
+                overhead=counter.overhead,
+                max_token_limit=turn.max_token_limit,
+                model=turn.model,
+                recount=recount,
+                steps=tuple(position for position, _ in steps),
+                step_recount=step_recount,
+                prune=turn.prune,
             )
-        event = TurnSaved(
-            messages=turn.messages,
-            tokens=tokens,
-            counter=counter.name,
-            overhead=counter.overhead,
-            max_token_limit=turn.max_token_limit,
-            model=turn.model,
-            recount=recount,
-            steps=tuple(position for position, _ in steps),
-            step_recount=step_recount,
-            prune=turn.prune,
-        )
-        position = head.append_event(event, now)
-        apply(head, event, position)
-        head.flush()
-        return head
+            position = head.append_event(event, now)
+            apply(head, event, position)
+            head.flush()
+            return head
 
-    return _committed(conn, cache, body)
+        return body
+
+    return prepare
 
 
-def _append_step(
-    conn: sqlite3.Connection,
-    cache: ViewCache,
-    session_id: str,
-    step: StepRequest,
-    counter: TokenCounter,
-    as_tools: bool,
-) -> int:
-    counted = _counted(counter, step)
+def _step_op(session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], _SessionHead]:
+        counted = _counted(counter, step)
 
-    def body() -> _SessionHead:
-        head = _SessionHead(conn, session_id)
-        seen = [m for _, recorded in head.pending() for m in recorded.messages]
-        event = _new_step(step, counted, seen, as_tools, counter, live=True)
-        position = head.append_event(event, _now_us())
-        apply(head, event, position)
-        head.flush()
-        return head
+        def body() -> _SessionHead:
+            head = _SessionHead(conn, session_id)
+            seen = [m for _, recorded in head.pending() for m in recorded.messages]
+            event = _new_step(step, counted, seen, as_tools, counter, live=True)
+            position = head.append_event(event, _now_us())
+            apply(head, event, position)
+            head.flush()
+            return head
 
-    return _committed(conn, cache, body)
+        return body
+
+    return prepare
 
 
-def _append_clear(
-    conn: sqlite3.Connection, cache: ViewCache, session_id: str, expected_version: int | None
-) -> int:
-    def body() -> _SessionHead:
-        head = _SessionHead(conn, session_id)
-        _check_expected(head, expected_version)
-        event = MemoryCleared()
-        position = head.append_event(event, _now_us())
-        apply(head, event, position)
-        head.flush()
-        return head
+def _clear_op(session_id: str, expected_version: int | None) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], _SessionHead]:
+        def body() -> _SessionHead:
+            head = _SessionHead(conn, session_id)
+            _check_expected(head, expected_version)
+            event = MemoryCleared()
+            position = head.append_event(event, _now_us())
+            apply(head, event, position)
+            head.flush()
+            return head
 
-    return _committed(conn, cache, body)
+        return body
+
+    return prepare
 
 
 def _load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> list[Message]:

@@ -1,0 +1,140 @@
+"""Concurrent writers in one process: group commit, gapless positions, cancellation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+
+import eventmem
+from eventmem.projection import fold
+
+pytestmark = pytest.mark.anyio
+
+
+async def _assert_consistent(store: eventmem.Store) -> None:
+    report = await store.verify()
+    assert report.ok, report.problems
+    for session in await store.sessions():
+        events = [e async for e in store.events(session)]
+        assert [e.position for e in events] == list(range(1, len(events) + 1))
+        assert fold([e.data for e in events]).messages == await store.messages(session)
+
+
+async def test_many_tasks_saving_to_one_session_are_all_recorded(tmp_path: Path) -> None:
+    async with eventmem.open(tmp_path / "c.db") as store:
+        mem = store.token_buffer("shared", max_token_limit=200)
+
+        async def worker(w: int) -> None:
+            for i in range(20):
+                await mem.asave_context({"input": f"w{w} q{i}"}, {"output": f"w{w} a{i}"})
+
+        async with anyio.create_task_group() as tg:
+            for w in range(25):
+                tg.start_soon(worker, w)
+        events = [e async for e in store.events("shared")]
+        assert len(events) == 500
+        said = {m.content for e in events for m in e.data.messages}  # type: ignore[union-attr]
+        assert said == {f"w{w} {k}{i}" for w in range(25) for i in range(20) for k in "qa"}
+        await _assert_consistent(store)
+
+
+async def test_many_sessions_saving_at_once_share_commits(tmp_path: Path) -> None:
+    async with eventmem.open(tmp_path / "c.db") as store:
+        statements: list[str] = []
+        await store._backend._conn.set_trace_callback(statements.append)
+
+        async def session(s: int) -> None:
+            mem = store.token_buffer(f"s{s}", max_token_limit=60)
+            for i in range(4):
+                await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+
+        async with anyio.create_task_group() as tg:
+            for s in range(200):
+                tg.start_soon(session, s)
+        await store._backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
+        commits = statements.count("COMMIT")
+        assert await store.count_events() == 800
+        assert commits < 800 / 4  # saves were coalesced into shared transactions
+        await _assert_consistent(store)
+
+
+async def test_a_failing_save_in_a_batch_does_not_sink_the_others(tmp_path: Path) -> None:
+    async with eventmem.open(tmp_path / "c.db") as store:
+        good = store.token_buffer("good")
+        agent = store.agent_token_buffer("agent")
+        action = {"tool": "t", "log": "l", "message_log": []}
+        await agent.arecord_step(action, "seen")
+        outcomes: list[str] = []
+
+        async def save_good(i: int) -> None:
+            await good.asave_context({"input": f"q{i}"}, {"output": "a"})
+            outcomes.append("ok")
+
+        async def save_mismatched() -> None:
+            try:
+                await agent.asave_context(
+                    {"input": "x"}, {"output": "y", "intermediate_steps": [(action, "other")]}
+                )
+            except eventmem.InvalidInputError:
+                outcomes.append("refused")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(save_good, i)
+            tg.start_soon(save_mismatched)
+            for i in range(10, 20):
+                tg.start_soon(save_good, i)
+        assert sorted(outcomes) == ["ok"] * 20 + ["refused"]
+        assert await store.count_events() == 21  # 20 turns + the live step
+        await _assert_consistent(store)
+
+
+async def test_expected_version_detects_a_moved_session(tmp_path: Path) -> None:
+    async with eventmem.open(tmp_path / "c.db") as store:
+        mem = store.token_buffer("s")
+        await mem.asave_context({"input": "x"}, {"output": "y"})
+        backend = store._backend
+        with pytest.raises(eventmem.ConcurrencyError, match="version 1"):
+            await backend.append_clear("s", expected_version=0)
+        assert await backend.append_clear("s", expected_version=1) == 2
+
+
+async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    async with eventmem.open(tmp_path / "c.db") as store:
+
+        async def worker(w: int) -> None:
+            mem = store.agent_token_buffer(f"s{w % 5}", max_token_limit=120)
+            for i in range(30):
+                steps = [
+                    ({"tool": "t", "log": f"{w}-{i}-{k}", "message_log": []}, k)
+                    for k in range(rng.randrange(3))
+                ]
+                with anyio.move_on_after(rng.choice([0, 0.0001, 0.001, 1])):
+                    await mem.asave_context(
+                        {"input": f"{w}/{i}"}, {"output": "ok", "intermediate_steps": steps}
+                    )
+                with anyio.move_on_after(rng.choice([0, 0.0005, 1])):
+                    await mem.aload_memory_variables({})
+
+        async with anyio.create_task_group() as tg:
+            for w in range(20):
+                tg.start_soon(worker, w)
+        # every turn is whole: each turn event names exactly the step events before it
+        for session in await store.sessions():
+            events = [e async for e in store.events(session)]
+            pending: list[int] = []
+            for e in events:
+                if e.kind == "step":
+                    pending.append(e.position)
+                elif e.kind == "turn":
+                    assert list(e.data.steps) == pending  # type: ignore[union-attr]
+                    pending = []
+            assert pending == []
+        await _assert_consistent(store)
+        # the connection is still usable
+        await store.token_buffer("after").asave_context({"input": "x"}, {"output": "y"})
+        assert len(await store.messages("after")) == 2
