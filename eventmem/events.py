@@ -57,6 +57,8 @@ class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     ``steps``; their messages enter the buffer between ``messages[0]`` (the human input)
     and the rest. ``step_recount`` holds their counts under ``counter`` when the steps
     were counted with another scheme. ``prune`` is the pruning rule of this save.
+    ``abandoned`` names pending steps recorded live by another run (one that died before
+    its save): they stay in the log but never enter the buffer.
     """
 
     messages: tuple[Message, ...]
@@ -69,6 +71,7 @@ class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     steps: tuple[int, ...] = ()
     step_recount: tuple[int, ...] | None = None
     prune: PruneMode = "langchain"
+    abandoned: tuple[int, ...] = ()
 
 
 class StepRecorded(EventData, tag="step", frozen=True, omit_defaults=True):
@@ -77,7 +80,8 @@ class StepRecorded(EventData, tag="step", frozen=True, omit_defaults=True):
     ``messages`` is how the step reads in the buffer (already formatted, and without
     messages an earlier step of the same turn already carries); ``tokens`` their counts
     under ``counter``. The step joins the buffer with its turn's :class:`TurnSaved`.
-    ``action`` and ``observation`` keep what the agent did and saw, for audit.
+    ``action`` and ``observation`` keep what the agent did and saw, for audit. ``run``
+    identifies the memory object that recorded it live.
     """
 
     action: Action
@@ -86,6 +90,7 @@ class StepRecorded(EventData, tag="step", frozen=True, omit_defaults=True):
     tokens: tuple[int, ...]
     counter: str
     live: bool = False
+    run: str | None = None
 
 
 class MemoryCleared(EventData, tag="clear", frozen=True, omit_defaults=True):

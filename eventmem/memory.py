@@ -8,6 +8,7 @@ prunes too, and a save never re-counts the buffer.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -247,6 +248,9 @@ class AgentTokenBufferMemory(_TokenBuffer):
         self.intermediate_steps_key = intermediate_steps_key
         self.format_as_tools = format_as_tools
         self.prune: PruneMode = prune
+        # Identifies this memory's live steps, so a save never adopts steps left behind
+        # by another run that died between recording and saving.
+        self.run_id = uuid.uuid4().hex
 
     def _step(self, action: Any, observation: Any) -> StepRequest:
         normalised = to_action(action)
@@ -265,11 +269,12 @@ class AgentTokenBufferMemory(_TokenBuffer):
         The step is durable at once (a crash mid-run leaves it in the log); it joins the
         buffer with its turn. The turn's ``save_context`` may repeat it in
         ``intermediate_steps`` (as ``AgentExecutor`` does) without it being recorded twice.
-        Returns the step's position in the session.
+        Steps recorded by a memory object that never saved them (its process died) are
+        kept in the log but left out of the next turn. Returns the step's position.
         """
         step = self._step(action, observation)
         return await self._backend.append_step(
-            self.session_id, step, self.counter, self.format_as_tools
+            self.session_id, step, self.counter, self.format_as_tools, self.run_id
         )
 
     async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
@@ -292,6 +297,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
             steps=steps,
             as_tools=self.format_as_tools,
             prune=self.prune,
+            run=self.run_id,
         )
         await self._backend.append_turn(self.session_id, turn)
 

@@ -99,11 +99,14 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
 
 
 def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
-    pending = buffer.take_pending()
-    if tuple(p for p, _ in pending) != event.steps:
+    held = buffer.take_pending()
+    pending = [(p, step) for p, step in held if p not in event.abandoned]
+    if tuple(p for p, _ in pending) != event.steps or len(held) - len(pending) != len(
+        event.abandoned
+    ):
         raise ValueError(
-            f"the turn names steps {event.steps} but the steps held are "
-            f"{tuple(p for p, _ in pending)}"
+            f"the turn names steps {event.steps} and abandons {event.abandoned}, but the "
+            f"steps held are {tuple(p for p, _ in held)}"
         )
     step_messages = [m for _, step in pending for m in step.messages]
     step_tokens = (

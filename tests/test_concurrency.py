@@ -132,6 +132,7 @@ async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:
                     pending.append(e.position)
                 elif e.kind == "turn":
                     assert list(e.data.steps) == pending  # type: ignore[union-attr]
+                    assert e.data.abandoned == ()  # type: ignore[union-attr]
                     pending = []
             assert pending == []
         await _assert_consistent(store)

@@ -348,3 +348,23 @@ async def test_the_cache_is_bounded(db_path: Path) -> None:
             await store.token_buffer(f"s{i}").asave_context({"input": "x"}, {"output": "y"})
             await store.messages(f"s{i}")
         assert len(store._backend._cache) == 5
+
+
+async def test_live_steps_left_by_a_dead_run_are_kept_but_abandoned(
+    store: eventmem.Store,
+) -> None:
+    action = {"tool": "search", "log": "looking", "message_log": []}
+    crashed = store.agent_token_buffer("run")
+    await crashed.arecord_step(action, "half-done")  # then the process died
+    fresh = store.agent_token_buffer("run")
+    await fresh.arecord_step(action, "done")
+    await fresh.asave_context(
+        {"input": "go"}, {"output": "ok", "intermediate_steps": [(action, "done")]}
+    )
+    events = await events_of(store, "run")
+    turn = events[-1].data
+    assert isinstance(turn, TurnSaved)
+    assert (turn.steps, turn.abandoned) == ((2,), (1,))
+    contents = [m.content for m in await store.messages("run")]
+    assert contents == ["go", "done", "ok"]
+    assert "half-done" in {m.content for e in events for m in getattr(e.data, "messages", ())}

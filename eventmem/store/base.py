@@ -38,6 +38,7 @@ class TurnRequest(msgspec.Struct, frozen=True):
     steps: tuple[StepRequest, ...] | None = ()
     as_tools: bool = False
     prune: PruneMode = "langchain"
+    run: str | None = None  # the memory object saving; live steps of other runs are abandoned
 
 
 class Backend(Protocol):
@@ -52,7 +53,12 @@ class Backend(Protocol):
         ...
 
     async def append_step(
-        self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
+        self,
+        session_id: str,
+        step: StepRequest,
+        counter: TokenCounter,
+        as_tools: bool,
+        run: str | None = None,
     ) -> int:
         """Append a live :class:`~eventmem.events.StepRecorded`; return its position."""
         ...

@@ -396,10 +396,15 @@ class SQLiteBackend:
         return await self._submit(_turn_op(session_id, turn))
 
     async def append_step(
-        self, session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool
+        self,
+        session_id: str,
+        step: StepRequest,
+        counter: TokenCounter,
+        as_tools: bool,
+        run: str | None = None,
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
-        return await self._submit(_step_op(session_id, step, counter, as_tools))
+        return await self._submit(_step_op(session_id, step, counter, as_tools, run))
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""
@@ -488,6 +493,7 @@ def _new_step(
     as_tools: bool,
     counter: TokenCounter,
     live: bool,
+    run: str | None = None,
 ) -> StepRecorded:
     """The step event; in tools format without messages this turn already carries."""
     kept = [(m, t) for m, t in counted if not (as_tools and m in seen)]
@@ -499,6 +505,7 @@ def _new_step(
         tokens=tuple(t for _, t in kept),
         counter=counter.name,
         live=live,
+        run=run,
     )
 
 
@@ -587,7 +594,11 @@ def _turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
             recount = None
             if needs_recount(head, counter.name):
                 recount = tuple(counter.count_message(m) for m in head.visible_messages())
-            live = head.pending()
+            held = head.pending()
+            # Steps another run recorded live and never saved (it crashed, or raised):
+            # kept in the log as evidence, left out of the buffer.
+            abandoned = tuple(p for p, step in held if step.run != turn.run)
+            live = [(p, step) for p, step in held if step.run == turn.run]
             new_steps: tuple[StepRequest, ...] = ()
             if turn.steps is not None:
                 _match_live_steps(live, turn.steps)
@@ -623,6 +634,7 @@ def _turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
                 steps=tuple(position for position, _ in steps),
                 step_recount=step_recount,
                 prune=turn.prune,
+                abandoned=abandoned,
             )
             position = head.append_event(event, now)
             apply(head, event, position)
@@ -634,14 +646,21 @@ def _turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
     return prepare
 
 
-def _step_op(session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool) -> WriteOp:
+def _step_op(
+    session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool, run: str | None
+) -> WriteOp:
     def prepare(conn: sqlite3.Connection) -> Callable[[], _SessionHead]:
         counted = _counted(counter, step)
 
         def body() -> _SessionHead:
             head = _SessionHead(conn, session_id)
-            seen = [m for _, recorded in head.pending() for m in recorded.messages]
-            event = _new_step(step, counted, seen, as_tools, counter, live=True)
+            seen = [
+                m
+                for _, recorded in head.pending()
+                if recorded.run == run
+                for m in recorded.messages
+            ]
+            event = _new_step(step, counted, seen, as_tools, counter, live=True, run=run)
             position = head.append_event(event, _now_us())
             apply(head, event, position)
             head.flush()
