@@ -254,3 +254,20 @@ async def test_a_store_never_closed_warns(db_path: Path) -> None:
     with pytest.warns(ResourceWarning, match="never closed"):
         store.__del__()
     await backend.close()
+
+
+def test_a_missing_directory_is_a_clean_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import anyio, eventmem\n"
+        "async def main():\n"
+        "    try:\n"
+        f"        await eventmem.open({str(tmp_path / 'no' / 'such' / 'dir.db')!r})\n"
+        "    except eventmem.StorageError as e:\n"
+        "        print(type(e).__name__)\n"
+        "anyio.run(main)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "StorageError", "")

@@ -331,9 +331,13 @@ class SQLiteBackend:
         where = os.fspath(path)
         database = await anyio.to_thread.run_sync(_database_uri, where, create)
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
+        conn = aiosqlite.connect(database, uri=True, isolation_level=None)
         try:
-            conn = await aiosqlite.connect(database, uri=True, isolation_level=None)
+            await conn
         except sqlite3.Error as e:
+            # aiosqlite stops its thread on a failed connect; let it finish while the loop
+            # still runs, or it reports to a closed loop later.
+            await anyio.to_thread.run_sync(conn._thread.join, 5.0)
             raise _translate(e, where) from e
         backend = cls(conn, where, cache_sessions)
         try:
