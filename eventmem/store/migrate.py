@@ -87,9 +87,13 @@ def _applied_versions(conn: sqlite3.Connection) -> list[int] | None:
 def apply_migrations(conn: sqlite3.Connection) -> int:
     """Bring the database to the newest schema; return its version."""
     known = known_migrations()
-    # Checked once without a lock (to refuse foreign files untouched), then again under
-    # the write lock, so two processes opening a new file at once migrate it once.
-    _check_history(_applied_versions(conn) or [], len(known))
+    # Checked once without a lock (to refuse foreign files untouched, and to leave an
+    # up-to-date file unlocked, so read-only files stay readable), then again under the
+    # write lock, so two processes opening a new file at once migrate it once.
+    applied = _applied_versions(conn)
+    _check_history(applied or [], len(known))
+    if applied is not None and len(applied) == len(known):
+        return len(known)
     conn.execute("BEGIN IMMEDIATE")
     try:
         applied = _applied_versions(conn) or []

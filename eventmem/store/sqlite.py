@@ -482,7 +482,8 @@ def _database_uri(target: str, create: bool) -> str:
 def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str) -> None:
     conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     apply_migrations(conn)  # refuses foreign files before anything below writes to them
-    conn.execute("PRAGMA journal_mode = WAL")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
 
 
