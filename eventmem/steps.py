@@ -98,10 +98,19 @@ def observation_text(observation: Any) -> str:
     except RecursionError:
         raise InvalidInputError("the observation is nested too deeply to render") from None
     except Exception:
-        try:
-            return str(observation)
-        except RecursionError:
-            raise InvalidInputError("the observation is nested too deeply to render") from None
+        pass
+    try:
+        text = str(observation)
+    except RecursionError:
+        raise InvalidInputError("the observation is nested too deeply to render") from None
+    except Exception as e:
+        raise InvalidInputError(
+            f"the observation ({type(observation).__name__}) is not JSON and str() of it "
+            f"failed: {e!r}"
+        ) from e
+    if not isinstance(text, str):
+        raise InvalidInputError(f"str() of the observation returned {type(text).__name__}")
+    return text
 
 
 def split_step(step: Any) -> tuple[Any, Any]:

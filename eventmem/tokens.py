@@ -233,11 +233,18 @@ class CallableCounter:
             raise InvalidInputError(
                 f"token_counter must return an int, returned {type(value).__name__}"
             )
+        if value < 0:
+            raise InvalidInputError(f"token_counter returned a negative count ({value})")
         return value
 
     def count_message(self, message: Message) -> int:
         """``fn([message]) - fn([])``."""
-        return self._call([message]) - self.overhead
+        tokens = self._call([message]) - self.overhead
+        if tokens < 0:
+            raise InvalidInputError(
+                f"token_counter counts a message as {tokens} tokens (fewer than an empty list)"
+            )
+        return tokens
 
     def __repr__(self) -> str:
         return f"CallableCounter({self.name!r})"

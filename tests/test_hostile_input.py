@@ -1,0 +1,293 @@
+"""A corpus of hostile inputs. Each is refused with a clear EventmemError and writes nothing,
+or, where it is legitimate data, is stored and returned intact."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventmem
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass(frozen=True)
+class Case:
+    """``run(store)`` either raises ``error`` (nothing written) or stores data that must
+    read back as ``expect`` (the buffer's contents)."""
+
+    name: str
+    run: Callable[[eventmem.Store], Awaitable[object]]
+    error: type[eventmem.EventmemError] | None = None
+    expect: list[str] | None = None
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque>"
+
+
+class BrokenStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def chat_save(
+    inputs: Any, outputs: Any, **options: Any
+) -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        mem = store.token_buffer("s", max_token_limit=10**9, return_messages=True, **options)
+        await mem.asave_context(inputs, outputs)
+        return None
+
+    return run
+
+
+def agent_save(steps: Any, **options: Any) -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        mem = store.agent_token_buffer("s", max_token_limit=10**9, **options)
+        await mem.asave_context({"input": "go"}, {"output": "done", "intermediate_steps": steps})
+        return None
+
+    return run
+
+
+def option(
+    name: str, value: Any, *, agent: bool = False
+) -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        if agent:
+            return store.agent_token_buffer("s", **{name: value})
+        return store.token_buffer("s", **{name: value})
+
+    return run
+
+
+def session(value: Any) -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        return store.token_buffer(value)
+
+    return run
+
+
+def action(**fields: Any) -> dict[str, Any]:
+    return {"tool": "search", "tool_input": {}, "log": "", "message_log": [], **fields}
+
+
+BIG = "lorem ipsum dolor sit amet " * 2_000_000  # 54 MB
+NUL = "before\x00after"
+ODD = (
+    "e\u0301 \u202eRTL\u202c 🧑‍🚀 \U0001d518\U0001d52b\U0001d526 \ufeff \u200b"
+    " <|endoftext|> <|im_start|>"
+)
+INVALID = eventmem.InvalidInputError
+UNSERIALISABLE = eventmem.NotSerializableError
+
+CASES = [
+    # -- values of a conversation turn ---------------------------------------------------
+    Case("object as input", chat_save({"input": Opaque()}, {"output": "x"}), INVALID),
+    Case("NaN as input", chat_save({"input": math.nan}, {"output": "x"}), INVALID),
+    Case("inf as output", chat_save({"input": "x"}, {"output": math.inf}), INVALID),
+    Case("bytes as input", chat_save({"input": b"raw"}, {"output": "x"}), INVALID),
+    Case("bool as input", chat_save({"input": True}, {"output": "x"}), INVALID),
+    Case("int as output", chat_save({"input": "x"}, {"output": 7}), INVALID),
+    Case("None as output", chat_save({"input": "x"}, {"output": None}), INVALID),
+    Case("list as input", chat_save({"input": ["a"]}, {"output": "x"}), INVALID),
+    Case("high lone surrogate", chat_save({"input": "a\ud800"}, {"output": "x"}), UNSERIALISABLE),
+    Case("low lone surrogate", chat_save({"input": "x"}, {"output": "\udfffz"}), UNSERIALISABLE),
+    Case("NUL bytes", chat_save({"input": NUL}, {"output": "\x00"}), expect=[NUL, "\x00"]),
+    Case("empty texts", chat_save({"input": ""}, {"output": ""}), expect=["", ""]),
+    Case("whitespace", chat_save({"input": " \n\t"}, {"output": "\r\n"}), expect=[" \n\t", "\r\n"]),
+    Case("odd unicode", chat_save({"input": ODD}, {"output": ODD}), expect=[ODD, ODD]),
+    Case("54 MB text", chat_save({"input": BIG}, {"output": "ok"}), expect=[BIG, "ok"]),
+    Case(
+        "1 MB without spaces",
+        chat_save({"input": "a" * 2**20}, {"output": "b"}),
+        expect=["a" * 2**20, "b"],
+    ),
+    Case("inputs is a list", chat_save([("input", "x")], {"output": "x"}), INVALID),
+    Case("outputs is a str", chat_save({"input": "x"}, "x"), INVALID),
+    Case("inputs is None", chat_save(None, {"output": "x"}), INVALID),
+    Case(
+        "two input keys", chat_save({"a": "1", "b": "2"}, {"output": "x"}), eventmem.InputKeyError
+    ),
+    Case(
+        "missing input_key",
+        chat_save({"x": "1"}, {"o": "2"}, input_key="q"),
+        eventmem.MissingKeyError,
+    ),
+    # -- agent steps -----------------------------------------------------------------------
+    Case("step is a str", agent_save(["search then answer"]), INVALID),
+    Case("step is a 3-tuple", agent_save([(action(), "obs", "extra")]), INVALID),
+    Case("step is a dict", agent_save([{"action": action(), "observation": "x"}]), INVALID),
+    Case("step is None", agent_save([None]), INVALID),
+    Case("steps is a str", agent_save("steps"), INVALID),
+    Case("steps is a dict", agent_save({"a": 1}), INVALID),
+    Case("action without tool", agent_save([({"log": "x"}, "obs")]), INVALID),
+    Case("action with empty tool", agent_save([(action(tool=""), "obs")]), INVALID),
+    Case("action with int tool", agent_save([(action(tool=5), "obs")]), INVALID),
+    Case("action log not str", agent_save([(action(log=5), "obs")]), INVALID),
+    Case("message_log is a str", agent_save([(action(message_log="AI: hi"), "obs")]), INVALID),
+    Case("message_log holds junk", agent_save([(action(message_log=[Opaque()]), "obs")]), INVALID),
+    Case(
+        "tool call id empty",
+        agent_save([(action(tool_call_id=""), "o")], format_as_tools=True),
+        INVALID,
+    ),
+    Case(
+        "tool call id None",
+        agent_save([(action(tool_call_id=None), "o")], format_as_tools=True),
+        INVALID,
+    ),
+    Case("observation surrogate", agent_save([(action(), "\ud83d")]), UNSERIALISABLE),
+    Case("observation nested 100k deep", agent_save([(action(), nested(100_000))]), INVALID),
+    Case("observation str() raises", agent_save([(action(), BrokenStr())]), INVALID),
+    Case("observation NaN", agent_save([(action(), math.nan)]), expect=["go", "NaN", "done"]),
+    Case(
+        "observation inf in dict",
+        agent_save([(action(), {"v": -math.inf})]),
+        expect=["go", '{"v": -Infinity}', "done"],
+    ),
+    Case("observation set", agent_save([(action(), {1})]), expect=["go", "{1}", "done"]),
+    Case(
+        "observation object", agent_save([(action(), Opaque())]), expect=["go", "<Opaque>", "done"]
+    ),
+    Case("observation bytes", agent_save([(action(), b"\xff")]), expect=["go", "b'\\xff'", "done"]),
+    Case("observation NUL", agent_save([(action(), NUL)]), expect=["go", NUL, "done"]),
+    Case(
+        "tool_input NaN kept for audit",
+        agent_save([(action(tool_input=math.nan), "o")]),
+        expect=["go", "o", "done"],
+    ),
+    Case(
+        "5,000 steps in one save",
+        agent_save([(action(log=str(i)), i) for i in range(5000)]),
+        expect=["go", *[str(i) for i in range(5000)], "done"],
+    ),
+    # -- parameters ------------------------------------------------------------------------
+    *[
+        Case(
+            f"max_token_limit={value!r}",
+            option("max_token_limit", value),
+            INVALID,
+        )
+        for value in (-1, 1.5, "10", None, True, False, math.inf)
+    ],
+    *[
+        Case(
+            f"model={value!r}",
+            option("model", value),
+            eventmem.InvalidInputError,
+        )
+        for value in (5, None, "", "llama-3-70b", b"gpt-4o")
+    ],
+    *[
+        Case(
+            f"{name}={value!r}",
+            option(name, value),
+            INVALID,
+        )
+        for name, value in [
+            ("memory_key", None),
+            ("memory_key", 5),
+            ("return_messages", "yes"),
+            ("return_messages", 1),
+            ("human_prefix", None),
+            ("ai_prefix", 3),
+            ("input_key", 5),
+            ("output_key", ["o"]),
+            ("token_counter", 5),
+        ]
+    ],
+    *[
+        Case(
+            f"agent {name}={value!r}",
+            option(name, value, agent=True),
+            INVALID,
+        )
+        for name, value in [
+            ("output_key", None),
+            ("intermediate_steps_key", 5),
+            ("format_as_tools", "no"),
+            ("prune", "sometimes"),
+            ("prune", None),
+        ]
+    ],
+    Case(
+        "counter returns negative",
+        chat_save({"input": "x"}, {"output": "y"}, token_counter=lambda ms: -len(ms)),
+        INVALID,
+    ),
+    # -- session ids -----------------------------------------------------------------------
+    *[
+        Case(f"session id {label}", session(value), INVALID)
+        for label, value in [
+            ("empty", ""),
+            ("None", None),
+            ("int", 5),
+            ("bytes", b"s"),
+            ("5000 chars", "x" * 5000),
+            ("surrogate", "\udc80"),
+            ("list", ["s"]),
+        ]
+    ],
+]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[eventmem.Store]:
+    async with eventmem.open(tmp_path / "hostile.db") as opened:
+        yield opened
+
+
+def _rows(store: eventmem.Store) -> int:
+    conn = sqlite3.connect(store._backend._where)
+    try:
+        return int(
+            conn.execute(
+                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM sessions)"
+            ).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def test_the_corpus_is_large() -> None:
+    assert len(CASES) >= 50
+    assert len({case.name for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+async def test_hostile_input(store: eventmem.Store, case: Case) -> None:
+    if case.error is not None:
+        with pytest.raises(case.error) as caught:
+            await case.run(store)
+        assert str(caught.value).strip()
+        assert _rows(store) == 0
+        return
+    await case.run(store)
+    assert [m.content for m in await store.messages("s")] == case.expect
+    assert (await store.verify()).ok
+
+
+@pytest.mark.parametrize(
+    "session",
+    ["'; DROP TABLE events; --", "../../etc/passwd", "C:\\con\\aux", "a\x00b", "%s%n", "名前"],
+)
+async def test_odd_session_ids_are_just_names(store: eventmem.Store, session: str) -> None:
+    await store.token_buffer(session).asave_context({"input": "x"}, {"output": "y"})
+    assert await store.sessions() == [session]
+    assert [e.position async for e in store.events(session)] == [1]
