@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -368,3 +369,32 @@ async def test_live_steps_left_by_a_dead_run_are_kept_but_abandoned(
     contents = [m.content for m in await store.messages("run")]
     assert contents == ["go", "done", "ok"]
     assert "half-done" in {m.content for e in events for m in getattr(e.data, "messages", ())}
+
+
+@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
+async def test_durability_sets_the_sync_level(
+    db_path: Path, durability: Literal["normal", "full"], level: int
+) -> None:
+    async with eventmem.open(db_path, durability=durability) as store:
+        mode, sync = await store._backend._run(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
+    assert (mode, sync) == ("wal", level)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"durability": "fast"},
+        {"busy_timeout": -1},
+        {"cache_sessions": "many"},
+        {"cache_sessions": 1.5},
+    ],
+)
+async def test_bad_open_options_are_refused(db_path: Path, options: dict[str, Any]) -> None:
+    with pytest.raises(eventmem.InvalidInputError):
+        await eventmem.open(db_path, **options)
+    assert not db_path.exists()
