@@ -1,0 +1,250 @@
+"""The live path's view of one session: its projection row as a :class:`Buffer`.
+
+:class:`SessionHead` reads the session's row once per write, fetches only the buffer
+rows it prunes, and writes its changes back on :meth:`SessionHead.flush`; the pure
+:func:`eventmem.projection.apply` drives it exactly as it drives an in-memory buffer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+
+from eventmem.errors import ConcurrencyError
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    StepRecorded,
+    chain_hash,
+    decode_event,
+    encode_event,
+)
+from eventmem.messages import Message
+from eventmem.store.cache import ViewCache
+
+__all__ = [
+    "HEAD_COLUMNS",
+    "SessionHead",
+    "check_expected",
+    "decode_message",
+    "encode_message",
+    "now_us",
+    "write_transaction",
+]
+
+T = TypeVar("T")
+
+encode_message = msgspec.json.Encoder().encode
+decode_message = msgspec.json.Decoder(Message).decode
+
+# The columns of a session's projection row, in the order SessionHead reads them.
+HEAD_COLUMNS = (
+    "session_id, version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
+    " created_at, turn_position, pending_steps"
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class SessionHead:
+    """A session's projection row, used as the :class:`~eventmem.projection.Buffer`
+    of the live path: it reads only the rows it prunes and writes its changes on flush.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, session_id: str) -> None:
+        self._conn = conn
+        self.session_id = session_id
+        row = conn.execute(
+            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        self.exists = row is not None
+        if row is None:
+            row = (session_id, 0, GENESIS_HASH, 0, 0, 0, 0, None, None, 0, 0)
+        self.version: int = row[1]
+        self.head_hash: bytes = row[2]
+        self.next_seq: int = row[3]
+        self.watermark: int = row[4]
+        self.total_tokens: int = row[5]
+        self.overhead: int = row[6]
+        self.counter: str | None = row[7]
+        self.created_at: int | None = row[8]
+        self.turn_position: int = row[9]  # position of the last turn
+        self.pending_steps: int = row[10]  # step events after it, not yet in a turn
+        self._stored_version = self.version
+        self._stored_next_seq = self.next_seq  # rows below this are in view_messages
+        self._stored_watermark = self.watermark
+        self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
+        self._new_messages: list[Message] = []
+
+    # -- Buffer protocol -------------------------------------------------------------
+    def append(self, message: Message, tokens: int) -> None:
+        self._new.append((self.next_seq, tokens, encode_message(message).decode()))
+        self._new_messages.append(message)
+        self.next_seq += 1
+        self.total_tokens += tokens
+
+    def drop_oldest(self) -> None:
+        seq = self.watermark
+        if seq >= self._stored_next_seq:
+            tokens = self._new[seq - self._stored_next_seq][1]
+        else:
+            tokens = self._conn.execute(
+                "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
+                (self.session_id, seq),
+            ).fetchone()[0]
+        self.total_tokens -= tokens
+        self.watermark += 1
+
+    def drop_all(self) -> None:
+        self.watermark = self.next_seq
+        self.total_tokens = 0
+
+    def oldest_role(self) -> str:
+        seq = self.watermark
+        if seq >= self._stored_next_seq:
+            role: str = self._new_messages[seq - self._stored_next_seq].role
+            return role
+        row = self._conn.execute(
+            "SELECT message FROM view_messages WHERE session_id = ? AND seq = ?",
+            (self.session_id, seq),
+        ).fetchone()
+        message: Message = decode_message(row[0])
+        return message.role
+
+    def add_pending(self, position: int, step: StepRecorded) -> None:
+        self.pending_steps += 1  # the event row itself is what is held
+
+    def take_pending(self) -> list[tuple[int, StepRecorded]]:
+        taken: list[tuple[int, StepRecorded]] = []
+        if self.pending_steps:
+            for position, data in self._conn.execute(
+                "SELECT position, data FROM events WHERE session_id = ? AND position > ?"
+                " AND kind = 'step' ORDER BY position",
+                (self.session_id, self.turn_position),
+            ):
+                step = decode_event(data)
+                assert isinstance(step, StepRecorded)
+                taken.append((position, step))
+        self.pending_steps = 0
+        self.turn_position = self.version
+        return taken
+
+    def pending(self) -> list[tuple[int, StepRecorded]]:
+        """The steps held for the next turn, without releasing them."""
+        saved = (self.pending_steps, self.turn_position)
+        taken = self.take_pending()
+        self.pending_steps, self.turn_position = saved
+        return taken
+
+    def set_counts(self, tokens: tuple[int, ...]) -> None:
+        self._conn.executemany(
+            "UPDATE view_messages SET tokens = ? WHERE session_id = ? AND seq = ?",
+            [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
+        )
+        self.total_tokens = sum(tokens)
+
+    # -- persistence -----------------------------------------------------------------
+    def visible_messages(self) -> list[Message]:
+        return [
+            decode_message(row[0])
+            for row in self._conn.execute(
+                "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
+                (self.session_id, self.watermark),
+            )
+        ]
+
+    def append_event(self, event: Event, now_us: int) -> int:
+        data = encode_event(event)
+        position = self.version + 1
+        digest = chain_hash(self.head_hash, self.session_id, position, now_us, data)
+        self._conn.execute(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                self.session_id,
+                position,
+                event.__struct_config__.tag,
+                now_us,
+                data.decode(),
+                digest,
+            ),
+        )
+        self.version, self.head_hash = position, digest
+        if self.created_at is None:
+            self.created_at = now_us
+        return position
+
+    def update_cache(self, cache: ViewCache) -> None:
+        """Tell the cache what this (committed) write changed."""
+        first_new = self._stored_next_seq
+        cache.advance(
+            self.session_id,
+            self._stored_version,
+            self.version,
+            self.watermark,
+            [(first_new + i, m) for i, m in enumerate(self._new_messages)],
+        )
+
+    def flush(self) -> None:
+        if self.watermark > self._stored_watermark and self._stored_next_seq > (
+            self._stored_watermark
+        ):
+            self._conn.execute(
+                "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
+                (self.session_id, min(self.watermark, self._stored_next_seq)),
+            )
+        kept = [row for row in self._new if row[0] >= self.watermark]
+        if kept:
+            self._conn.executemany(
+                "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
+                [(self.session_id, *row) for row in kept],
+            )
+        self._conn.execute(
+            f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+            " ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,"
+            " head_hash = excluded.head_hash, next_seq = excluded.next_seq,"
+            " watermark = excluded.watermark, total_tokens = excluded.total_tokens,"
+            " overhead = excluded.overhead, counter = excluded.counter,"
+            " turn_position = excluded.turn_position, pending_steps = excluded.pending_steps",
+            (
+                self.session_id,
+                self.version,
+                self.head_hash,
+                self.next_seq,
+                self.watermark,
+                self.total_tokens,
+                self.overhead,
+                self.counter,
+                self.created_at,
+                self.turn_position,
+                self.pending_steps,
+            ),
+        )
+
+
+def check_expected(head: SessionHead, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != head.version:
+        raise ConcurrencyError(
+            f"session {head.session_id!r} is at version {head.version}, "
+            f"not the expected {expected_version}"
+        )
+
+
+def write_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """Run ``body`` in one write transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result

@@ -1,0 +1,263 @@
+"""Whole-store maintenance: verify, rebuild, export and import.
+
+Each walks the events in (session, position) order through
+:class:`~eventmem.audit.SessionFold`, the same fold the live path uses, and compares or
+writes the projections it yields.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+
+import msgspec
+
+from eventmem.audit import (
+    ChainChecker,
+    ExportLine,
+    Problem,
+    SessionFold,
+    VerifyReport,
+    export_line,
+)
+from eventmem.errors import ImportRefusedError
+from eventmem.events import decode_event
+from eventmem.store.cache import ViewCache
+from eventmem.store.head import HEAD_COLUMNS, encode_message, write_transaction
+from eventmem.store.reads import count_events
+
+__all__ = ["Progress", "export_page", "import_lines", "rebuild", "verify"]
+
+Progress = Callable[[int, int], None]
+_PROGRESS_EVERY = 20_000
+
+
+def _event_rows(
+    conn: sqlite3.Connection, progress: Progress | None
+) -> Iterator[tuple[str, int, int, bytes, bytes]]:
+    total = count_events(conn) if progress else 0
+    cursor = conn.execute(
+        "SELECT session_id, position, recorded_at, data, hash FROM events"
+        " ORDER BY session_id, position"
+    )
+    done = 0
+    while rows := cursor.fetchmany(5000):
+        for session_id, position, recorded_at, data, digest in rows:
+            yield session_id, position, recorded_at, data.encode(), bytes(digest)
+        done += len(rows)
+        if progress and done % _PROGRESS_EVERY < len(rows):
+            progress(done, total)
+    if progress:
+        progress(done, total)
+
+
+def _head_row(fold: SessionFold) -> tuple[object, ...]:
+    buffer = fold.buffer
+    return (
+        fold.session_id,
+        fold.version,
+        fold.head_hash,
+        buffer.next_seq,
+        buffer.watermark,
+        buffer.total_tokens,
+        buffer.overhead,
+        buffer.counter,
+        fold.created_at,
+        fold.turn_position,
+        len(buffer.pending),
+    )
+
+
+def _view_rows(fold: SessionFold) -> list[tuple[str, int, int, str]]:
+    return [
+        (fold.session_id, e.seq, e.tokens, encode_message(e.message).decode())
+        for e in fold.buffer.entries
+    ]
+
+
+def _write_projection(conn: sqlite3.Connection, fold: SessionFold) -> None:
+    conn.execute(
+        f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})", _head_row(fold)
+    )
+    conn.executemany(
+        "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
+        _view_rows(fold),
+    )
+
+
+def _check_projection(conn: sqlite3.Connection, fold: SessionFold) -> Problem | None:
+    stored_head = conn.execute(
+        f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (fold.session_id,)
+    ).fetchone()
+    if stored_head is None:
+        return Problem(
+            fold.session_id,
+            fold.version,
+            "projection_mismatch",
+            "the session has events but no projection row; run rebuild",
+        )
+    stored_head = tuple(bytes(v) if isinstance(v, bytes) else v for v in stored_head)
+    if stored_head[1] > fold.version:
+        return Problem(
+            fold.session_id,
+            fold.version + 1,
+            "truncated",
+            f"the session's head names position {stored_head[1]} but the log ends at "
+            f"{fold.version}: events at the end were removed",
+        )
+    if stored_head != _head_row(fold):
+        return Problem(
+            fold.session_id,
+            fold.version,
+            "projection_mismatch",
+            "the stored buffer head differs from the fold of the events; run rebuild",
+        )
+    stored_view = conn.execute(
+        "SELECT session_id, seq, tokens, message FROM view_messages WHERE session_id = ?"
+        " ORDER BY seq",
+        (fold.session_id,),
+    ).fetchall()
+    if stored_view != _view_rows(fold):
+        return Problem(
+            fold.session_id,
+            fold.version,
+            "projection_mismatch",
+            "the stored buffer differs from the fold of the events; run rebuild",
+        )
+    return None
+
+
+def verify(conn: sqlite3.Connection, progress: Progress | None) -> VerifyReport:
+    conn.execute("BEGIN")  # one snapshot for the whole check
+    try:
+        checker = ChainChecker()
+        seen: set[str] = set()
+
+        def check(folds: Iterable[SessionFold]) -> None:
+            for fold in folds:
+                seen.add(fold.session_id)
+                if not fold.broken and (problem := _check_projection(conn, fold)):
+                    checker.report.problems.append(problem)
+
+        check(checker.feed(_event_rows(conn, progress)))
+        check(checker.finish())
+        for (session_id,) in conn.execute("SELECT session_id FROM sessions"):
+            if session_id not in seen:
+                checker.report.problems.append(
+                    Problem(
+                        session_id,
+                        1,
+                        "orphan_projection",
+                        "the session has a projection but no events: its log was removed",
+                    )
+                )
+    finally:
+        conn.execute("COMMIT")
+    return checker.report
+
+
+def _folds(conn: sqlite3.Connection, progress: Progress | None) -> Iterator[SessionFold]:
+    """Every session folded from its events (no hash check: rebuild trusts the log)."""
+    current: SessionFold | None = None
+    for session_id, position, recorded_at, data, digest in _event_rows(conn, progress):
+        if current is None or current.session_id != session_id:
+            if current is not None:
+                yield current
+            current = SessionFold(session_id)
+        current.fold(position, recorded_at, decode_event(data), digest)
+    if current is not None:
+        yield current
+
+
+def rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | None) -> int:
+    cache.clear()
+
+    def body() -> int:
+        conn.execute("DELETE FROM view_messages")
+        conn.execute("DELETE FROM sessions")
+        count = 0
+        for fold in _folds(conn, progress):
+            _write_projection(conn, fold)
+            count += 1
+        return count
+
+    return write_transaction(conn, body)
+
+
+def export_page(
+    conn: sqlite3.Connection, session_id: str | None, after_id: int, limit: int
+) -> tuple[int, list[bytes]]:
+    if session_id is None:
+        rows = conn.execute(
+            "SELECT id, session_id, position, recorded_at, kind, data, hash FROM events"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT id, session_id, position, recorded_at, kind, data, hash FROM events"
+            " WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (session_id, after_id, limit),
+        ).fetchall()
+    lines = [
+        export_line(sid, position, recorded_at, kind, data.encode(), bytes(digest))
+        for _, sid, position, recorded_at, kind, data, digest in rows
+    ]
+    return (rows[-1][0] if rows else after_id), lines
+
+
+def import_lines(conn: sqlite3.Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
+    cache.clear()
+
+    def body() -> tuple[int, int]:
+        folds: dict[str, SessionFold] = {}
+        rows = []
+        for number, line in enumerate(lines, start=2):
+            if not line.strip():
+                continue
+            try:
+                item = _decode_export_line(line)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                raise ImportRefusedError(f"line {number} is not an export line: {e}") from None
+            fold = folds.get(item.session_id)
+            if fold is None:
+                exists = conn.execute(
+                    "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (item.session_id,)
+                ).fetchone()
+                if exists:
+                    raise ImportRefusedError(
+                        f"session {item.session_id!r} already exists in this store; "
+                        "an import never merges into or duplicates a session"
+                    )
+                fold = folds[item.session_id] = SessionFold(item.session_id)
+            data = bytes(item.data)
+            try:
+                digest = bytes.fromhex(item.hash)
+            except ValueError:
+                raise ImportRefusedError(f"line {number}: hash is not hex") from None
+            problem = fold.add(item.position, item.recorded_at, data, digest)
+            if problem is not None:
+                raise ImportRefusedError(
+                    f"line {number}: session {problem.session_id!r} position "
+                    f"{problem.position}: {problem.kind}: {problem.detail}"
+                )
+            if decode_event(data).__struct_config__.tag != item.kind:
+                raise ImportRefusedError(f"line {number}: kind {item.kind!r} does not match data")
+            rows.append(
+                (item.session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
+            )
+        conn.executemany(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for fold in folds.values():
+            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
+            conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
+            _write_projection(conn, fold)
+        return len(folds), len(rows)
+
+    return write_transaction(conn, body)
+
+
+_decode_export_line = msgspec.json.Decoder(ExportLine).decode

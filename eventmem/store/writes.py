@@ -1,0 +1,228 @@
+"""Writes: saves, live steps and clears, committed in batches (group commit).
+
+A write is prepared on the connection's thread outside any transaction (token counting
+must not hold the lock), then its body runs inside the batch's transaction. Each body
+appends events through :class:`~eventmem.store.head.SessionHead` and folds them with the
+pure projection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from eventmem.errors import EventmemError, InvalidInputError
+from eventmem.events import MemoryCleared, StepRecorded, TurnSaved
+from eventmem.messages import Message
+from eventmem.projection import apply, needs_recount
+from eventmem.store.base import StepRequest, TurnRequest
+from eventmem.store.cache import ViewCache
+from eventmem.store.head import SessionHead, check_expected, now_us, write_transaction
+from eventmem.tokens import TokenCounter
+
+__all__ = ["WriteOp", "clear_op", "step_op", "turn_op", "write_batch"]
+
+
+def _counted(counter: TokenCounter, step: StepRequest) -> tuple[tuple[Message, int], ...]:
+    return tuple((m, counter.count_message(m)) for m in step.messages)
+
+
+def _new_step(
+    step: StepRequest,
+    counted: tuple[tuple[Message, int], ...],
+    seen: list[Message],
+    as_tools: bool,
+    counter: TokenCounter,
+    live: bool,
+    run: str | None = None,
+) -> StepRecorded:
+    """The step event; in tools format without messages this turn already carries."""
+    kept = [(m, t) for m, t in counted if not (as_tools and m in seen)]
+    seen.extend(m for m, _ in kept)
+    return StepRecorded(
+        action=step.action,
+        observation=step.observation,
+        messages=tuple(m for m, _ in kept),
+        tokens=tuple(t for _, t in kept),
+        counter=counter.name,
+        live=live,
+        run=run,
+    )
+
+
+def _match_live_steps(
+    recorded: list[tuple[int, StepRecorded]], given: tuple[StepRequest, ...]
+) -> None:
+    if len(given) < len(recorded):
+        raise InvalidInputError(
+            f"{len(recorded)} steps were recorded live for this turn, but intermediate_steps "
+            f"has {len(given)}; pass the run's full intermediate_steps or leave the key out"
+        )
+    for index, ((position, step), request) in enumerate(zip(recorded, given, strict=False)):
+        if step.action != request.action or step.observation != request.observation:
+            raise InvalidInputError(
+                f"intermediate step {index} differs from the step recorded live at position "
+                f"{position} (tool {step.action.tool!r}); live steps must be the first steps "
+                "of the turn, in order"
+            )
+
+
+# A write: called on the connection's thread outside any transaction (to count tokens,
+# without holding the lock), it returns the body to run inside the batch's transaction.
+WriteOp = Callable[[sqlite3.Connection], Callable[[], SessionHead]]
+
+
+def write_batch(
+    conn: sqlite3.Connection, cache: ViewCache, ops: list[WriteOp]
+) -> list[int | EventmemError]:
+    """Run several writes in one transaction (group commit); each is all or nothing.
+
+    A write that fails with an :class:`EventmemError` is rolled back to its savepoint and
+    reported alone; a storage error fails the whole batch.
+    """
+    bodies: list[Callable[[], SessionHead] | EventmemError] = []
+    for op in ops:
+        try:
+            bodies.append(op(conn))
+        except EventmemError as e:
+            bodies.append(e)
+    isolate = len(bodies) > 1
+    outcomes: list[SessionHead | EventmemError] = []
+
+    def run_all() -> None:
+        for body in bodies:
+            if isinstance(body, EventmemError):
+                outcomes.append(body)
+                continue
+            if isolate:
+                conn.execute("SAVEPOINT eventmem_write")
+            try:
+                outcomes.append(body())
+            except EventmemError as e:
+                if not isolate:
+                    raise
+                conn.execute("ROLLBACK TO eventmem_write")
+                outcomes.append(e)
+            if isolate:
+                conn.execute("RELEASE eventmem_write")
+
+    if any(not isinstance(body, EventmemError) for body in bodies):
+        try:
+            write_transaction(conn, run_all)
+        except EventmemError as e:
+            outcomes = [e]  # a single write failed: nothing was written
+    else:
+        outcomes = list(bodies)  # type: ignore[arg-type]
+    results: list[int | EventmemError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, SessionHead):
+            outcome.update_cache(cache)
+            results.append(outcome.version)
+        else:
+            results.append(outcome)
+    return results
+
+
+def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+        counter = turn.counter
+        tokens = tuple(counter.count_message(m) for m in turn.messages)
+        step_counts = [_counted(counter, step) for step in turn.steps or ()]
+
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id)
+            check_expected(head, turn.expected_version)
+            recount = None
+            if needs_recount(head, counter.name):
+                recount = tuple(counter.count_message(m) for m in head.visible_messages())
+            held = head.pending()
+            # Steps another run recorded live and never saved (it crashed, or raised):
+            # kept in the log as evidence, left out of the buffer.
+            abandoned = tuple(p for p, step in held if step.run != turn.run)
+            live = [(p, step) for p, step in held if step.run == turn.run]
+            new_steps: tuple[StepRequest, ...] = ()
+            if turn.steps is not None:
+                _match_live_steps(live, turn.steps)
+                new_steps = turn.steps[len(live) :]
+            seen = [m for _, step in live for m in step.messages]
+            steps = list(live)
+            now = now_us()
+            for request, counted in zip(new_steps, step_counts[len(live) :], strict=True):
+                step_event = _new_step(request, counted, seen, turn.as_tools, counter, live=False)
+                position = head.append_event(step_event, now)
+                apply(head, step_event, position)
+                steps.append((position, step_event))
+            step_recount = None
+            if any(step.counter != counter.name for _, step in steps):
+                # Steps recorded live under another counting scheme: count them under this one.
+                step_recount = tuple(
+                    t
+                    for _, step in steps
+                    for t in (
+                        step.tokens
+                        if step.counter == counter.name
+                        else [counter.count_message(m) for m in step.messages]
+                    )
+                )
+            event = TurnSaved(
+                messages=turn.messages,
+                tokens=tokens,
+                counter=counter.name,
+                overhead=counter.overhead,
+                max_token_limit=turn.max_token_limit,
+                model=turn.model,
+                recount=recount,
+                steps=tuple(position for position, _ in steps),
+                step_recount=step_recount,
+                prune=turn.prune,
+                abandoned=abandoned,
+            )
+            position = head.append_event(event, now)
+            apply(head, event, position)
+            head.flush()
+            return head
+
+        return body
+
+    return prepare
+
+
+def step_op(
+    session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool, run: str | None
+) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+        counted = _counted(counter, step)
+
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id)
+            seen = [
+                m
+                for _, recorded in head.pending()
+                if recorded.run == run
+                for m in recorded.messages
+            ]
+            event = _new_step(step, counted, seen, as_tools, counter, live=True, run=run)
+            position = head.append_event(event, now_us())
+            apply(head, event, position)
+            head.flush()
+            return head
+
+        return body
+
+    return prepare
+
+
+def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
+    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id)
+            check_expected(head, expected_version)
+            event = MemoryCleared()
+            position = head.append_event(event, now_us())
+            apply(head, event, position)
+            head.flush()
+            return head
+
+        return body
+
+    return prepare
