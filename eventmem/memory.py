@@ -50,6 +50,14 @@ def check_limit(value: object) -> int:
     return value
 
 
+def _check_version(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"expected_version must be an int >= 0, got {value!r}")
+    return value
+
+
 def _check_str(name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -162,9 +170,17 @@ class _TokenBuffer:
             return {self.memory_key: messages}
         return {self.memory_key: buffer_string(messages, self.human_prefix, self.ai_prefix)}
 
-    async def aclear(self) -> None:
-        """Empty the buffer (one event; the cleared messages stay in the log)."""
-        await self._backend.append_clear(self.session_id)
+    async def aclear(self, *, expected_version: int | None = None) -> None:
+        """Empty the buffer (one event; the cleared messages stay in the log).
+
+        With ``expected_version``, raise :class:`~eventmem.ConcurrencyError` (and write
+        nothing) unless the session is still at that version.
+        """
+        await self._backend.append_clear(self.session_id, _check_version(expected_version))
+
+    async def aversion(self) -> int:
+        """The session's version: the position of its last event (0 if none)."""
+        return await self._backend.version(self.session_id)
 
     def __repr__(self) -> str:
         return (
@@ -182,13 +198,24 @@ class TokenBufferMemory(_TokenBuffer):
     oldest message leaves the buffer (it stays in the log). Loading never prunes.
     """
 
-    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-        """Append this exchange as one event and prune the buffer to the limit."""
+    async def asave_context(
+        self,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> None:
+        """Append this exchange as one event and prune the buffer to the limit.
+
+        With ``expected_version``, raise :class:`~eventmem.ConcurrencyError` (and write
+        nothing) unless the session is still at that version (optimistic concurrency).
+        """
         turn = TurnRequest(
             messages=self._exchange(inputs, outputs),
             counter=self.counter,
             max_token_limit=self.max_token_limit,
             model=self.model,
+            expected_version=_check_version(expected_version),
         )
         await self._backend.append_turn(self.session_id, turn)
 
@@ -263,7 +290,9 @@ class AgentTokenBufferMemory(_TokenBuffer):
             messages=format_step(normalised, text, self.format_as_tools),
         )
 
-    async def arecord_step(self, action: Any, observation: Any) -> int:
+    async def arecord_step(
+        self, action: Any, observation: Any, *, expected_version: int | None = None
+    ) -> int:
         """Record one intermediate step now, before the turn's ``save_context``.
 
         The step is durable at once (a crash mid-run leaves it in the log); it joins the
@@ -274,11 +303,25 @@ class AgentTokenBufferMemory(_TokenBuffer):
         """
         step = self._step(action, observation)
         return await self._backend.append_step(
-            self.session_id, step, self.counter, self.format_as_tools, self.run_id
+            self.session_id,
+            step,
+            self.counter,
+            self.format_as_tools,
+            self.run_id,
+            _check_version(expected_version),
         )
 
-    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-        """Append the turn (its steps as events of their own) and prune to the limit."""
+    async def asave_context(
+        self,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> None:
+        """Append the turn (its steps as events of their own) and prune to the limit.
+
+        ``expected_version`` works as in :meth:`TokenBufferMemory.asave_context`.
+        """
         exchange = self._exchange(inputs, outputs)
         steps: tuple[StepRequest, ...] | None = None
         if self.intermediate_steps_key in outputs:
@@ -298,6 +341,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
             as_tools=self.format_as_tools,
             prune=self.prune,
             run=self.run_id,
+            expected_version=_check_version(expected_version),
         )
         await self._backend.append_turn(self.session_id, turn)
 

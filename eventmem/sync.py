@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -119,9 +120,20 @@ class _SyncBuffer:
         """``[memory_key]``."""
         return self.memory.memory_variables
 
-    def save_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+    def save_context(
+        self,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> None:
         """Append this exchange and prune the buffer to the limit."""
-        self._store._call("save_context", self.memory.asave_context, inputs, outputs)
+        self._store._call(
+            "save_context",
+            partial(self.memory.asave_context, expected_version=expected_version),
+            inputs,
+            outputs,
+        )
 
     def load_memory_variables(self, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``{memory_key: buffer}``."""
@@ -129,9 +141,13 @@ class _SyncBuffer:
             "load_memory_variables", self.memory.aload_memory_variables, inputs
         )
 
-    def clear(self) -> None:
+    def clear(self, *, expected_version: int | None = None) -> None:
         """Empty the buffer; the log keeps everything."""
-        self._store._call("clear", self.memory.aclear)
+        self._store._call("clear", partial(self.memory.aclear, expected_version=expected_version))
+
+    def version(self) -> int:
+        """The session's version (position of its last event)."""
+        return self._store._call("version", self.memory.aversion)
 
     def messages(self) -> list[Message]:
         """The buffer as messages."""
@@ -157,9 +173,16 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
         super().__init__(store)
         self.memory = memory
 
-    def record_step(self, action: Any, observation: Any) -> int:
+    def record_step(
+        self, action: Any, observation: Any, *, expected_version: int | None = None
+    ) -> int:
         """Record one intermediate step now, before the turn's ``save_context``."""
-        return self._store._call("record_step", self.memory.arecord_step, action, observation)
+        return self._store._call(
+            "record_step",
+            partial(self.memory.arecord_step, expected_version=expected_version),
+            action,
+            observation,
+        )
 
 
 def connect(

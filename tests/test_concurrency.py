@@ -94,12 +94,42 @@ async def test_a_failing_save_in_a_batch_does_not_sink_the_others(tmp_path: Path
 
 async def test_expected_version_detects_a_moved_session(tmp_path: Path) -> None:
     async with eventmem.open(tmp_path / "c.db") as store:
+        mem = store.agent_token_buffer("s")
+        await mem.asave_context({"input": "x"}, {"output": "y"}, expected_version=0)
+        assert await mem.aversion() == 1
+        writes = [
+            mem.asave_context({"input": "x"}, {"output": "y"}, expected_version=0),
+            mem.aclear(expected_version=0),
+            mem.arecord_step({"tool": "t", "log": ""}, "o", expected_version=0),
+        ]
+        for write in writes:
+            with pytest.raises(eventmem.ConcurrencyError, match="version 1"):
+                await write
+        assert await store.count_events() == 1
+        await mem.arecord_step({"tool": "t", "log": ""}, "o", expected_version=1)
+        await mem.aclear(expected_version=2)
+        assert await mem.aversion() == 3
+        with pytest.raises(eventmem.InvalidInputError):
+            await mem.aclear(expected_version=-1)
+
+
+async def test_racing_writers_with_expected_versions_one_wins(tmp_path: Path) -> None:
+    async with eventmem.open(tmp_path / "c.db") as store:
         mem = store.token_buffer("s")
-        await mem.asave_context({"input": "x"}, {"output": "y"})
-        backend = store._backend
-        with pytest.raises(eventmem.ConcurrencyError, match="version 1"):
-            await backend.append_clear("s", expected_version=0)
-        assert await backend.append_clear("s", expected_version=1) == 2
+        outcomes: list[str] = []
+
+        async def attempt(i: int) -> None:
+            try:
+                await mem.asave_context({"input": f"{i}"}, {"output": "y"}, expected_version=0)
+                outcomes.append("won")
+            except eventmem.ConcurrencyError:
+                outcomes.append("lost")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(attempt, i)
+        assert sorted(outcomes) == ["lost"] * 19 + ["won"]
+        assert await store.count_events() == 1
 
 
 async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:

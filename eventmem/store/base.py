@@ -59,6 +59,7 @@ class Backend(Protocol):
         counter: TokenCounter,
         as_tools: bool,
         run: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Append a live :class:`~eventmem.events.StepRecorded`; return its position."""
         ...

@@ -178,9 +178,12 @@ class SQLiteBackend:
         counter: TokenCounter,
         as_tools: bool,
         run: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
-        return await self._submit(step_op(session_id, step, counter, as_tools, run))
+        return await self._submit(
+            step_op(session_id, step, counter, as_tools, run, expected_version)
+        )
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""

@@ -188,13 +188,19 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
 
 
 def step_op(
-    session_id: str, step: StepRequest, counter: TokenCounter, as_tools: bool, run: str | None
+    session_id: str,
+    step: StepRequest,
+    counter: TokenCounter,
+    as_tools: bool,
+    run: str | None,
+    expected_version: int | None = None,
 ) -> WriteOp:
     def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
         counted = _counted(counter, step)
 
         def body() -> SessionHead:
             head = SessionHead(conn, session_id)
+            check_expected(head, expected_version)
             seen = [
                 m
                 for _, recorded in head.pending()
