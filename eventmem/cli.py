@@ -16,18 +16,34 @@ import argparse
 import os
 import shlex
 import shutil
+import sqlite3
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar, cast
 
 import anyio
+import msgspec
 
 import eventmem
+from eventmem.audit import rewrite_for_replay
 from eventmem.errors import EventmemError
-from eventmem.events import StepRecorded, TurnSaved
-from eventmem.messages import Message
+from eventmem.events import (
+    Event,
+    MemoryCleared,
+    StepRecorded,
+    StoredEvent,
+    TurnSaved,
+    micros_to_datetime,
+)
+from eventmem.messages import Message, buffer_string
+from eventmem.projection import MemoryBuffer, apply
+from eventmem.tokens import resolve_counter
 
 __all__ = ["COMMANDS", "DEMO_CONVERSATION", "Command", "build_parser", "main"]
 
@@ -40,6 +56,8 @@ DEFAULT_DEMO_DB = "eventmem-demo.db"
 DEFAULT_DEMO_LIMIT = 120
 DEFAULT_DEMO_MODEL = "gpt-4o"
 _MAX_SHOWN = 8  # buffer lines the demo prints
+
+T = TypeVar("T")
 
 # A small travel-planning support chat: (what the user says, what the assistant answers).
 # Turn 1 carries facts (dates, budget, diet) that the token limit pushes out of the
@@ -177,8 +195,15 @@ class _Style:
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = _printable(" ".join(text.split()))
     return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x00``), for one-line output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _new_session_id() -> str:
@@ -271,12 +296,845 @@ def _run_demo(args: argparse.Namespace) -> int:
     path: str = args.db
     limit: int = args.limit
     model: str = args.model
+    resolved = _creatable(path)
+    return anyio.run(_demo, path, str(resolved), limit, model, backend="asyncio")
+
+
+# -- shared by the store commands ----------------------------------------------------------
+
+
+def _creatable(path: str) -> Path:
+    """``path`` resolved, once its directory is known to exist (commands that create)."""
     resolved = Path(path).expanduser().resolve()
     if not resolved.parent.is_dir():
         # Checked here for a clear message (and because aiosqlite's worker thread can
         # print a stray traceback after a failed connect once the event loop is gone).
         raise EventmemError(f"cannot create {path}: directory {resolved.parent} does not exist")
-    return anyio.run(_demo, path, str(resolved), limit, model, backend="asyncio")
+    return resolved
+
+
+def _open_existing(path: str) -> AbstractAsyncContextManager[eventmem.Store]:
+    """Open a store that must already exist: reading commands never create a database."""
+    target = Path(path).expanduser()
+    if target.is_file() and target.stat().st_size == 0 and _wal_bytes(target) == 0:
+        # SQLite takes an empty file for a new database, and eventmem would write its
+        # schema into it: a command that only reads must not turn a file into a store.
+        raise EventmemError(f"cannot open {path}: the file is empty, not an eventmem database")
+    return eventmem.open(path, create=False)
+
+
+def _wal_bytes(target: Path) -> int:
+    try:
+        return (target.parent / (target.name + "-wal")).stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    """A read-only sqlite3 connection, for file-level facts and per-session summaries
+    (opened after the store, which has checked the file is an eventmem database)."""
+    uri = Path(path).expanduser().resolve().as_uri() + "?mode=ro"
+    try:
+        return sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as e:
+        raise EventmemError(f"cannot read {path}: {e}") from None
+
+
+def _query(path: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` on a read-only connection, in one read transaction (one snapshot)."""
+    conn = _read_only(path)
+    try:
+        conn.execute("BEGIN")
+        return body(conn)
+    except sqlite3.Error as e:
+        raise EventmemError(f"cannot read {path}: {e}") from None
+    finally:
+        conn.close()
+
+
+def _add_db(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    parser.add_argument(
+        "db",
+        metavar="DB",
+        help=(
+            "eventmem database file (created if missing)"
+            if creates
+            else "eventmem database file (must exist; never created)"
+        ),
+    )
+
+
+def _add_session(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", metavar="SESSION", help="session id (see 'eventmem sessions')")
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} instead of text")
+
+
+async def _require_session(store: eventmem.Store, session: str, path: str) -> int:
+    """The session's version (its last position); an error if it has no events."""
+    version = await store.version(session)
+    if version == 0:
+        raise EventmemError(f"no session {session!r} in {path} (see '{PROG} sessions {path}')")
+    return version
+
+
+def _events(store: eventmem.Store, session: str) -> AsyncGenerator[StoredEvent, None]:
+    # Store.events is an async generator; typed as one so it can be closed early.
+    return cast(AsyncGenerator[StoredEvent, None], store.events(session))
+
+
+def _fold_one(buffer: MemoryBuffer, event: Event, position: int, session: str) -> None:
+    try:
+        apply(buffer, event, position)
+    except ValueError as e:
+        raise EventmemError(
+            f"session {session!r} position {position} does not fold ({e}); run '{PROG} verify'"
+        ) from None
+
+
+_json = msgspec.json.Encoder().encode
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write to stdout as bytes: JSON and export lines are UTF-8 whatever the locale."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # pragma: no cover - stdout replaced by a text-only stream
+        sys.stdout.write(data.decode())
+    else:
+        buffer.write(data)
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.flush()
+    _write_bytes(_json(value) + b"\n")
+
+
+def _utc_seconds(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micros_datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else micros_to_datetime(micros)
+
+
+def _arrow() -> str:
+    """``→`` when stdout can encode it, else ``->``."""
+    try:
+        "→".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return "->"
+    return "→"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class _Progress:
+    """One updating line on stderr (``verify: 120000/1000000 events``), shown only when
+    stderr is a terminal and the output is not ``--json``: silent when piped.
+
+    Called as ``progress(done, total)``, possibly from the store's worker thread, so it
+    only ever writes to stderr. Erased when the work ends.
+    """
+
+    _INTERVAL = 0.1  # seconds between redraws
+
+    def __init__(self, label: str, enabled: bool, unit: str = "events") -> None:
+        self.label = label
+        self.enabled = enabled
+        self.unit = unit
+        self._width = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_command(cls, label: str, *, quiet: bool = False, unit: str = "events") -> _Progress:
+        isatty = getattr(sys.stderr, "isatty", None)
+        return cls(label, bool(not quiet and isatty and isatty()), unit)
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if (total is None or done < total) and now - self._last < self._INTERVAL:
+            return
+        self._last = now
+        amount = f"{done}" if total is None else f"{done}/{total}"
+        self.show(f"{self.label}: {amount} {self.unit}")
+
+    def show(self, text: str) -> None:
+        """Replace the line with ``text``."""
+        if not self.enabled:
+            return
+        with self._lock:
+            pad = " " * max(self._width - len(text), 0)
+            sys.stderr.write(f"\r{text}{pad}")
+            sys.stderr.flush()
+            self._width = len(text)
+
+    def clear(self) -> None:
+        """Erase the line, before the command prints its result (or an error)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if self._width:
+                sys.stderr.write("\r" + " " * self._width + "\r")
+                sys.stderr.flush()
+                self._width = 0
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+class _SessionSummary(msgspec.Struct):
+    """One line of ``sessions``: stored counts, read from the session's projection row."""
+
+    session_id: str
+    events: int
+    visible_messages: int
+    tokens: int  # the buffer's count as eventmem pruned it: overhead + visible counts
+    counter: str | None
+    created_at: datetime | None
+    last_activity: datetime | None
+
+
+_SESSIONS_SQL = """
+SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens + s.overhead,
+       s.counter, s.created_at, e.recorded_at
+FROM sessions AS s
+LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
+ORDER BY s.created_at, s.session_id
+"""
+
+
+def _session_summaries(conn: sqlite3.Connection) -> list[_SessionSummary]:
+    return [
+        _SessionSummary(
+            session_id=session_id,
+            events=version,
+            visible_messages=visible,
+            tokens=tokens,
+            counter=counter,
+            created_at=_micros_datetime(created),
+            last_activity=_micros_datetime(last),
+        )
+        for session_id, version, visible, tokens, counter, created, last in conn.execute(
+            _SESSIONS_SQL
+        )
+    ]
+
+
+def _configure_sessions(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_json(parser, "one JSON object per session (JSON Lines)")
+
+
+async def _sessions(path: str, as_json: bool) -> int:
+    async with _open_existing(path):  # checks the file is an eventmem database first
+        rows = _query(path, _session_summaries)
+    if as_json:
+        for row in rows:
+            _print_json(row)
+        return EXIT_OK
+    if not rows:
+        print(f"no sessions in {path}")
+        return EXIT_OK
+    style = _Style.for_stream(sys.stdout)
+    shown = [_printable(r.session_id) for r in rows]
+    width = max(len("session"), *(len(session) for session in shown))
+    header = f"{'session':<{width}}  events  visible  tokens  last activity"
+    print(style.dim(header))
+    for session, r in zip(shown, rows, strict=True):
+        last = "-" if r.last_activity is None else _utc_seconds(r.last_activity)
+        print(f"{session:<{width}}  {r.events:>6}  {r.visible_messages:>7}  {r.tokens:>6}  {last}")
+    total = sum(r.events for r in rows)
+    print(f"{_plural(len(rows), 'session')}, {_plural(total, 'event')}")
+    return EXIT_OK
+
+
+def _run_sessions(args: argparse.Namespace) -> int:
+    return anyio.run(_sessions, args.db, args.json, backend="asyncio")
+
+
+# -- log ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Placement:
+    """Where each event's messages went in the session's buffer sequence (``seq``)."""
+
+    version: int = 0
+    seqs: dict[int, tuple[int, ...]] = field(default_factory=dict)  # in message order
+    abandoned: set[int] = field(default_factory=set)
+    watermark: int = 0  # the buffer now: watermark <= seq < next_seq
+    next_seq: int = 0
+
+    def visibility(self, position: int, event: Event) -> tuple[str, list[bool]]:
+        """The event's marker (visible, pruned, k/n visible, pending, abandoned, -) and
+        whether each of its messages is in the buffer now."""
+        if isinstance(event, MemoryCleared):
+            return "-", []
+        if position in self.abandoned:
+            return "abandoned", [False] * len(event.messages)
+        seqs = self.seqs.get(position)
+        if seqs is None:  # a step recorded live whose turn is not saved yet
+            return "pending", [False] * len(event.messages)
+        flags = [self.watermark <= seq < self.next_seq for seq in seqs]
+        if not flags:
+            return "-", flags
+        shown = sum(flags)
+        if shown == len(flags):
+            return "visible", flags
+        return ("pruned" if shown == 0 else f"{shown}/{len(flags)} visible"), flags
+
+
+async def _place(store: eventmem.Store, session: str) -> _Placement:
+    """Fold the session's events, noting the ``seq`` numbers each event's messages get.
+
+    A turn's messages enter the buffer as [input, its steps' messages..., the rest]
+    (see :func:`eventmem.projection.apply`), so the numbers are exact, not guessed.
+    """
+    placed = _Placement()
+    buffer = MemoryBuffer()
+    async for stored in store.events(session):
+        event, position = stored.data, stored.position
+        cursor = buffer.next_seq
+        if isinstance(event, TurnSaved):
+            skipped = set(event.abandoned)
+            own = [cursor] if event.messages else []
+            cursor += len(own)
+            for step_position, step in buffer.pending:
+                if step_position in skipped:
+                    placed.abandoned.add(step_position)
+                    continue
+                placed.seqs[step_position] = tuple(range(cursor, cursor + len(step.messages)))
+                cursor += len(step.messages)
+            rest = len(event.messages) - len(own)
+            own.extend(range(cursor, cursor + rest))
+            cursor += rest
+            placed.seqs[position] = tuple(own)
+        _fold_one(buffer, event, position, session)
+        if buffer.next_seq != cursor:  # pragma: no cover - apply's numbering changed
+            raise EventmemError(f"session {session!r} position {position}: cannot place messages")
+        placed.version = position
+    placed.watermark, placed.next_seq = buffer.watermark, buffer.next_seq
+    return placed
+
+
+def _gist(message: Message, width: int) -> str:
+    prefix = {"human": "Human", "ai": "AI"}.get(message.role, message.role.capitalize())
+    text = message.content
+    if not text.strip() and (message.tool_calls or message.function_call):
+        names = [call.name for call in message.tool_calls]
+        if message.function_call is not None:
+            names.append(str(message.function_call.get("name", "?")))
+        text = "calls " + ", ".join(names)
+    return f"{prefix}: {_clip(text, width)}"
+
+
+def _summary(event: Event, arrow: str, width: int = 40) -> str:
+    if isinstance(event, TurnSaved):
+        messages = event.messages
+        text = _gist(messages[0], width) if messages else "(no messages)"
+        if len(messages) > 1:
+            text += f" {arrow} {_gist(messages[-1], width)}"
+        if event.steps:
+            text += f" +{_plural(len(event.steps), 'step')}"
+        if event.abandoned:
+            text += f" ({len(event.abandoned)} abandoned)"
+        return text
+    if isinstance(event, StepRecorded):
+        text = f"tool({_clip(event.action.tool, width)}) {arrow} {_clip(event.observation, width)}"
+        return text + " (live)" if event.live else text
+    return "cleared"
+
+
+def _event_tokens(event: Event) -> int:
+    return sum(event.tokens) if isinstance(event, (TurnSaved, StepRecorded)) else 0
+
+
+def _configure_log(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_session(parser)
+    _add_json(parser, "one JSON object per event, with its full data (JSON Lines)")
+
+
+async def _log(path: str, session: str, as_json: bool) -> int:
+    arrow = _arrow()
+    style = _Style.for_stream(sys.stdout)
+    async with _open_existing(path) as store:
+        await _require_session(store, session, path)
+        placed = await _place(store, session)
+        width = max(len(str(placed.version)), 3)
+        if not as_json:
+            print(
+                style.dim(
+                    f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
+                )
+            )
+        async with aclosing(_events(store, session)) as events:
+            async for stored in events:
+                if stored.position > placed.version:  # written since the fold: not placed
+                    break
+                event = stored.data
+                marker, flags = placed.visibility(stored.position, event)
+                if as_json:
+                    _print_json(
+                        {
+                            "session_id": stored.session_id,
+                            "position": stored.position,
+                            "global_position": stored.global_position,
+                            "recorded_at": stored.recorded_at,
+                            "kind": stored.kind,
+                            "summary": _summary(event, arrow),
+                            "tokens": _event_tokens(event),
+                            "buffer": marker,
+                            "message_visible": flags,
+                            "hash": stored.hash,
+                            "data": event,
+                        }
+                    )
+                    continue
+                print(
+                    f"{stored.position:>{width}}  {_utc_seconds(stored.recorded_at)}  "
+                    f"{stored.kind:<5} {_event_tokens(event):>6}  {marker:<11}  "
+                    f"{_summary(event, arrow)}"
+                )
+    if not as_json:
+        entered = placed.next_seq
+        print(
+            f"{_plural(placed.version, 'event')}; {_plural(entered, 'message')} entered the "
+            f"buffer, {placed.next_seq - placed.watermark} visible now"
+        )
+    return EXIT_OK
+
+
+def _run_log(args: argparse.Namespace) -> int:
+    return anyio.run(_log, args.db, args.session, args.json, backend="asyncio")
+
+
+# -- buffer ------------------------------------------------------------------------------
+
+
+def _configure_buffer(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_session(parser)
+    parser.add_argument(
+        "--at",
+        metavar="POSITION",
+        type=_non_negative_int,
+        help="the buffer as a load right after this position returned it (time travel)",
+    )
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=_non_negative_int,
+        help="what-if: replay the history with this max_token_limit (nothing is written)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="M",
+        type=_model_name,
+        help="what-if: replay the history counting tokens for this model",
+    )
+    _add_json(parser, "the messages (chat-completions dicts) and the token total as JSON")
+
+
+async def _buffer(
+    path: str,
+    session: str,
+    at: int | None,
+    limit: int | None,
+    model: str | None,
+    as_json: bool,
+) -> int:
+    what_if = limit is not None or model is not None
+    counter = resolve_counter(model) if model is not None else None
+    async with _open_existing(path) as store:
+        version = await _require_session(store, session, path)
+        if at is not None and at > version:
+            raise EventmemError(
+                f"session {session!r} has {version} events; --at {at} is in its future"
+            )
+        upto = version if at is None else at
+        # The very fold (and what-if rewrite) Store.messages and Store.replay run, kept
+        # here to also learn the token count and the limit in force.
+        buffer = MemoryBuffer()
+        max_token_limit: int | None = None
+        recorded_model: str | None = None
+        async with aclosing(_events(store, session)) as events:
+            async for stored in events:
+                if stored.position > upto:
+                    break
+                for event in rewrite_for_replay([stored.data], limit, counter):
+                    _fold_one(buffer, event, stored.position, session)
+                    if isinstance(event, TurnSaved):
+                        max_token_limit, recorded_model = event.max_token_limit, event.model
+        messages = buffer.messages
+        damaged = False
+        if at is None and not what_if:
+            served = await store.messages(session)  # what a load returns now
+            if await store.version(session) == version and served != messages:
+                damaged = True
+            messages = served
+    tokens = buffer.total_tokens + buffer.overhead
+    shown_model = model if model is not None else recorded_model
+    if as_json:
+        _print_json(
+            {
+                "session_id": session,
+                "position": upto,
+                "events": version,
+                "what_if": what_if,
+                "max_token_limit": max_token_limit,
+                "model": shown_model,
+                "counter": buffer.counter,
+                "tokens": tokens,
+                "messages": [m.to_openai() for m in messages],
+            }
+        )
+    else:
+        style = _Style.for_stream(sys.stdout)
+        print(buffer_string(messages) if messages else "(the buffer is empty)")
+        print()
+        limit_text = f"/{max_token_limit}" if max_token_limit is not None else ""
+        scheme = f" ({buffer.counter})" if buffer.counter else ""
+        if what_if:
+            options = (f" --limit {limit}" if limit is not None else "") + (
+                f" --model {model}" if model is not None else ""
+            )
+            when = f"what-if replay of positions 1-{upto} with{options}; nothing was written"
+        elif at is not None:
+            when = f"as of position {at} of {version}"
+        else:
+            when = f"now, after position {version}"
+        print(
+            style.dim(
+                f"{_plural(len(messages), 'message')}, {tokens}{limit_text} tokens{scheme}; {when}"
+            )
+        )
+    if damaged:
+        _error(
+            f"the stored buffer of session {session!r} differs from the fold of its events; "
+            f"run '{PROG} verify {path}'"
+        )
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+def _run_buffer(args: argparse.Namespace) -> int:
+    return anyio.run(
+        _buffer,
+        args.db,
+        args.session,
+        args.at,
+        args.limit,
+        args.model,
+        args.json,
+        backend="asyncio",
+    )
+
+
+# -- verify ------------------------------------------------------------------------------
+
+
+def _configure_verify(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_json(parser, "the report as one JSON object")
+
+
+async def _verify(path: str, as_json: bool) -> int:
+    async with _open_existing(path) as store:
+        with _Progress.for_command("verify", quiet=as_json) as progress:
+            report = await store.verify(progress=progress)
+    if as_json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "sessions": report.sessions,
+                "events": report.events,
+                "problems": report.problems,
+            }
+        )
+    elif report.ok:
+        print(
+            f"ok: {_plural(report.sessions, 'session')}, {_plural(report.events, 'event')} verified"
+        )
+    else:
+        for problem in report.problems:
+            print(
+                f"session {problem.session_id} position {problem.position}: "
+                f"{problem.kind}: {problem.detail}"
+            )
+        damaged = len({p.session_id for p in report.problems})
+        print(
+            f"{_plural(len(report.problems), 'problem')} in {_plural(damaged, 'session')} "
+            f"({_plural(report.sessions, 'session')}, {_plural(report.events, 'event')} checked)"
+        )
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    return anyio.run(_verify, args.db, args.json, backend="asyncio")
+
+
+# -- rebuild -----------------------------------------------------------------------------
+
+
+def _configure_rebuild(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_json(parser, "the counts as one JSON object")
+
+
+async def _rebuild(path: str, as_json: bool) -> int:
+    async with _open_existing(path) as store:
+        with _Progress.for_command("rebuild", quiet=as_json) as progress:
+            sessions = await store.rebuild(progress=progress)
+        events = await store.count_events()
+    if as_json:
+        _print_json({"sessions": sessions, "events": events})
+    else:
+        print(
+            f"rebuilt the buffers of {_plural(sessions, 'session')} from {_plural(events, 'event')}"
+        )
+    return EXIT_OK
+
+
+def _run_rebuild(args: argparse.Namespace) -> int:
+    return anyio.run(_rebuild, args.db, args.json, backend="asyncio")
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    parser.add_argument(
+        "--session", metavar="S", help="export only this session (default: every session)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE (replaced only once the export is complete) instead of stdout",
+    )
+
+
+async def _export_to(
+    store: eventmem.Store, session: str | None, sink: BinaryIO, total: int, quiet: bool
+) -> int:
+    written = -1  # the header is not an event
+    with _Progress.for_command("export", quiet=quiet) as progress:
+        async for line in store.export(session):
+            sink.write(line)
+            written += 1
+            progress(written, total)
+    return written
+
+
+async def _export(
+    path: str, session: str | None, sink: BinaryIO, quiet: bool = False
+) -> tuple[int, int]:
+    """Write the export to ``sink``; return (events, sessions) written."""
+    async with _open_existing(path) as store:
+        if session is not None:
+            total = await _require_session(store, session, path)
+            sessions = 1
+        else:
+            total = await store.count_events()
+            sessions = len(await store.sessions())
+        return await _export_to(store, session, sink, total, quiet), sessions
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    output: str | None = args.output
+    if output is None or output == "-":
+        # No progress line over the export itself when both go to the same terminal.
+        quiet = sys.stdout.isatty()
+        sys.stdout.flush()
+        anyio.run(_export, args.db, args.session, sys.stdout.buffer, quiet, backend="asyncio")
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    target = Path(output).expanduser()
+    if not target.parent.is_dir():
+        raise EventmemError(f"cannot write {output}: directory {target.parent} does not exist")
+    if target.exists() and not target.is_file():  # /dev/stdout, a FIFO...
+        with target.open("wb") as sink:
+            events, sessions = anyio.run(_export, args.db, args.session, sink, backend="asyncio")
+    else:
+        # Written aside and renamed once complete: an export cut short (an error, Ctrl-C)
+        # never leaves a FILE that looks whole.
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as sink:
+                events, sessions = anyio.run(
+                    _export, args.db, args.session, sink, backend="asyncio"
+                )
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    print(f"exported {_plural(events, 'event')} of {_plural(sessions, 'session')} to {output}")
+    return EXIT_OK
+
+
+# -- import ------------------------------------------------------------------------------
+
+
+def _configure_import(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser, creates=True)
+    parser.add_argument("file", metavar="FILE", help="export file to read ('-' for standard input)")
+    _add_json(parser, "the counts as one JSON object")
+
+
+def _read_lines(source: BinaryIO, progress: _Progress) -> Iterator[bytes]:
+    count = 0
+    for count, line in enumerate(source, start=1):
+        progress(count)
+        yield line
+    progress.show(f"import: checking and writing {_plural(max(count - 1, 0), 'event')}...")
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+
+
+async def _import(path: str, resolved: Path, source: BinaryIO, as_json: bool, existed: bool) -> int:
+    try:
+        async with eventmem.open(path) as store:
+            with _Progress.for_command("import", quiet=as_json, unit="lines read") as progress:
+                sessions, events = await store.import_events(_read_lines(source, progress))
+    except EventmemError:
+        if not existed:  # a refused import leaves no new file behind
+            _remove_database(resolved)
+        raise
+    if as_json:
+        _print_json({"sessions": sessions, "events": events})
+    else:
+        print(f"imported {_plural(sessions, 'session')}, {_plural(events, 'event')} into {path}")
+    return EXIT_OK
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    resolved = _creatable(args.db)
+    existed = resolved.exists()
+    if args.file == "-":
+        return anyio.run(
+            _import, args.db, resolved, sys.stdin.buffer, args.json, existed, backend="asyncio"
+        )
+    with open(args.file, "rb") as source:  # a missing FILE fails before the DB is created
+        return anyio.run(_import, args.db, resolved, source, args.json, existed, backend="asyncio")
+
+
+# -- stats -------------------------------------------------------------------------------
+
+
+class _Stats(msgspec.Struct):
+    """What ``stats`` reports."""
+
+    path: str
+    schema_version: int
+    file_bytes: int
+    page_size: int
+    page_count: int
+    freelist_pages: int
+    wal_bytes: int
+    sessions: int
+    events: int
+    events_by_kind: dict[str, int]
+    messages_entered: int  # messages that ever entered a buffer
+    visible_messages: int
+    first_event: datetime | None
+    last_event: datetime | None
+
+
+def _stats_facts(
+    path: str, file_bytes: int, wal_bytes: int
+) -> Callable[[sqlite3.Connection], _Stats]:
+    def read(conn: sqlite3.Connection) -> _Stats:
+        def one(sql: str) -> Any:
+            return conn.execute(sql).fetchone()[0]
+
+        sessions, entered, visible = conn.execute(
+            "SELECT count(*), coalesce(sum(next_seq), 0), coalesce(sum(next_seq - watermark), 0)"
+            " FROM sessions"
+        ).fetchone()
+        by_kind = dict(
+            conn.execute("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
+        )
+        first, last = conn.execute(
+            "SELECT min(recorded_at), max(recorded_at) FROM events"
+        ).fetchone()
+        return _Stats(
+            path=path,
+            schema_version=one("SELECT max(version) FROM eventmem_migrations"),
+            file_bytes=file_bytes,
+            page_size=one("PRAGMA page_size"),
+            page_count=one("PRAGMA page_count"),
+            freelist_pages=one("PRAGMA freelist_count"),
+            wal_bytes=wal_bytes,
+            sessions=sessions,
+            events=sum(by_kind.values()),
+            events_by_kind=by_kind,
+            messages_entered=entered,
+            visible_messages=visible,
+            first_event=_micros_datetime(first),
+            last_event=_micros_datetime(last),
+        )
+
+    return read
+
+
+def _configure_stats(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    _add_json(parser, "the figures as one JSON object")
+
+
+async def _stats(path: str, file_bytes: int, wal_bytes: int, as_json: bool) -> int:
+    async with _open_existing(path):
+        stats = _query(path, _stats_facts(path, file_bytes, wal_bytes))
+    if as_json:
+        _print_json(stats)
+        return EXIT_OK
+    kinds = ", ".join(f"{kind} {count}" for kind, count in stats.events_by_kind.items())
+    rows = [
+        ("database", stats.path),
+        ("schema version", str(stats.schema_version)),
+        (
+            "file size",
+            f"{stats.file_bytes} bytes ({_plural(stats.page_count, 'page')} of "
+            f"{stats.page_size} bytes, {stats.freelist_pages} free)",
+        ),
+        ("WAL size", f"{stats.wal_bytes} bytes"),
+        ("sessions", str(stats.sessions)),
+        ("events", f"{stats.events} ({kinds})" if kinds else "0"),
+        (
+            "messages",
+            f"{stats.messages_entered} entered buffers, {stats.visible_messages} visible, "
+            f"{stats.messages_entered - stats.visible_messages} pruned",
+        ),
+        ("first event", "-" if stats.first_event is None else _utc_seconds(stats.first_event)),
+        ("last event", "-" if stats.last_event is None else _utc_seconds(stats.last_event)),
+    ]
+    for label, value in rows:
+        print(f"{label:<15} {value}")
+    return EXIT_OK
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    target = Path(args.db).expanduser()
+    # Sizes first: opening and closing a store checkpoints (and removes) the WAL.
+    file_bytes = target.stat().st_size if target.is_file() else 0
+    return anyio.run(_stats, args.db, file_bytes, _wal_bytes(target), args.json, backend="asyncio")
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -291,6 +1149,96 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=_configure_demo,
         run=_run_demo,
+    ),
+    Command(
+        name="sessions",
+        help="list the sessions: events, visible messages, buffer tokens, last activity",
+        description=(
+            "List every session of the database, oldest first: its number of events, the "
+            "messages visible in its buffer, the buffer's token count (as eventmem counted "
+            "it when pruning) and the time of its last event (UTC)."
+        ),
+        configure=_configure_sessions,
+        run=_run_sessions,
+    ),
+    Command(
+        name="log",
+        help="show a session's events, and which of their messages the buffer still holds",
+        description=(
+            "Show every event of SESSION in order: position, time (UTC), kind, tokens, "
+            "whether its messages are visible in the buffer now or were pruned (pending: a "
+            "live step whose turn is not saved yet; abandoned: a step a dead run left), and "
+            "a summary. The log keeps everything; pruning only moves the buffer."
+        ),
+        configure=_configure_log,
+        run=_run_log,
+    ),
+    Command(
+        name="buffer",
+        help="print a session's buffer: now, as of a position, or replayed under a limit",
+        description=(
+            "Print the messages of SESSION's buffer in LangChain's buffer-string form, then "
+            "their count and tokens. --at POSITION gives the buffer exactly as a load right "
+            "after that event returned it; --limit N and/or --model M replay the history "
+            "under another max_token_limit or tokenizer (what-if; nothing is written)."
+        ),
+        configure=_configure_buffer,
+        run=_run_buffer,
+    ),
+    Command(
+        name="verify",
+        help="check every hash chain and buffer; exit 1 if anything was tampered with",
+        description=(
+            "Re-compute every session's hash chain from its events and check each stored "
+            "buffer against the fold of its events. Prints 'ok: ...' (exit 0) or each "
+            "problem with the first bad position of the session (exit 1)."
+        ),
+        configure=_configure_verify,
+        run=_run_verify,
+    ),
+    Command(
+        name="rebuild",
+        help="recompute every buffer from the events alone",
+        description=(
+            "Recompute every session's buffer (the projection) from its events, in one "
+            "transaction. The events are not touched. Use after 'verify' reports "
+            "projection_mismatch."
+        ),
+        configure=_configure_rebuild,
+        run=_run_rebuild,
+    ),
+    Command(
+        name="export",
+        help="write the events as JSON Lines (see docs/export-format.md)",
+        description=(
+            "Write an export file to stdout (or FILE): a header line, then one line per "
+            "event in global order, each with its stored JSON and hash, so 'import' can "
+            "re-verify every chain."
+        ),
+        configure=_configure_export,
+        run=_run_export,
+    ),
+    Command(
+        name="import",
+        help="import an export file, re-verifying every hash (creates DB if missing)",
+        description=(
+            "Import an export file into DB (created if missing) in one transaction. Every "
+            "hash is re-verified; a tampered or malformed file, or a session DB already "
+            "has (so importing twice), is refused with exit 1 and nothing is written."
+        ),
+        configure=_configure_import,
+        run=_run_import,
+    ),
+    Command(
+        name="stats",
+        help="show database figures: sizes, schema version, events by kind, messages",
+        description=(
+            "Show the database's file size, pages, WAL size and schema version, its "
+            "sessions, events by kind, and the messages that entered buffers, are visible "
+            "and were pruned."
+        ),
+        configure=_configure_stats,
+        run=_run_stats,
     ),
 )
 
