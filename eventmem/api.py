@@ -10,7 +10,13 @@ from typing import Any
 
 import msgspec
 
-from eventmem.audit import EXPORT_FORMAT, ExportHeader, VerifyReport, rewrite_for_replay
+from eventmem.audit import (
+    EXPORT_FORMAT,
+    ExportEnd,
+    ExportHeader,
+    VerifyReport,
+    rewrite_for_replay,
+)
 from eventmem.errors import ImportRefusedError, InvalidInputError
 from eventmem.events import Event, PruneMode, StoredEvent
 from eventmem.memory import (
@@ -180,18 +186,21 @@ class Store:
         return await self._backend.rebuild(progress)
 
     async def export(self, session_id: str | None = None) -> AsyncIterator[bytes]:
-        """The export file, line by line (each ending in a newline): a header, then one
-        line per event in global order. See ``docs/export-format.md``."""
+        """The export file, line by line (each ending in a newline): a header, one line per
+        event in global order, and an end line with the event count (so a file cut short
+        is refused on import). See ``docs/export-format.md``."""
         if session_id is not None:
             validate_session_id(session_id)
         yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
-        after = 0
+        after, count = 0, 0
         while True:
             after, lines = await self._backend.export_page(session_id, after, _EXPORT_PAGE)
             for line in lines:
                 yield line + b"\n"
+            count += len(lines)
             if len(lines) < _EXPORT_PAGE:
-                return
+                break
+        yield msgspec.json.encode(ExportEnd(EXPORT_FORMAT, count)) + b"\n"
 
     async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export (see :meth:`export`) in one transaction; return (sessions, events).
@@ -211,7 +220,18 @@ class Store:
             raise ImportRefusedError(
                 f"unsupported export: format {header.format!r} version {header.version}"
             )
-        return await self._backend.import_lines(encoded[1:])
+        try:
+            end = msgspec.json.decode(encoded[-1], type=ExportEnd)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise ImportRefusedError(
+                "the file has no end line: it was cut short (or is not a whole export)"
+            ) from None
+        body = encoded[1:-1]
+        if end.end != EXPORT_FORMAT or end.events != len(body):
+            raise ImportRefusedError(
+                f"the end line announces {end.events} events but the file holds {len(body)}"
+            )
+        return await self._backend.import_lines(body)
 
     async def count_events(self) -> int:
         """The number of events in the store, across sessions."""

@@ -26,6 +26,7 @@ from eventmem.tokens import TokenCounter
 __all__ = [
     "EXPORT_FORMAT",
     "ChainChecker",
+    "ExportEnd",
     "ExportHeader",
     "ExportLine",
     "Problem",
@@ -197,6 +198,14 @@ class ExportHeader(msgspec.Struct, frozen=True):
 
     format: str
     version: int
+
+
+class ExportEnd(msgspec.Struct, frozen=True):
+    """Last line of an export file: how many event lines came before it. A file without
+    it (or with another count) was cut short, and is refused on import."""
+
+    end: str
+    events: int
 
 
 class ExportLine(msgspec.Struct, frozen=True):

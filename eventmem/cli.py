@@ -932,12 +932,12 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
 async def _export_to(
     store: eventmem.Store, session: str | None, sink: BinaryIO, total: int, quiet: bool
 ) -> int:
-    written = -1  # the header is not an event
+    written = -2  # the header and the end line are not events
     with _Progress.for_command("export", quiet=quiet) as progress:
         async for line in store.export(session):
             sink.write(line)
             written += 1
-            progress(written, total)
+            progress(max(written, 0), total)
     return written
 
 
@@ -1211,9 +1211,9 @@ COMMANDS: tuple[Command, ...] = (
         name="export",
         help="write the events as JSON Lines (see docs/export-format.md)",
         description=(
-            "Write an export file to stdout (or FILE): a header line, then one line per "
-            "event in global order, each with its stored JSON and hash, so 'import' can "
-            "re-verify every chain."
+            "Write an export file to stdout (or FILE): a header line, one line per event "
+            "in global order, each with its stored JSON and hash, so 'import' can "
+            "re-verify every chain, and an end line with the event count."
         ),
         configure=_configure_export,
         run=_run_export,

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import msgspec
 
+from eventmem.errors import CorruptDatabaseError
 from eventmem.events import Event, MemoryCleared, StepRecorded, TurnSaved
 from eventmem.messages import Message
 
@@ -104,7 +105,7 @@ def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
     if tuple(p for p, _ in pending) != event.steps or len(held) - len(pending) != len(
         event.abandoned
     ):
-        raise ValueError(
+        raise CorruptDatabaseError(
             f"the turn names steps {event.steps} and abandons {event.abandoned}, but the "
             f"steps held are {tuple(p for p, _ in held)}"
         )
@@ -116,7 +117,7 @@ def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
     )
     if event.recount is not None:
         if len(event.recount) != visible_count(buffer):
-            raise ValueError(
+            raise CorruptDatabaseError(
                 f"recount has {len(event.recount)} counts for "
                 f"{visible_count(buffer)} visible messages"
             )

@@ -265,9 +265,10 @@ async def test_export_then_import_reproduces_events_hashes_and_views(
     await _populate(store)
     lines = await _export(store)
     assert lines[0].startswith(b'{"format":"eventmem-export","version":1')
-    assert len(lines) == 1 + await store.count_events()
+    assert lines[-1] == b'{"end":"eventmem-export","events":%d}\n' % (len(lines) - 2)
+    assert len(lines) == 2 + await store.count_events()
     async with eventmem.open(tmp_path / "copy.db") as copy:
-        assert await copy.import_events(lines) == (6, len(lines) - 1)
+        assert await copy.import_events(lines) == (6, len(lines) - 2)
         for session in await store.sessions():
             original = [e async for e in store.events(session)]
             imported = [e async for e in copy.events(session)]
@@ -282,8 +283,8 @@ async def test_export_then_import_reproduces_events_hashes_and_views(
 async def test_export_of_one_session(store: eventmem.Store) -> None:
     await _populate(store)
     lines = await _export(store, "chat-0")
-    assert len(lines) == 1 + len([e async for e in store.events("chat-0")])
-    assert all(b'"session_id":"chat-0"' in line for line in lines[1:])
+    assert len(lines) == 2 + len([e async for e in store.events("chat-0")])
+    assert all(b'"session_id":"chat-0"' in line for line in lines[1:-1])
 
 
 ImportCase = Callable[[list[bytes]], list[bytes]]
@@ -296,12 +297,19 @@ def _tamper_line(lines: list[bytes]) -> list[bytes]:
     return changed
 
 
+def _drop_line_and_fix_count(lines: list[bytes]) -> list[bytes]:
+    end = b'{"end":"eventmem-export","events":%d}\n' % (len(lines) - 3)
+    return [*lines[:3], *lines[4:-1], end]
+
+
 IMPORT_REFUSALS: list[tuple[str, ImportCase, str]] = [
     ("tampered content", _tamper_line, "hash_mismatch"),
-    ("dropped line", lambda ls: ls[:3] + ls[4:], "missing_event"),
+    ("dropped line", lambda ls: ls[:3] + ls[4:], "announces"),
+    ("dropped line, count forged", _drop_line_and_fix_count, "missing_event"),
+    ("cut short", lambda ls: ls[:-3], "no end line"),
     ("no header", lambda ls: ls[1:], "header"),
     ("empty", lambda ls: [], "empty"),
-    ("garbage line", lambda ls: [*ls, b"{not json"], "not an export line"),
+    ("garbage line", lambda ls: [*ls[:3], b"{not json", *ls[4:]], "not an export line"),
     ("foreign header", lambda ls: [b'{"format":"other","version":1}\n', *ls[1:]], "unsupported"),
 ]
 

@@ -474,7 +474,7 @@ def test_export_import_round_trip(store_db: Path, tmp_path: Path) -> None:
     exported = ok("export", str(store_db), cwd=tmp_path)
     lines = exported.splitlines()
     assert json.loads(lines[0]) == {"format": "eventmem-export", "version": 1}
-    assert len(lines) == 1 + 12
+    assert len(lines) == 1 + 12 + 1  # header, events, end line
     dump = tmp_path / "agent.jsonl"
     dump.write_text(exported, encoding="utf-8")
 
@@ -531,7 +531,7 @@ def test_export_one_session_to_a_file(store_db: Path, tmp_path: Path) -> None:
     assert text == f"exported 6 events of 1 session to {out}\n"
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 7
-    assert {json.loads(line)["session_id"] for line in lines[1:]} == {"agent"}
+    assert {json.loads(line)["session_id"] for line in lines[1:-1]} == {"agent"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.jsonl"]  # no partial file
 
     missing = run("export", str(store_db), "--session", "nobody", "-o", "x.jsonl", cwd=tmp_path)
