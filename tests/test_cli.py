@@ -530,7 +530,7 @@ def test_export_one_session_to_a_file(store_db: Path, tmp_path: Path) -> None:
     text = ok("export", str(store_db), "--session", "agent", "-o", str(out), cwd=tmp_path)
     assert text == f"exported 6 events of 1 session to {out}\n"
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8  # header, 6 events, end line
     assert {json.loads(line)["session_id"] for line in lines[1:-1]} == {"agent"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.jsonl"]  # no partial file
 
