@@ -271,3 +271,11 @@ def test_a_missing_directory_is_a_clean_error(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "StorageError", "")
+
+
+async def test_create_false_leaves_an_empty_file_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(eventmem.NotAnEventmemDatabaseError, match="empty"):
+        await eventmem.open(path, create=False)
+    assert path.stat().st_size == 0

@@ -84,13 +84,22 @@ def _applied_versions(conn: sqlite3.Connection) -> list[int] | None:
     return applied
 
 
-def apply_migrations(conn: sqlite3.Connection) -> int:
-    """Bring the database to the newest schema; return its version."""
+def apply_migrations(conn: sqlite3.Connection, *, create: bool = True) -> int:
+    """Bring the database to the newest schema; return its version.
+
+    With ``create=False`` a file without an eventmem schema (an empty one) is refused
+    instead of being made into a store.
+    """
     known = known_migrations()
     # Checked once without a lock (to refuse foreign files untouched, and to leave an
     # up-to-date file unlocked, so read-only files stay readable), then again under the
     # write lock, so two processes opening a new file at once migrate it once.
     applied = _applied_versions(conn)
+    if applied is None and not create:
+        raise NotAnEventmemDatabaseError(
+            "the file is empty, not an eventmem store (it was opened with create=False, "
+            "so it is left as it is)"
+        )
     _check_history(applied or [], len(known))
     if applied is not None and len(applied) == len(known):
         return len(known)

@@ -113,7 +113,7 @@ class SQLiteBackend:
             raise _translate(e, where) from e
         backend = cls(conn, where, cache_sessions)
         try:
-            await backend._run(_configure, int(busy_timeout * 1000), synchronous)
+            await backend._run(_configure, int(busy_timeout * 1000), synchronous, create)
         except BaseException:
             await conn.close()
             raise
@@ -254,9 +254,12 @@ def _database_uri(target: str, create: bool) -> str:
     return resolved.as_uri() + ("" if create else "?mode=rw")
 
 
-def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str) -> None:
+def _configure(
+    conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str, create: bool
+) -> None:
     conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-    apply_migrations(conn)  # refuses foreign files before anything below writes to them
+    # refuses foreign files before anything below writes to them
+    apply_migrations(conn, create=create)
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
