@@ -99,15 +99,37 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
 
     def __post_init__(self) -> None:
+        # Runs for every message constructed or decoded (every load), so the common
+        # case, a plain text message, takes the short path.
         if self.role not in ROLES:
             raise InvalidInputError(
                 f"message role must be one of {sorted(ROLES)}, got {self.role!r}"
             )
         _check_text(self.content, "message content")
-        for field in ("name", "tool_call_id", "id"):
-            value = getattr(self, field)
-            if value is not None:
-                _check_text(value, f"message {field}")
+        if self.name is not None:
+            _check_text(self.name, "message name")
+        if self.tool_call_id is not None:
+            _check_text(self.tool_call_id, "message tool_call_id")
+        if self.id is not None:
+            _check_text(self.id, "message id")
+        if self.tool_calls or self.invalid_tool_calls:
+            self._check_calls()
+        elif type(self.tool_calls) is not tuple or type(self.invalid_tool_calls) is not tuple:
+            self._check_calls()  # an empty list: normalise it
+        if self.function_call is not None:
+            if self.role != "ai":
+                raise InvalidInputError(f"only ai messages carry function_call, not {self.role}")
+            if not isinstance(self.function_call, dict):
+                raise InvalidInputError(
+                    f"function_call must be a dict, got {_type(self.function_call)}"
+                )
+            check_json_value(self.function_call, "function_call")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise InvalidInputError("a tool message needs a tool_call_id")
+        if self.role == "function" and not self.name:
+            raise InvalidInputError("a function message needs a name")
+
+    def _check_calls(self) -> None:
         if isinstance(self.tool_calls, list):
             msgspec.structs.force_setattr(self, "tool_calls", tuple(self.tool_calls))
         if not isinstance(self.tool_calls, tuple) or not all(
@@ -126,18 +148,6 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             )
         if (self.tool_calls or self.invalid_tool_calls) and self.role != "ai":
             raise InvalidInputError(f"only ai messages carry tool_calls, not {self.role}")
-        if self.function_call is not None:
-            if self.role != "ai":
-                raise InvalidInputError(f"only ai messages carry function_call, not {self.role}")
-            if not isinstance(self.function_call, dict):
-                raise InvalidInputError(
-                    f"function_call must be a dict, got {_type(self.function_call)}"
-                )
-            check_json_value(self.function_call, "function_call")
-        if self.role == "tool" and self.tool_call_id is None:
-            raise InvalidInputError("a tool message needs a tool_call_id")
-        if self.role == "function" and not self.name:
-            raise InvalidInputError("a function message needs a name")
 
     def to_openai(self) -> dict[str, Any]:
         """The chat-completions dict langchain-openai sends for this message."""
@@ -301,6 +311,8 @@ def check_json_value(value: Any, what: str) -> None:
 def _check_text(value: Any, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {_type(value)}")
+    if value.isascii():
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
