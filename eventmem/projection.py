@@ -14,7 +14,7 @@ the counts of the messages it drops.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -101,6 +101,38 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
 
 def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
     held = buffer.take_pending()
+    messages: Sequence[Message]
+    tokens: Sequence[int]
+    if held or event.steps or event.abandoned:
+        messages, tokens = _with_steps(held, event)
+    else:  # a conversation turn: the common case, kept cheap for rebuild and verify
+        messages, tokens = event.messages, event.tokens
+    if event.recount is not None:
+        if len(event.recount) != visible_count(buffer):
+            raise CorruptDatabaseError(
+                f"recount has {len(event.recount)} counts for "
+                f"{visible_count(buffer)} visible messages"
+            )
+        buffer.set_counts(event.recount)
+    buffer.counter = event.counter
+    buffer.overhead = event.overhead
+    if len(messages) != len(tokens):
+        raise CorruptDatabaseError(f"{len(messages)} messages but {len(tokens)} token counts")
+    for message, count in zip(messages, tokens):  # noqa: B905 - lengths checked above
+        buffer.append(message, count)
+    limit = event.max_token_limit - buffer.overhead
+    while buffer.total_tokens > limit and buffer.next_seq > buffer.watermark:
+        buffer.drop_oldest()
+    if event.prune == "pair_safe":
+        # A tool/function result whose call was pruned is an orphan the API rejects.
+        while visible_count(buffer) > 0 and buffer.oldest_role() in _RESULT_ROLES:
+            buffer.drop_oldest()
+
+
+def _with_steps(
+    held: list[tuple[int, StepRecorded]], event: TurnSaved
+) -> tuple[list[Message], list[int]]:
+    """The turn's messages in buffer order (input, its steps, output) and their counts."""
     pending = [(p, step) for p, step in held if p not in event.abandoned]
     if tuple(p for p, _ in pending) != event.steps or len(held) - len(pending) != len(
         event.abandoned
@@ -111,31 +143,13 @@ def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
         )
     step_messages = [m for _, step in pending for m in step.messages]
     step_tokens = (
-        event.step_recount
+        list(event.step_recount)
         if event.step_recount is not None
-        else tuple(t for _, step in pending for t in step.tokens)
+        else [t for _, step in pending for t in step.tokens]
     )
-    if event.recount is not None:
-        if len(event.recount) != visible_count(buffer):
-            raise CorruptDatabaseError(
-                f"recount has {len(event.recount)} counts for "
-                f"{visible_count(buffer)} visible messages"
-            )
-        buffer.set_counts(event.recount)
-    buffer.counter = event.counter
-    buffer.overhead = event.overhead
     messages = [*event.messages[:1], *step_messages, *event.messages[1:]]
     tokens = [*event.tokens[:1], *step_tokens, *event.tokens[1:]]
-    for message, count in zip(messages, tokens, strict=True):
-        buffer.append(message, count)
-    while visible_count(buffer) > 0 and (
-        buffer.total_tokens + buffer.overhead > event.max_token_limit
-    ):
-        buffer.drop_oldest()
-    if event.prune == "pair_safe":
-        # A tool/function result whose call was pruned is an orphan the API rejects.
-        while visible_count(buffer) > 0 and buffer.oldest_role() in _RESULT_ROLES:
-            buffer.drop_oldest()
+    return messages, tokens
 
 
 class BufferEntry(msgspec.Struct, frozen=True):
