@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_ROWS_PER_INSERT = 100
 
 encode_message = msgspec.json.Encoder().encode
 decode_message = msgspec.json.Decoder(Message).decode
@@ -201,10 +202,14 @@ class SessionHead:
                 (self.session_id, min(self.watermark, self._stored_next_seq)),
             )
         kept = [row for row in self._new if row[0] >= self.watermark]
-        if kept:
-            self._conn.executemany(
-                "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
-                [(self.session_id, *row) for row in kept],
+        for start in range(0, len(kept), _ROWS_PER_INSERT):
+            # Multi-row statements: cheaper than executemany for the usual 2 rows, and
+            # chunked to stay under SQLite's limit on bound variables.
+            chunk = kept[start : start + _ROWS_PER_INSERT]
+            self._conn.execute(
+                "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                [value for row in chunk for value in (self.session_id, *row)],
             )
         self._conn.execute(
             f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})"

@@ -77,8 +77,10 @@ def write_batch(
 ) -> list[int | EventmemError]:
     """Run several writes in one transaction (group commit); each is all or nothing.
 
-    A write that fails with an :class:`EventmemError` is rolled back to its savepoint and
-    reported alone; a storage error fails the whole batch.
+    A body refuses (raises an :class:`EventmemError`) only before its first write, so a
+    refused write is reported alone and the others commit; anything failing after a
+    body started writing (a storage error) fails the whole batch. Checking
+    ``total_changes`` enforces that rule instead of trusting it.
     """
     bodies: list[Callable[[], SessionHead] | EventmemError] = []
     for op in ops:
@@ -86,7 +88,6 @@ def write_batch(
             bodies.append(op(conn))
         except EventmemError as e:
             bodies.append(e)
-    isolate = len(bodies) > 1
     outcomes: list[SessionHead | EventmemError] = []
 
     def run_all() -> None:
@@ -94,23 +95,20 @@ def write_batch(
             if isinstance(body, EventmemError):
                 outcomes.append(body)
                 continue
-            if isolate:
-                conn.execute("SAVEPOINT eventmem_write")
+            changes = conn.total_changes
             try:
                 outcomes.append(body())
             except EventmemError as e:
-                if not isolate:
-                    raise
-                conn.execute("ROLLBACK TO eventmem_write")
+                if conn.total_changes != changes:
+                    raise  # it had written: the batch cannot keep a partial write
                 outcomes.append(e)
-            if isolate:
-                conn.execute("RELEASE eventmem_write")
 
     if any(not isinstance(body, EventmemError) for body in bodies):
         try:
             write_transaction(conn, run_all)
         except EventmemError as e:
-            outcomes = [e]  # a single write failed: nothing was written
+            # rolled back: nothing of the batch was written
+            outcomes = [b if isinstance(b, EventmemError) else e for b in bodies]
     else:
         outcomes = list(bodies)  # type: ignore[arg-type]
     results: list[int | EventmemError] = []
