@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from eventmem.api import Store
 from eventmem.api import open as open_store
+from eventmem.audit import VerifyReport
 from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
@@ -76,9 +77,49 @@ class SyncStore:
 
         return self._call("SyncStore.events", collect)
 
-    def messages(self, session_id: str) -> list[Message]:
-        """The session's current buffer."""
-        return self._call("SyncStore.messages", self._store.messages, session_id)
+    def messages(self, session_id: str, *, as_of: int | None = None) -> list[Message]:
+        """The session's buffer now, or as a load right after position ``as_of`` saw it."""
+        return self._call(
+            "SyncStore.messages", partial(self._store.messages, as_of=as_of), session_id
+        )
+
+    def replay(self, session_id: str, **options: Any) -> list[Message]:
+        """What-if buffer under another limit or tokenizer (see :meth:`Store.replay`)."""
+        return self._call("SyncStore.replay", partial(self._store.replay, **options), session_id)
+
+    def version(self, session_id: str) -> int:
+        """Position of the session's last event (0 for an unknown session)."""
+        return self._call("SyncStore.version", self._store.version, session_id)
+
+    def count_events(self) -> int:
+        """The number of events in the store."""
+        return self._call("SyncStore.count_events", self._store.count_events)
+
+    def verify(self) -> VerifyReport:
+        """Check every hash chain, session head and projection (see :meth:`Store.verify`)."""
+        return self._call("SyncStore.verify", self._store.verify)
+
+    def rebuild(self) -> int:
+        """Recompute every projection from the events; return the number of sessions."""
+        return self._call("SyncStore.rebuild", self._store.rebuild)
+
+    def export(self, sink: BinaryIO, session_id: str | None = None) -> int:
+        """Write the export file (see :meth:`Store.export`) to ``sink``; return the number
+        of events written. Lines are written as they are read, page by page."""
+
+        async def write() -> int:
+            lines = -2  # the header and end lines are not events
+            async for line in self._store.export(session_id):
+                sink.write(line)
+                lines += 1
+            return lines
+
+        return self._call("SyncStore.export", write)
+
+    def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
+        """Import an export file's lines; return (sessions, events). See
+        :meth:`Store.import_events`."""
+        return self._call("SyncStore.import_events", self._store.import_events, list(lines))
 
     def sessions(self) -> list[str]:
         """The ids of every session in the store."""

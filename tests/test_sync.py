@@ -77,3 +77,24 @@ def test_a_sync_memory_used_from_a_coroutine_raises(tmp_path: Path) -> None:
         with pytest.raises(eventmem.SyncInAsyncContextError):
             anyio.run(misuse)
         assert store.events("s") == []
+
+
+def test_the_audit_methods_block_too(tmp_path: Path) -> None:
+    import io
+
+    with eventmem.connect(tmp_path / "a.db") as store:
+        mem = store.token_buffer("s", max_token_limit=30)
+        for i in range(6):
+            mem.save_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+        assert store.version("s") == 6 == store.count_events()
+        assert store.messages("s", as_of=1)[0].content == "question 0"
+        assert len(store.replay("s", max_token_limit=10_000)) == 12
+        assert store.verify().ok
+        assert store.rebuild() == 1
+        sink = io.BytesIO()
+        assert store.export(sink) == 6
+        original = store.messages("s")
+    with eventmem.connect(tmp_path / "b.db") as copy:
+        assert copy.import_events(sink.getvalue().splitlines(keepends=True)) == (1, 6)
+        assert copy.verify().ok
+        assert copy.messages("s") == original
