@@ -25,6 +25,7 @@ __all__ = [
     "ToolCall",
     "buffer_string",
     "check_json_value",
+    "check_text",
     "from_langchain",
 ]
 
@@ -77,7 +78,7 @@ class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
         for field in ("name", "args", "id", "error"):
             value = getattr(self, field)
             if value is not None:
-                _check_text(value, f"invalid tool call {field}")
+                check_text(value, f"invalid tool call {field}")
 
 
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -105,13 +106,13 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             raise InvalidInputError(
                 f"message role must be one of {sorted(ROLES)}, got {self.role!r}"
             )
-        _check_text(self.content, "message content")
+        check_text(self.content, "message content")
         if self.name is not None:
-            _check_text(self.name, "message name")
+            check_text(self.name, "message name")
         if self.tool_call_id is not None:
-            _check_text(self.tool_call_id, "message tool_call_id")
+            check_text(self.tool_call_id, "message tool_call_id")
         if self.id is not None:
-            _check_text(self.id, "message id")
+            check_text(self.id, "message id")
         if self.tool_calls or self.invalid_tool_calls:
             self._check_calls()
         elif type(self.tool_calls) is not tuple or type(self.invalid_tool_calls) is not tuple:
@@ -288,7 +289,7 @@ def check_json_value(value: Any, what: str) -> None:
         if item is None or isinstance(item, (bool, int)):
             continue
         if isinstance(item, str):
-            _check_text(item, path, error=NotSerializableError)
+            check_text(item, path, error=NotSerializableError)
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise NotSerializableError(f"{path} is {item!r}, which JSON cannot represent")
@@ -298,7 +299,7 @@ def check_json_value(value: Any, what: str) -> None:
                     raise NotSerializableError(
                         f"{path} has a key of type {_type(key)}; JSON object keys are strings"
                     )
-                _check_text(key, f"{path} key", error=NotSerializableError)
+                check_text(key, f"{path} key", error=NotSerializableError)
                 stack.append((child, f"{path}[{key!r}]", depth + 1))
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
@@ -308,7 +309,8 @@ def check_json_value(value: Any, what: str) -> None:
             )
 
 
-def _check_text(value: Any, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:
+def check_text(value: Any, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:
+    """Raise unless ``value`` is a str that can be stored (valid Unicode, no lone surrogate)."""
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {_type(value)}")
     if value.isascii():

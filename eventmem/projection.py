@@ -61,8 +61,8 @@ class Buffer(Protocol):
         """Replace the counts of the visible messages, oldest first."""
         ...
 
-    def oldest_role(self) -> str:
-        """Role of the oldest visible message (the buffer is not empty)."""
+    def visible(self) -> list[Message]:
+        """The visible messages, oldest first."""
         ...
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
@@ -82,9 +82,6 @@ def needs_recount(buffer: Buffer, counter: str) -> bool:
 def visible_count(buffer: Buffer) -> int:
     """Number of messages in the buffer."""
     return buffer.next_seq - buffer.watermark
-
-
-_RESULT_ROLES = ("tool", "function")
 
 
 def apply(buffer: Buffer, event: Event, position: int) -> None:
@@ -124,9 +121,37 @@ def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
     while buffer.total_tokens > limit and buffer.next_seq > buffer.watermark:
         buffer.drop_oldest()
     if event.prune == "pair_safe":
-        # A tool/function result whose call was pruned is an orphan the API rejects.
-        while visible_count(buffer) > 0 and buffer.oldest_role() in _RESULT_ROLES:
+        for _ in range(_orphans_end(buffer.visible())):
             buffer.drop_oldest()
+
+
+def _orphans_end(messages: list[Message]) -> int:
+    """How many leading messages to drop so no tool/function result outlives its call.
+
+    A result whose call is not visible before it is an orphan the OpenAI API rejects
+    with a 400. Dropping up to an orphan can orphan later results of the calls it drops,
+    so the start moves forward until every visible result has its call.
+    """
+    start = 0
+    while True:
+        calls: dict[str, int] = {}  # tool_call_id -> index of the AI message calling it
+        last_function_call = -1
+        orphan = -1
+        for index in range(start, len(messages)):
+            message = messages[index]
+            if message.role == "ai":
+                ids = [c.id for c in message.tool_calls]
+                ids += [c.id for c in message.invalid_tool_calls]
+                calls.update((call_id, index) for call_id in ids if call_id is not None)
+                if message.function_call is not None or ids:
+                    last_function_call = index  # a function result answers the last call
+            elif message.role == "tool" and message.tool_call_id not in calls:
+                orphan = index
+            elif message.role == "function" and last_function_call < start:
+                orphan = index
+        if orphan < 0:
+            return start
+        start = orphan + 1
 
 
 def _with_steps(
@@ -196,9 +221,9 @@ class MemoryBuffer:
         )
         self.total_tokens = sum(tokens)
 
-    def oldest_role(self) -> str:
-        """Role of the oldest visible message."""
-        return self.entries[0].message.role
+    def visible(self) -> list[Message]:
+        """The visible messages."""
+        return self.messages
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
         """Hold a step for its turn."""

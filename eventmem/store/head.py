@@ -107,17 +107,10 @@ class SessionHead:
         self.watermark = self.next_seq
         self.total_tokens = 0
 
-    def oldest_role(self) -> str:
-        seq = self.watermark
-        if seq >= self._stored_next_seq:
-            role: str = self._new_messages[seq - self._stored_next_seq].role
-            return role
-        row = self._conn.execute(
-            "SELECT message FROM view_messages WHERE session_id = ? AND seq = ?",
-            (self.session_id, seq),
-        ).fetchone()
-        message: Message = decode_message(row[0])
-        return message.role
+    def visible(self) -> list[Message]:
+        # The table holds the rows from before this write; new ones are not flushed yet.
+        first_new = max(self.watermark - self._stored_next_seq, 0)
+        return self.visible_messages() + self._new_messages[first_new:]
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
         self.pending_steps += 1  # the event row itself is what is held

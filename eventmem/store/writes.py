@@ -36,8 +36,11 @@ def _new_step(
     live: bool,
     run: str | None = None,
 ) -> StepRecorded:
-    """The step event; in tools format without messages this turn already carries."""
-    kept = [(m, t) for m, t in counted if not (as_tools and m in seen)]
+    """The step event. In tools format a tool action's messages that this turn already
+    carries (the AI message shared by parallel calls) are left out, as LangChain's
+    ``format_to_tool_messages`` does; other actions' messages are always kept."""
+    dedupe = as_tools and step.action.kind == "tool"
+    kept = [(m, t) for m, t in counted if not (dedupe and m in seen)]
     seen.extend(m for m, _ in kept)
     return StepRecorded(
         action=step.action,
