@@ -1,0 +1,71 @@
+"""docs/cli.md ends with every command's real ``--help`` output; this test keeps it true.
+
+Regenerate the section after changing the CLI:
+
+    python -m tests.test_cli_docs --write
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+MARKER = "## Reference: `--help` of every command"
+COMMANDS = [
+    [],
+    ["demo"],
+    ["sessions"],
+    ["log"],
+    ["buffer"],
+    ["verify"],
+    ["rebuild"],
+    ["export"],
+    ["import"],
+    ["stats"],
+]
+
+
+def help_text(command: list[str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventmem", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"},
+    )
+    return result.stdout.replace("python -m eventmem", "eventmem")
+
+
+def reference_section() -> str:
+    parts = [
+        MARKER,
+        "",
+        "Generated from the command itself (`python -m tests.test_cli_docs --write`); a test "
+        "fails when it drifts.",
+    ]
+    for command in COMMANDS:
+        title = " ".join(["eventmem", *command])
+        parts += ["", f"### `{title} --help`", "", "```text", help_text(command).rstrip(), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def current_section() -> str:
+    text = CLI_DOC.read_text()
+    return text[text.index(MARKER) :] if MARKER in text else ""
+
+
+def test_the_cli_reference_matches_the_real_help() -> None:
+    assert current_section() == reference_section(), (
+        "docs/cli.md's reference section is stale: run `python -m tests.test_cli_docs --write`"
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit(__doc__)
+    text = CLI_DOC.read_text()
+    head = text[: text.index(MARKER)] if MARKER in text else text.rstrip() + "\n\n"
+    CLI_DOC.write_text(head + reference_section())
