@@ -26,6 +26,7 @@ __all__ = [
     "buffer_string",
     "check_json_value",
     "check_text",
+    "plain_text",
     "from_langchain",
 ]
 
@@ -40,7 +41,15 @@ _OPENAI_ROLE = {
     "tool": "tool",
 }
 MAX_DEPTH = 200  # JSON nesting accepted in stored values
+_JSON_TYPES = (str, float, dict, list)
 
+_CHUNK_TYPES = {
+    "HumanMessageChunk": "human",
+    "AIMessageChunk": "ai",
+    "SystemMessageChunk": "system",
+    "FunctionMessageChunk": "function",
+    "ToolMessageChunk": "tool",
+}
 _LANGCHAIN_TYPES = {"human", "ai", "system", "function", "tool"}
 
 
@@ -106,13 +115,13 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             raise InvalidInputError(
                 f"message role must be one of {sorted(ROLES)}, got {self.role!r}"
             )
-        check_text(self.content, "message content")
-        if self.name is not None:
-            check_text(self.name, "message name")
-        if self.tool_call_id is not None:
-            check_text(self.tool_call_id, "message tool_call_id")
-        if self.id is not None:
-            check_text(self.id, "message id")
+        for field in ("content", "name", "tool_call_id", "id"):
+            value = getattr(self, field)
+            if value is None and field != "content":
+                continue
+            check_text(value, f"message {field}")
+            if type(value) is not str:  # a str subclass (LangChain's TextAccessor, ...)
+                msgspec.structs.force_setattr(self, field, str.__str__(value))
         if self.tool_calls or self.invalid_tool_calls:
             self._check_calls()
         elif type(self.tool_calls) is not tuple or type(self.invalid_tool_calls) is not tuple:
@@ -213,7 +222,9 @@ def from_langchain(message: Any) -> Message:
     """
     if isinstance(message, Message):
         return message
-    kind = getattr(message, "type", None)
+    kind: Any = getattr(message, "type", None)
+    if isinstance(kind, str):  # streamed chunks (AIMessageChunk, ...) are messages too
+        kind = _CHUNK_TYPES.get(kind, kind)
     if kind not in _LANGCHAIN_TYPES:
         raise InvalidInputError(
             f"cannot convert {_type(message)} to a Message: expected a LangChain message "
@@ -266,11 +277,17 @@ def from_langchain(message: Any) -> Message:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-shaped copy: tuples become lists, mappings become dicts (order kept)."""
+    """JSON-shaped copy: tuples become lists, mappings become dicts (order kept), and
+    subclasses of str, int and float their plain types."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {_plain(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (str, int, float):
+        if isinstance(value, kind) and type(value) is not kind:
+            return kind(value) if kind is not str else str.__str__(value)
     return value
 
 
@@ -286,8 +303,13 @@ def check_json_value(value: Any, what: str) -> None:
         item, path, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise NotSerializableError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-        if item is None or isinstance(item, (bool, int)):
+        if item is None or type(item) in (bool, int):
             continue
+        if type(item) not in _JSON_TYPES:
+            raise NotSerializableError(
+                f"{path} contains a {_type(item)}; store plain JSON types (str, int, float, "
+                "bool, None, list, dict), not subclasses of them"
+            )
         if isinstance(item, str):
             check_text(item, path, error=NotSerializableError)
         elif isinstance(item, float):
@@ -307,6 +329,12 @@ def check_json_value(value: Any, what: str) -> None:
             raise NotSerializableError(
                 f"{path} contains a {_type(item)}, which cannot be stored as JSON"
             )
+
+
+def plain_text(value: Any, what: str) -> str:
+    """``value`` as an exact ``str`` (a str subclass is copied), checked by :func:`check_text`."""
+    check_text(value, what)
+    return value if type(value) is str else str.__str__(value)
 
 
 def check_text(value: Any, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from eventmem.errors import InvalidInputError, NotSerializableError
-from eventmem.messages import Message, check_json_value, check_text, from_langchain
+from eventmem.messages import Message, check_json_value, from_langchain, plain_text
 
 __all__ = ["Action", "ActionKind", "format_step", "observation_text", "to_action"]
 
@@ -59,15 +59,14 @@ def to_action(source: Any) -> Action:
             f"an agent action needs a tool name (a non-empty str); got {type(source).__name__} "
             f"with tool={tool!r}"
         )
-    check_text(tool, "action tool")
-    log = _field(source, "log", "")
-    check_text(log, "action log")
+    tool = plain_text(tool, "action tool")
+    log = plain_text(_field(source, "log", ""), "action log")
     tool_input = _field(source, "tool_input", "")
     try:
         check_json_value(tool_input, "tool_input")
     except NotSerializableError:
-        tool_input = str(tool_input)  # recorded for audit only; formatting never uses it
-        check_text(tool_input, "tool_input")
+        # recorded for audit only; formatting never uses it
+        tool_input = plain_text(str(tool_input), "tool_input")
     raw_log = _field(source, "message_log", None)
     has_log = _has(source, "message_log")
     if has_log and (raw_log is None or isinstance(raw_log, (str, bytes, Mapping))):
@@ -92,9 +91,7 @@ def to_action(source: Any) -> Action:
 
 def observation_text(observation: Any) -> str:
     """LangChain's rendering of an observation: str as is, else JSON, else ``str()``."""
-    text = _render(observation)
-    check_text(text, "observation")
-    return text
+    return plain_text(_render(observation), "observation")
 
 
 def _render(observation: Any) -> str:

@@ -6,6 +6,7 @@ langchain-openai sends and counts) and ``langchain_core.messages.get_buffer_stri
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -642,3 +643,43 @@ def test_from_langchain_refuses_too_deep_args_cleanly() -> None:
 def test_human_message_with_empty_name_is_sent_like_langchain() -> None:
     lc = HumanMessage(content="x", additional_kwargs={"name": ""})
     assert from_langchain(lc).to_openai() == _convert_message_to_dict(lc)
+
+
+class _Text(str):
+    """Like LangChain 1.x's TextAccessor: a str subclass."""
+
+
+class _Int(int):
+    pass
+
+
+class IntEnumValue(enum.IntEnum):
+    ONE = 1
+
+
+def test_str_subclasses_become_plain_strings() -> None:
+    message = Message(role="human", content=_Text("hi"), name=_Text("bob"))
+    assert type(message.content) is str
+    assert type(message.name) is str
+    assert msgspec.json.decode(msgspec.json.encode(message), type=Message) == message
+
+
+@pytest.mark.parametrize("value", [_Text("x"), IntEnumValue.ONE, _Int(3)])
+def test_json_values_must_be_plain_types(value: Any) -> None:
+    with pytest.raises(NotSerializableError, match="plain JSON types"):
+        ToolCall(name="f", args={"v": value})
+
+
+def test_langchain_args_with_subclasses_are_made_plain() -> None:
+    lc = AIMessage(content="", tool_calls=[{"name": "f", "args": {"v": _Text("x")}, "id": "1"}])
+    assert type(from_langchain(lc).tool_calls[0].args["v"]) is str
+
+
+def test_streamed_chunks_convert_like_messages() -> None:
+    from langchain_core.messages import AIMessageChunk, HumanMessageChunk
+
+    chunk = AIMessageChunk(content="", tool_calls=[{"name": "f", "args": {"a": 1}, "id": "c1"}])
+    converted = from_langchain(chunk)
+    assert converted.role == "ai"
+    assert converted.tool_calls == (ToolCall(name="f", args={"a": 1}, id="c1"),)
+    assert from_langchain(HumanMessageChunk(content="hi")).role == "human"
