@@ -1,0 +1,5 @@
+"""Optional adapters to other libraries, imported only on demand.
+
+The core never imports anything here. ``eventmem.integrations.langchain`` needs the
+``langchain`` extra: ``pip install 'eventmem[langchain]'``.
+"""

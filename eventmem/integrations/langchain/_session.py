@@ -1,0 +1,182 @@
+"""One session of a store, reachable from blocking and from async code.
+
+LangChain calls a memory's blocking methods (``chain.invoke``) and its async ones
+(``chain.ainvoke``). eventmem has two stores: :class:`~eventmem.SyncStore`
+(``eventmem.connect``: its event loop runs in a private thread) and the async
+:class:`~eventmem.Store` (``eventmem.open``: it lives on the application's loop).
+
+* SyncStore: blocking calls go straight to it. Async calls run that blocking call in a
+  worker thread (``anyio.to_thread``), so the caller's loop keeps running meanwhile.
+* Store: async calls await it directly, on its loop. Blocking calls from another
+  thread are submitted to that loop and waited for; from the loop's own thread they
+  raise :class:`~eventmem.SyncInAsyncContextError` (waiting there would deadlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from eventmem.api import Store
+from eventmem.errors import EventmemError, InvalidInputError, SyncInAsyncContextError
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
+from eventmem.messages import Message
+from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory
+
+__all__ = ["AnyStore", "Session", "check_store"]
+
+AnyStore = SyncStore | Store
+
+# The event loop each async Store was last seen used on, so that a memory created in a
+# worker thread can still reach its store's loop. (A Store does not expose its loop.)
+_store_loops: weakref.WeakKeyDictionary[Store, asyncio.AbstractEventLoop] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def check_store(store: object) -> AnyStore:
+    """``store`` if it is an eventmem store, else a clear :class:`InvalidInputError`."""
+    if isinstance(store, (SyncStore, Store)):
+        return store
+    raise InvalidInputError(
+        "store must be an eventmem.SyncStore (from eventmem.connect(path)) or an "
+        f"eventmem.Store (from await eventmem.open(path)), got {type(store).__name__}"
+    )
+
+
+class Session:
+    """A core memory for ``session_id`` plus the means to call it from any context."""
+
+    def __init__(
+        self,
+        store: AnyStore,
+        session_id: str,
+        kind: Literal["conversation", "agent"],
+        options: Mapping[str, Any],
+    ) -> None:
+        check_store(store)
+        self.store = store
+        self._sync: SyncTokenBufferMemory | SyncAgentTokenBufferMemory | None
+        self.memory: TokenBufferMemory | AgentTokenBufferMemory
+        if isinstance(store, SyncStore):
+            self._sync = (
+                store.token_buffer(session_id, **options)
+                if kind == "conversation"
+                else store.agent_token_buffer(session_id, **options)
+            )
+            self.memory = self._sync.memory
+            self._async_store: Store | None = None
+        else:
+            self._sync = None
+            self._async_store = store
+            self.memory = (
+                store.token_buffer(session_id, **options)
+                if kind == "conversation"
+                else store.agent_token_buffer(session_id, **options)
+            )
+            loop = _running_loop()
+            if loop is not None:
+                _store_loops[store] = loop
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self.memory.session_id
+
+    # -- the operations ----------------------------------------------------------------
+    def save_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append a turn (and prune)."""
+        self._call("save_context", inputs, outputs)
+
+    async def asave_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Append a turn (and prune)."""
+        await self._acall("save_context", inputs, outputs)
+
+    def save_exchange(self, human: str, ai: str) -> None:
+        """Append ``Human(human)``, ``AI(ai)`` as one turn, whatever the configured keys."""
+        self.save_context(*self._exchange(human, ai))
+
+    async def asave_exchange(self, human: str, ai: str) -> None:
+        """Append ``Human(human)``, ``AI(ai)`` as one turn, whatever the configured keys."""
+        await self.asave_context(*self._exchange(human, ai))
+
+    def messages(self) -> list[Message]:
+        """The token-bounded buffer."""
+        result: list[Message] = self._call("messages")
+        return result
+
+    async def amessages(self) -> list[Message]:
+        """The token-bounded buffer."""
+        result: list[Message] = await self._acall("messages")
+        return result
+
+    def clear(self) -> None:
+        """Empty the buffer (one event)."""
+        self._call("clear")
+
+    async def aclear(self) -> None:
+        """Empty the buffer (one event)."""
+        await self._acall("clear")
+
+    def record_step(self, action: Any, observation: Any) -> int:
+        """Record one intermediate step live (agent sessions only)."""
+        self._agent()
+        position: int = self._call("record_step", action, observation)
+        return position
+
+    async def arecord_step(self, action: Any, observation: Any) -> int:
+        """Record one intermediate step live (agent sessions only)."""
+        self._agent()
+        position: int = await self._acall("record_step", action, observation)
+        return position
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _agent(self) -> None:
+        if not isinstance(self.memory, AgentTokenBufferMemory):  # pragma: no cover - internal
+            raise TypeError("record_step needs an agent memory")
+
+    def _exchange(self, human: str, ai: str) -> tuple[dict[str, str], dict[str, str]]:
+        memory = self.memory
+        return {memory.input_key or "input": human}, {memory.output_key or "output": ai}
+
+    def _call(self, op: str, *args: Any) -> Any:
+        if self._sync is not None:
+            return getattr(self._sync, op)(*args)
+        return self._blocking(op, getattr(self.memory, "a" + op), *args)
+
+    async def _acall(self, op: str, *args: Any) -> Any:
+        if self._sync is not None:
+            # The blocking facade waits on its own loop's thread; wait for it in a
+            # worker thread, never on the caller's loop.
+            return await anyio.to_thread.run_sync(getattr(self._sync, op), *args)
+        if self._async_store is not None:
+            _store_loops[self._async_store] = asyncio.get_running_loop()
+        return await getattr(self.memory, "a" + op)(*args)
+
+    def _blocking(self, op: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if _running_loop() is not None:
+            raise SyncInAsyncContextError(
+                f"a blocking call ({op}) was made from inside a running event loop; use the "
+                "async methods (aload_memory_variables, asave_context, aclear, "
+                "aget_messages, aadd_messages)"
+            )
+        loop = None if self._async_store is None else _store_loops.get(self._async_store)
+        if loop is None or loop.is_closed() or not loop.is_running():
+            raise EventmemError(
+                f"{op} blocks, and this memory's store is an async eventmem.Store with no "
+                "running event loop known to serve it (it was never used from its loop, "
+                "or the loop has stopped); in blocking code use a store from "
+                "eventmem.connect(path)"
+            )
+        return asyncio.run_coroutine_threadsafe(fn(*args), loop).result()

@@ -1,0 +1,149 @@
+"""Conversion between eventmem :class:`~eventmem.Message` and LangChain message objects.
+
+Lossless both ways for what eventmem stores: role, content, name, tool calls, invalid
+tool calls, ``function_call``, ``tool_call_id`` and message id. A tool message's name
+travels in ``additional_kwargs["name"]``, where LangChain's ``format_to_tool_messages``
+(and so ``AgentTokenBufferMemory``) puts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    BaseMessageChunk,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_chunk_to_message,
+)
+
+from eventmem.messages import Message
+from eventmem.messages import from_langchain as _core_from_langchain
+
+__all__ = ["from_langchain", "normalize_step", "plain_values", "to_langchain"]
+
+
+def to_langchain(message: Message) -> BaseMessage:
+    """The LangChain message for ``message`` (a fresh object; mutating it is safe).
+
+    ``human`` → ``HumanMessage``, ``ai`` → ``AIMessage`` (``tool_calls``,
+    ``invalid_tool_calls``, and ``additional_kwargs["function_call"]``), ``system`` →
+    ``SystemMessage``, ``function`` → ``FunctionMessage``, ``tool`` → ``ToolMessage``
+    (its name in ``additional_kwargs["name"]``). Ids and names are kept.
+    """
+    role = message.role
+    if role == "human":
+        return HumanMessage(content=message.content, name=message.name, id=message.id)
+    if role == "ai":
+        extra: dict[str, Any] = {}
+        if message.function_call is not None:
+            extra["function_call"] = _copy(message.function_call)
+        return AIMessage(
+            content=message.content,
+            name=message.name,
+            id=message.id,
+            additional_kwargs=extra,
+            tool_calls=[
+                {"name": c.name, "args": _copy(c.args), "id": c.id, "type": "tool_call"}
+                for c in message.tool_calls
+            ],
+            invalid_tool_calls=[
+                {
+                    "name": c.name,
+                    "args": c.args,
+                    "id": c.id,
+                    "error": c.error,
+                    "type": "invalid_tool_call",
+                }
+                for c in message.invalid_tool_calls
+            ],
+        )
+    if role == "system":
+        return SystemMessage(content=message.content, name=message.name, id=message.id)
+    if role == "function":
+        return FunctionMessage(content=message.content, name=message.name or "", id=message.id)
+    # tool: Message guarantees a tool_call_id
+    return ToolMessage(
+        content=message.content,
+        tool_call_id=message.tool_call_id,
+        id=message.id,
+        additional_kwargs={} if message.name is None else {"name": message.name},
+    )
+
+
+def from_langchain(message: Any) -> Message:
+    """The :class:`~eventmem.Message` for a LangChain message (or a :class:`Message`).
+
+    :func:`eventmem.messages.from_langchain`, which also accepts message chunks
+    (``AIMessageChunk`` and friends, as streaming agents produce): a chunk is first
+    turned into its message. Raises :class:`~eventmem.InvalidInputError` for what
+    eventmem cannot store (non-text content, ``ChatMessage`` with a custom role).
+    """
+    if isinstance(message, BaseMessageChunk):
+        message = message_chunk_to_message(message)
+    return _core_from_langchain(message)
+
+
+def normalize_step(step: Any) -> Any:
+    """An intermediate step as eventmem's core accepts it.
+
+    Agents that stream (``AgentExecutor``'s default) put an ``AIMessageChunk`` in
+    ``ToolAgentAction.message_log``: it becomes the message it stands for. An
+    observation of a ``str`` subclass becomes a plain ``str``. Other steps are returned
+    as they are (the core reports what is wrong with them).
+    """
+    if isinstance(step, (str, bytes, Mapping)) or not isinstance(step, Sequence) or len(step) != 2:
+        return step
+    action, observation = step
+    if _is_str_subclass(observation):
+        observation = str.__str__(observation)
+        step = (action, observation)
+    log = _field(action, "message_log")
+    if not isinstance(log, Sequence) or not any(isinstance(m, BaseMessageChunk) for m in log):
+        return step
+    replaced: dict[str, Any] = {
+        "tool": _field(action, "tool"),
+        "tool_input": _field(action, "tool_input", ""),
+        "log": _field(action, "log", ""),
+        "message_log": [message_chunk_to_message(m) for m in log],
+    }
+    if (isinstance(action, Mapping) and "tool_call_id" in action) or (
+        not isinstance(action, Mapping) and hasattr(action, "tool_call_id")
+    ):
+        replaced["tool_call_id"] = _field(action, "tool_call_id")
+    return (replaced, observation)
+
+
+def _field(source: Any, name: str, default: Any = None) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(name, default)
+    return getattr(source, name, default)
+
+
+def plain_values(values: Any) -> Any:
+    """``values`` with every ``str``-subclass value turned into a plain ``str``.
+
+    LangChain 1.x's ``AIMessage.text`` is a ``TextAccessor`` (a ``str`` subclass), and
+    chains pass it on as their output; eventmem stores plain strings only.
+    """
+    if not isinstance(values, Mapping) or not any(map(_is_str_subclass, values.values())):
+        return values
+    return {k: str.__str__(v) if _is_str_subclass(v) else v for k, v in values.items()}
+
+
+def _is_str_subclass(value: Any) -> bool:
+    return isinstance(value, str) and type(value) is not str
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a JSON value, so callers never share dicts with eventmem's cache."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
