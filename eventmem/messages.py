@@ -26,8 +26,8 @@ __all__ = [
     "buffer_string",
     "check_json_value",
     "check_text",
-    "plain_text",
     "from_langchain",
+    "plain_text",
 ]
 
 Role = Literal["human", "ai", "system", "function", "tool"]

@@ -145,9 +145,9 @@ def _orphans_end(messages: list[Message]) -> int:
                 calls.update((call_id, index) for call_id in ids if call_id is not None)
                 if message.function_call is not None or ids:
                     last_function_call = index  # a function result answers the last call
-            elif message.role == "tool" and message.tool_call_id not in calls:
-                orphan = index
-            elif message.role == "function" and last_function_call < start:
+            elif (message.role == "tool" and message.tool_call_id not in calls) or (
+                message.role == "function" and last_function_call < start
+            ):
                 orphan = index
         if orphan < 0:
             return start
