@@ -1,0 +1,148 @@
+"""Several processes writing overlapping sessions of one database file at once.
+
+4 processes x 50 tasks save to 20 shared sessions for EVENTMEM_STRESS_SECONDS (30 by
+default, as CI runs it; set it lower for a quick local run). Each worker records every
+save that returned and every error it saw. Afterwards: no worker saw an error (no
+"database is locked"), every returned save is in its session exactly once, positions are
+gapless, verify() is clean and every projection equals the fold of its events.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import time
+import traceback
+from collections import Counter
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import eventmem
+from eventmem.events import TurnSaved
+from eventmem.projection import fold
+
+PROCESSES = 4
+TASKS_PER_PROCESS = 50
+SHARED_SESSIONS = [f"shared-{n:02d}" for n in range(20)]
+LIMIT = 200
+SECONDS = float(os.environ.get("EVENTMEM_STRESS_SECONDS", "30"))
+
+pytestmark = pytest.mark.slow
+
+_FILLER = "please keep this in mind for the rest of the conversation because it matters later on"
+
+
+def _worker(index: int, path: str, result_path: str, seconds: float, barrier: Barrier) -> None:
+    """Process entry point (spawned): run the tasks, then write what happened as JSON."""
+    result: dict[str, Any] = {"saved": [], "errors": [], "loads": 0}
+    try:
+        anyio.run(_work, index, path, seconds, barrier, result, backend="asyncio")
+    except BaseException as e:  # report it, whatever it is
+        result["errors"].append(f"worker {index}: {e!r}\n{traceback.format_exc()}")
+    finally:
+        Path(result_path).write_text(json.dumps(result))
+
+
+async def _work(
+    index: int, path: str, seconds: float, barrier: Barrier, result: dict[str, Any]
+) -> None:
+    saved: list[list[str]] = result["saved"]
+    errors: list[str] = result["errors"]
+    async with eventmem.open(path) as store:
+        # every process has opened (and, for the first, created) the store: start together
+        await anyio.to_thread.run_sync(barrier.wait, 120.0)
+        deadline = time.monotonic() + seconds
+
+        async def task(t: int) -> None:
+            rng = random.Random(index * 1000 + t)
+            n = 0
+            while time.monotonic() < deadline:
+                session = rng.choice(SHARED_SESSIONS)
+                mem = store.token_buffer(session, max_token_limit=LIMIT, return_messages=True)
+                text = f"p{index} t{t} n{n}"
+                n += 1
+                try:
+                    await mem.asave_context(
+                        {"input": f"{text} {_FILLER}"}, {"output": f"noted {text}"}
+                    )
+                except Exception as e:
+                    errors.append(f"save {session} {text}: {e!r}")
+                    return  # its fate is unknown: stop this task, the test fails anyway
+                saved.append([session, text])
+                if n % 4 == 0:
+                    try:
+                        messages = (await mem.aload_memory_variables({}))["history"]
+                    except Exception as e:
+                        errors.append(f"load {session}: {e!r}")
+                        return
+                    result["loads"] += 1
+                    tokens = eventmem.count_tokens(messages, "gpt-4o")
+                    if tokens > LIMIT:
+                        errors.append(f"load {session}: {tokens} tokens > limit {LIMIT}")
+
+        async with anyio.create_task_group() as tg:
+            for t in range(TASKS_PER_PROCESS):
+                tg.start_soon(task, t)
+
+
+async def _check_store(path: Path, saved: Counter[tuple[str, str]]) -> None:
+    async with eventmem.open(path) as store:
+        report = await store.verify()
+        assert report.ok, report.problems[:5]
+        found: Counter[tuple[str, str]] = Counter()
+        sessions = await store.sessions()
+        assert set(sessions) <= set(SHARED_SESSIONS)
+        for session in sessions:
+            events = [e async for e in store.events(session)]
+            assert [e.position for e in events] == list(range(1, len(events) + 1)), session
+            for e in events:
+                assert isinstance(e.data, TurnSaved)
+                text = e.data.messages[0].content.removesuffix(f" {_FILLER}")
+                found[(session, text)] += 1
+            assert fold([e.data for e in events]).messages == await store.messages(session)
+        duplicated = {k: v for k, v in found.items() if v > 1}
+        assert not duplicated, f"saved more than once: {list(duplicated)[:5]}"
+        lost = saved - found
+        assert not lost, f"{sum(lost.values())} returned saves are missing: {list(lost)[:5]}"
+        unknown = found - saved
+        assert not unknown, f"events no worker saved: {list(unknown)[:5]}"
+        assert await store.count_events() == sum(saved.values())
+
+
+def test_processes_writing_shared_sessions_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "stress.db"  # created by whichever worker gets there first
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = [tmp_path / f"worker-{i}.json" for i in range(PROCESSES)]
+    workers = [
+        ctx.Process(target=_worker, args=(i, str(path), str(results[i]), SECONDS, barrier))
+        for i in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=SECONDS + 180)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    assert [w.exitcode for w in workers] == [0] * PROCESSES
+
+    saved: Counter[tuple[str, str]] = Counter()
+    errors: list[str] = []
+    per_worker: list[int] = []
+    for result_path in results:
+        result = json.loads(result_path.read_text())
+        errors.extend(result["errors"])
+        per_worker.append(len(result["saved"]))
+        saved.update((session, text) for session, text in result["saved"])
+    assert not [e for e in errors if "locked" in e.lower()], errors[:5]
+    assert not errors, errors[:5]
+    assert all(n > 0 for n in per_worker), per_worker  # every process got to write
+    assert max(saved.values()) == 1  # each text names its process, task and counter
+    anyio.run(_check_store, path, saved, backend="asyncio")
