@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from eventmem.errors import EventmemError
 from eventmem.events import (
     GENESIS_HASH,
     Event,
@@ -77,13 +78,19 @@ class SessionFold:
         "created_at",
         "first_problem",
         "head_hash",
+        "last_kind",
         "session_id",
+        "trusted",
         "turn_position",
         "version",
     )
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, trusted: bool = False) -> None:
+        """``trusted``: the events come from this store (their messages were validated
+        when written), so decoding skips re-validating them once the hash matches."""
         self.session_id = session_id
+        self.trusted = trusted
+        self.last_kind = ""
         self.version = 0
         self.head_hash = GENESIS_HASH
         self.created_at: int | None = None
@@ -110,10 +117,14 @@ class SessionFold:
                 "the event was edited, moved or inserted",
             )
         try:
-            event = decode_event(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            event = decode_event(data, trusted=self.trusted)
+        except (msgspec.DecodeError, msgspec.ValidationError, EventmemError) as e:
             return self._fail(position, "undecodable", f"the event does not decode: {e}")
-        self.fold(position, recorded_at, event, digest)
+        self.last_kind = event.__struct_config__.tag  # type: ignore[assignment]
+        try:
+            self.fold(position, recorded_at, event, digest)
+        except EventmemError as e:
+            return self._fail(position, "undecodable", f"the event does not fold: {e}")
         return None
 
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
@@ -132,31 +143,28 @@ class SessionFold:
 
 
 class ChainChecker:
-    """Feeds ``(session_id, position, recorded_at, data, hash)`` rows, ordered by session and
-    position, into one :class:`SessionFold` per session."""
+    """Feeds ``(session_id, position, recorded_at, data, hash)`` rows, in the store's
+    global order, into one :class:`SessionFold` per session."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, trusted: bool = False) -> None:
         self.report = VerifyReport()
-        self.current: SessionFold | None = None
+        self.folds: dict[str, SessionFold] = {}
+        self.trusted = trusted
 
-    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes]]) -> Iterator[SessionFold]:
-        """Check rows; yield each session's fold once all its rows are in."""
+    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes]]) -> None:
+        """Check and fold every row."""
+        folds, problems = self.folds, self.report.problems
+        events = 0
         for session_id, position, recorded_at, data, digest in rows:
-            if self.current is None or self.current.session_id != session_id:
-                if self.current is not None:
-                    yield self.current
-                self.current = SessionFold(session_id)
-                self.report.sessions += 1
-            self.report.events += 1
-            problem = self.current.add(position, recorded_at, data, digest)
+            fold = folds.get(session_id)
+            if fold is None:
+                fold = folds[session_id] = SessionFold(session_id, trusted=self.trusted)
+            events += 1
+            problem = fold.add(position, recorded_at, data, digest)
             if problem is not None:
-                self.report.problems.append(problem)
-
-    def finish(self) -> Iterator[SessionFold]:
-        """Yield the last session's fold."""
-        if self.current is not None:
-            yield self.current
-            self.current = None
+                problems.append(problem)
+        self.report.events += events
+        self.report.sessions = len(folds)
 
 
 def rewrite_for_replay(

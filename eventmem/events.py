@@ -20,7 +20,7 @@ from typing import Literal
 
 import msgspec
 
-from eventmem.messages import Message
+from eventmem.messages import Message, decode_trusted
 from eventmem.steps import Action
 
 __all__ = [
@@ -108,9 +108,10 @@ def encode_event(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_event(data: bytes | str) -> Event:
-    """Decode stored JSON into the typed event."""
-    event: Event = _decoder.decode(data)
+def decode_event(data: bytes | str, *, trusted: bool = False) -> Event:
+    """Decode stored JSON into the typed event. ``trusted`` skips re-validating the
+    messages: only for data eventmem itself wrote (see ``decode_trusted``)."""
+    event: Event = decode_trusted(_decoder.decode, data) if trusted else _decoder.decode(data)
     return event
 
 

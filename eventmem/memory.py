@@ -13,6 +13,9 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
+import msgspec
+
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
 from eventmem.messages import Message, buffer_string
@@ -48,6 +51,19 @@ def check_limit(value: object) -> int:
     if value < 0:
         raise InvalidInputError(f"max_token_limit must be >= 0, got {value}")
     return value
+
+
+# Texts up to this size are counted right away on the caller's thread, where tiktoken
+# (which releases the GIL) overlaps with the database thread's work; longer ones go to a
+# worker thread so they never stall the event loop.
+_COUNT_INLINE_CHARS = 32_768
+
+
+async def count_all(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[int, ...]:
+    """Each message's token count."""
+    if sum(len(m.content) for m in messages) <= _COUNT_INLINE_CHARS:
+        return tuple(counter.count_message(m) for m in messages)
+    return await anyio.to_thread.run_sync(lambda: tuple(counter.count_message(m) for m in messages))
 
 
 def _check_version(value: object) -> int | None:
@@ -210,12 +226,14 @@ class TokenBufferMemory(_TokenBuffer):
         With ``expected_version``, raise :class:`~eventmem.ConcurrencyError` (and write
         nothing) unless the session is still at that version (optimistic concurrency).
         """
+        messages = self._exchange(inputs, outputs)
         turn = TurnRequest(
-            messages=self._exchange(inputs, outputs),
+            messages=messages,
             counter=self.counter,
             max_token_limit=self.max_token_limit,
             model=self.model,
             expected_version=_check_version(expected_version),
+            tokens=await count_all(self.counter, messages),
         )
         await self._backend.append_turn(self.session_id, turn)
 
@@ -290,6 +308,10 @@ class AgentTokenBufferMemory(_TokenBuffer):
             messages=format_step(normalised, text, self.format_as_tools),
         )
 
+    async def _counted_step(self, step: StepRequest) -> StepRequest:
+        tokens = await count_all(self.counter, step.messages)
+        return msgspec.structs.replace(step, tokens=tokens)
+
     async def arecord_step(
         self, action: Any, observation: Any, *, expected_version: int | None = None
     ) -> int:
@@ -301,7 +323,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
         Steps recorded by a memory object that never saved them (its process died) are
         kept in the log but left out of the next turn. Returns the step's position.
         """
-        step = self._step(action, observation)
+        step = await self._counted_step(self._step(action, observation))
         return await self._backend.append_step(
             self.session_id,
             step,
@@ -332,7 +354,9 @@ class AgentTokenBufferMemory(_TokenBuffer):
                     f"(action, observation) pairs, got {type(raw).__name__}"
                 )
             steps = tuple(self._step(*split_step(step)) for step in raw)
+            steps = tuple([await self._counted_step(step) for step in steps])
         turn = TurnRequest(
+            tokens=await count_all(self.counter, exchange),
             messages=exchange,
             counter=self.counter,
             max_token_limit=self.max_token_limit,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, get_args
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar, get_args
 
 import msgspec
 
@@ -26,6 +27,7 @@ __all__ = [
     "buffer_string",
     "check_json_value",
     "check_text",
+    "decode_trusted",
     "from_langchain",
     "plain_text",
 ]
@@ -53,6 +55,24 @@ _CHUNK_TYPES = {
 _LANGCHAIN_TYPES = {"human", "ai", "system", "function", "tool"}
 
 
+class _Trust(threading.local):
+    active = False
+
+
+_trusted = _Trust()
+T = TypeVar("T")
+
+
+def decode_trusted(decode: Callable[[bytes | str], T], data: bytes | str) -> T:
+    """``decode(data)`` without re-validating messages: for data eventmem validated when
+    it wrote it (loads, verify after the hash matched, rebuild). Never for foreign input."""
+    _trusted.active = True
+    try:
+        return decode(data)
+    finally:
+        _trusted.active = False
+
+
 class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
     """One tool call requested by an assistant message (LangChain's ``ToolCall``)."""
 
@@ -61,6 +81,8 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str | None = None
 
     def __post_init__(self) -> None:
+        if _trusted.active:
+            return
         if not isinstance(self.name, str):
             raise InvalidInputError(f"tool call name must be a str, got {_type(self.name)}")
         if not isinstance(self.args, dict):
@@ -109,8 +131,10 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
 
     def __post_init__(self) -> None:
-        # Runs for every message constructed or decoded (every load), so the common
-        # case, a plain text message, takes the short path.
+        # Runs for every message constructed or decoded, so the common case, a plain text
+        # message, takes the short path; data eventmem wrote itself skips it entirely.
+        if _trusted.active:
+            return
         if self.role not in ROLES:
             raise InvalidInputError(
                 f"message role must be one of {sorted(ROLES)}, got {self.role!r}"

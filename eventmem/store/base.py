@@ -20,6 +20,7 @@ class StepRequest(msgspec.Struct, frozen=True):
     action: Action
     observation: str
     messages: tuple[Message, ...]  # formatted, before de-duplication within the turn
+    tokens: tuple[int, ...] | None = None  # their counts, if the caller counted already
 
 
 class TurnRequest(msgspec.Struct, frozen=True):
@@ -39,6 +40,7 @@ class TurnRequest(msgspec.Struct, frozen=True):
     as_tools: bool = False
     prune: PruneMode = "langchain"
     run: str | None = None  # the memory object saving; live steps of other runs are abandoned
+    tokens: tuple[int, ...] | None = None  # counts of ``messages``, if counted already
 
 
 class Backend(Protocol):

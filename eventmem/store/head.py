@@ -23,7 +23,7 @@ from eventmem.events import (
     decode_event,
     encode_event,
 )
-from eventmem.messages import Message
+from eventmem.messages import Message, decode_trusted
 from eventmem.store.cache import ViewCache
 
 __all__ = [
@@ -40,7 +40,13 @@ T = TypeVar("T")
 _ROWS_PER_INSERT = 100
 
 encode_message = msgspec.json.Encoder().encode
-decode_message = msgspec.json.Decoder(Message).decode
+_message_decoder = msgspec.json.Decoder(Message)
+
+
+def decode_message(data: bytes | str) -> Message:
+    """A buffer row's message (written, so validated, by eventmem itself)."""
+    return decode_trusted(_message_decoder.decode, data)
+
 
 # The columns of a session's projection row, in the order SessionHead reads them.
 HEAD_COLUMNS = (
@@ -123,7 +129,7 @@ class SessionHead:
                 " AND kind = 'step' ORDER BY position",
                 (self.session_id, self.turn_position),
             ):
-                step = decode_event(data)
+                step = decode_event(data, trusted=True)
                 assert isinstance(step, StepRecorded)
                 taken.append((position, step))
         self.pending_steps = 0

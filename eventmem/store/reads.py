@@ -51,7 +51,7 @@ def read_events(
             position=position,
             global_position=global_position,
             recorded_at=micros_to_datetime(recorded_at),
-            data=decode_event(data),
+            data=decode_event(data, trusted=True),
             hash=bytes(digest).hex(),
         )
         for position, global_position, recorded_at, data, digest in rows

@@ -24,7 +24,8 @@ __all__ = ["WriteOp", "clear_op", "step_op", "turn_op", "write_batch"]
 
 
 def _counted(counter: TokenCounter, step: StepRequest) -> tuple[tuple[Message, int], ...]:
-    return tuple((m, counter.count_message(m)) for m in step.messages)
+    tokens = step.tokens or tuple(counter.count_message(m) for m in step.messages)
+    return tuple(zip(step.messages, tokens, strict=True))
 
 
 def _new_step(
@@ -127,7 +128,7 @@ def write_batch(
 def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
     def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
         counter = turn.counter
-        tokens = tuple(counter.count_message(m) for m in turn.messages)
+        tokens = turn.tokens or tuple(counter.count_message(m) for m in turn.messages)
         step_counts = [_counted(counter, step) for step in turn.steps or ()]
 
         def body() -> SessionHead:
