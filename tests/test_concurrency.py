@@ -149,6 +149,9 @@ async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:
                     )
                 with anyio.move_on_after(rng.choice([0, 0.0005, 1])):
                     await mem.aload_memory_variables({})
+                if i % 7 == 3:
+                    with anyio.move_on_after(rng.choice([0, 0.0002, 1])):
+                        await mem.aclear()
 
         async with anyio.create_task_group() as tg:
             for w in range(20):
