@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+import eventmem
 import eventmem.tokens
 
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -34,6 +35,19 @@ def _offline_tiktoken_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         del os.environ["TIKTOKEN_CACHE_DIR"]
     else:
         os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database file that does not exist yet, in the test's own directory."""
+    return tmp_path / "eventmem.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
+    """An open store on ``db_path``, closed after the test."""
+    async with eventmem.open(db_path) as opened:
+        yield opened
 
 
 @pytest.fixture

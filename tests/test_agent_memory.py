@@ -17,7 +17,7 @@ import sys
 import textwrap
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -310,17 +310,6 @@ def test_defaults_are_langchains() -> None:
 
 
 # --- 2. steps are events -----------------------------------------------------------------
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
-    async with eventmem.open(db_path) as opened:
-        yield opened
 
 
 @pytest.mark.anyio

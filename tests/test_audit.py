@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,6 @@ from eventmem.messages import Message
 from eventmem.projection import fold
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "audit.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
-    async with eventmem.open(db_path) as opened:
-        yield opened
 
 
 def _action(i: int) -> dict[str, Any]:
@@ -161,7 +150,7 @@ TAMPERING: list[tuple[str, str, str, int]] = [
         "UPDATE events SET position = 999 WHERE session_id = 'chat-1' AND position = 3;"
         "UPDATE events SET position = 3 WHERE session_id = 'chat-1' AND position = 6;"
         "UPDATE events SET position = 6 WHERE session_id = 'chat-1' AND position = 999",
-        "hash_mismatch",
+        "missing_event",  # position 6 turns up where 3 belongs
         3,
     ),
     (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +12,6 @@ import pytest
 import eventmem
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "memory.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
-    async with eventmem.open(db_path) as opened:
-        yield opened
 
 
 def _event_count(db_path: Path) -> int:

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,17 +20,6 @@ from eventmem.projection import fold
 from eventmem.tokens import OpenAIChatCounter
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "memory.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
-    async with eventmem.open(db_path) as opened:
-        yield opened
 
 
 async def events_of(store: eventmem.Store, session: str) -> list[eventmem.StoredEvent]:
