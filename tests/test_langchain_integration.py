@@ -11,10 +11,8 @@ runs too.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -1157,28 +1155,3 @@ def test_the_core_never_imports_langchain() -> None:
         "assert loaded == [], loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-
-
-def doc_blocks() -> list[str]:
-    text = (ROOT / "docs" / "langchain.md").read_text(encoding="utf-8")
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
-
-
-def test_the_docs_have_code() -> None:
-    assert len(doc_blocks()) >= 4
-
-
-@pytest.mark.parametrize("index", range(len(doc_blocks())))
-def test_every_python_block_of_the_langchain_guide_runs(
-    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-docs-test")  # ChatOpenAI only counts tokens
-    before = set(threading.enumerate())
-    code = compile(doc_blocks()[index], f"docs/langchain.md[block {index}]", "exec")
-    exec(code, {"__name__": f"langchain_doc_{index}"})
-    # every store a block opens, it closes: no event-loop thread is left behind
-    leaked = set(threading.enumerate()) - before
-    for thread in leaked:
-        thread.join(timeout=5)
-    assert not [t for t in leaked if t.is_alive()]
