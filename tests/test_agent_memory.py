@@ -9,7 +9,6 @@ restores LangChain 0.3's documented ``save_context`` and nothing else.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -24,17 +23,16 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from langchain_core.agents import AgentAction, AgentActionMessageLog
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import _convert_message_to_dict
-from pydantic import SecretStr
 
 import eventmem
 from eventmem.events import StepRecorded, TurnSaved
 from tests.agent_strategies import AgentConfig, Turn, build_steps, configs, turns, weather_steps
+from tests.reference import STORE_EXAMPLES, chat_openai
 
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,
@@ -53,24 +51,10 @@ SESSION = "agent-run"
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_ROLES = ("tool", "function")
 
-_HYPOTHESIS = settings(
-    deadline=None,
-    database=None,  # keep the source tree clean; failures print their example anyway
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,  # tmp_path: every example uses a fresh file
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+_HYPOTHESIS = STORE_EXAMPLES
 
 
 # --- the reference ---------------------------------------------------------------------
-
-
-@functools.cache
-def chat_openai(model: str) -> Any:
-    """The LangChain model whose ``get_num_tokens_from_messages`` is the reference count."""
-    return ChatOpenAI(model=model, api_key=SecretStr("test"))
 
 
 class ReferenceMemory(LangChainAgentTokenBufferMemory):

@@ -10,7 +10,6 @@ hold exactly one event per save and per clear, across reopening the database fil
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from langchain_classic.memory import ConversationTokenBufferMemory
-from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
 
 import eventmem
+from tests.reference import STORE_EXAMPLES, chat_openai
 from tests.strategies import (
     Clear,
     Config,
@@ -40,24 +38,10 @@ from tests.strategies import (
 Op = Save | Clear | Reopen | SetLimit
 Buffer = str | list[tuple[str, str]]
 
-_HYPOTHESIS = settings(
-    deadline=None,
-    database=None,  # keep the source tree clean; failures print their example anyway
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,  # tmp_path: every example uses a fresh file
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+_HYPOTHESIS = STORE_EXAMPLES
 
 
 # --- the two sides ---------------------------------------------------------------------
-
-
-@functools.cache
-def chat_openai(model: str) -> Any:
-    """The LangChain model whose ``get_num_tokens_from_messages`` is the reference count."""
-    return ChatOpenAI(model=model, api_key=SecretStr("test"))
 
 
 def reference(
