@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
 
+from eventmem.audit import VerifyReport
 from eventmem.events import PruneMode, StoredEvent
 from eventmem.messages import Message
 from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
 
-__all__ = ["Backend", "StepRequest", "TurnRequest"]
+__all__ = ["Backend", "Progress", "StepRequest", "TurnRequest"]
+
+# Called as progress(done, total) from the thread doing the work.
+Progress = Callable[[int, int], None]
 
 
 class StepRequest(msgspec.Struct, frozen=True):
@@ -86,6 +91,33 @@ class Backend(Protocol):
 
     async def version(self, session_id: str) -> int:
         """Position of the session's last event (0 if it has none)."""
+        ...
+
+    async def count_events(self) -> int:
+        """Number of events in the store."""
+        ...
+
+    async def verify(self, progress: Progress | None = None) -> VerifyReport:
+        """Check every hash chain, session head and projection."""
+        ...
+
+    async def rebuild(self, progress: Progress | None = None) -> int:
+        """Recompute every projection from the events; return the number of sessions."""
+        ...
+
+    async def export_page(
+        self, session_id: str | None, after_id: int, limit: int
+    ) -> tuple[int, list[bytes]]:
+        """Export lines of the events after global position ``after_id``, and the last one."""
+        ...
+
+    async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
+        """Import export lines in one transaction; return (sessions, events)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         ...
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ writes the projections it yields.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -22,13 +22,13 @@ from eventmem.audit import (
 )
 from eventmem.errors import ImportRefusedError
 from eventmem.events import decode_event
+from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, encode_message, write_transaction
 from eventmem.store.reads import count_events
 
 __all__ = ["Progress", "export_page", "import_lines", "rebuild", "verify"]
 
-Progress = Callable[[int, int], None]
 _PROGRESS_EVERY = 20_000
 
 

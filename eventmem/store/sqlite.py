@@ -34,9 +34,8 @@ from eventmem.errors import (
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.store import maintenance, reads
-from eventmem.store.base import StepRequest, TurnRequest
+from eventmem.store.base import Backend, Progress, StepRequest, TurnRequest
 from eventmem.store.cache import ViewCache
-from eventmem.store.maintenance import Progress
 from eventmem.store.migrate import apply_migrations
 from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
 from eventmem.tokens import TokenCounter
@@ -263,3 +262,7 @@ def _configure(
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+# The class implements the interface the memories and the store are written against.
+_: type[Backend] = SQLiteBackend
