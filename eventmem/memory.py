@@ -46,6 +46,7 @@ def validate_session_id(session_id: object) -> str:
 
 
 def check_limit(value: object) -> int:
+    """Return ``value`` if it is a usable ``max_token_limit`` (an int >= 0)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"max_token_limit must be an int, got {type(value).__name__}")
     if value < 0:

@@ -56,6 +56,7 @@ HEAD_COLUMNS = (
 
 
 def now_us() -> int:
+    """Now, in microseconds since the Unix epoch (the events' ``recorded_at``)."""
     return time.time_ns() // 1000
 
 
@@ -92,12 +93,14 @@ class SessionHead:
 
     # -- Buffer protocol -------------------------------------------------------------
     def append(self, message: Message, tokens: int) -> None:
+        """Add a message to the buffer (written on flush)."""
         self._new.append((self.next_seq, tokens, encode_message(message).decode()))
         self._new_messages.append(message)
         self.next_seq += 1
         self.total_tokens += tokens
 
     def drop_oldest(self) -> None:
+        """Prune the oldest visible message, reading its count if it is stored."""
         seq = self.watermark
         if seq >= self._stored_next_seq:
             tokens = self._new[seq - self._stored_next_seq][1]
@@ -110,18 +113,22 @@ class SessionHead:
         self.watermark += 1
 
     def drop_all(self) -> None:
+        """Prune every visible message."""
         self.watermark = self.next_seq
         self.total_tokens = 0
 
     def visible(self) -> list[Message]:
+        """The visible messages: the stored rows, then the ones this write added."""
         # The table holds the rows from before this write; new ones are not flushed yet.
         first_new = max(self.watermark - self._stored_next_seq, 0)
         return self.visible_messages() + self._new_messages[first_new:]
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
+        """Hold a step (its event row is what is held)."""
         self.pending_steps += 1  # the event row itself is what is held
 
     def take_pending(self) -> list[tuple[int, StepRecorded]]:
+        """The steps recorded since the last turn, read from their events."""
         taken: list[tuple[int, StepRecorded]] = []
         if self.pending_steps:
             for position, data in self._conn.execute(
@@ -144,6 +151,7 @@ class SessionHead:
         return taken
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
+        """Replace the stored counts of the visible messages."""
         self._conn.executemany(
             "UPDATE view_messages SET tokens = ? WHERE session_id = ? AND seq = ?",
             [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
@@ -152,6 +160,7 @@ class SessionHead:
 
     # -- persistence -----------------------------------------------------------------
     def visible_messages(self) -> list[Message]:
+        """The visible messages as stored (before this write's additions)."""
         return [
             decode_message(row[0])
             for row in self._conn.execute(
@@ -161,6 +170,7 @@ class SessionHead:
         ]
 
     def append_event(self, event: Event, now_us: int) -> int:
+        """Insert the next event of the session, chained to the previous one."""
         data = encode_event(event)
         position = self.version + 1
         digest = chain_hash(self.head_hash, self.session_id, position, now_us, data)
@@ -193,6 +203,7 @@ class SessionHead:
         )
 
     def flush(self) -> None:
+        """Write the buffer's changes and the session's head row."""
         if self.watermark > self._stored_watermark and self._stored_next_seq > (
             self._stored_watermark
         ):
@@ -234,6 +245,7 @@ class SessionHead:
 
 
 def check_expected(head: SessionHead, expected_version: int | None) -> None:
+    """Raise :class:`ConcurrencyError` unless the session is at ``expected_version``."""
     if expected_version is not None and expected_version != head.version:
         raise ConcurrencyError(
             f"session {head.session_id!r} is at version {head.version}, "

@@ -129,6 +129,7 @@ def _check_projection(conn: sqlite3.Connection, fold: SessionFold) -> Problem | 
 
 
 def verify(conn: sqlite3.Connection, progress: Progress | None) -> VerifyReport:
+    """Check every chain, session head and projection, in one read snapshot."""
     conn.execute("BEGIN")  # one snapshot for the whole check
     try:
         checker = ChainChecker(trusted=True)
@@ -163,6 +164,7 @@ def _folds(conn: sqlite3.Connection, progress: Progress | None) -> Iterable[Sess
 
 
 def rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | None) -> int:
+    """Recompute every projection from the events, in one transaction."""
     cache.clear()
 
     def body() -> int:
@@ -180,6 +182,7 @@ def rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | Non
 def export_page(
     conn: sqlite3.Connection, session_id: str | None, after_id: int, limit: int
 ) -> tuple[int, list[bytes]]:
+    """Export lines of the events after global position ``after_id``, and the last id."""
     if session_id is None:
         rows = conn.execute(
             "SELECT id, session_id, position, recorded_at, kind, CAST(data AS BLOB), hash"
@@ -200,6 +203,7 @@ def export_page(
 
 
 def import_lines(conn: sqlite3.Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
+    """Import export lines (header and end line removed) in one transaction."""
     cache.clear()
 
     def body() -> tuple[int, int]:

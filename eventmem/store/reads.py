@@ -13,6 +13,7 @@ __all__ = ["count_events", "load_view", "read_events", "session_ids", "version"]
 
 
 def load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> list[Message]:
+    """The session's visible messages, from the cache when it holds this version."""
     conn.execute("BEGIN")  # version and rows from one snapshot, even while others write
     try:
         row = conn.execute(
@@ -40,6 +41,7 @@ def load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> li
 def read_events(
     conn: sqlite3.Connection, session_id: str, after_position: int, limit: int
 ) -> list[StoredEvent]:
+    """Up to ``limit`` of the session's events after ``after_position``."""
     rows = conn.execute(
         "SELECT position, id, recorded_at, data, hash FROM events"
         " WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?",
@@ -59,10 +61,12 @@ def read_events(
 
 
 def session_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every session, in order of creation."""
     return [row[0] for row in conn.execute("SELECT session_id FROM sessions ORDER BY created_at")]
 
 
 def version(conn: sqlite3.Connection, session_id: str) -> int:
+    """Position of the session's last event (0 if it has none)."""
     row = conn.execute(
         "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()

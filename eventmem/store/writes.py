@@ -126,6 +126,8 @@ def write_batch(
 
 
 def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
+    """The write of one ``save_context`` (its new steps as events of their own)."""
+
     def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
         counter = turn.counter
         tokens = turn.tokens or tuple(counter.count_message(m) for m in turn.messages)
@@ -197,6 +199,8 @@ def step_op(
     run: str | None,
     expected_version: int | None = None,
 ) -> WriteOp:
+    """The write of one step recorded live."""
+
     def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
         counted = _counted(counter, step)
 
@@ -221,6 +225,8 @@ def step_op(
 
 
 def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
+    """The write of one ``clear``."""
+
     def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
             head = SessionHead(conn, session_id)
