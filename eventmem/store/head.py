@@ -7,7 +7,6 @@ rows it prunes, and writes its changes back on :meth:`SessionHead.flush`; the pu
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,6 +24,7 @@ from eventmem.events import (
 )
 from eventmem.messages import Message, decode_trusted
 from eventmem.store.cache import ViewCache
+from eventmem.store.sql import Connection
 
 __all__ = [
     "HEAD_COLUMNS",
@@ -65,7 +65,7 @@ class SessionHead:
     of the live path: it reads only the rows it prunes and writes its changes on flush.
     """
 
-    def __init__(self, conn: sqlite3.Connection, session_id: str) -> None:
+    def __init__(self, conn: Connection, session_id: str) -> None:
         self._conn = conn
         self.session_id = session_id
         row = conn.execute(
@@ -253,9 +253,9 @@ def check_expected(head: SessionHead, expected_version: int | None) -> None:
         )
 
 
-def write_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+def write_transaction(conn: Connection, body: Callable[[], T]) -> T:
     """Run ``body`` in one write transaction."""
-    conn.execute("BEGIN IMMEDIATE")
+    conn.begin_write()
     try:
         result = body()
         conn.execute("COMMIT")

@@ -7,7 +7,6 @@ writes the projections it yields.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 
 import msgspec
@@ -26,6 +25,7 @@ from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, encode_message, write_transaction
 from eventmem.store.reads import count_events
+from eventmem.store.sql import Connection
 
 __all__ = ["Progress", "export_page", "import_lines", "rebuild", "verify"]
 
@@ -33,17 +33,17 @@ _PROGRESS_EVERY = 20_000
 
 
 def _event_rows(
-    conn: sqlite3.Connection, progress: Progress | None
+    conn: Connection, progress: Progress | None
 ) -> Iterator[tuple[str, int, int, bytes, bytes]]:
     total = count_events(conn) if progress else 0
-    # In append (rowid) order: a sequential scan; each session's events still come in
-    # position order, since positions are assigned on append. CAST hands over the JSON
-    # as bytes, the form the hash covers, without a decode/encode round trip.
-    cursor = conn.execute(
-        "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash FROM events ORDER BY id"
+    # In append (id) order: a sequential scan; each session's events still come in
+    # position order, since positions are assigned on append. ``data_bytes`` hands over
+    # the JSON as bytes, the form the hash covers, without a decode/encode round trip.
+    chunks = conn.stream(
+        f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash FROM events ORDER BY id"
     )
     done = 0
-    while rows := cursor.fetchmany(5000):
+    for rows in chunks:
         yield from rows
         done += len(rows)
         if progress and done % _PROGRESS_EVERY < len(rows):
@@ -76,7 +76,7 @@ def _view_rows(fold: SessionFold) -> list[tuple[str, int, int, str]]:
     ]
 
 
-def _write_projection(conn: sqlite3.Connection, fold: SessionFold) -> None:
+def _write_projection(conn: Connection, fold: SessionFold) -> None:
     conn.execute(
         f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})", _head_row(fold)
     )
@@ -86,7 +86,7 @@ def _write_projection(conn: sqlite3.Connection, fold: SessionFold) -> None:
     )
 
 
-def _check_projection(conn: sqlite3.Connection, fold: SessionFold) -> Problem | None:
+def _check_projection(conn: Connection, fold: SessionFold) -> Problem | None:
     stored_head = conn.execute(
         f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (fold.session_id,)
     ).fetchone()
@@ -128,9 +128,9 @@ def _check_projection(conn: sqlite3.Connection, fold: SessionFold) -> Problem | 
     return None
 
 
-def verify(conn: sqlite3.Connection, progress: Progress | None) -> VerifyReport:
+def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
     """Check every chain, session head and projection, in one read snapshot."""
-    conn.execute("BEGIN")  # one snapshot for the whole check
+    conn.begin_read()  # one snapshot for the whole check
     try:
         checker = ChainChecker(trusted=True)
         checker.feed(_event_rows(conn, progress))
@@ -152,7 +152,7 @@ def verify(conn: sqlite3.Connection, progress: Progress | None) -> VerifyReport:
     return checker.report
 
 
-def _folds(conn: sqlite3.Connection, progress: Progress | None) -> Iterable[SessionFold]:
+def _folds(conn: Connection, progress: Progress | None) -> Iterable[SessionFold]:
     """Every session folded from its events (no hash check: rebuild trusts the log)."""
     folds: dict[str, SessionFold] = {}
     for session_id, position, recorded_at, data, digest in _event_rows(conn, progress):
@@ -163,11 +163,12 @@ def _folds(conn: sqlite3.Connection, progress: Progress | None) -> Iterable[Sess
     return folds.values()
 
 
-def rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | None) -> int:
+def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None) -> int:
     """Recompute every projection from the events, in one transaction."""
     cache.clear()
 
     def body() -> int:
+        conn.lock_store()
         conn.execute("DELETE FROM view_messages")
         conn.execute("DELETE FROM sessions")
         count = 0
@@ -180,18 +181,18 @@ def rebuild(conn: sqlite3.Connection, cache: ViewCache, progress: Progress | Non
 
 
 def export_page(
-    conn: sqlite3.Connection, session_id: str | None, after_id: int, limit: int
+    conn: Connection, session_id: str | None, after_id: int, limit: int
 ) -> tuple[int, list[bytes]]:
     """Export lines of the events after global position ``after_id``, and the last id."""
     if session_id is None:
         rows = conn.execute(
-            "SELECT id, session_id, position, recorded_at, kind, CAST(data AS BLOB), hash"
+            f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
             " FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT id, session_id, position, recorded_at, kind, CAST(data AS BLOB), hash"
+            f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
             " FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
             (session_id, after_id, limit),
         ).fetchall()
@@ -202,11 +203,12 @@ def export_page(
     return (rows[-1][0] if rows else after_id), lines
 
 
-def import_lines(conn: sqlite3.Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
+def import_lines(conn: Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
     """Import export lines (header and end line removed) in one transaction."""
     cache.clear()
 
     def body() -> tuple[int, int]:
+        conn.lock_store()
         folds: dict[str, SessionFold] = {}
         rows = []
         for number, line in enumerate(lines, start=2):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from eventmem.events import StoredEvent, decode_event, micros_to_datetime
 from eventmem.messages import Message
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import decode_message
+from eventmem.store.sql import Connection
 
 __all__ = ["count_events", "load_view", "read_events", "session_ids", "version"]
 
 
-def load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> list[Message]:
+def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Message]:
     """The session's visible messages, from the cache when it holds this version."""
-    conn.execute("BEGIN")  # version and rows from one snapshot, even while others write
+    conn.begin_read()  # version and rows from one snapshot, even while others write
     try:
         row = conn.execute(
             "SELECT version, watermark FROM sessions WHERE session_id = ?", (session_id,)
@@ -39,7 +38,7 @@ def load_view(conn: sqlite3.Connection, cache: ViewCache, session_id: str) -> li
 
 
 def read_events(
-    conn: sqlite3.Connection, session_id: str, after_position: int, limit: int
+    conn: Connection, session_id: str, after_position: int, limit: int
 ) -> list[StoredEvent]:
     """Up to ``limit`` of the session's events after ``after_position``."""
     rows = conn.execute(
@@ -60,12 +59,12 @@ def read_events(
     ]
 
 
-def session_ids(conn: sqlite3.Connection) -> list[str]:
+def session_ids(conn: Connection) -> list[str]:
     """Every session, in order of creation."""
     return [row[0] for row in conn.execute("SELECT session_id FROM sessions ORDER BY created_at")]
 
 
-def version(conn: sqlite3.Connection, session_id: str) -> int:
+def version(conn: Connection, session_id: str) -> int:
     """Position of the session's last event (0 if it has none)."""
     row = conn.execute(
         "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
@@ -73,6 +72,6 @@ def version(conn: sqlite3.Connection, session_id: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-def count_events(conn: sqlite3.Connection) -> int:
+def count_events(conn: Connection) -> int:
     """Number of events in the store."""
     return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])

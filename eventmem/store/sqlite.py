@@ -37,6 +37,7 @@ from eventmem.store import maintenance, reads
 from eventmem.store.base import Backend, Progress, StepRequest, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.migrate import apply_migrations
+from eventmem.store.sql import SQLiteConnection
 from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
 from eventmem.tokens import TokenCounter
 
@@ -102,7 +103,7 @@ class SQLiteBackend:
         where = os.fspath(path)
         database = await anyio.to_thread.run_sync(_database_uri, where, create)
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
-        conn = aiosqlite.connect(database, uri=True, isolation_level=None)
+        conn = aiosqlite.connect(database, uri=True, isolation_level=None, factory=SQLiteConnection)
         try:
             await conn
         except sqlite3.Error as e:
@@ -125,7 +126,7 @@ class SQLiteBackend:
         conn = self._conn
 
         def call() -> T:
-            raw: sqlite3.Connection = conn._conn  # aiosqlite keeps it for its own thread
+            raw = conn._conn  # a SQLiteConnection, kept by aiosqlite for its own thread
             try:
                 return fn(raw, *args)
             except sqlite3.Error as e:

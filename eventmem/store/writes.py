@@ -8,8 +8,8 @@ pure projection.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
+from typing import NamedTuple
 
 from eventmem.errors import EventmemError, InvalidInputError
 from eventmem.events import MemoryCleared, StepRecorded, TurnSaved
@@ -18,6 +18,7 @@ from eventmem.projection import apply, needs_recount
 from eventmem.store.base import StepRequest, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead, check_expected, now_us, write_transaction
+from eventmem.store.sql import Connection
 from eventmem.tokens import TokenCounter
 
 __all__ = ["WriteOp", "clear_op", "step_op", "turn_op", "write_batch"]
@@ -71,13 +72,20 @@ def _match_live_steps(
             )
 
 
-# A write: called on the connection's thread outside any transaction (to count tokens,
-# without holding the lock), it returns the body to run inside the batch's transaction.
-WriteOp = Callable[[sqlite3.Connection], Callable[[], SessionHead]]
+# Called on the connection's thread outside any transaction (to count tokens without
+# holding a lock), it returns the body to run inside the batch's transaction.
+Prepare = Callable[[Connection], Callable[[], SessionHead]]
+
+
+class WriteOp(NamedTuple):
+    """A write of one session, waiting for its batch."""
+
+    session_id: str
+    prepare: Prepare
 
 
 def write_batch(
-    conn: sqlite3.Connection, cache: ViewCache, ops: list[WriteOp]
+    conn: Connection, cache: ViewCache, ops: list[WriteOp]
 ) -> list[int | EventmemError]:
     """Run several writes in one transaction (group commit); each is all or nothing.
 
@@ -89,12 +97,20 @@ def write_batch(
     bodies: list[Callable[[], SessionHead] | EventmemError] = []
     for op in ops:
         try:
-            bodies.append(op(conn))
+            bodies.append(op.prepare(conn))
         except EventmemError as e:
             bodies.append(e)
     outcomes: list[SessionHead | EventmemError] = []
 
     def run_all() -> None:
+        # Every session of the batch at once, before any is read: taking them one by one
+        # could deadlock with another process's batch (PostgreSQL; SQLite's transaction
+        # already holds the whole file).
+        conn.lock_sessions(
+            op.session_id
+            for op, body in zip(ops, bodies, strict=True)
+            if not isinstance(body, EventmemError)
+        )
         for body in bodies:
             if isinstance(body, EventmemError):
                 outcomes.append(body)
@@ -128,7 +144,7 @@ def write_batch(
 def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
     """The write of one ``save_context`` (its new steps as events of their own)."""
 
-    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection) -> Callable[[], SessionHead]:
         counter = turn.counter
         tokens = turn.tokens or tuple(counter.count_message(m) for m in turn.messages)
         step_counts = [_counted(counter, step) for step in turn.steps or ()]
@@ -188,7 +204,7 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
 
         return body
 
-    return prepare
+    return WriteOp(session_id, prepare)
 
 
 def step_op(
@@ -201,7 +217,7 @@ def step_op(
 ) -> WriteOp:
     """The write of one step recorded live."""
 
-    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection) -> Callable[[], SessionHead]:
         counted = _counted(counter, step)
 
         def body() -> SessionHead:
@@ -221,13 +237,13 @@ def step_op(
 
         return body
 
-    return prepare
+    return WriteOp(session_id, prepare)
 
 
 def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
     """The write of one ``clear``."""
 
-    def prepare(conn: sqlite3.Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
             head = SessionHead(conn, session_id)
             check_expected(head, expected_version)
@@ -239,4 +255,4 @@ def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
 
         return body
 
-    return prepare
+    return WriteOp(session_id, prepare)

@@ -1,0 +1,106 @@
+"""The connection interface the store's SQL is written against, and its SQLite side.
+
+The store's statements (:mod:`~eventmem.store.head`, :mod:`~eventmem.store.writes`,
+:mod:`~eventmem.store.reads`, :mod:`~eventmem.store.maintenance`) are plain SQL with
+``?`` placeholders that both SQLite and PostgreSQL accept. What differs between the two
+(how a write transaction starts, how sessions are locked, how the event JSON is read as
+bytes) is a method of the connection, so those modules never ask which database it is.
+Every call runs on the backend's worker thread, a whole transaction at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+__all__ = ["Connection", "Cursor", "SQLiteConnection"]
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """A connection of either dialect, used from one thread at a time."""
+
+    # The SQL expression reading an event's ``data`` as the bytes its hash covers.
+    data_bytes: str
+
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection so far."""
+        ...
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open."""
+        ...
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor:
+        """Run one statement (``?`` placeholders)."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        """Run one statement once per parameter row."""
+        ...
+
+    def begin_write(self) -> None:
+        """Open a write transaction (SQLite takes the database's write lock here)."""
+        ...
+
+    def begin_read(self) -> None:
+        """Open a transaction whose reads all see one snapshot."""
+        ...
+
+    def lock_sessions(self, session_ids: Iterable[str]) -> None:
+        """Inside a write transaction: hold these sessions until it ends (a no-op where
+        the transaction already holds the whole database)."""
+        ...
+
+    def lock_store(self) -> None:
+        """Inside a write transaction: keep every other writer out until it ends."""
+        ...
+
+    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows of a large query, in chunks rather than all at once."""
+        ...
+
+
+_STREAM_CHUNK = 5000
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """``sqlite3.Connection`` with the store's dialect methods (used as its factory).
+
+    A write transaction is ``BEGIN IMMEDIATE``: it takes the file's single write lock,
+    so sessions need no locks of their own.
+    """
+
+    data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
+
+    def begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
+        self.execute("BEGIN IMMEDIATE")
+
+    def begin_read(self) -> None:
+        """A deferred transaction: in WAL mode its reads share one snapshot."""
+        self.execute("BEGIN")
+
+    def lock_sessions(self, session_ids: Iterable[str]) -> None:
+        """Nothing to do: the write transaction holds the whole file."""
+
+    def lock_store(self) -> None:
+        """Nothing to do: the write transaction holds the whole file."""
+
+    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows, in chunks."""
+        cursor = self.execute(sql, parameters)
+        while rows := cursor.fetchmany(_STREAM_CHUNK):
+            yield rows
