@@ -1,7 +1,7 @@
 """eventmem: durable, auditable, token-bounded conversation memory for LLM agents.
 
-Every ``save_context`` is an immutable event in SQLite; the buffer the model sees is a
-projection of the log, pruned oldest-first to ``max_token_limit`` tokens.
+Every ``save_context`` is an immutable event in SQLite (or PostgreSQL); the buffer the
+model sees is a projection of the log, pruned oldest-first to ``max_token_limit`` tokens.
 
 >>> import eventmem
 >>> async def main() -> None:
@@ -23,6 +23,7 @@ from eventmem.errors import (
     InputKeyError,
     InvalidInputError,
     MigrationError,
+    MissingDependencyError,
     MissingKeyError,
     NotAnEventmemDatabaseError,
     NotSerializableError,
@@ -58,6 +59,7 @@ __all__ = [
     "MemoryCleared",
     "Message",
     "MigrationError",
+    "MissingDependencyError",
     "MissingKeyError",
     "NotAnEventmemDatabaseError",
     "NotSerializableError",

@@ -17,7 +17,7 @@ from eventmem.audit import (
     VerifyReport,
     rewrite_for_replay,
 )
-from eventmem.errors import ImportRefusedError, InvalidInputError
+from eventmem.errors import ImportRefusedError, InvalidInputError, MissingDependencyError
 from eventmem.events import Event, PruneMode, StoredEvent
 from eventmem.memory import (
     AgentTokenBufferMemory,
@@ -27,6 +27,7 @@ from eventmem.memory import (
 )
 from eventmem.messages import Message
 from eventmem.projection import fold
+from eventmem.store.base import Backend
 from eventmem.store.sqlite import Durability, Progress, SQLiteBackend
 from eventmem.tokens import TokenCounter, resolve_counter
 
@@ -42,7 +43,7 @@ class Store:
     Get one with :func:`eventmem.open`; close it with ``aclose()`` or ``async with``.
     """
 
-    def __init__(self, backend: SQLiteBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
     def token_buffer(
@@ -276,7 +277,7 @@ class Store:
             )
 
     def __repr__(self) -> str:
-        return f"<eventmem.Store {self._backend._where!r}>"
+        return f"<eventmem.Store {getattr(self._backend, '_where', '?')!r}>"
 
 
 class _Opening:
@@ -288,6 +289,14 @@ class _Opening:
         self._store: Store | None = None
 
     async def _open(self) -> Store:
+        if _is_postgres_url(self._path):
+            try:
+                from eventmem.store.postgres import PostgresBackend
+            except ImportError as e:
+                raise MissingDependencyError(
+                    "a PostgreSQL store needs psycopg 3: pip install 'eventmem[postgres]'"
+                ) from e
+            return Store(await PostgresBackend.open(str(self._path), **self._options))
         return Store(await SQLiteBackend.open(self._path, **self._options))
 
     def __await__(self) -> Generator[Any, None, Store]:
@@ -315,13 +324,19 @@ def open(
     busy_timeout: float = 30.0,
     cache_sessions: int = 1024,
 ) -> _Opening:
-    """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``).
+    """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
+    or, given a ``postgresql://`` URL, in a PostgreSQL database.
+
+    A URL is a libpq URI (``postgresql://user:password@host:5432/dbname``); the store lives
+    in the schema ``eventmem`` unless ``?schema=NAME`` names another. The extra
+    ``eventmem[postgres]`` installs its driver.
 
     ``durability="normal"`` (the default) survives a process crash but may lose the last
-    commits on power loss; ``"full"`` syncs every commit. ``busy_timeout`` is how many
-    seconds a write waits for another process's lock. ``cache_sessions`` bounds how many
-    sessions' decoded buffers stay cached (each validated against the stored version on
-    every load; 0 disables the cache). Use as
+    commits on power loss; ``"full"`` syncs every commit (in PostgreSQL the server's
+    ``synchronous_commit`` decides; ``"full"`` sets it on for this connection).
+    ``busy_timeout`` is how many seconds a write waits for another process's lock.
+    ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
+    validated against the stored version on every load; 0 disables the cache). Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
     """
     if durability not in ("normal", "full"):
@@ -342,3 +357,8 @@ def open(
             "cache_sessions": cache_sessions,
         },
     )
+
+
+def _is_postgres_url(target: object) -> bool:
+    # Checked here, not imported from the backend: psycopg is an optional dependency.
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))

@@ -18,6 +18,7 @@ __all__ = [
     "InputKeyError",
     "InvalidInputError",
     "MigrationError",
+    "MissingDependencyError",
     "MissingKeyError",
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
@@ -88,11 +89,12 @@ class StorageError(EventmemError):
 
 
 class NotAnEventmemDatabaseError(StorageError):
-    """The file is not a SQLite database, or is a SQLite database of another application."""
+    """The file is not a SQLite database, or belongs to another application (in
+    PostgreSQL: the store's schema holds tables that are not eventmem's, or no store)."""
 
 
 class CorruptDatabaseError(StorageError):
-    """SQLite reports the database file as malformed."""
+    """The database reports its file (or, in PostgreSQL, a page or index) as corrupt."""
 
 
 class SchemaVersionError(StorageError):
@@ -100,15 +102,21 @@ class SchemaVersionError(StorageError):
 
 
 class DatabaseLockedError(StorageError):
-    """Another connection held the write lock for longer than the busy timeout."""
+    """Another connection held the write lock (in PostgreSQL: a session's lock) for
+    longer than the busy timeout."""
 
 
 class ReadOnlyDatabaseError(StorageError):
-    """The database file (or its directory) cannot be written."""
+    """The database file (or its directory) cannot be written; in PostgreSQL, the
+    server is read-only (a standby) or the role may not write."""
 
 
 class DiskFullError(StorageError):
     """The disk (or the database's size limit) is full; the write was rolled back."""
+
+
+class MissingDependencyError(EventmemError, ImportError):
+    """An optional feature's package is not installed (the message names the extra)."""
 
 
 class MigrationError(StorageError):

@@ -34,6 +34,9 @@ def validate_session_id(session_id: object) -> str:
         raise InvalidInputError(f"session id must be a str, got {type(session_id).__name__}")
     if not session_id:
         raise InvalidInputError("session id must not be empty")
+    if "\x00" in session_id:
+        # PostgreSQL's text cannot hold it; refused everywhere so both backends agree.
+        raise InvalidInputError("session id must not contain NUL characters")
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise InvalidInputError(
             f"session id is {len(session_id)} characters; the limit is {MAX_SESSION_ID_LENGTH}"

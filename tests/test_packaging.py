@@ -44,7 +44,8 @@ def test_the_wheel_ships_encodings_migrations_and_types(wheel: Path) -> None:
         "eventmem/encodings/o200k_base.tiktoken",
         "eventmem/encodings/SHA256SUMS",
         "eventmem/encodings/LICENSE-tiktoken",
-        "eventmem/migrations/0001_initial.sql",
+        "eventmem/migrations/sqlite/0001_initial.sql",
+        "eventmem/migrations/postgresql/0001_initial.sql",
         "eventmem/py.typed",
     ]:
         assert required in names

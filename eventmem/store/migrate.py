@@ -1,10 +1,11 @@
-"""Schema migrations: ``migrations/NNNN_name.sql``, applied in order on open.
+"""Schema migrations: ``migrations/<dialect>/NNNN_name.sql``, applied in order on open.
 
 Pending files run in one transaction together with their rows in ``eventmem_migrations``,
 so a database is always at exactly one schema version. A database whose history names a
 version this eventmem does not know (written by a newer release) is refused, as is one
-with a gap. Runs on a plain ``sqlite3.Connection`` in autocommit mode (the backend's
-worker thread).
+with a gap. Both dialects share the version numbers: version N is the same schema in
+SQLite and PostgreSQL. This module applies SQLite's, on a plain ``sqlite3.Connection`` in
+autocommit mode (the backend's worker thread); ``pg_schema`` applies PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Literal
 
 from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
 
-__all__ = ["APPLICATION_ID", "Migration", "apply_migrations", "known_migrations"]
+__all__ = [
+    "APPLICATION_ID",
+    "Dialect",
+    "Migration",
+    "apply_migrations",
+    "check_history",
+    "known_migrations",
+]
+
+Dialect = Literal["sqlite", "postgresql"]
 
 APPLICATION_ID = 0x45564D4D  # "EVMM", set by 0001_initial.sql
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -33,19 +44,19 @@ class Migration:
     sql: str
 
 
-def _migrations_dir() -> Traversable:
+def _migrations_dir(dialect: Dialect) -> Traversable:
     # Installed wheels carry the files inside the package; a source checkout (or an
     # editable install) has them at the repository's top level.
     packaged = resources.files("eventmem") / "migrations"
     if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "migrations"
+        return packaged / dialect
+    return Path(__file__).resolve().parents[2] / "migrations" / dialect
 
 
-def known_migrations() -> list[Migration]:
-    """Every migration shipped with this eventmem, in order."""
+def known_migrations(dialect: Dialect = "sqlite") -> list[Migration]:
+    """Every migration shipped with this eventmem for ``dialect``, in order."""
     found = []
-    for entry in _migrations_dir().iterdir():
+    for entry in _migrations_dir(dialect).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
@@ -100,13 +111,13 @@ def apply_migrations(conn: sqlite3.Connection, *, create: bool = True) -> int:
             "the file is empty, not an eventmem store (it was opened with create=False, "
             "so it is left as it is)"
         )
-    _check_history(applied or [], len(known))
+    check_history(applied or [], len(known))
     if applied is not None and len(applied) == len(known):
         return len(known)
     conn.execute("BEGIN IMMEDIATE")
     try:
         applied = _applied_versions(conn) or []
-        _check_history(applied, len(known))
+        check_history(applied, len(known))
         for migration in known[len(applied) :]:
             _apply_one(conn, migration)
         conn.execute("COMMIT")
@@ -117,7 +128,8 @@ def apply_migrations(conn: sqlite3.Connection, *, create: bool = True) -> int:
     return len(known)
 
 
-def _check_history(applied: list[int], newest: int) -> None:
+def check_history(applied: list[int], newest: int) -> None:
+    """Refuse a schema history from a newer eventmem, or one with a gap."""
     if applied and max(applied) > newest:
         raise SchemaVersionError(
             f"the database has schema version {max(applied)}, written by a newer eventmem; "

@@ -1,5 +1,6 @@
 -- eventmem schema 1: the append-only event log and the buffer projection.
 -- Applied by eventmem/store/migrate.py inside one transaction with its bookkeeping row.
+-- migrations/postgresql/0001_initial.sql is the same schema for PostgreSQL.
 
 PRAGMA application_id = 1163283789;  -- 0x4556_4D4D, "EVMM": marks the file as eventmem's
 

@@ -1,0 +1,278 @@
+"""The PostgreSQL backend, on psycopg 3.
+
+The store's statements and write logic are the ones SQLite runs (see
+:mod:`eventmem.store.sql`); this module supplies PostgreSQL's side of the connection
+interface, the translation of its errors, and opening a store from a URL. As with
+SQLite, each operation (a whole transaction) runs on a worker thread that owns the
+connection, so a save is one thread hop and a caller cancelled while it waits cannot
+leave a transaction half-open. Concurrent saves are committed in batches the same way.
+
+Sessions are serialised with transaction-scoped advisory locks, taken for a whole batch
+at once and in one fixed order, so writers on many hosts neither interleave within a
+session nor deadlock across sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+
+import anyio
+import psycopg
+from psycopg import errors as pg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from eventmem.errors import (
+    ClosedError,
+    CorruptDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
+    EventmemError,
+    InvalidInputError,
+    ReadOnlyDatabaseError,
+    StorageError,
+)
+from eventmem.store.base import Backend
+from eventmem.store.pg_schema import apply_migrations
+from eventmem.store.sqlite import Durability, SQLiteBackend
+
+__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection", "is_postgres_url"]
+
+T = TypeVar("T")
+DEFAULT_SCHEMA = "eventmem"
+SESSION_LOCK_CLASS = 0x45564D53  # "EVMS": the classid of every session's advisory lock
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_STREAM_CHUNK = 5000
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def is_postgres_url(target: object) -> bool:
+    """Whether ``target`` names a PostgreSQL server rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def session_lock_key(schema: str, session_id: str) -> int:
+    """The advisory lock of a session (a signed 32-bit objid; collisions only serialise)."""
+    digest = hashlib.blake2b(f"{schema}\0{session_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PostgresConnection:
+    """PostgreSQL's side of :class:`~eventmem.store.sql.Connection`, over psycopg.
+
+    Statements arrive with ``?`` placeholders and are rewritten once to psycopg's
+    ``%s``; psycopg prepares those it sees repeatedly.
+    """
+
+    data_bytes = "convert_to(data, 'UTF8')"  # the stored TEXT's UTF-8 bytes
+
+    def __init__(self, raw: psycopg.Connection[Any], schema: str) -> None:
+        self.raw = raw
+        self.schema = schema
+        self._changes = 0
+        self._statements: dict[str, tuple[str, bool]] = {}
+
+    def _statement(self, query: str) -> tuple[str, bool]:
+        known = self._statements.get(query)
+        if known is None:
+            text = query.replace("%", "%%").replace("?", "%s")
+            known = self._statements[query] = (text, query.lstrip().upper().startswith(_WRITES))
+        return known
+
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection so far."""
+        return self._changes
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (or failed and not yet rolled back)."""
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def execute(self, query: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """Run one statement."""
+        text, writes = self._statement(query)
+        cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
+        if writes and cursor.rowcount > 0:
+            self._changes += cursor.rowcount
+        return cursor
+
+    def executemany(self, query: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """Run one statement per row (psycopg pipelines them)."""
+        text, writes = self._statement(query)
+        rows = [tuple(row) for row in parameters]
+        if not rows:
+            return
+        with self.raw.cursor() as cursor:
+            cursor.executemany(cast("sql.SQL", text), rows)
+        if writes:
+            self._changes += len(rows)
+
+    def begin_write(self) -> None:
+        """Open a read-committed transaction; sessions are locked explicitly."""
+        self.raw.execute("BEGIN")
+
+    def begin_read(self) -> None:
+        """A repeatable-read transaction: every read sees one snapshot."""
+        self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def lock_sessions(self, session_ids: Iterable[str]) -> None:
+        """Take the sessions' advisory locks in one statement, in ascending key order:
+        every writer takes locks in that order, so two batches never deadlock."""
+        keys = sorted({session_lock_key(self.schema, s) for s in session_ids})
+        if keys:
+            self.raw.execute(
+                # PostgreSQL evaluates a volatile select list after ORDER BY: row by row.
+                "SELECT pg_advisory_xact_lock(%s, key)"
+                " FROM unnest(%s::integer[]) WITH ORDINALITY AS t(key, n) ORDER BY n",
+                (SESSION_LOCK_CLASS, keys),
+            )
+
+    def lock_store(self) -> None:
+        """Keep writers out of every table until the transaction ends (reads go on)."""
+        self.raw.execute("LOCK TABLE events, sessions, view_messages IN SHARE ROW EXCLUSIVE MODE")
+
+    def stream(self, query: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows through a server-side cursor, in chunks (inside a transaction)."""
+        text, _ = self._statement(query)
+        with self.raw.cursor(name="eventmem_stream") as cursor:
+            cursor.execute(cast("sql.SQL", text), tuple(parameters))
+            while rows := cursor.fetchmany(_STREAM_CHUNK):
+                yield rows
+
+
+def translate(error: psycopg.Error, where: str) -> EventmemError:
+    """The one place psycopg errors become eventmem errors."""
+    text = str(error).strip()
+    if isinstance(error, (pg.LockNotAvailable, pg.DeadlockDetected)) or (
+        isinstance(error, pg.QueryCanceled) and "lock timeout" in text
+    ):
+        return DatabaseLockedError(
+            f"{where}: another connection held a lock past the busy timeout ({text})"
+        )
+    if isinstance(error, (pg.ReadOnlySqlTransaction, pg.InsufficientPrivilege)):
+        return ReadOnlyDatabaseError(f"{where} cannot be written: {text}")
+    if isinstance(error, pg.DiskFull):
+        return DiskFullError(f"{where}: no space left, the write was rolled back ({text})")
+    if isinstance(error, (pg.DataCorrupted, pg.IndexCorrupted)):
+        return CorruptDatabaseError(f"{where} is corrupt: {text}")
+    if isinstance(error, psycopg.OperationalError):
+        return StorageError(f"{where}: the connection failed: {text}")
+    return StorageError(f"{where}: PostgreSQL error: {text}")
+
+
+class _Target:
+    """Where a URL points: what psycopg connects to, the schema, and a printable name."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        schemas = [value for key, value in query if key == "schema"]
+        self.schema = schemas[-1] if schemas else DEFAULT_SCHEMA
+        if not _SCHEMA_NAME.match(self.schema):
+            raise InvalidInputError(
+                f"schema must be a plain SQL name (letters, digits, _), got {self.schema!r}"
+            )
+        rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+        self.conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
+        host = parts.hostname or "localhost"
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        self.display = f"postgresql://{user}{host}{port}{parts.path}?schema={self.schema}"
+
+
+class PostgresBackend(SQLiteBackend):
+    """Event logs and buffer projections in one schema of a PostgreSQL database.
+
+    The batching, the cache and every operation are the SQLite backend's; only the
+    connection differs (how it is opened, run and closed).
+    """
+
+    def __init__(
+        self,
+        conn: PostgresConnection,
+        target: _Target,
+        settings: tuple[int, Durability],
+        cache_sessions: int,
+    ) -> None:
+        super().__init__(cast(Any, None), target.display, cache_sessions)
+        self._pg = conn
+        self._target = target
+        self._settings = settings
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(  # type: ignore[override]
+        cls,
+        url: str,
+        *,
+        create: bool = True,
+        durability: Durability = "normal",
+        busy_timeout: float = 30.0,
+        cache_sessions: int = 1024,
+    ) -> PostgresBackend:
+        """Connect, and (if ``create``) create the store's schema or bring it up to date."""
+        target = _Target(url)
+        # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
+        settings = (max(1, int(busy_timeout * 1000)), durability)
+        raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
+        return cls(PostgresConnection(raw, target.schema), target, settings, cache_sessions)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the worker thread, one call at a time."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+
+        def call() -> T:
+            conn = self._pg
+            try:
+                if conn.raw.closed:
+                    # The server went away since the last call: reconnect.
+                    conn.raw = _connect(self._target, self._settings, False)
+                return fn(conn, *args)
+            except psycopg.Error as e:
+                if conn.in_transaction and not conn.raw.closed:
+                    conn.raw.rollback()
+                raise translate(e, self._where) from e
+
+        # Not cancellable while the thread runs: the call always ends in COMMIT or
+        # ROLLBACK before the caller hears of its cancellation.
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await anyio.to_thread.run_sync(self._pg.raw.close, limiter=self._limiter)
+
+
+def _connect(
+    target: _Target, settings: tuple[int, Durability], create: bool
+) -> psycopg.Connection[Any]:
+    lock_timeout_ms, durability = settings
+    try:
+        raw = psycopg.connect(
+            target.conninfo, autocommit=True, connect_timeout=10, application_name="eventmem"
+        )
+    except psycopg.Error as e:
+        raise StorageError(f"cannot connect to {target.display}: {str(e).strip()}") from e
+    try:
+        raw.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
+        raw.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        if durability == "full":
+            raw.execute("SET synchronous_commit = on")
+        apply_migrations(raw, target.schema, create=create)
+    except BaseException as e:
+        raw.close()
+        if isinstance(e, psycopg.Error):
+            raise translate(e, target.display) from e
+        raise
+    return raw
+
+
+# The class implements the interface the memories and the store are written against.
+_: type[Backend] = PostgresBackend

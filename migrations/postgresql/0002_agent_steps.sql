@@ -1,0 +1,8 @@
+-- eventmem schema 2 for PostgreSQL: agent intermediate steps
+-- (as migrations/sqlite/0002_agent_steps.sql).
+-- Steps are `step` events; until their turn is saved they are pending. The session head
+-- remembers where its last turn ended and how many steps wait after it, so a save reads
+-- only this turn's step events, never the history.
+
+ALTER TABLE sessions ADD COLUMN turn_position BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN pending_steps BIGINT NOT NULL DEFAULT 0;
