@@ -1,4 +1,5 @@
-"""Shared fixtures: offline reference tokenizers for LangChain, stores on real files."""
+"""Shared fixtures: offline reference tokenizers for LangChain, stores on real files and
+on the real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 import eventmem
 import eventmem.tokens
+from tests.backends import BACKENDS, check_postgres, drop_target, new_target
 
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
@@ -43,10 +45,32 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "eventmem.db"
 
 
+@pytest.fixture(scope="session")
+def _postgres_server() -> None:
+    """The PostgreSQL server the suite runs against: unreachable fails, never skips."""
+    check_postgres()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn: a test using it (or ``target``/``store``) runs once per backend."""
+    if request.param == "postgresql":
+        request.getfixturevalue("_postgres_server")
+    return str(request.param)
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[eventmem.Store]:
-    """An open store on ``db_path``, closed after the test."""
-    async with eventmem.open(db_path) as opened:
+def target(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a new store goes: a SQLite file path, or a PostgreSQL URL with its own schema."""
+    location = new_target(backend, tmp_path)
+    yield location
+    drop_target(location)
+
+
+@pytest.fixture
+async def store(target: str) -> AsyncIterator[eventmem.Store]:
+    """An open store on ``target`` (each backend in turn), closed after the test."""
+    async with eventmem.open(target) as opened:
         yield opened
 
 
