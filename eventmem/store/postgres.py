@@ -39,6 +39,7 @@ from eventmem.errors import (
 from eventmem.store.base import Backend
 from eventmem.store.pg_schema import apply_migrations
 from eventmem.store.sqlite import Durability, SQLiteBackend
+from eventmem.store.writes import write_batch
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection", "is_postgres_url"]
 
@@ -85,7 +86,7 @@ class PostgresConnection:
 
     @property
     def total_changes(self) -> int:
-        """Rows inserted, updated or deleted through this connection so far."""
+        """Write statements sent so far (rows are not known until a pipeline syncs)."""
         return self._changes
 
     @property
@@ -97,8 +98,7 @@ class PostgresConnection:
         """Run one statement."""
         text, writes = self._statement(query)
         cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
-        if writes and cursor.rowcount > 0:
-            self._changes += cursor.rowcount
+        self._changes += writes
         return cursor
 
     def executemany(self, query: str, parameters: Iterable[Sequence[Any]], /) -> None:
@@ -109,8 +109,7 @@ class PostgresConnection:
             return
         with self.raw.cursor() as cursor:
             cursor.executemany(cast("sql.SQL", text), rows)
-        if writes:
-            self._changes += len(rows)
+        self._changes += writes
 
     def begin_write(self) -> None:
         """Open a read-committed transaction; sessions are locked explicitly."""
@@ -169,7 +168,11 @@ class _Target:
     """Where a URL points: what psycopg connects to, the schema, and a printable name."""
 
     def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError as e:  # a bad port or IPv6 address; the message has no password
+            raise InvalidInputError(f"not a valid PostgreSQL URL: {e}") from None
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         schemas = [value for key, value in query if key == "schema"]
         self.schema = schemas[-1] if schemas else DEFAULT_SCHEMA
@@ -181,7 +184,6 @@ class _Target:
         self.conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
         host = parts.hostname or "localhost"
         user = f"{parts.username}@" if parts.username else ""
-        port = f":{parts.port}" if parts.port else ""
         self.display = f"postgresql://{user}{host}{port}{parts.path}?schema={self.schema}"
 
 
@@ -233,7 +235,12 @@ class PostgresBackend(SQLiteBackend):
                 if conn.raw.closed:
                     # The server went away since the last call: reconnect.
                     conn.raw = _connect(self._target, self._settings, False)
-                return fn(conn, *args)
+                if fn not in _PIPELINED:
+                    return fn(conn, *args)
+                # Statements whose results are not read (the writes) are sent without
+                # waiting; only reads and the commit wait for the server.
+                with conn.raw.pipeline():
+                    return fn(conn, *args)
             except psycopg.Error as e:
                 if conn.in_transaction and not conn.raw.closed:
                     conn.raw.rollback()
@@ -248,6 +255,11 @@ class PostgresBackend(SQLiteBackend):
         if not self._closed:
             self._closed = True
             await anyio.to_thread.run_sync(self._pg.raw.close, limiter=self._limiter)
+
+
+# Writes: most of their statements' results are never read. (Verify, rebuild and
+# export stream through a server-side cursor, which a pipeline cannot hold.)
+_PIPELINED: frozenset[Callable[..., Any]] = frozenset({write_batch})
 
 
 def _connect(
