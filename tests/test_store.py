@@ -1,4 +1,5 @@
-"""The event log and its projection, against a real SQLite file."""
+"""The event log and its projection, against each backend (a SQLite file and a
+PostgreSQL schema); the tests at the end are about the SQLite file itself."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg
 import pytest
 
 import eventmem
 from eventmem.events import MemoryCleared, TurnSaved
 from eventmem.messages import Message
 from eventmem.projection import fold
+from eventmem.store.sqlite import SQLiteBackend
 from eventmem.tokens import OpenAIChatCounter
+from tests.backends import raw_database
+from tests.probes import target_exists, traced_statements
 
 pytestmark = pytest.mark.anyio
 
@@ -161,6 +166,8 @@ async def test_limit_below_the_reply_primer_empties_the_buffer(store: eventmem.S
 
 # -- invariant 1: immutability is enforced by the database --------------------------------
 
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
 
 @pytest.mark.parametrize(
     "statement",
@@ -171,42 +178,36 @@ async def test_limit_below_the_reply_primer_empties_the_buffer(store: eventmem.S
         "DELETE FROM events",
     ],
 )
-async def test_the_database_refuses_to_change_events(db_path: Path, statement: str) -> None:
-    async with eventmem.open(db_path) as store:
+async def test_the_database_refuses_to_change_events(target: str, statement: str) -> None:
+    async with eventmem.open(target) as store:
         await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
-    conn = sqlite3.connect(db_path)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
-            conn.execute(statement)
-        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
-    finally:
-        conn.close()
+    with raw_database(target) as db:
+        with pytest.raises(INTEGRITY_ERRORS, match="immutable"):
+            db.execute(statement)
+        assert db.execute("SELECT count(*) FROM events") == [(1,)]
+        assert db.execute("SELECT session_id, data FROM events")[0][0] == "s"
 
 
-async def test_the_database_refuses_a_gap_in_positions(db_path: Path) -> None:
-    async with eventmem.open(db_path) as store:
+async def test_the_database_refuses_a_gap_in_positions(target: str) -> None:
+    async with eventmem.open(target) as store:
         await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
-    conn = sqlite3.connect(db_path)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="gapless"):
-            conn.execute(
-                "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-                " VALUES ('s', 3, 'clear', 0, '{}', zeroblob(32))"
-            )
-        with pytest.raises(sqlite3.IntegrityError):
-            conn.execute(
-                "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-                " VALUES ('s', 1, 'clear', 0, '{}', zeroblob(32))"
-            )
-    finally:
-        conn.close()
+    insert = (
+        "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+        " VALUES ('s', ?, 'clear', 0, '{}', ?)"
+    )
+    with raw_database(target) as db:
+        with pytest.raises(INTEGRITY_ERRORS, match="gapless"):
+            db.execute(insert, (3, bytes(32)))
+        with pytest.raises(INTEGRITY_ERRORS):
+            db.execute(insert, (1, bytes(32)))
+        assert db.execute("SELECT count(*) FROM events") == [(1,)]
 
 
 # -- persistence ------------------------------------------------------------------------
 
 
-async def test_a_new_process_sees_the_same_buffers(db_path: Path) -> None:
-    async with eventmem.open(db_path) as store:
+async def test_a_new_process_sees_the_same_buffers(target: str) -> None:
+    async with eventmem.open(target) as store:
         for session in ["alpha", "beta"]:
             mem = store.token_buffer(session, max_token_limit=40)
             for i in range(5):
@@ -216,7 +217,7 @@ async def test_a_new_process_sees_the_same_buffers(db_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import json, eventmem
-        with eventmem.connect({str(db_path)!r}) as store:
+        with eventmem.connect({target!r}) as store:
             out = {{s: store.token_buffer(s).load_memory_variables({{}})["history"]
                    for s in store.sessions()}}
         print(json.dumps(out))
@@ -255,14 +256,12 @@ async def test_a_save_counts_only_its_new_messages(store: eventmem.Store) -> Non
 
 
 async def test_statements_per_save_do_not_grow_with_history(store: eventmem.Store) -> None:
-    statements: list[str] = []
     mem = store.token_buffer("s", max_token_limit=120)
 
     async def traced_save(i: int) -> list[str]:
-        statements.clear()
-        await store._backend._conn.set_trace_callback(statements.append)
-        await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
-        await store._backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
+        async with traced_statements(store) as statements:
+            await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+        assert statements  # the tracing saw the save
         return [s for s in statements if not s.startswith("PRAGMA")]
 
     for i in range(20):
@@ -272,29 +271,26 @@ async def test_statements_per_save_do_not_grow_with_history(store: eventmem.Stor
         await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
     late = await traced_save(600)
     assert len(late) == len(early)
-    assert not any("FROM events" in s for s in late)  # the history is never read
+    assert not any("FROM events" in s for s in early + late)  # the history is never read
 
 
 async def test_the_projection_keeps_only_the_visible_rows(
-    store: eventmem.Store, db_path: Path
+    store: eventmem.Store, target: str
 ) -> None:
     mem = store.token_buffer("s", max_token_limit=60, return_messages=True)
     for i in range(500):
         await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
     loaded = (await mem.aload_memory_variables({}))["history"]
-    conn = sqlite3.connect(db_path)
-    try:
-        (rows,) = conn.execute("SELECT count(*) FROM view_messages").fetchone()
-    finally:
-        conn.close()
+    with raw_database(target) as db:
+        [(rows,)] = db.execute("SELECT count(*) FROM view_messages")
     assert rows == len(loaded) < 20
 
 
 # -- the buffer cache never serves a stale buffer -----------------------------------------
 
 
-async def test_writes_from_another_connection_are_seen(db_path: Path) -> None:
-    async with eventmem.open(db_path) as a, eventmem.open(db_path) as b:
+async def test_writes_from_another_connection_are_seen(target: str) -> None:
+    async with eventmem.open(target) as a, eventmem.open(target) as b:
         mem_a = a.token_buffer("s", max_token_limit=40, return_messages=True)
         mem_b = b.token_buffer("s", max_token_limit=40, return_messages=True)
         for i in range(6):
@@ -307,8 +303,8 @@ async def test_writes_from_another_connection_are_seen(db_path: Path) -> None:
         assert await a.messages("s") == []
 
 
-async def test_cached_loads_equal_uncached_loads(db_path: Path) -> None:
-    async with eventmem.open(db_path) as cached, eventmem.open(db_path, cache_sessions=0) as raw:
+async def test_cached_loads_equal_uncached_loads(target: str) -> None:
+    async with eventmem.open(target) as cached, eventmem.open(target, cache_sessions=0) as raw:
         mem = cached.agent_token_buffer("s", max_token_limit=60, format_as_tools=True)
         for i in range(30):
             action = {
@@ -331,12 +327,14 @@ async def test_cached_loads_equal_uncached_loads(db_path: Path) -> None:
             assert await cached.messages("s") == await raw.messages("s")
 
 
-async def test_the_cache_is_bounded(db_path: Path) -> None:
-    async with eventmem.open(db_path, cache_sessions=5) as store:
+async def test_the_cache_is_bounded(target: str) -> None:
+    async with eventmem.open(target, cache_sessions=5) as store:
         for i in range(50):
             await store.token_buffer(f"s{i}").asave_context({"input": "x"}, {"output": "y"})
             await store.messages(f"s{i}")
-        assert len(store._backend._cache) == 5
+        backend = store._backend
+        assert isinstance(backend, SQLiteBackend)  # PostgresBackend shares its cache too
+        assert len(backend._cache) == 5
 
 
 async def test_live_steps_left_by_a_dead_run_are_kept_but_abandoned(
@@ -359,20 +357,6 @@ async def test_live_steps_left_by_a_dead_run_are_kept_but_abandoned(
     assert "half-done" in {m.content for e in events for m in getattr(e.data, "messages", ())}
 
 
-@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
-async def test_durability_sets_the_sync_level(
-    db_path: Path, durability: Literal["normal", "full"], level: int
-) -> None:
-    async with eventmem.open(db_path, durability=durability) as store:
-        mode, sync = await store._backend._run(
-            lambda conn: (
-                conn.execute("PRAGMA journal_mode").fetchone()[0],
-                conn.execute("PRAGMA synchronous").fetchone()[0],
-            )
-        )
-    assert (mode, sync) == ("wal", level)
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -382,7 +366,26 @@ async def test_durability_sets_the_sync_level(
         {"cache_sessions": 1.5},
     ],
 )
-async def test_bad_open_options_are_refused(db_path: Path, options: dict[str, Any]) -> None:
+async def test_bad_open_options_are_refused(target: str, options: dict[str, Any]) -> None:
     with pytest.raises(eventmem.InvalidInputError):
-        await eventmem.open(db_path, **options)
-    assert not db_path.exists()
+        await eventmem.open(target, **options)
+    assert not target_exists(target)
+
+
+# -- the SQLite file itself (PostgreSQL's counterparts are in test_postgres.py) -----------
+
+
+@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
+async def test_sqlite_durability_sets_the_sync_pragma(
+    db_path: Path, durability: Literal["normal", "full"], level: int
+) -> None:
+    async with eventmem.open(db_path, durability=durability) as store:
+        backend = store._backend
+        assert isinstance(backend, SQLiteBackend)
+        mode, sync = await backend._run(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
+    assert (mode, sync) == ("wal", level)

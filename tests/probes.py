@@ -1,0 +1,72 @@
+"""Looking inside an open store in either backend: the statements it runs, and whether
+its target exists at all."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import eventmem
+from eventmem.store.postgres import PostgresBackend
+from eventmem.store.sqlite import SQLiteBackend
+from tests.backends import POSTGRES_URL, backend_of, schema_of
+
+
+@asynccontextmanager
+async def traced_statements(store: eventmem.Store) -> AsyncIterator[list[str]]:
+    """Every statement the store sends to its database inside the block, in order.
+
+    SQLite reports them through its trace callback (``executemany`` once per row, like
+    SQLite); on PostgreSQL the connection's ``execute`` and ``executemany`` are wrapped,
+    also counted once per row, and ``BEGIN``/``COMMIT`` appear as statements too.
+    """
+    statements: list[str] = []
+    backend = store._backend
+    if not isinstance(backend, PostgresBackend):
+        assert isinstance(backend, SQLiteBackend)
+        await backend._conn.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            await backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
+        return
+
+    conn = backend._pg
+    raw = conn.raw
+    execute: Callable[..., Any] = raw.execute
+    executemany: Callable[..., Any] = conn.executemany
+
+    def traced_execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query.decode() if isinstance(query, bytes) else str(query))
+        return execute(query, *args, **kwargs)
+
+    def traced_executemany(query: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        rows = list(parameters)
+        statements.extend([query] * len(rows))
+        executemany(query, rows)
+
+    raw.execute = traced_execute  # type: ignore[method-assign]
+    conn.executemany = traced_executemany  # type: ignore[method-assign]
+    try:
+        yield statements
+    finally:
+        del raw.execute
+        del conn.executemany
+
+
+def target_exists(target: str | os.PathLike[str]) -> bool:
+    """Whether anything exists at ``target``: the SQLite file, or the PostgreSQL schema."""
+    if backend_of(target) == "sqlite":
+        return Path(target).exists()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+            (schema_of(str(target)),),
+        ).fetchone()
+    assert row is not None
+    return bool(row[0])
