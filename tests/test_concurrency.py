@@ -1,15 +1,16 @@
-"""Concurrent writers in one process: group commit, gapless positions, cancellation."""
+"""Concurrent writers in one process, on each backend: group commit, gapless positions,
+cancellation."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import anyio
 import pytest
 
 import eventmem
 from eventmem.projection import fold
+from tests.probes import traced_statements
 
 pytestmark = pytest.mark.anyio
 
@@ -23,8 +24,8 @@ async def _assert_consistent(store: eventmem.Store) -> None:
         assert fold([e.data for e in events]).messages == await store.messages(session)
 
 
-async def test_many_tasks_saving_to_one_session_are_all_recorded(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "c.db") as store:
+async def test_many_tasks_saving_to_one_session_are_all_recorded(target: str) -> None:
+    async with eventmem.open(target) as store:
         mem = store.token_buffer("shared", max_token_limit=200)
 
         async def worker(w: int) -> None:
@@ -41,28 +42,25 @@ async def test_many_tasks_saving_to_one_session_are_all_recorded(tmp_path: Path)
         await _assert_consistent(store)
 
 
-async def test_many_sessions_saving_at_once_share_commits(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "c.db") as store:
-        statements: list[str] = []
-        await store._backend._conn.set_trace_callback(statements.append)
+async def test_many_sessions_saving_at_once_share_commits(target: str) -> None:
+    async with eventmem.open(target) as store:
 
         async def session(s: int) -> None:
             mem = store.token_buffer(f"s{s}", max_token_limit=60)
             for i in range(4):
                 await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
 
-        async with anyio.create_task_group() as tg:
+        async with traced_statements(store) as statements, anyio.create_task_group() as tg:
             for s in range(200):
                 tg.start_soon(session, s)
-        await store._backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
         commits = statements.count("COMMIT")
         assert await store.count_events() == 800
         assert commits < 800 / 4  # saves were coalesced into shared transactions
         await _assert_consistent(store)
 
 
-async def test_a_failing_save_in_a_batch_does_not_sink_the_others(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "c.db") as store:
+async def test_a_failing_save_in_a_batch_does_not_sink_the_others(target: str) -> None:
+    async with eventmem.open(target) as store:
         good = store.token_buffer("good")
         agent = store.agent_token_buffer("agent")
         action = {"tool": "t", "log": "l", "message_log": []}
@@ -92,8 +90,8 @@ async def test_a_failing_save_in_a_batch_does_not_sink_the_others(tmp_path: Path
         await _assert_consistent(store)
 
 
-async def test_expected_version_detects_a_moved_session(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "c.db") as store:
+async def test_expected_version_detects_a_moved_session(target: str) -> None:
+    async with eventmem.open(target) as store:
         mem = store.agent_token_buffer("s")
         await mem.asave_context({"input": "x"}, {"output": "y"}, expected_version=0)
         assert await mem.aversion() == 1
@@ -113,8 +111,8 @@ async def test_expected_version_detects_a_moved_session(tmp_path: Path) -> None:
             await mem.aclear(expected_version=-1)
 
 
-async def test_racing_writers_with_expected_versions_one_wins(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "c.db") as store:
+async def test_racing_writers_with_expected_versions_one_wins(target: str) -> None:
+    async with eventmem.open(target) as store:
         mem = store.token_buffer("s")
         outcomes: list[str] = []
 
@@ -132,9 +130,9 @@ async def test_racing_writers_with_expected_versions_one_wins(tmp_path: Path) ->
         assert await store.count_events() == 1
 
 
-async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:
+async def test_cancellation_leaves_every_save_whole(target: str) -> None:
     rng = random.Random(7)
-    async with eventmem.open(tmp_path / "c.db") as store:
+    async with eventmem.open(target) as store:
 
         async def worker(w: int) -> None:
             mem = store.agent_token_buffer(f"s{w % 5}", max_token_limit=120)
@@ -172,3 +170,24 @@ async def test_cancellation_leaves_every_save_whole(tmp_path: Path) -> None:
         # the connection is still usable
         await store.token_buffer("after").asave_context({"input": "x"}, {"output": "y"})
         assert len(await store.messages("after")) == 2
+
+
+async def test_two_stores_writing_one_session_at_once_interleave_whole_saves(
+    target: str,
+) -> None:
+    async with eventmem.open(target) as a, eventmem.open(target) as b:
+
+        async def worker(store: eventmem.Store, w: int) -> None:
+            mem = store.agent_token_buffer("shared", max_token_limit=150)
+            for i in range(15):
+                step = ({"tool": "t", "log": f"{w}-{i}", "message_log": []}, i)
+                await mem.asave_context(
+                    {"input": f"w{w} q{i}"}, {"output": f"w{w} a{i}", "intermediate_steps": [step]}
+                )
+
+        async with anyio.create_task_group() as tg:
+            for w in range(8):
+                tg.start_soon(worker, (a, b)[w % 2], w)
+        assert await a.count_events() == 8 * 15 * 2
+        assert await a.messages("shared") == await b.messages("shared")
+        await _assert_consistent(a)
