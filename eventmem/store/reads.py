@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import datetime
+
 from eventmem.events import StoredEvent, decode_event, micros_to_datetime
 from eventmem.messages import Message
+from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import decode_message
 from eventmem.store.sql import Connection
 
-__all__ = ["count_events", "load_view", "read_events", "session_ids", "version"]
+__all__ = [
+    "count_events",
+    "load_view",
+    "read_events",
+    "session_ids",
+    "session_summaries",
+    "stats",
+    "version",
+]
 
 
 def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Message]:
-    """The session's visible messages, from the cache when it holds this version."""
-    conn.begin_read()  # version and rows from one snapshot, even while others write
-    try:
-        row = conn.execute(
-            "SELECT version, watermark FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
-        if row is None:
-            return []
-        version, watermark = row
-        cached = cache.get(session_id, version)
-        if cached is not None:
-            return cached
-        messages = [
-            decode_message(message)
-            for (message,) in conn.execute(
-                "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
-                (session_id, watermark),
-            )
-        ]
-    finally:
-        conn.execute("COMMIT")
+    """The session's visible messages, from the cache when it holds this version.
+
+    Each path is one statement, so it reads one snapshot without a transaction (and,
+    over a network, costs one round trip when the cache is current).
+    """
+    row = conn.execute(
+        "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return []
+    cached = cache.get(session_id, row[0])
+    if cached is not None:
+        return cached
+    rows = conn.execute(
+        "SELECT s.version, s.watermark, v.message FROM sessions AS s"
+        " LEFT JOIN view_messages AS v ON v.session_id = s.session_id AND v.seq >= s.watermark"
+        " WHERE s.session_id = ? ORDER BY v.seq",
+        (session_id,),
+    ).fetchall()
+    if not rows:
+        return []  # gone since the first read (a rebuild in between)
+    version, watermark = rows[0][0], rows[0][1]
+    messages = [decode_message(message) for _, _, message in rows if message is not None]
     cache.put(session_id, version, watermark, messages)
     return messages
 
@@ -75,3 +89,86 @@ def version(conn: Connection, session_id: str) -> int:
 def count_events(conn: Connection) -> int:
     """Number of events in the store."""
     return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else micros_to_datetime(micros)
+
+
+_SUMMARIES_SQL = """
+SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens + s.overhead,
+       s.counter, s.created_at, e.recorded_at
+FROM sessions AS s
+LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
+ORDER BY s.created_at, s.session_id
+"""
+
+
+def session_summaries(conn: Connection) -> list[SessionSummary]:
+    """Every session's summary from its head row (and its last event's time), oldest first."""
+    return [
+        SessionSummary(
+            session_id=session_id,
+            events=int(events),
+            visible_messages=int(visible),
+            tokens=int(tokens),
+            counter=counter,
+            created_at=_datetime(created),
+            last_activity=_datetime(last),
+        )
+        for session_id, events, visible, tokens, counter, created, last in conn.execute(
+            _SUMMARIES_SQL
+        )
+    ]
+
+
+# The schema's tables with their indexes and TOAST, and its sequences (PostgreSQL).
+_PG_SCHEMA_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'S')
+"""
+
+
+def stats(conn: Connection) -> StoreStats:
+    """Figures about the whole store, from one snapshot."""
+    conn.begin_read()
+    try:
+        schema_version = conn.execute("SELECT max(version) FROM eventmem_migrations").fetchone()[0]
+        sessions, entered, visible = conn.execute(
+            "SELECT count(*), coalesce(sum(next_seq), 0), coalesce(sum(next_seq - watermark), 0)"
+            " FROM sessions"
+        ).fetchone()
+        by_kind = {
+            str(kind): int(count)
+            for kind, count in conn.execute(
+                "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind"
+            )
+        }
+        first, last = conn.execute(
+            "SELECT min(recorded_at), max(recorded_at) FROM events"
+        ).fetchone()
+        pages: tuple[int, int, int] | None = None
+        if isinstance(conn, sqlite3.Connection):  # the file's own figures
+            pages = (
+                int(conn.execute("PRAGMA page_size").fetchone()[0]),
+                int(conn.execute("PRAGMA page_count").fetchone()[0]),
+                int(conn.execute("PRAGMA freelist_count").fetchone()[0]),
+            )
+            storage = pages[0] * pages[1]
+        else:
+            storage = int(conn.execute(_PG_SCHEMA_BYTES).fetchone()[0])
+    finally:
+        conn.execute("COMMIT")
+    return StoreStats(
+        schema_version=int(schema_version),
+        sessions=int(sessions),
+        events_by_kind=by_kind,
+        messages_entered=int(entered),
+        visible_messages=int(visible),
+        first_event=_datetime(first),
+        last_event=_datetime(last),
+        storage_bytes=storage,
+        page_size=None if pages is None else pages[0],
+        page_count=None if pages is None else pages[1],
+        freelist_pages=None if pages is None else pages[2],
+    )

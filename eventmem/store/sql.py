@@ -35,7 +35,8 @@ class Connection(Protocol):
 
     @property
     def total_changes(self) -> int:
-        """Rows inserted, updated or deleted through this connection so far."""
+        """A count that grows with every write (SQLite: rows changed; PostgreSQL: write
+        statements sent), to tell whether anything was written in between."""
         ...
 
     @property
