@@ -1,5 +1,6 @@
 """Random sequences of saves, live steps, clears, reopenings and limit/model changes,
-checked after every step against a naive in-memory model of LangChain's rules."""
+checked after every step against a naive in-memory model of LangChain's rules, on each
+backend (one machine per backend, the same number of examples each)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import eventmem
 from eventmem.messages import Message
+from tests.backends import check_postgres, drop_target, new_target
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40)
 observations = st.one_of(texts, st.integers(), st.lists(st.integers(), max_size=3), st.none())
@@ -46,12 +48,14 @@ class Model:
 
 
 class MemoryMachine(RuleBasedStateMachine):
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.portal_cm = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self.portal_cm.__enter__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.path = Path(self.tmp.name) / "state.db"
+        self.target = new_target(self.backend, Path(self.tmp.name))
         self.model = Model()
         self.limit = 80
         self.model_name = "gpt-4o"
@@ -65,7 +69,7 @@ class MemoryMachine(RuleBasedStateMachine):
         self._new_memory()
 
     async def _open(self) -> eventmem.Store:
-        return await eventmem.open(self.path)
+        return await eventmem.open(self.target)
 
     def _new_memory(self) -> None:
         assert self.store is not None
@@ -150,7 +154,19 @@ class MemoryMachine(RuleBasedStateMachine):
         finally:
             self.portal_cm.__exit__(None, None, None)
             self.tmp.cleanup()
+            drop_target(self.target)
 
 
-MemoryMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
-TestMemoryMachine = MemoryMachine.TestCase
+class PostgresMemoryMachine(MemoryMachine):
+    backend = "postgresql"
+
+
+SETTINGS = settings(max_examples=40, stateful_step_count=25, deadline=None)
+MemoryMachine.TestCase.settings = SETTINGS
+PostgresMemoryMachine.TestCase.settings = SETTINGS
+TestMemoryMachineSQLite = MemoryMachine.TestCase
+
+
+class TestMemoryMachinePostgreSQL(PostgresMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    def setUp(self) -> None:
+        check_postgres()  # an unreachable server fails the test with how to start it
