@@ -1,4 +1,4 @@
-"""The blocking facade: LangChain's sync API over the async core."""
+"""The blocking facade: LangChain's sync API over the async core, on each backend."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 import eventmem
+from tests.backends import drop_target, new_target
+from tests.probes import target_exists
 
 
-def test_blocking_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "sync.db"
-    with eventmem.connect(path) as store:
+def test_blocking_round_trip(target: str) -> None:
+    with eventmem.connect(target) as store:
         mem = store.token_buffer("s", max_token_limit=2000)
         assert mem.memory_variables == ["history"]
         mem.save_context({"input": "hi"}, {"output": "hello"})
@@ -20,20 +21,20 @@ def test_blocking_round_trip(tmp_path: Path) -> None:
         assert mem.load_memory_variables({}) == {"history": ""}
         assert [e.kind for e in store.events("s")] == ["turn", "clear"]
         assert store.sessions() == ["s"]
-    with eventmem.connect(path) as store:
+    with eventmem.connect(target) as store:
         assert [e.position for e in store.events("s")] == [1, 2]
 
 
-def test_blocking_errors_are_the_same_types(tmp_path: Path) -> None:
-    with eventmem.connect(tmp_path / "sync.db") as store:
+def test_blocking_errors_are_the_same_types(target: str) -> None:
+    with eventmem.connect(target) as store:
         mem = store.token_buffer("s")
         with pytest.raises(eventmem.InputKeyError):
             mem.save_context({"a": "1", "b": "2"}, {"output": "x"})
         assert store.events("s") == []
 
 
-def test_close_is_idempotent_and_later_calls_fail(tmp_path: Path) -> None:
-    store = eventmem.connect(tmp_path / "sync.db")
+def test_close_is_idempotent_and_later_calls_fail(target: str) -> None:
+    store = eventmem.connect(target)
     mem = store.token_buffer("s")
     store.close()
     store.close()
@@ -41,7 +42,7 @@ def test_close_is_idempotent_and_later_calls_fail(tmp_path: Path) -> None:
         mem.save_context({"input": "x"}, {"output": "y"})
 
 
-def test_connect_to_a_junk_file_raises_and_leaves_no_thread(tmp_path: Path) -> None:
+def test_connect_to_a_junk_sqlite_file_raises_and_leaves_no_thread(tmp_path: Path) -> None:
     import threading
     import time
 
@@ -58,17 +59,17 @@ def test_connect_to_a_junk_file_raises_and_leaves_no_thread(tmp_path: Path) -> N
 
 @pytest.mark.anyio
 async def test_blocking_calls_inside_an_event_loop_raise_instead_of_deadlocking(
-    tmp_path: Path,
+    target: str,
 ) -> None:
     with pytest.raises(eventmem.SyncInAsyncContextError, match="async"):
-        eventmem.connect(tmp_path / "x.db")
-    assert not (tmp_path / "x.db").exists()
+        eventmem.connect(target)
+    assert not target_exists(target)
 
 
-def test_a_sync_memory_used_from_a_coroutine_raises(tmp_path: Path) -> None:
+def test_a_sync_memory_used_from_a_coroutine_raises(target: str) -> None:
     import anyio
 
-    with eventmem.connect(tmp_path / "sync.db") as store:
+    with eventmem.connect(target) as store:
         mem = store.token_buffer("s")
 
         async def misuse() -> None:
@@ -79,10 +80,10 @@ def test_a_sync_memory_used_from_a_coroutine_raises(tmp_path: Path) -> None:
         assert store.events("s") == []
 
 
-def test_the_audit_methods_block_too(tmp_path: Path) -> None:
+def test_the_audit_methods_block_too(backend: str, target: str, tmp_path: Path) -> None:
     import io
 
-    with eventmem.connect(tmp_path / "a.db") as store:
+    with eventmem.connect(target) as store:
         mem = store.token_buffer("s", max_token_limit=30)
         for i in range(6):
             mem.save_context({"input": f"question {i}"}, {"output": f"answer {i}"})
@@ -94,7 +95,12 @@ def test_the_audit_methods_block_too(tmp_path: Path) -> None:
         sink = io.BytesIO()
         assert store.export(sink) == 6
         original = store.messages("s")
-    with eventmem.connect(tmp_path / "b.db") as copy:
-        assert copy.import_events(sink.getvalue().splitlines(keepends=True)) == (1, 6)
-        assert copy.verify().ok
-        assert copy.messages("s") == original
+    (tmp_path / "copy").mkdir()
+    copy_target = new_target(backend, tmp_path / "copy")
+    try:
+        with eventmem.connect(copy_target) as copy:
+            assert copy.import_events(sink.getvalue().splitlines(keepends=True)) == (1, 6)
+            assert copy.verify().ok
+            assert copy.messages("s") == original
+    finally:
+        drop_target(copy_target)
