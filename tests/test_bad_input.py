@@ -1,4 +1,5 @@
-"""Bad input gets a typed EventmemError and writes nothing; hostile files stay untouched."""
+"""Bad input gets a typed EventmemError and writes nothing, on each backend; hostile
+SQLite files stay untouched."""
 
 from __future__ import annotations
 
@@ -10,16 +11,24 @@ from typing import Any
 import pytest
 
 import eventmem
+from tests.backends import backend_of, raw_database
 
 pytestmark = pytest.mark.anyio
 
 
-def _event_count(db_path: Path) -> int:
-    conn = sqlite3.connect(db_path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-    finally:
-        conn.close()
+def _event_count(target: str) -> int:
+    with raw_database(target) as db:
+        [(count,)] = db.execute("SELECT count(*) FROM events")
+    return int(count)
+
+
+def _snapshot(target: str) -> list[list[tuple[Any, ...]]]:
+    """Every row of the store's tables."""
+    with raw_database(target) as db:
+        return [
+            db.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+            for table in ("eventmem_migrations", "events", "sessions", "view_messages")
+        ]
 
 
 class Opaque:
@@ -51,7 +60,7 @@ SAVE_CASES: list[tuple[str, Any, Any, type[eventmem.EventmemError]]] = [
 )
 async def test_a_bad_save_raises_and_writes_nothing(
     store: eventmem.Store,
-    db_path: Path,
+    target: str,
     inputs: Any,
     outputs: Any,
     error: type[eventmem.EventmemError],
@@ -61,12 +70,12 @@ async def test_a_bad_save_raises_and_writes_nothing(
     with pytest.raises(error) as caught:
         await mem.asave_context(inputs, outputs)
     assert str(caught.value)
-    assert _event_count(db_path) == 1
+    assert _event_count(target) == 1
     assert len(await store.messages("s")) == 2
 
 
 async def test_a_configured_key_that_is_missing_is_a_key_error(
-    store: eventmem.Store, db_path: Path
+    store: eventmem.Store, target: str
 ) -> None:
     mem = store.token_buffer("s", input_key="question", output_key="answer")
     with pytest.raises(eventmem.MissingKeyError, match="question") as caught:
@@ -74,7 +83,7 @@ async def test_a_configured_key_that_is_missing_is_a_key_error(
     assert isinstance(caught.value, KeyError)
     with pytest.raises(eventmem.MissingKeyError, match="answer"):
         await mem.asave_context({"question": "x"}, {"output": "y"})
-    assert _event_count(db_path) == 0
+    assert _event_count(target) == 0
 
 
 async def test_input_key_errors_are_also_value_errors(store: eventmem.Store) -> None:
@@ -93,6 +102,7 @@ BAD_OPTIONS: list[tuple[str, Callable[[eventmem.Store], object]]] = [
     ("None session", lambda s: s.token_buffer(None)),  # type: ignore[arg-type]
     ("huge session", lambda s: s.token_buffer("x" * 5000)),
     ("surrogate session", lambda s: s.token_buffer("\udcff")),
+    ("NUL in session", lambda s: s.token_buffer("a\x00b")),  # PostgreSQL's text has no NUL
     ("unknown model", lambda s: s.token_buffer("s", model="claude-3-opus")),
     ("non-str model", lambda s: s.token_buffer("s", model=4)),  # type: ignore[arg-type]
     ("empty model", lambda s: s.token_buffer("s", model="")),
@@ -114,7 +124,7 @@ async def test_bad_memory_options_are_refused(
     assert await store.sessions() == []
 
 
-@pytest.mark.parametrize("session", ["", None, 3, "x" * 2000])
+@pytest.mark.parametrize("session", ["", None, 3, "x" * 2000, "a\x00b", "\x00"])
 async def test_store_reads_refuse_bad_session_ids(store: eventmem.Store, session: Any) -> None:
     with pytest.raises(eventmem.InvalidInputError):
         await store.messages(session)
@@ -124,7 +134,7 @@ async def test_store_reads_refuse_bad_session_ids(store: eventmem.Store, session
 
 @pytest.mark.parametrize(
     "session",
-    ["'; DROP TABLE events; --", "../../etc/passwd", "a\x00b", "名前 🙂", " ", "\n"],
+    ["'; DROP TABLE events; --", "../../etc/passwd", "%s?", "名前 🙂", " ", "\n", "\x01"],
 )
 async def test_odd_but_valid_session_ids_are_plain_data(
     store: eventmem.Store, session: str
@@ -136,7 +146,7 @@ async def test_odd_but_valid_session_ids_are_plain_data(
 
 
 async def test_a_custom_counter_returning_junk_is_refused(
-    store: eventmem.Store, db_path: Path
+    store: eventmem.Store, target: str
 ) -> None:
     calls = {"n": 0}
 
@@ -147,7 +157,7 @@ async def test_a_custom_counter_returning_junk_is_refused(
     mem = store.token_buffer("s", token_counter=counter)
     with pytest.raises(eventmem.InvalidInputError, match="int"):
         await mem.asave_context({"input": "x"}, {"output": "y"})
-    assert _event_count(db_path) == 0
+    assert _event_count(target) == 0
 
 
 async def test_huge_and_odd_texts_are_stored_intact(store: eventmem.Store) -> None:
@@ -158,8 +168,8 @@ async def test_huge_and_odd_texts_are_stored_intact(store: eventmem.Store) -> No
     assert [m.content for m in loaded] == [huge, ""]
 
 
-async def test_a_closed_store_refuses_calls(db_path: Path) -> None:
-    store = await eventmem.open(db_path)
+async def test_a_closed_store_refuses_calls(target: str) -> None:
+    store = await eventmem.open(target)
     mem = store.token_buffer("s")
     await store.aclose()
     await store.aclose()  # idempotent
@@ -169,7 +179,41 @@ async def test_a_closed_store_refuses_calls(db_path: Path) -> None:
         await store.sessions()
 
 
-# -- hostile database files ------------------------------------------------------------
+async def test_a_store_from_a_newer_eventmem_is_refused_untouched(target: str) -> None:
+    async with eventmem.open(target) as store:
+        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+    with raw_database(target) as db:
+        db.execute("INSERT INTO eventmem_migrations VALUES (99, 'future', '2031-01-01')")
+    before = _snapshot(target)
+    file_before = Path(target).read_bytes() if backend_of(target) == "sqlite" else b""
+    for create in (True, False):
+        with pytest.raises(eventmem.SchemaVersionError, match="newer eventmem"):
+            await eventmem.open(target, create=create)
+    assert _snapshot(target) == before
+    if backend_of(target) == "sqlite":
+        assert Path(target).read_bytes() == file_before
+
+
+async def test_a_store_with_a_missing_migration_is_refused(target: str) -> None:
+    async with eventmem.open(target):
+        pass
+    with raw_database(target) as db:
+        db.execute("DELETE FROM eventmem_migrations WHERE version = 1")
+    before = _snapshot(target)
+    with pytest.raises(eventmem.SchemaVersionError, match="missing"):
+        await eventmem.open(target)
+    assert _snapshot(target) == before
+
+
+async def test_a_store_never_closed_warns(target: str) -> None:
+    store = await eventmem.open(target)
+    backend = store._backend
+    with pytest.warns(ResourceWarning, match="never closed"):
+        store.__del__()
+    await backend.close()
+
+
+# -- hostile SQLite files (PostgreSQL's counterparts are in test_postgres.py) ---------------
 
 
 async def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
@@ -194,30 +238,6 @@ async def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) ->
     assert path.read_bytes() == before
 
 
-async def test_a_database_from_a_newer_eventmem_is_refused(db_path: Path) -> None:
-    async with eventmem.open(db_path) as store:
-        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
-    conn = sqlite3.connect(db_path)
-    conn.execute("INSERT INTO eventmem_migrations VALUES (99, 'future', '2031-01-01')")
-    conn.commit()
-    conn.close()
-    before = db_path.read_bytes()
-    with pytest.raises(eventmem.SchemaVersionError, match="newer eventmem"):
-        await eventmem.open(db_path)
-    assert db_path.read_bytes() == before
-
-
-async def test_a_database_with_a_missing_migration_is_refused(db_path: Path) -> None:
-    async with eventmem.open(db_path):
-        pass
-    conn = sqlite3.connect(db_path)
-    conn.execute("DELETE FROM eventmem_migrations WHERE version = 1")
-    conn.commit()
-    conn.close()
-    with pytest.raises(eventmem.SchemaVersionError, match="missing"):
-        await eventmem.open(db_path)
-
-
 async def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(eventmem.StorageError, match="directory"):
         await eventmem.open(tmp_path)
@@ -235,14 +255,6 @@ async def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
     path.touch()
     async with eventmem.open(path) as store:
         assert await store.sessions() == []
-
-
-async def test_a_store_never_closed_warns(db_path: Path) -> None:
-    store = await eventmem.open(db_path)
-    backend = store._backend
-    with pytest.warns(ResourceWarning, match="never closed"):
-        store.__del__()
-    await backend.close()
 
 
 def test_a_missing_directory_is_a_clean_error(tmp_path: Path) -> None:
