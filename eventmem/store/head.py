@@ -89,6 +89,7 @@ class SessionHead:
         self._stored_next_seq = self.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.watermark
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
+        self._stored_tokens: dict[int, int] | None = None  # seq -> count, if read at once
         self._new_messages: list[Message] = []
 
     # -- Buffer protocol -------------------------------------------------------------
@@ -104,6 +105,16 @@ class SessionHead:
         seq = self.watermark
         if seq >= self._stored_next_seq:
             tokens = self._new[seq - self._stored_next_seq][1]
+        elif self._conn.reads_are_round_trips:
+            # Over a network: every visible count in one read, at the first drop.
+            if self._stored_tokens is None:
+                self._stored_tokens = dict(
+                    self._conn.execute(
+                        "SELECT seq, tokens FROM view_messages WHERE session_id = ? AND seq >= ?",
+                        (self.session_id, seq),
+                    ).fetchall()
+                )
+            tokens = self._stored_tokens[seq]
         else:
             tokens = self._conn.execute(
                 "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
@@ -157,6 +168,7 @@ class SessionHead:
             [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
         )
         self.total_tokens = sum(tokens)
+        self._stored_tokens = None  # read again if needed: the counts just changed
 
     # -- persistence -----------------------------------------------------------------
     def visible_messages(self) -> list[Message]:

@@ -70,6 +70,7 @@ class PostgresConnection:
     """
 
     data_bytes = "convert_to(data, 'UTF8')"  # the stored TEXT's UTF-8 bytes
+    reads_are_round_trips = True
 
     def __init__(self, raw: psycopg.Connection[Any], schema: str) -> None:
         self.raw = raw

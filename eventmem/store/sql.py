@@ -32,6 +32,8 @@ class Connection(Protocol):
 
     # The SQL expression reading an event's ``data`` as the bytes its hash covers.
     data_bytes: str
+    # Whether each read waits for a server (prefer one larger read to several small).
+    reads_are_round_trips: bool
 
     @property
     def total_changes(self) -> int:
@@ -85,6 +87,7 @@ class SQLiteConnection(sqlite3.Connection):
     """
 
     data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
+    reads_are_round_trips = False  # in-process: a point lookup costs microseconds
 
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
