@@ -27,7 +27,7 @@ from eventmem.memory import (
 )
 from eventmem.messages import Message
 from eventmem.projection import fold
-from eventmem.store.base import Backend
+from eventmem.store.base import Backend, SessionSummary, StoreStats
 from eventmem.store.sqlite import Durability, Progress, SQLiteBackend
 from eventmem.tokens import TokenCounter, resolve_counter
 
@@ -241,6 +241,18 @@ class Store:
     async def sessions(self) -> list[str]:
         """The ids of every session in the store, in order of creation."""
         return await self._backend.session_ids()
+
+    async def session_summaries(self) -> list[SessionSummary]:
+        """Every session at a glance, oldest first: its events, visible messages, the
+        buffer's stored token count and counting scheme, its first and last event's time.
+        Read from the stored heads, so it costs one row per session, not a fold."""
+        return await self._backend.session_summaries()
+
+    async def stats(self) -> StoreStats:
+        """Figures about the whole store, from one snapshot: schema version, sessions,
+        events by kind, messages that entered buffers and are visible, first and last
+        event, and the storage it occupies."""
+        return await self._backend.stats()
 
     async def version(self, session_id: str) -> int:
         """Position of the session's last event (0 for an unknown session)."""

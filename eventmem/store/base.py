@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -13,7 +14,14 @@ from eventmem.messages import Message
 from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
 
-__all__ = ["Backend", "Progress", "StepRequest", "TurnRequest"]
+__all__ = [
+    "Backend",
+    "Progress",
+    "SessionSummary",
+    "StepRequest",
+    "StoreStats",
+    "TurnRequest",
+]
 
 # Called as progress(done, total) from the thread doing the work.
 Progress = Callable[[int, int], None]
@@ -46,6 +54,40 @@ class TurnRequest(msgspec.Struct, frozen=True):
     prune: PruneMode = "langchain"
     run: str | None = None  # the memory object saving; live steps of other runs are abandoned
     tokens: tuple[int, ...] | None = None  # counts of ``messages``, if counted already
+
+
+class SessionSummary(msgspec.Struct, frozen=True):
+    """One session at a glance, read from its stored head (no event is decoded)."""
+
+    session_id: str
+    events: int  # the session's version: positions are gapless
+    visible_messages: int
+    tokens: int  # the buffer's count as eventmem pruned it: overhead + visible counts
+    counter: str | None  # the counting scheme of ``tokens``
+    created_at: datetime | None  # the time of the first event
+    last_activity: datetime | None  # the time of the last event
+
+
+class StoreStats(msgspec.Struct, frozen=True):
+    """Figures about a whole store, read in one snapshot.
+
+    ``storage_bytes`` is what the store occupies: the SQLite file's pages (``page_size``
+    times ``page_count``, its WAL not included), or in PostgreSQL the total size of the
+    schema's tables with their indexes and TOAST. The page figures are SQLite's only
+    (``None`` in PostgreSQL).
+    """
+
+    schema_version: int
+    sessions: int
+    events_by_kind: dict[str, int]
+    messages_entered: int  # messages that ever entered a buffer
+    visible_messages: int
+    first_event: datetime | None
+    last_event: datetime | None
+    storage_bytes: int
+    page_size: int | None = None
+    page_count: int | None = None
+    freelist_pages: int | None = None
 
 
 class Backend(Protocol):
@@ -122,4 +164,12 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release the connection; further calls raise :class:`~eventmem.errors.ClosedError`."""
+        ...
+
+    async def session_summaries(self) -> list[SessionSummary]:
+        """Every session's summary, oldest first."""
+        ...
+
+    async def stats(self) -> StoreStats:
+        """Figures about the whole store."""
         ...

@@ -34,7 +34,14 @@ from eventmem.errors import (
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.store import maintenance, reads
-from eventmem.store.base import Backend, Progress, StepRequest, TurnRequest
+from eventmem.store.base import (
+    Backend,
+    Progress,
+    SessionSummary,
+    StepRequest,
+    StoreStats,
+    TurnRequest,
+)
 from eventmem.store.cache import ViewCache
 from eventmem.store.migrate import apply_migrations
 from eventmem.store.sql import SQLiteConnection
@@ -241,6 +248,14 @@ class SQLiteBackend:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    async def session_summaries(self) -> list[SessionSummary]:
+        """Every session's summary, oldest first."""
+        return await self._run(reads.session_summaries)
+
+    async def stats(self) -> StoreStats:
+        """Figures about the whole store, from one snapshot."""
+        return await self._run(reads.stats)
 
 
 def _database_uri(target: str, create: bool) -> str:
