@@ -238,12 +238,12 @@ async def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) ->
     assert path.read_bytes() == before
 
 
-async def test_a_directory_is_refused(tmp_path: Path) -> None:
+async def test_a_directory_is_refused_as_a_sqlite_file(tmp_path: Path) -> None:
     with pytest.raises(eventmem.StorageError, match="directory"):
         await eventmem.open(tmp_path)
 
 
-async def test_create_false_does_not_create(tmp_path: Path) -> None:
+async def test_create_false_does_not_create_a_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "missing.db"
     with pytest.raises(eventmem.StorageError, match="no such"):
         await eventmem.open(path, create=False)
