@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
-import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import BinaryIO, cast
 
 import anyio
 import msgspec
@@ -57,7 +58,6 @@ DEFAULT_DEMO_LIMIT = 120
 DEFAULT_DEMO_MODEL = "gpt-4o"
 _MAX_SHOWN = 8  # buffer lines the demo prints
 
-T = TypeVar("T")
 
 # A small travel-planning support chat: (what the user says, what the assistant answers).
 # Turn 1 carries facts (dates, budget, diet) that the token limit pushes out of the
@@ -157,7 +157,10 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
         "--db",
         metavar="PATH",
         default=DEFAULT_DEMO_DB,
-        help=f"SQLite file to write (created if missing; default: ./{DEFAULT_DEMO_DB})",
+        help=(
+            "SQLite file or postgresql:// URL to write (created if missing; default: "
+            f"./{DEFAULT_DEMO_DB})"
+        ),
     )
     parser.add_argument(
         "--limit",
@@ -277,18 +280,22 @@ async def _demo(path: str, resolved: str, limit: int, model: str) -> int:
 
     async with eventmem.open(path, create=False) as store:
         reopened = await store.messages(session)
+    where = _shown(path)
     if reopened != messages:
         _error(
-            f"reopened {path}: the buffer differs "
+            f"reopened {where}: the buffer differs "
             f"({len(reopened)} messages instead of {len(messages)})"
         )
         return EXIT_PROBLEM
-    print(f"reopened {path}: buffer identical")
+    print(f"reopened {where}: buffer identical")
     print()
     noun = "session" if len(sessions) == 1 else "sessions"
     print(f"database: {resolved} ({len(sessions)} {noun}; each run adds one)")
     query = "SELECT session_id, position, kind FROM events ORDER BY id"
-    print(f"inspect it: sqlite3 {shlex.quote(path)} {shlex.quote(query)}")
+    if _is_url(path):
+        print(f"inspect it: {_psql_inspect(path, query)}")
+    else:
+        print(f"inspect it: sqlite3 {shlex.quote(path)} {shlex.quote(query)}")
     return EXIT_OK
 
 
@@ -296,11 +303,60 @@ def _run_demo(args: argparse.Namespace) -> int:
     path: str = args.db
     limit: int = args.limit
     model: str = args.model
-    resolved = _creatable(path)
-    return anyio.run(_demo, path, str(resolved), limit, model, backend="asyncio")
+    resolved = _shown(path) if _is_url(path) else str(_creatable(path))
+    return anyio.run(_demo, path, resolved, limit, model, backend="asyncio")
 
 
 # -- shared by the store commands ----------------------------------------------------------
+
+
+def _is_url(db: str) -> bool:
+    """Whether ``db`` names a PostgreSQL store rather than a SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def _shown(db: str) -> str:
+    """``db`` as the command prints it: a URL without its password."""
+    if not _is_url(db):
+        return db
+    try:
+        parts = urllib.parse.urlsplit(db)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise EventmemError(f"invalid database URL: {e}") from None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(key, value) for key, value in query if key != "password"]
+    rest = parts.query if len(kept) == len(query) else urllib.parse.urlencode(kept)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=rest))
+
+
+def _shell_arg(db: str) -> str:
+    """``db`` (as shown) quoted for a shell command inside a single-quoted hint: in double
+    quotes where that is enough (a URL's ``?``), else as :func:`shlex.quote` does."""
+    shown = _shown(db)
+    if shlex.quote(shown) == shown:
+        return shown
+    if not any(c in shown for c in "\"$`\\!'"):
+        return f'"{shown}"'
+    return shlex.quote(shown)
+
+
+def _psql_inspect(db: str, query: str) -> str:
+    """A ``psql`` command running ``query`` (on ``events``) in the store's schema."""
+    parts = urllib.parse.urlsplit(_shown(db))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in pairs if key == "schema"]
+    schema = schemas[-1] if schemas else "eventmem"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+        schema = '"' + schema.replace('"', '""') + '"'
+    rest = urllib.parse.urlencode([(key, value) for key, value in pairs if key != "schema"])
+    server = urllib.parse.urlunsplit(parts._replace(query=rest))
+    query = query.replace(" FROM events ", f" FROM {schema}.events ")
+    return f"psql {shlex.quote(server)} -c {shlex.quote(query)}"
 
 
 def _creatable(path: str) -> Path:
@@ -314,7 +370,11 @@ def _creatable(path: str) -> Path:
 
 
 def _open_existing(path: str) -> AbstractAsyncContextManager[eventmem.Store]:
-    """Open a store that must already exist: reading commands never create a database."""
+    """Open a store that must already exist: reading commands never create a database
+    (in PostgreSQL, ``create=False`` refuses a schema without a store)."""
+    if _is_url(path):
+        _shown(path)  # a malformed URL is refused before connecting
+        return eventmem.open(path, create=False)
     target = Path(path).expanduser()
     if target.is_file() and target.stat().st_size == 0 and _wal_bytes(target) == 0:
         # SQLite takes an empty file for a new database, and eventmem would write its
@@ -330,36 +390,15 @@ def _wal_bytes(target: Path) -> int:
         return 0
 
 
-def _read_only(path: str) -> sqlite3.Connection:
-    """A read-only sqlite3 connection, for file-level facts and per-session summaries
-    (opened after the store, which has checked the file is an eventmem database)."""
-    uri = Path(path).expanduser().resolve().as_uri() + "?mode=ro"
-    try:
-        return sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as e:
-        raise EventmemError(f"cannot read {path}: {e}") from None
-
-
-def _query(path: str, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` on a read-only connection, in one read transaction (one snapshot)."""
-    conn = _read_only(path)
-    try:
-        conn.execute("BEGIN")
-        return body(conn)
-    except sqlite3.Error as e:
-        raise EventmemError(f"cannot read {path}: {e}") from None
-    finally:
-        conn.close()
-
-
 def _add_db(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
     parser.add_argument(
         "db",
         metavar="DB",
         help=(
-            "eventmem database file (created if missing)"
+            "eventmem database: a SQLite file or a postgresql:// URL (created if missing)"
             if creates
-            else "eventmem database file (must exist; never created)"
+            else "eventmem database: a SQLite file or a postgresql:// URL (must exist; never "
+            "created)"
         ),
     )
 
@@ -376,7 +415,9 @@ async def _require_session(store: eventmem.Store, session: str, path: str) -> in
     """The session's version (its last position); an error if it has no events."""
     version = await store.version(session)
     if version == 0:
-        raise EventmemError(f"no session {session!r} in {path} (see '{PROG} sessions {path}')")
+        raise EventmemError(
+            f"no session {session!r} in {_shown(path)} (see '{PROG} sessions {_shell_arg(path)}')"
+        )
     return version
 
 
@@ -495,58 +536,20 @@ class _Progress:
 # -- sessions ----------------------------------------------------------------------------
 
 
-class _SessionSummary(msgspec.Struct):
-    """One line of ``sessions``: stored counts, read from the session's projection row."""
-
-    session_id: str
-    events: int
-    visible_messages: int
-    tokens: int  # the buffer's count as eventmem pruned it: overhead + visible counts
-    counter: str | None
-    created_at: datetime | None
-    last_activity: datetime | None
-
-
-_SESSIONS_SQL = """
-SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens + s.overhead,
-       s.counter, s.created_at, e.recorded_at
-FROM sessions AS s
-LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
-ORDER BY s.created_at, s.session_id
-"""
-
-
-def _session_summaries(conn: sqlite3.Connection) -> list[_SessionSummary]:
-    return [
-        _SessionSummary(
-            session_id=session_id,
-            events=version,
-            visible_messages=visible,
-            tokens=tokens,
-            counter=counter,
-            created_at=_micros_datetime(created),
-            last_activity=_micros_datetime(last),
-        )
-        for session_id, version, visible, tokens, counter, created, last in conn.execute(
-            _SESSIONS_SQL
-        )
-    ]
-
-
 def _configure_sessions(parser: argparse.ArgumentParser) -> None:
     _add_db(parser)
     _add_json(parser, "one JSON object per session (JSON Lines)")
 
 
 async def _sessions(path: str, as_json: bool) -> int:
-    async with _open_existing(path):  # checks the file is an eventmem database first
-        rows = _query(path, _session_summaries)
+    async with _open_existing(path) as store:
+        rows = await store.session_summaries()
     if as_json:
         for row in rows:
             _print_json(row)
         return EXIT_OK
     if not rows:
-        print(f"no sessions in {path}")
+        print(f"no sessions in {_shown(path)}")
         return EXIT_OK
     style = _Style.for_stream(sys.stdout)
     shown = [_printable(r.session_id) for r in rows]
@@ -825,7 +828,7 @@ async def _buffer(
     if damaged:
         _error(
             f"the stored buffer of session {session!r} differs from the fold of its events; "
-            f"run '{PROG} verify {path}'"
+            f"run '{PROG} verify {_shell_arg(path)}'"
         )
         return EXIT_PROBLEM
     return EXIT_OK
@@ -1008,25 +1011,32 @@ def _remove_database(path: Path) -> None:
         (path.parent / (path.name + suffix)).unlink(missing_ok=True)
 
 
-async def _import(path: str, resolved: Path, source: BinaryIO, as_json: bool, existed: bool) -> int:
+async def _import(
+    path: str, resolved: Path | None, source: BinaryIO, as_json: bool, existed: bool
+) -> int:
     try:
         async with eventmem.open(path) as store:
             with _Progress.for_command("import", quiet=as_json, unit="lines read") as progress:
                 sessions, events = await store.import_events(_read_lines(source, progress))
     except EventmemError:
-        if not existed:  # a refused import leaves no new file behind
+        if resolved is not None and not existed:  # a refused import leaves no new file
             _remove_database(resolved)
         raise
     if as_json:
         _print_json({"sessions": sessions, "events": events})
     else:
-        print(f"imported {_plural(sessions, 'session')}, {_plural(events, 'event')} into {path}")
+        shown = _shown(path)
+        print(f"imported {_plural(sessions, 'session')}, {_plural(events, 'event')} into {shown}")
     return EXIT_OK
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    resolved = _creatable(args.db)
-    existed = resolved.exists()
+    # A PostgreSQL store is created in its schema (and stays, empty, if the import is
+    # refused); a SQLite file the import created is removed again.
+    resolved = None if _is_url(args.db) else _creatable(args.db)
+    if resolved is None:
+        _shown(args.db)  # a malformed URL is refused before connecting
+    existed = resolved is None or resolved.exists()
     if args.file == "-":
         return anyio.run(
             _import, args.db, resolved, sys.stdin.buffer, args.json, existed, backend="asyncio"
@@ -1038,16 +1048,18 @@ def _run_import(args: argparse.Namespace) -> int:
 # -- stats -------------------------------------------------------------------------------
 
 
-class _Stats(msgspec.Struct):
-    """What ``stats`` reports."""
+class _Stats(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What ``stats`` reports. The file figures are a SQLite file's, ``schema_bytes`` a
+    PostgreSQL schema's; the figures a store does not have are left out of the JSON."""
 
     path: str
     schema_version: int
-    file_bytes: int
-    page_size: int
-    page_count: int
-    freelist_pages: int
-    wal_bytes: int
+    file_bytes: int | None = None
+    page_size: int | None = None
+    page_count: int | None = None
+    freelist_pages: int | None = None
+    wal_bytes: int | None = None
+    schema_bytes: int | None = None
     sessions: int
     events: int
     events_by_kind: dict[str, int]
@@ -1057,64 +1069,49 @@ class _Stats(msgspec.Struct):
     last_event: datetime | None
 
 
-def _stats_facts(
-    path: str, file_bytes: int, wal_bytes: int
-) -> Callable[[sqlite3.Connection], _Stats]:
-    def read(conn: sqlite3.Connection) -> _Stats:
-        def one(sql: str) -> Any:
-            return conn.execute(sql).fetchone()[0]
-
-        sessions, entered, visible = conn.execute(
-            "SELECT count(*), coalesce(sum(next_seq), 0), coalesce(sum(next_seq - watermark), 0)"
-            " FROM sessions"
-        ).fetchone()
-        by_kind = dict(
-            conn.execute("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
-        )
-        first, last = conn.execute(
-            "SELECT min(recorded_at), max(recorded_at) FROM events"
-        ).fetchone()
-        return _Stats(
-            path=path,
-            schema_version=one("SELECT max(version) FROM eventmem_migrations"),
-            file_bytes=file_bytes,
-            page_size=one("PRAGMA page_size"),
-            page_count=one("PRAGMA page_count"),
-            freelist_pages=one("PRAGMA freelist_count"),
-            wal_bytes=wal_bytes,
-            sessions=sessions,
-            events=sum(by_kind.values()),
-            events_by_kind=by_kind,
-            messages_entered=entered,
-            visible_messages=visible,
-            first_event=_micros_datetime(first),
-            last_event=_micros_datetime(last),
-        )
-
-    return read
-
-
 def _configure_stats(parser: argparse.ArgumentParser) -> None:
     _add_db(parser)
     _add_json(parser, "the figures as one JSON object")
 
 
-async def _stats(path: str, file_bytes: int, wal_bytes: int, as_json: bool) -> int:
-    async with _open_existing(path):
-        stats = _query(path, _stats_facts(path, file_bytes, wal_bytes))
+async def _stats(path: str, file_bytes: int | None, wal_bytes: int | None, as_json: bool) -> int:
+    async with _open_existing(path) as store:
+        figures = await store.stats()
+    url = _is_url(path)
+    stats = _Stats(
+        path=_shown(path),
+        schema_version=figures.schema_version,
+        file_bytes=file_bytes,
+        page_size=figures.page_size,
+        page_count=figures.page_count,
+        freelist_pages=figures.freelist_pages,
+        wal_bytes=wal_bytes,
+        schema_bytes=figures.storage_bytes if url else None,
+        sessions=figures.sessions,
+        events=sum(figures.events_by_kind.values()),
+        events_by_kind=figures.events_by_kind,
+        messages_entered=figures.messages_entered,
+        visible_messages=figures.visible_messages,
+        first_event=figures.first_event,
+        last_event=figures.last_event,
+    )
     if as_json:
         _print_json(stats)
         return EXIT_OK
     kinds = ", ".join(f"{kind} {count}" for kind, count in stats.events_by_kind.items())
-    rows = [
-        ("database", stats.path),
-        ("schema version", str(stats.schema_version)),
-        (
-            "file size",
-            f"{stats.file_bytes} bytes ({_plural(stats.page_count, 'page')} of "
-            f"{stats.page_size} bytes, {stats.freelist_pages} free)",
-        ),
-        ("WAL size", f"{stats.wal_bytes} bytes"),
+    rows = [("database", stats.path), ("schema version", str(stats.schema_version))]
+    if url:
+        rows.append(("schema size", f"{stats.schema_bytes} bytes (tables, indexes and TOAST)"))
+    else:
+        rows += [
+            (
+                "file size",
+                f"{stats.file_bytes} bytes ({_plural(stats.page_count or 0, 'page')} of "
+                f"{stats.page_size} bytes, {stats.freelist_pages} free)",
+            ),
+            ("WAL size", f"{stats.wal_bytes} bytes"),
+        ]
+    rows += [
         ("sessions", str(stats.sessions)),
         ("events", f"{stats.events} ({kinds})" if kinds else "0"),
         (
@@ -1131,6 +1128,8 @@ async def _stats(path: str, file_bytes: int, wal_bytes: int, as_json: bool) -> i
 
 
 def _run_stats(args: argparse.Namespace) -> int:
+    if _is_url(args.db):  # no file: the schema's size is read from the server
+        return anyio.run(_stats, args.db, None, None, args.json, backend="asyncio")
     target = Path(args.db).expanduser()
     # Sizes first: opening and closing a store checkpoints (and removes) the WAL.
     file_bytes = target.stat().st_size if target.is_file() else 0
@@ -1143,9 +1142,10 @@ COMMANDS: tuple[Command, ...] = (
         help="save a scripted conversation and show the pruned buffer and the full log",
         description=(
             "Save a scripted 10-turn travel-planning chat (no LLM, no network) through the "
-            "async API into a SQLite file, one new session per run. Shows the token-bounded "
-            "buffer after every turn, the final buffer, proof that the log keeps every "
-            "message, and that the buffer is identical after reopening the file."
+            "async API into a SQLite file (or a PostgreSQL store), one new session per run. "
+            "Shows the token-bounded buffer after every turn, the final buffer, proof that the "
+            "log keeps every message, and that the buffer is identical after reopening the "
+            "store."
         ),
         configure=_configure_demo,
         run=_run_demo,
@@ -1233,9 +1233,9 @@ COMMANDS: tuple[Command, ...] = (
         name="stats",
         help="show database figures: sizes, schema version, events by kind, messages",
         description=(
-            "Show the database's file size, pages, WAL size and schema version, its "
-            "sessions, events by kind, and the messages that entered buffers, are visible "
-            "and were pruned."
+            "Show the database's schema version and size (a SQLite file's size, pages and "
+            "WAL; a PostgreSQL schema's tables, indexes and TOAST), its sessions, events by "
+            "kind, and the messages that entered buffers, are visible and were pruned."
         ),
         configure=_configure_stats,
         run=_run_stats,
@@ -1252,7 +1252,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Durable, auditable, token-bounded conversation memory for LLM agents. "
-            "Every save is an immutable event in SQLite; the buffer is a projection."
+            "Every save is an immutable event in SQLite or PostgreSQL; the buffer is a "
+            "projection. DB is a SQLite file or a postgresql:// URL."
         ),
         epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
     )

@@ -1,4 +1,7 @@
-"""The ``eventmem`` command, run as a user runs it: in a subprocess."""
+"""The ``eventmem`` command, run as a user runs it: in a subprocess.
+
+The store commands run against a SQLite file and a PostgreSQL URL alike.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,29 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import psycopg
 import pytest
+from psycopg import sql
 
 import eventmem
 from eventmem.cli import DEFAULT_DEMO_DB, DEFAULT_DEMO_LIMIT, DEMO_CONVERSATION, main
+from tests.backends import (
+    BACKENDS,
+    POSTGRES_URL,
+    backend_of,
+    drop_target,
+    new_target,
+    raw_database,
+    schema_of,
+)
 
 TURNS = len(DEMO_CONVERSATION)
 
@@ -56,7 +69,7 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int) -> N
     assert "Traceback" not in result.stdout
 
 
-def session_summary(db: Path) -> list[tuple[int, int, int]]:
+def session_summary(db: Path | str) -> list[tuple[int, int, int]]:
     """Per session: (events in the log, buffer tokens, messages visible)."""
     with eventmem.connect(db, create=False) as store:
         summary = []
@@ -107,6 +120,29 @@ def test_demo_limit_and_model(tmp_path: Path) -> None:
     [(events, _, visible)] = session_summary(db)
     assert (events, visible) == (TURNS, 2 * TURNS)  # nothing pruned under a large limit
     assert "openai-chat:cl100k_base" in result.stdout
+
+
+def test_demo_on_postgresql(tmp_path: Path) -> None:
+    target = new_target("postgresql", tmp_path)
+    try:
+        first = run("demo", "--db", target, cwd=tmp_path)
+        second = run("demo", "--db", target, "--limit", "100000", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert second.returncode == 0, second.stderr
+        assert f"reopened {target}: buffer identical" in first.stdout
+        assert f"database: {target} (2 sessions; each run adds one)" in second.stdout
+        schema = schema_of(target)
+        assert second.stdout.splitlines()[-1] == (
+            f"inspect it: psql {POSTGRES_URL} -c 'SELECT session_id, position, kind "
+            f"FROM {schema}.events ORDER BY id'"
+        )
+        assert not list(tmp_path.iterdir())  # no file: the store is on the server
+        [(events, tokens, visible), (events_2, _, visible_2)] = session_summary(target)
+        assert (events, events_2) == (TURNS, TURNS)
+        assert tokens <= DEFAULT_DEMO_LIMIT
+        assert 0 < visible < visible_2 == 2 * TURNS
+    finally:
+        drop_target(target)
 
 
 @pytest.mark.parametrize("script", [False, True], ids=["python-m", "console-script"])
@@ -193,7 +229,7 @@ def _action(tool: str, i: int) -> dict[str, Any]:
     return {"tool": tool, "tool_input": {"q": i}, "log": f"calling {tool}", "message_log": []}
 
 
-async def _populate(path: Path) -> None:
+async def _populate(path: Path | str) -> None:
     async with eventmem.open(path) as store:
         # Three turns under a small limit: the first pruned, the second half pruned.
         chat = store.token_buffer("chat", max_token_limit=60)
@@ -219,23 +255,55 @@ async def _populate(path: Path) -> None:
         await agent.arecord_step(_action("search", 4), "still running")
 
 
-@pytest.fixture(scope="module")
-def store_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with a pruned chat, a cleared chat and an agent session (read-only use)."""
-    db = tmp_path_factory.mktemp("store") / "agent.db"
+@pytest.fixture(scope="module", params=BACKENDS)
+def store_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A store with a pruned chat, a cleared chat and an agent session (read-only use):
+    a SQLite file named agent.db, then a PostgreSQL URL with a schema of its own."""
+    if request.param == "postgresql":
+        request.getfixturevalue("_postgres_server")
+        db = new_target("postgresql", tmp_path_factory.mktemp("store"))
+    else:
+        db = str(tmp_path_factory.mktemp("store") / "agent.db")
     anyio.run(_populate, db)
-    return db
+    yield db
+    drop_target(db)
 
 
 @pytest.fixture
-def db_copy(store_db: Path, tmp_path: Path) -> Path:
-    """A private copy of the store, for tests that change it."""
-    copy = tmp_path / "copy.db"
-    shutil.copyfile(store_db, copy)
-    return copy
+def db_copy(store_db: str, tmp_path: Path) -> Iterator[str]:
+    """A private copy of the store, for tests that change it (in PostgreSQL, the same
+    sessions written again in a schema of their own)."""
+    if backend_of(store_db) == "sqlite":
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(store_db, copy)
+        yield str(copy)
+        return
+    target = new_target("postgresql", tmp_path)
+    anyio.run(_populate, target)
+    yield target
+    drop_target(target)
 
 
-def api(db: Path, fn: Callable[[eventmem.Store], Awaitable[T]]) -> T:
+def fresh(store_db: str, tmp_path: Path, name: str) -> str:
+    """A new store location on the same backend as ``store_db`` (a file, or a schema
+    dropped after the test by :func:`dropping`)."""
+    if backend_of(store_db) == "sqlite":
+        return str(tmp_path / name)
+    return new_target("postgresql", tmp_path)
+
+
+@pytest.fixture
+def dropping() -> Iterator[list[str]]:
+    """Targets to drop after the test."""
+    targets: list[str] = []
+    yield targets
+    for target in targets:
+        drop_target(target)
+
+
+def api(db: Path | str, fn: Callable[[eventmem.Store], Awaitable[T]]) -> T:
     """``fn(store)`` through the async API, for the expected values."""
 
     async def call() -> T:
@@ -261,25 +329,23 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def tamper(db: Path, session: str, position: int) -> None:
-    """Edit an event behind eventmem's back (the immutability trigger dropped first)."""
-    conn = sqlite3.connect(db)
-    conn.execute("DROP TRIGGER events_are_immutable_update")
-    conn.execute(
-        "UPDATE events SET data = replace(data, 'City', 'Town')"
-        " WHERE session_id = ? AND position = ?",
-        (session, position),
-    )
-    conn.commit()
-    conn.close()
+def tamper(db: str, session: str, position: int) -> None:
+    """Edit an event behind eventmem's back (the immutability trigger switched off first)."""
+    with raw_database(db) as raw:
+        raw.allow_tampering()
+        raw.execute(
+            "UPDATE events SET data = replace(data, 'City', 'Town')"
+            " WHERE session_id = ? AND position = ?",
+            (session, position),
+        )
 
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def test_sessions(store_db: Path) -> None:
+def test_sessions(store_db: str, tmp_path: Path) -> None:
     expected = api(store_db, _summaries)
-    text = ok("sessions", str(store_db), cwd=store_db.parent).splitlines()
+    text = ok("sessions", store_db, cwd=tmp_path).splitlines()
     assert text[0].split() == ["session", "events", "visible", "tokens", "last", "activity"]
     for line, (session, events, visible, tokens, _) in zip(text[1:-1], expected, strict=True):
         fields = line.split()
@@ -287,7 +353,7 @@ def test_sessions(store_db: Path) -> None:
         assert TIME.match(fields[4])
     assert text[-1] == "3 sessions, 12 events"
 
-    rows = json_lines(ok("sessions", str(store_db), "--json", cwd=store_db.parent))
+    rows = json_lines(ok("sessions", store_db, "--json", cwd=tmp_path))
     assert [
         (r["session_id"], r["events"], r["visible_messages"], r["tokens"], r["last_activity"])
         for r in rows
@@ -307,9 +373,9 @@ async def _summaries(store: eventmem.Store) -> list[tuple[str, int, int, int, st
     return summaries
 
 
-def test_log_table(store_db: Path) -> None:
-    cwd = store_db.parent
-    chat = ok("log", str(store_db), "chat", cwd=cwd).splitlines()
+def test_log_table(store_db: str, tmp_path: Path) -> None:
+    cwd = tmp_path
+    chat = ok("log", store_db, "chat", cwd=cwd).splitlines()
     assert chat[0].split() == ["pos", "time", "kind", "tokens", "buffer", "summary"]
     rows = [line.split(maxsplit=5) for line in chat[1:-1]]
     assert [r[0] for r in rows] == ["1", "2", "3"]
@@ -322,14 +388,14 @@ def test_log_table(store_db: Path) -> None:
     )
     assert chat[-1] == "3 events; 6 messages entered the buffer, 3 visible now"
 
-    restart = ok("log", str(store_db), "restart", cwd=cwd).splitlines()
+    restart = ok("log", store_db, "restart", cwd=cwd).splitlines()
     assert [line.split()[2:5] for line in restart[1:-1]] == [
         ["turn", "33", "pruned"],
         ["clear", "0", "-"],
         ["turn", "15", "visible"],
     ]
 
-    agent = ok("log", str(store_db), "agent", cwd=cwd).splitlines()
+    agent = ok("log", store_db, "agent", cwd=cwd).splitlines()
     rows = [line.split(maxsplit=5) for line in agent[1:-1]]
     assert [(r[2], r[4]) for r in rows] == [
         ("step", "visible"),
@@ -347,14 +413,14 @@ def test_log_table(store_db: Path) -> None:
 
 
 @pytest.mark.parametrize("session", SESSIONS)
-def test_log_json(store_db: Path, session: str) -> None:
+def test_log_json(store_db: str, session: str, tmp_path: Path) -> None:
     async def expected(
         store: eventmem.Store,
     ) -> tuple[list[eventmem.StoredEvent], list[eventmem.Message]]:
         return await _all_events(store, session), await store.messages(session)
 
     events, buffer = api(store_db, expected)
-    rows = json_lines(ok("log", str(store_db), session, "--json", cwd=store_db.parent))
+    rows = json_lines(ok("log", store_db, session, "--json", cwd=tmp_path))
     assert len(rows) == len(events)
     for row, event in zip(rows, events, strict=True):
         assert row["session_id"] == session
@@ -372,8 +438,8 @@ def test_log_json(store_db: Path, session: str) -> None:
     assert sum(sum(row["message_visible"]) for row in rows) == len(buffer)
 
 
-def test_buffer(store_db: Path) -> None:
-    cwd, db = store_db.parent, str(store_db)
+def test_buffer(store_db: str, tmp_path: Path) -> None:
+    cwd, db = tmp_path, store_db
 
     async def expected(store: eventmem.Store) -> dict[str, list[eventmem.Message]]:
         return {
@@ -417,30 +483,34 @@ def test_buffer(store_db: Path) -> None:
     ("args", "message"),
     [
         (["chat", "--at", "4"], "session 'chat' has 3 events; --at 4 is in its future"),
-        (["nobody"], "no session 'nobody' in agent.db (see 'eventmem sessions agent.db')"),
+        (["nobody"], "no session 'nobody' in {db} (see 'eventmem sessions {quoted}')"),
     ],
 )
-def test_buffer_errors(store_db: Path, args: list[str], message: str) -> None:
-    result = run("buffer", "agent.db", *args, cwd=store_db.parent)
+def test_buffer_errors(store_db: str, args: list[str], message: str) -> None:
+    if backend_of(store_db) == "sqlite":  # as typed in the store's directory
+        db, quoted, cwd = "agent.db", "agent.db", Path(store_db).parent
+    else:  # a URL's '?' is quoted for the shell
+        db, quoted, cwd = store_db, f'"{store_db}"', Path.cwd()
+    result = run("buffer", db, *args, cwd=cwd)
     assert_clean_error(result, 1)
     assert result.stdout == ""
-    assert result.stderr == f"eventmem: error: {message}\n"
+    assert result.stderr == f"eventmem: error: {message.format(db=db, quoted=quoted)}\n"
 
 
-def test_verify(store_db: Path, db_copy: Path) -> None:
-    cwd = store_db.parent  # (the text of a passing verify: see the round-trip test)
-    report = json.loads(ok("verify", str(store_db), "--json", cwd=cwd))
+def test_verify(store_db: str, db_copy: str, tmp_path: Path) -> None:
+    cwd = tmp_path  # (the text of a passing verify: see the round-trip test)
+    report = json.loads(ok("verify", store_db, "--json", cwd=cwd))
     assert report == {"ok": True, "sessions": 3, "events": 12, "problems": []}
 
     tamper(db_copy, "chat", 2)
-    result = run("verify", str(db_copy), cwd=cwd)
+    result = run("verify", db_copy, cwd=cwd)
     assert_clean_error(result, 1)
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].startswith("session chat position 2: hash_mismatch: ")
     assert lines[-1] == "1 problem in 1 session (3 sessions, 12 events checked)"
 
-    result = run("verify", str(db_copy), "--json", cwd=cwd)
+    result = run("verify", db_copy, "--json", cwd=cwd)
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -452,43 +522,58 @@ def test_verify(store_db: Path, db_copy: Path) -> None:
     )
 
 
-def test_rebuild_repairs_a_damaged_buffer(db_copy: Path) -> None:
-    cwd = db_copy.parent
-    conn = sqlite3.connect(db_copy)
-    conn.execute("DELETE FROM view_messages WHERE session_id = 'agent'")  # not the log
-    conn.commit()
-    conn.close()
+def test_rebuild_repairs_a_damaged_buffer(db_copy: str, tmp_path: Path) -> None:
+    cwd = tmp_path
+    with raw_database(db_copy) as raw:
+        raw.execute("DELETE FROM view_messages WHERE session_id = 'agent'")  # not the log
     report = api(db_copy, lambda store: store.verify())
     assert [p.kind for p in report.problems] == ["projection_mismatch"]
 
-    text = ok("rebuild", str(db_copy), cwd=cwd)
+    text = ok("rebuild", db_copy, cwd=cwd)
     assert text == "rebuilt the buffers of 3 sessions from 12 events\n"
-    assert json.loads(ok("rebuild", str(db_copy), "--json", cwd=cwd)) == {
+    assert json.loads(ok("rebuild", db_copy, "--json", cwd=cwd)) == {
         "sessions": 3,
         "events": 12,
     }
-    assert ok("verify", str(db_copy), cwd=cwd) == "ok: 3 sessions, 12 events verified\n"
+    assert ok("verify", db_copy, cwd=cwd) == "ok: 3 sessions, 12 events verified\n"
 
 
-def test_export_import_round_trip(store_db: Path, tmp_path: Path) -> None:
-    exported = ok("export", str(store_db), cwd=tmp_path)
+def test_export_import_round_trip(store_db: str, tmp_path: Path, dropping: list[str]) -> None:
+    exported = ok("export", store_db, cwd=tmp_path)
     lines = exported.splitlines()
     assert json.loads(lines[0]) == {"format": "eventmem-export", "version": 1}
     assert len(lines) == 1 + 12 + 1  # header, events, end line
     dump = tmp_path / "agent.jsonl"
     dump.write_text(exported, encoding="utf-8")
 
-    copy = tmp_path / "copy.db"
-    assert ok("import", str(copy), str(dump), cwd=tmp_path) == (
+    copy = fresh(store_db, tmp_path, "copy.db")
+    dropping.append(copy)
+    assert ok("import", copy, str(dump), cwd=tmp_path) == (
         f"imported 3 sessions, 12 events into {copy}\n"
     )
-    assert ok("verify", str(copy), cwd=tmp_path) == "ok: 3 sessions, 12 events verified\n"
-    assert ok("export", str(copy), cwd=tmp_path) == exported  # same events and hashes
+    assert ok("verify", copy, cwd=tmp_path) == "ok: 3 sessions, 12 events verified\n"
+    assert ok("export", copy, cwd=tmp_path) == exported  # same events and hashes
     assert api(copy, _views) == api(store_db, _views)  # ...and the same buffers
 
-    stdin_copy = tmp_path / "stdin.db"
-    result = ok("import", str(stdin_copy), "-", "--json", cwd=tmp_path, stdin=exported)
+    stdin_copy = fresh(store_db, tmp_path, "stdin.db")
+    dropping.append(stdin_copy)
+    result = ok("import", stdin_copy, "-", "--json", cwd=tmp_path, stdin=exported)
     assert json.loads(result) == {"sessions": 3, "events": 12}
+
+
+def test_export_moves_a_store_between_backends(tmp_path: Path, dropping: list[str]) -> None:
+    """SQLite -> PostgreSQL -> SQLite through export and import: the same bytes."""
+    sqlite_db = str(tmp_path / "agent.db")
+    anyio.run(_populate, sqlite_db)
+    exported = ok("export", sqlite_db, cwd=tmp_path)
+    postgres = new_target("postgresql", tmp_path)
+    dropping.append(postgres)
+    ok("import", postgres, "-", cwd=tmp_path, stdin=exported)
+    assert ok("export", postgres, cwd=tmp_path) == exported
+    assert api(postgres, _views) == api(sqlite_db, _views)
+    back = str(tmp_path / "back.db")
+    ok("import", back, "-", cwd=tmp_path, stdin=ok("export", postgres, cwd=tmp_path))
+    assert ok("export", back, cwd=tmp_path) == exported
 
 
 async def _views(store: eventmem.Store) -> list[tuple[Any, ...]]:
@@ -502,58 +587,83 @@ async def _export(store: eventmem.Store) -> bytes:
     return b"".join([line async for line in store.export()])
 
 
-def test_import_refuses_twice_and_tampered_files(store_db: Path, tmp_path: Path) -> None:
+def test_import_refuses_twice_and_tampered_files(
+    store_db: str, tmp_path: Path, dropping: list[str]
+) -> None:
     dump = tmp_path / "agent.jsonl"
     dump.write_bytes(api(store_db, _export))
-    copy = tmp_path / "copy.db"
-    ok("import", str(copy), str(dump), cwd=tmp_path)
-    before = copy.read_bytes()
-    again = run("import", str(copy), str(dump), cwd=tmp_path)
+    copy = fresh(store_db, tmp_path, "copy.db")
+    dropping.append(copy)
+    ok("import", copy, str(dump), cwd=tmp_path)
+    before = api(copy, _views)
+    file_before = Path(copy).read_bytes() if backend_of(copy) == "sqlite" else b""
+    again = run("import", copy, str(dump), cwd=tmp_path)
     assert_clean_error(again, 1)
     assert again.stderr == (
         "eventmem: error: session 'chat' already exists in this store; "
         "an import never merges into or duplicates a session\n"
     )
-    assert copy.read_bytes() == before
+    assert api(copy, _views) == before
+    if backend_of(copy) == "sqlite":
+        assert Path(copy).read_bytes() == file_before
 
     forged = tmp_path / "forged.jsonl"
     forged.write_text(dump.read_text().replace("City 1.", "Town 1."), encoding="utf-8")
-    result = run("import", "new.db", str(forged), cwd=tmp_path)
+    new = "new.db" if backend_of(store_db) == "sqlite" else fresh(store_db, tmp_path, "")
+    dropping.append(new)
+    result = run("import", new, str(forged), cwd=tmp_path)
     assert_clean_error(result, 1)
     assert result.stderr.startswith("eventmem: error: line 3: session 'chat' position 2: ")
     assert "hash_mismatch" in result.stderr
-    assert not (tmp_path / "new.db").exists()  # a refused import leaves no new file
+    if backend_of(store_db) == "sqlite":
+        assert not (tmp_path / "new.db").exists()  # a refused import leaves no new file
+    else:  # the schema keeps the empty store the import created, and nothing else
+        assert api(new, lambda store: store.count_events()) == 0
 
 
-def test_export_one_session_to_a_file(store_db: Path, tmp_path: Path) -> None:
+def test_export_one_session_to_a_file(store_db: str, tmp_path: Path) -> None:
     out = tmp_path / "agent.jsonl"
-    text = ok("export", str(store_db), "--session", "agent", "-o", str(out), cwd=tmp_path)
+    text = ok("export", store_db, "--session", "agent", "-o", str(out), cwd=tmp_path)
     assert text == f"exported 6 events of 1 session to {out}\n"
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 8  # header, 6 events, end line
     assert {json.loads(line)["session_id"] for line in lines[1:-1]} == {"agent"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.jsonl"]  # no partial file
 
-    missing = run("export", str(store_db), "--session", "nobody", "-o", "x.jsonl", cwd=tmp_path)
+    missing = run("export", store_db, "--session", "nobody", "-o", "x.jsonl", cwd=tmp_path)
     assert_clean_error(missing, 1)
     assert "no session 'nobody'" in missing.stderr
     assert not (tmp_path / "x.jsonl").exists()
 
 
-def test_stats(store_db: Path) -> None:
-    cwd = store_db.parent
-    text = ok("stats", str(store_db), cwd=cwd).splitlines()
+def test_stats(store_db: str, tmp_path: Path) -> None:
+    cwd = tmp_path
+    text = ok("stats", store_db, cwd=cwd).splitlines()
     facts = {line[:15].strip(): line[16:] for line in text}
+    assert facts["database"] == store_db
     assert facts["schema version"] == "2"
     assert facts["sessions"] == "3"
     assert facts["events"] == "12 (clear 1, step 4, turn 7)"
     assert facts["messages"] == "16 entered buffers, 11 visible, 5 pruned"
-    stats = json.loads(ok("stats", str(store_db), "--json", cwd=cwd))
-    assert stats["file_bytes"] == store_db.stat().st_size
-    assert stats["page_size"] * stats["page_count"] == stats["file_bytes"]
+    assert TIME.match(facts["first event"])
+    assert TIME.match(facts["last event"])
+    stats = json.loads(ok("stats", store_db, "--json", cwd=cwd))
+    assert stats["path"] == store_db
     assert stats["events_by_kind"] == {"clear": 1, "step": 4, "turn": 7}
     assert (stats["sessions"], stats["events"], stats["visible_messages"]) == (3, 12, 11)
-    assert stats["wal_bytes"] == 0
+    assert stats["messages_entered"] == 16
+    file_figures = {"file_bytes", "page_size", "page_count", "freelist_pages", "wal_bytes"}
+    if backend_of(store_db) == "sqlite":
+        assert stats["file_bytes"] == Path(store_db).stat().st_size
+        assert stats["page_size"] * stats["page_count"] == stats["file_bytes"]
+        assert stats["wal_bytes"] == 0
+        assert "schema_bytes" not in stats
+        assert "schema size" not in facts
+    else:  # no file: the schema's tables, indexes and TOAST instead
+        assert not file_figures & set(stats)
+        assert stats["schema_bytes"] > 0
+        assert facts["schema size"] == f"{stats['schema_bytes']} bytes (tables, indexes and TOAST)"
+        assert "file size" not in facts
 
 
 READING = [
@@ -594,6 +704,75 @@ def test_reading_commands_never_create_a_database(
     assert empty.stat().st_size == 0
 
 
+def _schema_tables(target: str) -> list[str] | None:
+    """The tables in a target's schema, or None if the schema does not exist."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        schema = schema_of(target)
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchall():
+            return None
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+        return sorted(row[0] for row in rows)
+
+
+@pytest.mark.usefixtures("_postgres_server")
+@pytest.mark.parametrize("args", READING, ids=[a[0] for a in READING])
+def test_reading_commands_never_create_a_postgresql_store(
+    tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str], dropping: list[str]
+) -> None:
+    target = new_target("postgresql", tmp_path)
+    dropping.append(target)
+    schema = schema_of(target)
+    assert main(_with_db(args, target)) == 1
+    assert capsys.readouterr().err == (
+        f"eventmem: error: there is no eventmem store in schema '{schema}' "
+        "(it was opened with create=False, so nothing was created)\n"
+    )
+    assert _schema_tables(target) is None  # not even the schema
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    assert main(_with_db(args, target)) == 1  # an empty schema is no store either
+    assert "there is no eventmem store" in capsys.readouterr().err
+    assert _schema_tables(target) == []
+
+
+@pytest.mark.usefixtures("_postgres_server")
+def test_passwords_are_never_printed(tmp_path: Path, dropping: list[str]) -> None:
+    # The test server trusts local connections, so any password is accepted.
+    plain = new_target("postgresql", tmp_path)
+    dropping.append(plain)
+    secret = "s3cr3t-pw"
+    url = plain.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    assert url != plain
+    copy = new_target("postgresql", tmp_path)
+    dropping.append(copy)
+    copy_url = copy.replace("?schema=", f"?password={secret}&schema=")
+    dump = tmp_path / "dump.jsonl"
+    commands = [
+        ["demo", "--db", url],
+        ["sessions", url],
+        ["log", url, "nobody"],
+        ["buffer", url, "nobody"],
+        ["verify", url],
+        ["rebuild", url],
+        ["export", url, "-o", str(dump)],
+        ["import", copy_url, str(dump)],
+        ["import", copy_url, str(dump)],  # refused: the sessions exist
+        ["stats", copy_url, "--json"],
+        ["sessions", url.replace(plain.rsplit("=", 1)[1], "t_nothing_here")],
+    ]
+    outputs = []
+    for command in commands:
+        result = run(*command, cwd=tmp_path)
+        assert "Traceback" not in result.stderr, result
+        outputs.append(result.stdout + result.stderr)
+    assert not [text for text in outputs if secret in text]
+    assert f"reopened {plain}: buffer identical" in outputs[0]
+    assert f"imported 1 session, 10 events into {copy}\n" == outputs[7]
+    assert json.loads(outputs[-2])["path"] == copy
+
+
 @pytest.mark.parametrize("command", STORE_COMMANDS)
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
@@ -610,12 +789,12 @@ def test_help_in_a_subprocess(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_progress_shows_on_a_terminal_only(store_db: Path) -> None:
+def test_progress_shows_on_a_terminal_only(store_db: str) -> None:  # both backends
     import pty
 
     primary, secondary = pty.openpty()
     with subprocess.Popen(
-        [sys.executable, "-m", "eventmem", "verify", str(store_db)],
+        [sys.executable, "-m", "eventmem", "verify", store_db],
         stdout=subprocess.PIPE,
         stderr=secondary,
     ) as process:
