@@ -194,13 +194,16 @@ class Store:
             validate_session_id(session_id)
         yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
         after, count = 0, 0
-        while True:
-            after, lines = await self._backend.export_page(session_id, after, _EXPORT_PAGE)
-            for line in lines:
-                yield line + b"\n"
-            count += len(lines)
-            if len(lines) < _EXPORT_PAGE:
-                break
+        # Every page from one consistent view of the log, however long the export takes
+        # and whoever writes meanwhile.
+        async with self._backend.export_snapshot() as page:
+            while True:
+                after, lines = await page(session_id, after, _EXPORT_PAGE)
+                for line in lines:
+                    yield line + b"\n"
+                count += len(lines)
+                if len(lines) < _EXPORT_PAGE:
+                    break
         yield msgspec.json.encode(ExportEnd(EXPORT_FORMAT, count)) + b"\n"
 
     async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -16,6 +17,7 @@ from eventmem.tokens import TokenCounter
 
 __all__ = [
     "Backend",
+    "ExportPage",
     "Progress",
     "SessionSummary",
     "StepRequest",
@@ -25,6 +27,8 @@ __all__ = [
 
 # Called as progress(done, total) from the thread doing the work.
 Progress = Callable[[int, int], None]
+# page(session_id or None, after_id, limit) -> (last id, export lines): Backend.export_page.
+ExportPage = Callable[[str | None, int, int], Awaitable[tuple[int, list[bytes]]]]
 
 
 class StepRequest(msgspec.Struct, frozen=True):
@@ -151,6 +155,11 @@ class Backend(Protocol):
         self, session_id: str | None, after_id: int, limit: int
     ) -> tuple[int, list[bytes]]:
         """Export lines of the events after global position ``after_id``, and the last one."""
+        ...
+
+    def export_snapshot(self) -> AbstractAsyncContextManager[ExportPage]:
+        """An :meth:`export_page` whose pages all read one view of the log, as it was
+        when the context was entered (so none skips an event committed meanwhile)."""
         ...
 
     async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:

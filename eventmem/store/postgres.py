@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -36,7 +37,8 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
-from eventmem.store.base import Backend
+from eventmem.store import maintenance
+from eventmem.store.base import Backend, ExportPage
 from eventmem.store.pg_schema import apply_migrations
 from eventmem.store.sqlite import Durability, SQLiteBackend
 from eventmem.store.writes import write_batch
@@ -250,6 +252,38 @@ class PostgresBackend(SQLiteBackend):
         # Not cancellable while the thread runs: the call always ends in COMMIT or
         # ROLLBACK before the caller hears of its cancellation.
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[ExportPage]:
+        """Pages read in one repeatable-read transaction on a connection of their own:
+        writers in other transactions may commit a lower id after a higher one, so
+        pages by id outside one snapshot could pass an event that commits later."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        raw = await anyio.to_thread.run_sync(_connect, self._target, self._settings, False)
+        reader = PostgresConnection(raw, self._target.schema)
+        limiter = anyio.CapacityLimiter(1)
+
+        def call(session_id: str | None, after_id: int, limit: int) -> tuple[int, list[bytes]]:
+            try:
+                if not reader.in_transaction:
+                    reader.begin_read()
+                return maintenance.export_page(reader, session_id, after_id, limit)
+            except psycopg.Error as e:
+                raise translate(e, self._where) from e
+
+        async def page(
+            session_id: str | None, after_id: int, limit: int
+        ) -> tuple[int, list[bytes]]:
+            return await anyio.to_thread.run_sync(
+                call, session_id, after_id, limit, limiter=limiter
+            )
+
+        try:
+            yield page
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(raw.close, limiter=limiter)
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""

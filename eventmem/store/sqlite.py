@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +37,7 @@ from eventmem.messages import Message
 from eventmem.store import maintenance, reads
 from eventmem.store.base import (
     Backend,
+    ExportPage,
     Progress,
     SessionSummary,
     StepRequest,
@@ -229,6 +231,12 @@ class SQLiteBackend:
     ) -> tuple[int, list[bytes]]:
         """Export lines of events with global position > ``after_id``, and the last id."""
         return await self._run(maintenance.export_page, session_id, after_id, limit)
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[ExportPage]:
+        """:meth:`export_page` itself: with one writer at a time, ids are assigned in
+        commit order, so paging by id never passes an event that commits later."""
+        yield self.export_page
 
     async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
         """Import export lines (header excluded) in one transaction: (sessions, events)."""
