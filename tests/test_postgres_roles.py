@@ -1,0 +1,94 @@
+"""What narrower PostgreSQL roles can do with a store (docs/postgres.md#permissions)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import eventmem
+from tests.backends import POSTGRES_URL, check_postgres, drop_target, new_target, schema_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A store with one saved turn in session "s", made by the schema's owner."""
+    check_postgres()
+    url = new_target("postgresql", tmp_path)
+    async with eventmem.open(url) as store:
+        memory = store.token_buffer("s")
+        await memory.asave_context({"input": "hello"}, {"output": "hi"})
+    yield url
+    drop_target(url)
+
+
+@pytest.fixture
+def roles(store_url: str) -> Iterator[dict[str, str]]:
+    """A reader and a writer role on the store's schema, dropped afterwards."""
+    schema = schema_of(store_url)
+    suffix = uuid.uuid4().hex[:8]
+    reader, writer = f"em_reader_{suffix}", f"em_writer_{suffix}"
+    grants = [
+        f"CREATE ROLE {reader} LOGIN",
+        f"CREATE ROLE {writer} LOGIN",
+        f"GRANT USAGE ON SCHEMA {schema} TO {reader}, {writer}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
+        f"GRANT SELECT, INSERT ON {schema}.events TO {writer}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.sessions, {schema}.view_messages"
+        f" TO {writer}",
+        f"GRANT SELECT ON {schema}.eventmem_migrations TO {writer}",
+    ]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        for statement in grants:
+            admin.execute(statement.encode())
+    base = POSTGRES_URL.split("://", 1)[1].split("@", 1)[1]
+    yield {
+        role: f"postgresql://{name}@{base}?schema={schema}"
+        for role, name in (("reader", reader), ("writer", writer))
+    }
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        for name in (reader, writer):
+            admin.execute(f"DROP OWNED BY {name}".encode())
+            admin.execute(f"DROP ROLE {name}".encode())
+
+
+async def test_a_reading_role_reads_and_audits_but_cannot_write(
+    store_url: str, roles: dict[str, str]
+) -> None:
+    async with eventmem.open(roles["reader"]) as store:
+        memory = store.token_buffer("s")
+        assert (await memory.aload_memory_variables({}))["history"] == "Human: hello\nAI: hi"
+        assert (await store.verify()).ok
+        assert len([line async for line in store.export()]) == 3
+        with pytest.raises(eventmem.ReadOnlyDatabaseError):
+            await memory.asave_context({"input": "more"}, {"output": "refused"})
+        with pytest.raises(eventmem.ReadOnlyDatabaseError):
+            await store.rebuild()
+    async with eventmem.open(store_url) as store:
+        assert await store.version("s") == 1  # nothing was written
+
+
+async def test_a_writing_role_saves_but_cannot_edit_the_log_or_rebuild(
+    store_url: str, roles: dict[str, str]
+) -> None:
+    async with eventmem.open(roles["writer"]) as store:
+        memory = store.token_buffer("s", max_token_limit=8)
+        await memory.asave_context({"input": "more"}, {"output": "saved"})
+        await memory.aclear()
+        assert await store.version("s") == 3
+        with pytest.raises(eventmem.ReadOnlyDatabaseError):
+            await store.rebuild()
+    user = roles["writer"].split("://", 1)[1].split("@", 1)[0]
+    with psycopg.connect(POSTGRES_URL, user=user, autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {schema_of(store_url)}".encode())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM events")
+    async with eventmem.open(store_url) as store:
+        assert (await store.verify()).ok
