@@ -4,7 +4,10 @@ After each kill: every save the writer saw return is in the log, no turn is torn
 turn names exactly the step events recorded for it), ``verify()`` passes, and every
 projection equals the fold of its events.
 
-    python -m tests.crash.harness --rounds 200 [--db PATH]
+The store is a SQLite file or a PostgreSQL URL (the writer is killed, not the server:
+what its connection had not committed must vanish, what it had must stay):
+
+    python -m tests.crash.harness --rounds 200 [--db PATH_OR_URL | --backend postgresql]
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import anyio
 import eventmem
 from eventmem.events import StepRecorded, TurnSaved
 from eventmem.projection import fold
+from tests.backends import BACKENDS, drop_target, new_target
 
 
-def run_round(db: Path, seed: int, rng: random.Random) -> list[str]:
-    """Start a writer, kill it after a random delay; return the acknowledged lines."""
+def run_round(db: str | Path, seed: int, rng: random.Random) -> list[str]:
+    """Start a writer on the store ``db`` (a file or a URL), kill it after a random
+    delay; return the acknowledged lines."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.crash.worker", str(db), str(seed)],
         stdout=subprocess.PIPE,
@@ -45,7 +50,7 @@ def run_round(db: Path, seed: int, rng: random.Random) -> list[str]:
     return [first.strip(), *[line for line in rest.splitlines() if line.strip()]]
 
 
-async def check(db: Path, acknowledged: list[str]) -> None:
+async def check(db: str | Path, acknowledged: list[str]) -> None:
     """Raise AssertionError unless the store holds every acknowledged write, whole."""
     async with eventmem.open(db) as store:
         report = await store.verify()
@@ -82,17 +87,27 @@ async def check(db: Path, acknowledged: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--db", default=None, help="a SQLite file or a postgresql:// URL")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="without --db: a new file, or a new schema on the test server (then dropped)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "crash.db"
-        acknowledged_total = 0
-        for round_number in range(args.rounds):
-            acknowledged = run_round(db, round_number, rng)
-            anyio.run(check, db, acknowledged)
-            acknowledged_total += len(acknowledged)
+        db = args.db or new_target(args.backend, Path(tmp))
+        try:
+            acknowledged_total = 0
+            for round_number in range(args.rounds):
+                acknowledged = run_round(db, round_number, rng)
+                anyio.run(check, db, acknowledged)
+                acknowledged_total += len(acknowledged)
+        finally:
+            if args.db is None:
+                drop_target(db)
         print(f"{args.rounds} kills, {acknowledged_total} acknowledged writes, all intact")
     return 0
 
