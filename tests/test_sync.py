@@ -42,15 +42,21 @@ def test_close_is_idempotent_and_later_calls_fail(target: str) -> None:
         mem.save_context({"input": "x"}, {"output": "y"})
 
 
-def test_connect_to_a_junk_sqlite_file_raises_and_leaves_no_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["sqlite junk file", "unreachable postgresql server"])
+def test_a_failed_connect_raises_and_leaves_no_thread(tmp_path: Path, where: str) -> None:
     import threading
     import time
 
     path = tmp_path / "junk.db"
     path.write_bytes(b"junk" * 1000)
+    target, error = (
+        (str(path), eventmem.NotAnEventmemDatabaseError)
+        if where.startswith("sqlite")
+        else ("postgresql://postgres@127.0.0.1:1/test?schema=nowhere", eventmem.StorageError)
+    )
     before = set(threading.enumerate())
-    with pytest.raises(eventmem.NotAnEventmemDatabaseError):
-        eventmem.connect(path)
+    with pytest.raises(error):
+        eventmem.connect(target)
     deadline = time.monotonic() + 5
     while (leaked := set(threading.enumerate()) - before) and time.monotonic() < deadline:
         time.sleep(0.01)
