@@ -45,6 +45,20 @@ def new_target(backend: str, tmp_path: Path) -> str:
     return f"{POSTGRES_URL}?schema=t_{uuid.uuid4().hex[:16]}"
 
 
+@contextmanager
+def fresh_target(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A store location nothing else has used, removed afterwards: for code that needs
+    several stores in one test (a hypothesis example each, or a copy to import into)."""
+    if backend == "sqlite":
+        location = str(tmp_path / f"{uuid.uuid4().hex}.db")
+    else:
+        location = new_target(backend, tmp_path)
+    try:
+        yield location
+    finally:
+        drop_target(location)
+
+
 def backend_of(target: str | os.PathLike[str]) -> str:
     """Which backend a target names."""
     return "postgresql" if str(target).startswith("postgresql://") else "sqlite"

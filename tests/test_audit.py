@@ -1,8 +1,11 @@
-"""Audit and replay: exact time travel, tamper evidence, rebuild, export/import."""
+"""Audit and replay: exact time travel, tamper evidence, rebuild, export/import.
+
+Every test runs against both backends (the ``backend``/``target``/``store`` fixtures);
+the damage is done with plain SQL around eventmem (:class:`tests.backends.RawDatabase`).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 import eventmem
 from eventmem.messages import Message
 from eventmem.projection import fold
+from tests.backends import BACKENDS, fresh_target, raw_database
 
 pytestmark = pytest.mark.anyio
 
@@ -38,13 +42,6 @@ async def _populate(store: eventmem.Store, sessions: int = 3, turns: int = 8) ->
             )
 
 
-def _raw(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP TRIGGER events_are_immutable_update")
-    conn.execute("DROP TRIGGER events_are_immutable_delete")
-    return conn
-
-
 # -- time travel --------------------------------------------------------------------------
 
 operations = st.lists(
@@ -60,16 +57,21 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(ops=operations)
-def test_time_travel_returns_exactly_what_was_served(tmp_path_factory: Any, ops: Any) -> None:
-    path = tmp_path_factory.mktemp("tt") / "tt.db"
-
-    async def run() -> None:
+def test_time_travel_returns_exactly_what_was_served(
+    backend: str, tmp_path: Path, ops: Any
+) -> None:
+    async def run(target: str) -> None:
         served: dict[int, list[Message]] = {}
         limit, model = 60, "gpt-4o"
         pending: list[tuple[dict[str, Any], str]] = []
-        async with eventmem.open(path) as store:
+        async with eventmem.open(target) as store:
             for op, a, b in ops:
                 mem = store.agent_token_buffer("s", max_token_limit=limit, model=model)
                 if op == "save":
@@ -94,7 +96,8 @@ def test_time_travel_returns_exactly_what_was_served(tmp_path_factory: Any, ops:
             version = await store.version("s")
             assert await store.messages("s", as_of=version) == await store.messages("s")
 
-    anyio.run(run)
+    with fresh_target(backend, tmp_path) as target:
+        anyio.run(run, target)
 
 
 async def test_as_of_out_of_range_is_refused(store: eventmem.Store) -> None:
@@ -175,16 +178,15 @@ TAMPERING: list[tuple[str, str, str, int]] = [
     ids=[t[0] for t in TAMPERING],
 )
 async def test_tampering_is_found_at_its_first_bad_position(
-    db_path: Path, statement: str, kind: str, position: int
+    target: str, statement: str, kind: str, position: int
 ) -> None:
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         await _populate(store)
-    conn = _raw(db_path)
-    for part in statement.split(";"):
-        conn.execute(part)
-    conn.commit()
-    conn.close()
-    async with eventmem.open(db_path) as store:
+    with raw_database(target) as raw:
+        raw.allow_tampering()
+        for part in statement.split(";"):
+            raw.execute(part)
+    async with eventmem.open(target) as store:
         report = await store.verify()
     assert not report.ok
     assert [(p.session_id, p.kind, p.position) for p in report.problems] == [
@@ -192,14 +194,12 @@ async def test_tampering_is_found_at_its_first_bad_position(
     ]
 
 
-async def test_a_tampered_projection_is_found(db_path: Path) -> None:
-    async with eventmem.open(db_path) as store:
+async def test_a_tampered_projection_is_found(target: str) -> None:
+    async with eventmem.open(target) as store:
         await _populate(store)
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE view_messages SET tokens = tokens + 1 WHERE session_id = 'agent-2'")
-    conn.commit()
-    conn.close()
-    async with eventmem.open(db_path) as store:
+    with raw_database(target) as raw:
+        raw.execute("UPDATE view_messages SET tokens = tokens + 1 WHERE session_id = 'agent-2'")
+    async with eventmem.open(target) as store:
         report = await store.verify()
         assert [(p.session_id, p.kind) for p in report.problems] == [
             ("agent-2", "projection_mismatch")
@@ -220,25 +220,22 @@ async def test_a_tampered_projection_is_found(db_path: Path) -> None:
         "UPDATE sessions SET watermark = 0, total_tokens = 7",
     ],
 )
-async def test_rebuild_restores_projections_from_events_alone(db_path: Path, damage: str) -> None:
-    async with eventmem.open(db_path) as store:
+async def test_rebuild_restores_projections_from_events_alone(target: str, damage: str) -> None:
+    async with eventmem.open(target) as store:
         await _populate(store)
         sessions = await store.sessions()
         before = {s: await store.messages(s) for s in sessions}
-    conn = sqlite3.connect(db_path)
-    snapshot = conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall()
-    view = conn.execute("SELECT * FROM view_messages ORDER BY session_id, seq").fetchall()
-    conn.execute(damage)
-    conn.commit()
-    conn.close()
-    async with eventmem.open(db_path) as store:
+    with raw_database(target) as raw:
+        snapshot = raw.execute("SELECT * FROM sessions ORDER BY session_id")
+        view = raw.execute("SELECT * FROM view_messages ORDER BY session_id, seq")
+        raw.execute(damage)
+    async with eventmem.open(target) as store:
         assert await store.rebuild() == len(sessions)
         assert {s: await store.messages(s) for s in sessions} == before
         assert (await store.verify()).ok
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall() == snapshot
-    assert conn.execute("SELECT * FROM view_messages ORDER BY session_id, seq").fetchall() == view
-    conn.close()
+    with raw_database(target) as raw:
+        assert raw.execute("SELECT * FROM sessions ORDER BY session_id") == snapshot
+        assert raw.execute("SELECT * FROM view_messages ORDER BY session_id, seq") == view
 
 
 # -- export / import ----------------------------------------------------------------------
@@ -248,15 +245,22 @@ async def _export(store: eventmem.Store, session: str | None = None) -> list[byt
     return [line async for line in store.export(session)]
 
 
+@pytest.mark.parametrize("copy_backend", BACKENDS, ids=lambda b: f"into-{b}")
 async def test_export_then_import_reproduces_events_hashes_and_views(
-    store: eventmem.Store, tmp_path: Path
+    store: eventmem.Store, tmp_path: Path, copy_backend: str
 ) -> None:
+    """From either backend into either backend (a migration between them)."""
     await _populate(store)
     lines = await _export(store)
     assert lines[0].startswith(b'{"format":"eventmem-export","version":1')
     assert lines[-1] == b'{"end":"eventmem-export","events":%d}\n' % (len(lines) - 2)
     assert len(lines) == 2 + await store.count_events()
-    async with eventmem.open(tmp_path / "copy.db") as copy:
+    with fresh_target(copy_backend, tmp_path) as copy_target:
+        await _check_import(store, copy_target, lines)
+
+
+async def _check_import(store: eventmem.Store, copy_target: str, lines: list[bytes]) -> None:
+    async with eventmem.open(copy_target) as copy:
         assert await copy.import_events(lines) == (6, len(lines) - 2)
         for session in await store.sessions():
             original = [e async for e in store.events(session)]
@@ -309,26 +313,46 @@ IMPORT_REFUSALS: list[tuple[str, ImportCase, str]] = [
     ids=[c[0] for c in IMPORT_REFUSALS],
 )
 async def test_bad_imports_are_refused_and_write_nothing(
-    store: eventmem.Store, tmp_path: Path, change: ImportCase, message: str
+    store: eventmem.Store, backend: str, tmp_path: Path, change: ImportCase, message: str
 ) -> None:
     await _populate(store, sessions=1, turns=4)
     lines = await _export(store)
-    async with eventmem.open(tmp_path / "copy.db") as copy:
-        with pytest.raises(eventmem.ImportRefusedError, match=message):
-            await copy.import_events(change(lines))
-        assert await copy.count_events() == 0
-        assert await copy.sessions() == []
+    with fresh_target(backend, tmp_path) as copy_target:
+        async with eventmem.open(copy_target) as copy:
+            with pytest.raises(eventmem.ImportRefusedError, match=message):
+                await copy.import_events(change(lines))
+            assert await copy.count_events() == 0
+            assert await copy.sessions() == []
 
 
-async def test_importing_twice_is_refused(store: eventmem.Store, tmp_path: Path) -> None:
+async def test_importing_twice_is_refused(
+    store: eventmem.Store, backend: str, tmp_path: Path
+) -> None:
     await _populate(store, sessions=1, turns=3)
     lines = await _export(store)
-    async with eventmem.open(tmp_path / "copy.db") as copy:
-        await copy.import_events(lines)
-        count = await copy.count_events()
-        with pytest.raises(eventmem.ImportRefusedError, match="already exists"):
+    with fresh_target(backend, tmp_path) as copy_target:
+        async with eventmem.open(copy_target) as copy:
             await copy.import_events(lines)
-        assert await copy.count_events() == count
+            count = await copy.count_events()
+            with pytest.raises(eventmem.ImportRefusedError, match="already exists"):
+                await copy.import_events(lines)
+            assert await copy.count_events() == count
+            assert (await copy.verify()).ok
+
+
+async def test_importing_into_a_store_that_has_the_session_is_refused(
+    store: eventmem.Store, backend: str, tmp_path: Path
+) -> None:
+    """An import never appends to, or interleaves with, a session the store already has."""
+    await _populate(store, sessions=1, turns=3)
+    lines = await _export(store, "chat-0")
+    with fresh_target(backend, tmp_path) as copy_target:
+        async with eventmem.open(copy_target) as copy:
+            await copy.token_buffer("chat-0").asave_context({"input": "x"}, {"output": "y"})
+            with pytest.raises(eventmem.ImportRefusedError, match="already exists"):
+                await copy.import_events(lines)
+            assert await copy.count_events() == 1
+            assert (await copy.verify()).ok
 
 
 async def test_fold_of_events_equals_every_stored_projection(store: eventmem.Store) -> None:
