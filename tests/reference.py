@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, settings
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-# Examples that each open a fresh SQLite file under tmp_path.
+# Examples that each open a fresh store (a SQLite file under tmp_path, or a schema).
 STORE_EXAMPLES = settings(
     deadline=None,
     database=None,  # keep the source tree clean; failures print their example anyway
     suppress_health_check=[
-        HealthCheck.function_scoped_fixture,  # tmp_path: every example uses a fresh file
+        HealthCheck.function_scoped_fixture,  # tmp_path: every example uses a fresh store
         HealthCheck.too_slow,
         HealthCheck.data_too_large,
     ],
@@ -26,3 +26,10 @@ def chat_openai(model: str) -> Any:
     """The LangChain model whose ``get_num_tokens_from_messages`` is the reference count
     (offline: tests/conftest.py points tiktoken at the bundled encodings)."""
     return ChatOpenAI(model=model, api_key=SecretStr("test"))
+
+
+def examples_for(backend: str, *, sqlite: int, postgresql: int) -> settings:
+    """:data:`STORE_EXAMPLES` with a count per backend. The logic under test is the same on
+    both; a PostgreSQL example costs several times more (a schema created and dropped,
+    network round trips), so its property runs draw fewer examples."""
+    return settings(STORE_EXAMPLES, max_examples=sqlite if backend == "sqlite" else postgresql)

@@ -5,25 +5,28 @@ The reference is ``langchain_classic.memory.ConversationTokenBufferMemory`` coun
 its ``asave_context`` never prunes (a LangChain bug eventmem does not copy). After every
 operation of a random conversation the buffers must be identical — the string buffer
 character for character, the message buffer as (role, content) pairs — and the store must
-hold exactly one event per save and per clear, across reopening the database file.
+hold exactly one event per save and per clear, across reopening the store. Every test
+that opens a store runs against both backends (the ``backend`` fixture), each hypothesis
+example on a store of its own; PostgreSQL draws fewer random examples (``examples_for``).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import pytest
-from hypothesis import currently_in_test_context, event, given, settings
+from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 from langchain_classic.memory import ConversationTokenBufferMemory
 
 import eventmem
-from tests.reference import STORE_EXAMPLES, chat_openai
+from tests.backends import fresh_target
+from tests.reference import chat_openai, examples_for
 from tests.strategies import (
     Clear,
     Config,
@@ -37,8 +40,6 @@ from tests.strategies import (
 
 Op = Save | Clear | Reopen | SetLimit
 Buffer = str | list[tuple[str, str]]
-
-_HYPOTHESIS = STORE_EXAMPLES
 
 
 # --- the two sides ---------------------------------------------------------------------
@@ -118,19 +119,14 @@ def note_save(ref: Any, before: int, save: Save) -> None:
         event("a text of 1000+ characters")
 
 
-def fresh_db(tmp_path: Path) -> Path:
-    """A database file no other example has used."""
-    return tmp_path / f"{uuid.uuid4().hex}.db"
-
-
 # --- drivers: one random conversation through each facade ------------------------------
 
 
-async def run_async(path: Path, session: str, config: Config, ops: Sequence[Op]) -> None:
+async def run_async(target: str, session: str, config: Config, ops: Sequence[Op]) -> None:
     """Play ``ops`` on both memories, comparing after every operation."""
     ref = reference(config)
     writes = 0
-    store = await eventmem.open(path)
+    store = await eventmem.open(target)
     try:
         mem = store.token_buffer(session, **options(config))
         for i, op in enumerate(ops):
@@ -146,7 +142,7 @@ async def run_async(path: Path, session: str, config: Config, ops: Sequence[Op])
                 writes += 1
             elif isinstance(op, Reopen):
                 await store.aclose()
-                store = await eventmem.open(path)
+                store = await eventmem.open(target)
                 mem = store.token_buffer(session, **options(config))
             else:
                 config = switch(ref, config, op)
@@ -161,11 +157,11 @@ async def run_async(path: Path, session: str, config: Config, ops: Sequence[Op])
         await store.aclose()
 
 
-def run_sync(path: Path, session: str, config: Config, ops: Sequence[Op]) -> None:
+def run_sync(target: str, session: str, config: Config, ops: Sequence[Op]) -> None:
     """:func:`run_async` through the blocking facade ``eventmem.connect``."""
     ref = reference(config)
     writes = 0
-    store = eventmem.connect(path)
+    store = eventmem.connect(target)
     try:
         mem = store.token_buffer(session, **options(config))
         for i, op in enumerate(ops):
@@ -181,7 +177,7 @@ def run_sync(path: Path, session: str, config: Config, ops: Sequence[Op]) -> Non
                 writes += 1
             elif isinstance(op, Reopen):
                 store.close()
-                store = eventmem.connect(path)
+                store = eventmem.connect(target)
                 mem = store.token_buffer(session, **options(config))
             else:
                 config = switch(ref, config, op)
@@ -198,48 +194,54 @@ def run_sync(path: Path, session: str, config: Config, ops: Sequence[Op]) -> Non
 # --- 1. random conversations, async API ------------------------------------------------
 
 
-@pytest.mark.anyio
-@settings(_HYPOTHESIS, max_examples=200)
-@given(config=configs, ops=operations(max_size=20))
-async def test_random_conversation_matches_langchain(
-    tmp_path: Path, config: Config, ops: list[Op]
-) -> None:
-    await run_async(fresh_db(tmp_path), "session-1", config, ops)
+def test_random_conversation_matches_langchain(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=200, postgresql=60)
+    @given(config=configs, ops=operations(max_size=20))
+    def example(config: Config, ops: list[Op]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(run_async, target, "session-1", config, ops)
+
+    example()
 
 
 # --- 2. the blocking facade ------------------------------------------------------------
 
 
-@settings(_HYPOTHESIS, max_examples=40)
-@given(config=configs, ops=operations(max_size=15))
-def test_random_conversation_matches_langchain_sync(
-    tmp_path: Path, config: Config, ops: list[Op]
-) -> None:
-    run_sync(fresh_db(tmp_path), "session-1", config, ops)
+def test_random_conversation_matches_langchain_sync(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=40, postgresql=15)
+    @given(config=configs, ops=operations(max_size=15))
+    def example(config: Config, ops: list[Op]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            run_sync(target, "session-1", config, ops)
+
+    example()
 
 
 # --- 3. changing the limit and the model mid-conversation ------------------------------
 
 
+def test_limit_and_model_changes_match_langchain(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=60, postgresql=25)
+    @given(config=configs, ops=operations(max_size=20, with_limit_changes=True))
+    def example(config: Config, ops: list[Op]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(run_async, target, "session-1", config, ops)
+
+    example()
+
+
+def test_limit_and_model_changes_match_langchain_sync(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=15, postgresql=8)
+    @given(config=configs, ops=operations(max_size=12, with_limit_changes=True))
+    def example(config: Config, ops: list[Op]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            run_sync(target, "session-1", config, ops)
+
+    example()
+
+
 @pytest.mark.anyio
-@settings(_HYPOTHESIS, max_examples=60)
-@given(config=configs, ops=operations(max_size=20, with_limit_changes=True))
-async def test_limit_and_model_changes_match_langchain(
-    tmp_path: Path, config: Config, ops: list[Op]
-) -> None:
-    await run_async(fresh_db(tmp_path), "session-1", config, ops)
-
-
-@settings(_HYPOTHESIS, max_examples=15)
-@given(config=configs, ops=operations(max_size=12, with_limit_changes=True))
-def test_limit_and_model_changes_match_langchain_sync(
-    tmp_path: Path, config: Config, ops: list[Op]
-) -> None:
-    run_sync(fresh_db(tmp_path), "session-1", config, ops)
-
-
-@pytest.mark.anyio
-async def test_switching_model_and_shrinking_limit(tmp_path: Path) -> None:
+async def test_switching_model_and_shrinking_limit(target: str) -> None:
     """A roomy cl100k buffer, then a tight o200k limit: the next save prunes to it."""
     config = Config("gpt-4", 2000, True, "Human", "AI", "history", "input", "output")
     turns = [
@@ -254,7 +256,7 @@ async def test_switching_model_and_shrinking_limit(tmp_path: Path) -> None:
         SetLimit(2000, "gpt-3.5-turbo"),
         *turns,
     ]
-    await run_async(fresh_db(tmp_path), "session-1", config, ops)
+    await run_async(target, "session-1", config, ops)
 
     # The switch did take effect: the buffer after the tight save was pruned.
     ref = reference(config)
@@ -365,14 +367,14 @@ def test_key_errors_are_the_builtin_exceptions_langchain_raises() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
-async def test_key_rules_match_langchain(tmp_path: Path, case: KeyCase) -> None:
+async def test_key_rules_match_langchain(target: str, case: KeyCase) -> None:
     keys = {"input_key": case.input_key, "output_key": case.output_key}
     ref = reference(KEY_CONFIG, **keys)
     ref.save_context(*first_turn(case))
     with expect(case, eventmem_side=False):
         ref.save_context(dict(case.inputs), dict(case.outputs))
 
-    async with eventmem.open(fresh_db(tmp_path)) as store:
+    async with eventmem.open(target) as store:
         mem = store.token_buffer("s", **options(KEY_CONFIG, **keys))
         await mem.asave_context(*first_turn(case))
         with expect(case, eventmem_side=True):
@@ -384,14 +386,14 @@ async def test_key_rules_match_langchain(tmp_path: Path, case: KeyCase) -> None:
 
 
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
-def test_key_rules_match_langchain_sync(tmp_path: Path, case: KeyCase) -> None:
+def test_key_rules_match_langchain_sync(target: str, case: KeyCase) -> None:
     keys = {"input_key": case.input_key, "output_key": case.output_key}
     ref = reference(KEY_CONFIG, **keys)
     ref.save_context(*first_turn(case))
     with expect(case, eventmem_side=False):
         ref.save_context(dict(case.inputs), dict(case.outputs))
 
-    with eventmem.connect(fresh_db(tmp_path)) as store:
+    with eventmem.connect(target) as store:
         mem = store.token_buffer("s", **options(KEY_CONFIG, **keys))
         mem.save_context(*first_turn(case))
         with expect(case, eventmem_side=True):
@@ -415,19 +417,28 @@ _session_steps = st.lists(
 )
 
 
-@pytest.mark.anyio
-@settings(_HYPOTHESIS, max_examples=30)
-@given(
-    session_configs=st.lists(configs, min_size=len(SESSIONS), max_size=len(SESSIONS)),
-    steps=_session_steps,
-)
-async def test_sessions_are_isolated(
-    tmp_path: Path, session_configs: list[Config], steps: list[tuple[int, Save | Clear | Reopen]]
+def test_sessions_are_isolated(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=30, postgresql=15)
+    @given(
+        session_configs=st.lists(configs, min_size=len(SESSIONS), max_size=len(SESSIONS)),
+        steps=_session_steps,
+    )
+    def example(
+        session_configs: list[Config], steps: list[tuple[int, Save | Clear | Reopen]]
+    ) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(play_sessions, target, session_configs, steps)
+
+    example()
+
+
+async def play_sessions(
+    target: str, session_configs: list[Config], steps: list[tuple[int, Save | Clear | Reopen]]
 ) -> None:
-    path = fresh_db(tmp_path)
+    """Play ``steps`` on five sessions of one store and on five LangChain memories."""
     refs = [reference(config) for config in session_configs]
     writes = [0] * len(SESSIONS)
-    store = await eventmem.open(path)
+    store = await eventmem.open(target)
     try:
         mems = [
             store.token_buffer(session, **options(config))
@@ -445,7 +456,7 @@ async def test_sessions_are_isolated(
                 writes[n] += 1
             else:
                 await store.aclose()
-                store = await eventmem.open(path)
+                store = await eventmem.open(target)
                 mems = [
                     store.token_buffer(session, **options(config))
                     for session, config in zip(SESSIONS, session_configs, strict=True)
