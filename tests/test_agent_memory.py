@@ -5,6 +5,10 @@ The reference is LangChain's own ``AgentTokenBufferMemory`` class, formatters an
 langchain-classic 1.x is broken (``add_messages`` with a ``str`` raises AttributeError,
 see :func:`test_langchain_classic_save_context_is_broken`), so :class:`ReferenceMemory`
 restores LangChain 0.3's documented ``save_context`` and nothing else.
+
+Every test that opens a store runs against both backends (the ``backend``, ``target``
+and ``store`` fixtures), each hypothesis example on a store of its own; PostgreSQL draws
+fewer random examples (``examples_for``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from langchain_core.agents import AgentAction, AgentActionMessageLog
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -32,7 +35,8 @@ from langchain_openai.chat_models.base import _convert_message_to_dict
 import eventmem
 from eventmem.events import StepRecorded, TurnSaved
 from tests.agent_strategies import AgentConfig, Turn, build_steps, configs, turns, weather_steps
-from tests.reference import STORE_EXAMPLES, chat_openai
+from tests.backends import fresh_target
+from tests.reference import chat_openai, examples_for
 
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,
@@ -50,8 +54,6 @@ with warnings.catch_warnings():
 SESSION = "agent-run"
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_ROLES = ("tool", "function")
-
-_HYPOTHESIS = STORE_EXAMPLES
 
 
 # --- the reference ---------------------------------------------------------------------
@@ -104,11 +106,6 @@ def scratchpad(steps: Sequence[tuple[Any, Any]], as_tools: bool) -> list[Any]:
     if as_tools:
         return list(format_to_tool_messages(steps))
     return list(format_to_openai_function_messages(steps))
-
-
-def fresh_db(tmp_path: Path) -> Path:
-    """A database file no other example has used."""
-    return tmp_path / f"{uuid.uuid4().hex}.db"
 
 
 # --- comparing buffers -----------------------------------------------------------------
@@ -168,21 +165,21 @@ async def events_of(store: eventmem.Store, session: str = SESSION) -> list[event
 # --- 1. parity with LangChain over random agent runs -----------------------------------
 
 
-async def play(path: Path, config: AgentConfig, run: Sequence[Turn]) -> bool:
+async def play(target: str, config: AgentConfig, run: Sequence[Turn]) -> bool:
     """Play ``run`` on eventmem and on the reference, comparing after every save.
 
     Returns whether the final buffer was pruned.
     """
     reference = reference_memory(config)
     written = appended = 0
-    store = await eventmem.open(path)
+    store = await eventmem.open(target)
     try:
         mem = store.agent_token_buffer(SESSION, **memory_options(config))
         for t, turn in enumerate(run):
             where = f"turn {t}"
             if turn.reopen:
                 await store.aclose()
-                store = await eventmem.open(path)
+                store = await eventmem.open(target)
                 mem = store.agent_token_buffer(SESSION, **memory_options(config))
             steps = build_steps(turn, t)
             before = await store.messages(SESSION)
@@ -217,15 +214,16 @@ parity_limits = st.one_of(
 )
 
 
-@pytest.mark.anyio
-@settings(_HYPOTHESIS, max_examples=150)
-@given(config=configs(parity_limits), run=st.lists(turns(), min_size=1, max_size=6))
-async def test_random_agent_runs_match_langchain(
-    tmp_path: Path, config: AgentConfig, run: list[Turn]
-) -> None:
-    pruned = await play(fresh_db(tmp_path), config, run)
-    event(f"pruned: {pruned}")
-    event(f"steps: {sum(len(turn.observations) for turn in run)}")
+def test_random_agent_runs_match_langchain(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=150, postgresql=50)
+    @given(config=configs(parity_limits), run=st.lists(turns(), min_size=1, max_size=6))
+    def example(config: AgentConfig, run: list[Turn]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            pruned = anyio.run(play, target, config, run)
+        event(f"pruned: {pruned}")
+        event(f"steps: {sum(len(turn.observations) for turn in run)}")
+
+    example()
 
 
 @pytest.mark.anyio
@@ -233,12 +231,12 @@ async def test_random_agent_runs_match_langchain(
 @pytest.mark.parametrize("return_messages", [True, False])
 @pytest.mark.parametrize(("model", "limit"), [("gpt-4o", 20), ("gpt-4", 75), ("gpt-4o", 12000)])
 async def test_fixed_run_matches_langchain(
-    tmp_path: Path, format_as_tools: bool, return_messages: bool, model: str, limit: int
+    target: str, format_as_tools: bool, return_messages: bool, model: str, limit: int
 ) -> None:
     """Parallel calls, a function call and a plain action, saved three times."""
     config = AgentConfig(model, limit, format_as_tools, return_messages)
     reference = reference_memory(config)
-    async with eventmem.open(tmp_path / "fixed.db") as store:
+    async with eventmem.open(target) as store:
         mem = store.agent_token_buffer(SESSION, **memory_options(config))
         extra: list[tuple[Any, Any]] = [
             (AgentAction(tool="lookup", tool_input="x", log="Thought: look it up 🔎"), {1, 2}),
@@ -394,14 +392,14 @@ CRASHING_RUN = textwrap.dedent(
 
 
 @pytest.mark.anyio
-async def test_live_steps_survive_a_process_that_dies_before_saving(db_path: Path) -> None:
+async def test_live_steps_survive_a_process_that_dies_before_saving(target: str) -> None:
     """The dead run's steps stay in the log as evidence; the next run's save abandons them.
 
     (Since commit b99a78c a save never adopts live steps another memory object recorded:
     the turn names them in ``abandoned`` and records its own steps.)
     """
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASHING_RUN, str(db_path), SESSION],
+        [sys.executable, "-c", CRASHING_RUN, target, SESSION],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -413,7 +411,7 @@ async def test_live_steps_survive_a_process_that_dies_before_saving(db_path: Pat
 
     config = AgentConfig("gpt-4o", 12000, True, True)
     steps = weather_steps()
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         logged = await events_of(store)
         survivors = [e.data for e in logged if isinstance(e.data, StepRecorded)]
         assert len(survivors) == len(logged) == 2
@@ -549,26 +547,31 @@ def assert_pair_safe(buffer: Sequence[eventmem.Message], history: Sequence[Any])
         assert expected <= present, f"tool call message {i} lost results {expected - present}"
 
 
-@pytest.mark.anyio
-@settings(_HYPOTHESIS, max_examples=100)
-@given(
-    config=configs(st.one_of(st.integers(0, 80), st.integers(0, 400), st.integers(0, 2000))),
-    run=st.lists(turns(well_formed=True), min_size=1, max_size=6),
-)
-async def test_pair_safe_pruning_never_orphans_a_result(
-    tmp_path: Path, config: AgentConfig, run: list[Turn]
-) -> None:
-    path = fresh_db(tmp_path)
+def test_pair_safe_pruning_never_orphans_a_result(backend: str, tmp_path: Path) -> None:
+    @examples_for(backend, sqlite=100, postgresql=40)
+    @given(
+        config=configs(st.one_of(st.integers(0, 80), st.integers(0, 400), st.integers(0, 2000))),
+        run=st.lists(turns(well_formed=True), min_size=1, max_size=6),
+    )
+    def example(config: AgentConfig, run: list[Turn]) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(play_pair_safe, target, config, run)
+
+    example()
+
+
+async def play_pair_safe(target: str, config: AgentConfig, run: list[Turn]) -> None:
+    """Play ``run`` with ``prune="pair_safe"``, checking the buffer after every save."""
     history: list[Any] = []
     expected: list[Any] = []
-    store = await eventmem.open(path)
+    store = await eventmem.open(target)
     options = memory_options(config, prune="pair_safe")
     try:
         mem = store.agent_token_buffer(SESSION, **options)
         for t, turn in enumerate(run):
             if turn.reopen:
                 await store.aclose()
-                store = await eventmem.open(path)
+                store = await eventmem.open(target)
                 mem = store.agent_token_buffer(SESSION, **options)
             steps = build_steps(turn, t)
             for action, observation in steps[: turn.live]:
@@ -689,18 +692,18 @@ def fidelity_steps() -> list[tuple[Any, Any]]:
 @pytest.mark.anyio
 @pytest.mark.parametrize("format_as_tools", [True, False])
 async def test_messages_keep_every_field_across_reopening(
-    db_path: Path, format_as_tools: bool
+    target: str, format_as_tools: bool
 ) -> None:
     config = AgentConfig("gpt-4o", 12000, format_as_tools, True)
     steps = fidelity_steps()
     outputs = {"output": "done", "intermediate_steps": steps}
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         mem = store.agent_token_buffer(SESSION, **memory_options(config))
         await mem.arecord_step(*steps[0])
         await mem.asave_context({"input": "go"}, outputs)
         before = await store.messages(SESSION)
         step_events = [e.data for e in await events_of(store)]
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         after = await store.messages(SESSION)
         assert after == before
         assert [e.data for e in await events_of(store)] == step_events
@@ -880,13 +883,13 @@ def _event_summary(events: Sequence[eventmem.StoredEvent]) -> list[tuple[str, bo
     return [(e.kind, e.data.live if isinstance(e.data, StepRecorded) else None) for e in events]
 
 
-def test_blocking_facade_gives_the_async_buffer(tmp_path: Path) -> None:
+def test_blocking_facade_gives_the_async_buffer(backend: str, tmp_path: Path) -> None:
     options: dict[str, Any] = {"max_token_limit": 120, "model": "gpt-4", "format_as_tools": True}
     Trace = tuple[list[int], list[eventmem.Message], dict[str, Any], list[Any]]
 
-    async def run_async() -> Trace:
+    async def run_async(async_target: str) -> Trace:
         positions: list[int] = []
-        async with eventmem.open(tmp_path / "async.db") as store:
+        async with eventmem.open(async_target) as store:
             mem = store.agent_token_buffer(SESSION, **options)
             for question, answer, steps, live in fixed_run():
                 for action, observation in steps[:live]:
@@ -901,9 +904,9 @@ def test_blocking_facade_gives_the_async_buffer(tmp_path: Path) -> None:
                 _event_summary(await events_of(store)),
             )
 
-    def run_sync() -> Trace:
+    def run_sync(sync_target: str) -> Trace:
         positions: list[int] = []
-        with eventmem.connect(tmp_path / "sync.db") as store:
+        with eventmem.connect(sync_target) as store:
             mem = store.agent_token_buffer(SESSION, **options)
             for question, answer, steps, live in fixed_run():
                 for action, observation in steps[:live]:
@@ -918,8 +921,10 @@ def test_blocking_facade_gives_the_async_buffer(tmp_path: Path) -> None:
                 _event_summary(store.events(SESSION)),
             )
 
-    expected = anyio.run(run_async)
-    assert run_sync() == expected
+    with fresh_target(backend, tmp_path) as async_target:
+        expected = anyio.run(run_async, async_target)
+    with fresh_target(backend, tmp_path) as sync_target:
+        assert run_sync(sync_target) == expected
     positions, messages, loaded, events = expected
     assert positions == [1, 6]
     assert loaded == {"history": messages}
