@@ -5,7 +5,7 @@ The drop-in memories are checked against LangChain's own classes (counting with
 inside legacy chains and ``AgentExecutor`` driven by fake chat models, from blocking
 and from async code. The chat history runs inside ``RunnableWithMessageHistory``.
 Conversion is property-tested both ways. Every ``python`` block of ``docs/langchain.md``
-runs too.
+runs too. The tests that store anything run against both backends (``target``).
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def gpt(model: str = "gpt-4o") -> ChatOpenAI:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[eventmem.SyncStore]:
-    with eventmem.connect(tmp_path / "langchain.db") as sync_store:
+def store(target: str) -> Iterator[eventmem.SyncStore]:
+    """A blocking store on ``target`` (each backend in turn)."""
+    with eventmem.connect(target) as sync_store:
         yield sync_store
 
 
@@ -528,12 +529,11 @@ def test_changing_a_field_takes_effect_at_the_next_save(store: eventmem.SyncStor
     assert gpt().get_num_tokens_from_messages(memory.buffer_as_messages) <= 15
 
 
-def test_the_buffer_survives_reopening_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "persist.db"
-    with eventmem.connect(path) as first:
+def test_the_buffer_survives_reopening_the_store(target: str) -> None:
+    with eventmem.connect(target) as first:
         memory = ConversationTokenBufferMemory(store=first, session_id="u1", llm=gpt())
         memory.save_context({"input": "my name is Ada"}, {"output": "hi Ada"})
-    with eventmem.connect(path) as second:
+    with eventmem.connect(target) as second:
         again = ConversationTokenBufferMemory(store=second, session_id="u1", llm=gpt())
         assert again.load_memory_variables({}) == {"history": "Human: my name is Ada\nAI: hi Ada"}
         again.clear()
@@ -589,8 +589,8 @@ async def test_async_methods_inside_a_running_loop_with_a_sync_store(
 
 
 @pytest.mark.anyio
-async def test_both_apis_with_an_async_store(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "async.db") as async_store:
+async def test_both_apis_with_an_async_store(target: str) -> None:
+    async with eventmem.open(target) as async_store:
         memory = ConversationTokenBufferMemory(store=async_store, session_id="s", llm=gpt())
         await memory.asave_context({"input": "from the loop"}, {"output": "ok"})
         # blocking methods work from another thread while the store's loop runs ...
@@ -612,8 +612,8 @@ async def test_both_apis_with_an_async_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_blocking_code_in_a_worker_thread_reaches_an_async_store(tmp_path: Path) -> None:
-    async with eventmem.open(tmp_path / "app.db") as async_store:
+async def test_blocking_code_in_a_worker_thread_reaches_an_async_store(target: str) -> None:
+    async with eventmem.open(target) as async_store:
         EventSourcedChatMessageHistory(async_store, "warm-up")  # seen on the store's loop
 
         def sync_endpoint() -> list[str]:  # e.g. a sync web handler run in a threadpool
@@ -630,10 +630,10 @@ async def test_blocking_code_in_a_worker_thread_reaches_an_async_store(tmp_path:
 
 
 def test_blocking_methods_on_an_async_store_without_its_loop_fail_clearly(
-    tmp_path: Path,
+    target: str,
 ) -> None:
     async def make() -> ConversationTokenBufferMemory:
-        async_store = await eventmem.open(tmp_path / "x.db")
+        async_store = await eventmem.open(target)
         memory = ConversationTokenBufferMemory(store=async_store, session_id="s")
         await async_store.aclose()
         return memory
@@ -646,11 +646,10 @@ def test_blocking_methods_on_an_async_store_without_its_loop_fail_clearly(
 # --- legacy chains --------------------------------------------------------------------
 
 
-def test_conversation_chain_remembers_across_restarts(tmp_path: Path) -> None:
-    path = tmp_path / "chat.db"
+def test_conversation_chain_remembers_across_restarts(target: str) -> None:
     recorder = PromptRecorder()
     replies = ["Hello Ada!", "You are Ada.", "Still Ada."]
-    with eventmem.connect(path) as sync_store:
+    with eventmem.connect(target) as sync_store:
         chain = ConversationChain(
             llm=FakeListChatModel(responses=replies, callbacks=[recorder]),
             memory=ConversationTokenBufferMemory(
@@ -660,7 +659,7 @@ def test_conversation_chain_remembers_across_restarts(tmp_path: Path) -> None:
         assert chain.invoke({"input": "I am Ada"})["response"] == "Hello Ada!"
         assert chain.invoke({"input": "Who am I?"})["response"] == "You are Ada."
         assert "Human: I am Ada\nAI: Hello Ada!" in recorder.prompts[1][0].content
-    with eventmem.connect(path) as sync_store:  # a new process, the same file
+    with eventmem.connect(target) as sync_store:  # a new process, the same store
         chain = ConversationChain(
             llm=FakeListChatModel(responses=replies[2:], callbacks=[recorder]),
             memory=ConversationTokenBufferMemory(
@@ -684,13 +683,13 @@ def chat_prompt() -> ChatPromptTemplate:
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["sync-store", "async-store"])
 async def test_llm_chain_ainvoke_with_message_memory(
-    kind: str, store: eventmem.SyncStore, tmp_path: Path
+    kind: str, store: eventmem.SyncStore, target: str
 ) -> None:
-    async with eventmem.open(tmp_path / "other.db") as async_store:
-        target = store if kind == "sync-store" else async_store
+    async with eventmem.open(target) as async_store:  # a second connection to the store
+        in_store = store if kind == "sync-store" else async_store
         recorder = PromptRecorder()
         memory = ConversationTokenBufferMemory(
-            store=target, session_id="s", llm=gpt(), max_token_limit=60, return_messages=True
+            store=in_store, session_id="s", llm=gpt(), max_token_limit=60, return_messages=True
         )
         chain = LLMChain(
             llm=FakeListChatModel(
@@ -1050,9 +1049,9 @@ def test_runnable_with_message_history(store: eventmem.SyncStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_runnable_with_message_history_async(tmp_path: Path) -> None:
+async def test_runnable_with_message_history_async(target: str) -> None:
     recorder = PromptRecorder()
-    async with eventmem.open(tmp_path / "h.db") as async_store:
+    async with eventmem.open(target) as async_store:
 
         def get_history(session_id: str) -> EventSourcedChatMessageHistory:
             return EventSourcedChatMessageHistory(async_store, session_id, max_token_limit=50)
