@@ -6,6 +6,7 @@ Pure functions over rows and events; the backend feeds them. Replay and time tra
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -21,7 +22,8 @@ from eventmem.events import (
     chain_hash,
     decode_event,
 )
-from eventmem.projection import MemoryBuffer, apply
+from eventmem.messages import Message, decode_trusted
+from eventmem.projection import BufferEntry, MemoryBuffer, apply
 from eventmem.tokens import TokenCounter
 
 __all__ = [
@@ -69,6 +71,46 @@ class VerifyReport(msgspec.Struct):
         return not self.problems
 
 
+class _StoredTurn(TurnSaved, tag="turn", frozen=True, omit_defaults=True):
+    """A stored turn whose messages stay their JSON text: what rebuild folds."""
+
+    messages: tuple[msgspec.Raw, ...]  # type: ignore[assignment]
+
+
+class _StoredStep(StepRecorded, tag="step", frozen=True, omit_defaults=True):
+    """A stored step whose messages stay their JSON text: what rebuild folds."""
+
+    messages: tuple[msgspec.Raw, ...]  # type: ignore[assignment]
+
+
+# The event union with the messages left undecoded. Pruning reads only the counts, and a
+# message's JSON is decoded only if it stays in the buffer (or the pair-safe rule reads it).
+_decode_stored = msgspec.json.Decoder(_StoredTurn | _StoredStep | MemoryCleared).decode
+_decode_message = msgspec.json.Decoder(Message).decode
+_encode_message = msgspec.json.Encoder().encode
+
+
+def _as_message(message: Message | msgspec.Raw) -> Message:
+    if isinstance(message, msgspec.Raw):
+        decoded: Message = decode_trusted(_decode_message, message)
+        return decoded
+    return message
+
+
+class _FoldBuffer(MemoryBuffer):
+    """The buffer of a :class:`SessionFold`: its messages may still be stored JSON
+    (``msgspec.Raw``), decoded where the fold reads them."""
+
+    __slots__ = ()
+
+    def visible(self) -> list[Message]:
+        """The visible messages, decoded (the pair-safe rule reads them)."""
+        self.entries = deque(
+            BufferEntry(e.seq, _as_message(e.message), e.tokens) for e in self.entries
+        )
+        return super().visible()
+
+
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
@@ -95,15 +137,15 @@ class SessionFold:
         self.head_hash = GENESIS_HASH
         self.created_at: int | None = None
         self.turn_position = 0
-        self.buffer = MemoryBuffer()
+        self.buffer: MemoryBuffer = _FoldBuffer()
         self.broken = False
 
     def add(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> Problem | None:
         """Check one stored event against the chain and fold it; a problem stops the session."""
         if self.broken:
             return None
-        expected = self.version + 1
-        if position != expected:
+        if position != self.version + 1:
+            expected = self.version + 1
             return self._fail(
                 expected,
                 "missing_event",
@@ -136,6 +178,25 @@ class SessionFold:
             self.created_at = recorded_at
         if isinstance(event, TurnSaved):
             self.turn_position = position
+
+    def fold_stored(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> None:
+        """Fold an event of this store without checking it (rebuild trusts the log).
+
+        The messages are not decoded: the fold keeps their stored JSON, and
+        :meth:`view_rows` decodes the few that stay in the buffer. The same
+        :func:`~eventmem.projection.apply` runs on them.
+        """
+        event: Event = _decode_stored(data)
+        self.fold(position, recorded_at, event, digest)
+
+    def view_rows(self) -> list[tuple[str, int, int, str]]:
+        """The buffer as ``view_messages`` rows: (session, seq, tokens, message JSON), the
+        JSON being the canonical encoding of the decoded message, as the live path writes."""
+        session_id = self.session_id
+        return [
+            (session_id, e.seq, e.tokens, _encode_message(_as_message(e.message)).decode())
+            for e in self.buffer.entries
+        ]
 
     def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
         self.broken = True

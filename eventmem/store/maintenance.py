@@ -20,10 +20,9 @@ from eventmem.audit import (
     export_line,
 )
 from eventmem.errors import ImportRefusedError
-from eventmem.events import decode_event
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
-from eventmem.store.head import HEAD_COLUMNS, encode_message, write_transaction
+from eventmem.store.head import HEAD_COLUMNS, write_transaction
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
 
@@ -70,10 +69,7 @@ def _head_row(fold: SessionFold) -> tuple[object, ...]:
 
 
 def _view_rows(fold: SessionFold) -> list[tuple[str, int, int, str]]:
-    return [
-        (fold.session_id, e.seq, e.tokens, encode_message(e.message).decode())
-        for e in fold.buffer.entries
-    ]
+    return fold.view_rows()
 
 
 def _write_projection(conn: Connection, fold: SessionFold) -> None:
@@ -159,7 +155,7 @@ def _folds(conn: Connection, progress: Progress | None) -> Iterable[SessionFold]
         fold = folds.get(session_id)
         if fold is None:
             fold = folds[session_id] = SessionFold(session_id, trusted=True)
-        fold.fold(position, recorded_at, decode_event(data, trusted=True), digest)
+        fold.fold_stored(position, recorded_at, data, digest)
     return folds.values()
 
 

@@ -1,0 +1,178 @@
+"""Rebuild folds events with their messages left as stored JSON (``SessionFold.fold_stored``).
+
+The fold is the same :func:`eventmem.projection.apply`; only the decoding differs. These
+tests pin down that it gives exactly the rows of the fully decoded fold, including for
+event JSON that is valid but not in eventmem's canonical encoding.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, get_args
+
+import msgspec
+import pytest
+
+import eventmem
+from eventmem.audit import (
+    EXPORT_FORMAT,
+    ExportEnd,
+    ExportHeader,
+    SessionFold,
+    _decode_stored,
+    _StoredStep,
+    _StoredTurn,
+    export_line,
+)
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    MemoryCleared,
+    TurnSaved,
+    chain_hash,
+    decode_event,
+)
+from eventmem.messages import Message, decode_trusted
+from eventmem.projection import fold
+from tests.test_audit import _populate
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = Path(__file__).parent / "fixtures"
+_message = msgspec.json.Decoder(Message).decode
+_Row = tuple[str, int, int, bytes, bytes]
+
+
+def _rows(db: Path) -> list[_Row]:
+    conn = sqlite3.connect(db)
+    rows = conn.execute(
+        "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash FROM events ORDER BY id"
+    ).fetchall()
+    conn.close()
+    return rows
+
+
+def _table(db: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(db)
+    rows = conn.execute(sql).fetchall()
+    conn.close()
+    return rows
+
+
+def _canonical(message: Message) -> str:
+    return msgspec.json.encode(message).decode()
+
+
+async def _mixed_store(db: Path) -> None:
+    """Conversation turns, clears, live and saved agent steps with tool calls (pair-safe
+    pruning), non-ASCII text."""
+    async with eventmem.open(db) as store:
+        await _populate(store, sessions=2, turns=9)
+        chat = store.token_buffer("unicode", max_token_limit=60)
+        for t in range(8):
+            await chat.asave_context({"input": f"café {t} 📦 \u2028"}, {"output": f'"{t}"\\'})
+
+
+def test_the_stored_union_covers_every_event_kind() -> None:
+    def tag(cls: Any) -> str:
+        return str(cls.__struct_config__.tag)
+
+    stored = {_StoredTurn, _StoredStep, MemoryCleared}
+    assert {tag(c) for c in stored} == {tag(c) for c in get_args(Event)}
+    assert msgspec.structs.fields(_StoredTurn)[1:] == msgspec.structs.fields(TurnSaved)[1:]
+
+
+async def test_stored_messages_are_their_canonical_encoding(tmp_path: Path) -> None:
+    # Why rows could be written from the stored bytes: eventmem encodes each message of an
+    # event exactly as the projection stores it (rebuild still re-encodes to be exact).
+    db = tmp_path / "s.db"
+    await _mixed_store(db)
+    rows = _rows(db)
+    fixtures = (FIXTURES / "events_schema1.jsonl").read_bytes().splitlines()
+    checked = 0
+    for data in [row[3] for row in rows] + fixtures:
+        event = _decode_stored(data)
+        if isinstance(event, MemoryCleared):
+            continue
+        for raw in event.messages:
+            assert isinstance(raw, msgspec.Raw)
+            assert bytes(raw) == _canonical(decode_trusted(_message, raw)).encode()
+            checked += 1
+    assert checked > 100
+
+
+async def test_fold_stored_gives_the_rows_of_the_checked_fold(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    await _mixed_store(db)
+    checked: dict[str, SessionFold] = {}
+    stored: dict[str, SessionFold] = {}
+    events: dict[str, list[Event]] = {}
+    for session_id, position, recorded_at, data, digest in _rows(db):
+        a = checked.setdefault(session_id, SessionFold(session_id, trusted=True))
+        assert a.add(position, recorded_at, data, digest) is None
+        b = stored.setdefault(session_id, SessionFold(session_id, trusted=True))
+        b.fold_stored(position, recorded_at, data, digest)
+        events.setdefault(session_id, []).append(decode_event(data))
+    assert any(
+        e.prune == "pair_safe" for es in events.values() for e in es if isinstance(e, TurnSaved)
+    )
+    for session_id, a in checked.items():
+        b = stored[session_id]
+        expected = fold(events[session_id])
+        assert a.view_rows() == b.view_rows()
+        assert [row[1:] for row in b.view_rows()] == [
+            (e.seq, e.tokens, _canonical(e.message)) for e in expected.entries
+        ]
+        for attr in ("watermark", "next_seq", "total_tokens", "overhead", "counter"):
+            assert getattr(b.buffer, attr) == getattr(expected, attr), attr
+        assert len(b.buffer.pending) == len(expected.pending)
+        assert (b.version, b.head_hash, b.created_at, b.turn_position) == (
+            a.version,
+            a.head_hash,
+            a.created_at,
+            a.turn_position,
+        )
+    async with eventmem.open(db) as store:
+        before = _table(db, "SELECT * FROM view_messages ORDER BY session_id, seq")
+        assert await store.rebuild() == len(checked)
+        assert _table(db, "SELECT * FROM view_messages ORDER BY session_id, seq") == before
+        assert (await store.verify()).ok
+
+
+def _non_canonical_session() -> list[bytes]:
+    """An export of one session whose event JSON is valid but not as eventmem writes it:
+    spaces, another key order, a default written out, escaped non-ASCII."""
+    datas = [
+        b'{ "kind": "turn", "tokens": [5, 6], "counter": "c", "overhead": 3,'
+        b' "max_token_limit": 13, "messages": [ {"content": "caf\\u00e9", "role": "human",'
+        b' "name": null}, {"role":"ai","content":"one \\"two\\"", "tool_calls": []} ] }',
+        b'{"kind":"turn","messages":[{"role":"human","content":"\\ud83d\\udce6 x"},'
+        b'{"role": "ai", "content": "a\\/b", "id": null}],"tokens":[4,3],"counter":"c",'
+        b'"overhead":3,"max_token_limit":13}',
+    ]
+    lines = [msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1))]
+    previous = GENESIS_HASH
+    for position, data in enumerate(datas, start=1):
+        recorded_at = 1_700_000_000_000_000 + position
+        digest = chain_hash(previous, "odd", position, recorded_at, data)
+        lines.append(export_line("odd", position, recorded_at, "turn", data, digest))
+        previous = digest
+    lines.append(msgspec.json.encode(ExportEnd(EXPORT_FORMAT, len(datas))))
+    return lines
+
+
+async def test_non_canonical_event_json_rebuilds_to_canonical_rows(tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    async with eventmem.open(db) as store:
+        assert await store.import_events(_non_canonical_session()) == (1, 2)
+        imported = _table(db, "SELECT * FROM view_messages ORDER BY seq")
+        assert [row[3] for row in imported] == [
+            '{"role":"human","content":"📦 x"}',
+            '{"role":"ai","content":"a/b"}',
+        ]
+        assert (await store.verify()).ok
+        assert await store.rebuild() == 1
+        assert _table(db, "SELECT * FROM view_messages ORDER BY seq") == imported
+        assert (await store.verify()).ok
+        assert [m.content for m in await store.messages("odd")] == ["📦 x", "a/b"]
