@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import eventmem
+from eventmem.store.sqlite import SQLiteBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -104,17 +105,17 @@ async def test_a_full_disk_rolls_the_save_back_and_the_store_stays_usable(
     async with eventmem.open(path) as store:
         mem = store.token_buffer("s", max_token_limit=10**6)
         await mem.asave_context({"input": "small"}, {"output": "fine"})
-        pages = await store._backend._run(
-            lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]
-        )
-        await store._backend._run(
+        backend = store._backend
+        assert isinstance(backend, SQLiteBackend)
+        pages = await backend._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await backend._run(
             lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 2}").fetchone()
         )
         with pytest.raises(eventmem.DiskFullError):
             await mem.asave_context({"input": "x" * 200_000}, {"output": "y"})
         assert await store.count_events() == 1
         assert [m.content for m in await store.messages("s")] == ["small", "fine"]
-        await store._backend._run(
+        await backend._run(
             lambda conn: conn.execute("PRAGMA max_page_count = 1073741823").fetchone()
         )
         await mem.asave_context({"input": "after"}, {"output": "ok"})
