@@ -122,10 +122,12 @@ def session_summaries(conn: Connection) -> list[SessionSummary]:
     ]
 
 
-# The schema's tables with their indexes and TOAST, and its sequences (PostgreSQL).
+# The schema's tables with their indexes and TOAST, and its sequences (PostgreSQL). The
+# schema is found by name: a cast to regnamespace would fold a name like "Chat" to "chat".
 _PG_SCHEMA_BYTES = """
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'S')
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'S')
 """
 
 
