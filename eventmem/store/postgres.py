@@ -18,7 +18,7 @@ import hashlib
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -245,9 +245,11 @@ class PostgresBackend(SQLiteBackend):
                 with conn.raw.pipeline():
                     return fn(conn, *args)
             except psycopg.Error as e:
-                if conn.in_transaction and not conn.raw.closed:
-                    conn.raw.rollback()
+                _abandon(conn)
                 raise translate(e, self._where) from e
+            except BaseException:
+                _abandon(conn)  # no transaction outlives its call, whatever ended it
+                raise
 
         # Not cancellable while the thread runs: the call always ends in COMMIT or
         # ROLLBACK before the caller hears of its cancellation.
@@ -295,6 +297,15 @@ class PostgresBackend(SQLiteBackend):
 # Writes: most of their statements' results are never read. (Verify, rebuild and
 # export stream through a server-side cursor, which a pipeline cannot hold.)
 _PIPELINED: frozenset[Callable[..., Any]] = frozenset({write_batch})
+
+
+def _abandon(conn: PostgresConnection) -> None:
+    """Roll back a transaction a failed call left open. A rollback that fails too means
+    the connection is gone: the next call reconnects, and the caller hears of the first
+    error, not of this one."""
+    if conn.in_transaction and not conn.raw.closed:
+        with suppress(psycopg.Error):
+            conn.raw.rollback()
 
 
 def _connect(
