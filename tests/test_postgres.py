@@ -11,6 +11,7 @@ import traceback
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
@@ -406,3 +407,21 @@ async def test_an_export_moves_between_backends_and_back_unchanged(
     finally:
         for location in locations:
             drop_target(location)
+
+
+async def test_a_call_failing_outside_the_database_leaves_no_transaction_open(
+    pg_target: str,
+) -> None:
+    async with eventmem.open(pg_target) as store:
+        backend = store._backend
+        assert isinstance(backend, PostgresBackend)
+
+        def broken_read(conn: Any) -> None:
+            conn.begin_read()  # a read-only snapshot ...
+            raise LookupError("... then a bug, before its COMMIT")
+
+        with pytest.raises(LookupError):
+            await backend._run(broken_read)
+        assert not backend._pg.in_transaction
+        await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
+        assert await store.version("s") == 1
