@@ -314,11 +314,23 @@ def _connect(
     lock_timeout_ms, durability = settings
     try:
         raw = psycopg.connect(
-            target.conninfo, autocommit=True, connect_timeout=10, application_name="eventmem"
+            target.conninfo,
+            autocommit=True,
+            connect_timeout=10,
+            application_name="eventmem",
+            client_encoding="UTF8",  # whatever the URL or PGCLIENTENCODING say
         )
     except psycopg.Error as e:
         raise StorageError(f"cannot connect to {target.display}: {str(e).strip()}") from e
     try:
+        # Text is hashed as its UTF-8 bytes and must read back as it was written: another
+        # server encoding refuses some characters (LATIN1) or hands back bytes (SQL_ASCII).
+        encoding = raw.info.parameter_status("server_encoding")
+        if encoding != "UTF8":
+            raise StorageError(
+                f"{target.display}: the database's encoding is {encoding}; eventmem needs a "
+                "UTF8 database (CREATE DATABASE ... ENCODING 'UTF8')"
+            )
         raw.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
         raw.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
         if durability == "full":
