@@ -34,14 +34,7 @@ import msgspec
 import eventmem
 from eventmem.audit import rewrite_for_replay
 from eventmem.errors import EventmemError
-from eventmem.events import (
-    Event,
-    MemoryCleared,
-    StepRecorded,
-    StoredEvent,
-    TurnSaved,
-    micros_to_datetime,
-)
+from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
 from eventmem.messages import Message, buffer_string
 from eventmem.projection import MemoryBuffer, apply
 from eventmem.tokens import resolve_counter
@@ -454,10 +447,6 @@ def _print_json(value: object) -> None:
 
 def _utc_seconds(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _micros_datetime(micros: int | None) -> datetime | None:
-    return None if micros is None else micros_to_datetime(micros)
 
 
 def _arrow() -> str:
