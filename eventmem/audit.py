@@ -43,6 +43,7 @@ ProblemKind = Literal[
     "missing_event",
     "hash_mismatch",
     "undecodable",
+    "kind_mismatch",
     "truncated",
     "projection_mismatch",
     "orphan_projection",
@@ -140,8 +141,16 @@ class SessionFold:
         self.buffer: MemoryBuffer = _FoldBuffer()
         self.broken = False
 
-    def add(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> Problem | None:
-        """Check one stored event against the chain and fold it; a problem stops the session."""
+    def add(
+        self,
+        position: int,
+        recorded_at: int,
+        data: bytes,
+        digest: bytes,
+        kind: str | None = None,
+    ) -> Problem | None:
+        """Check one stored event against the chain (and its ``kind`` column, if given,
+        against its type) and fold it; a problem stops the session."""
         if self.broken:
             return None
         if position != self.version + 1:
@@ -163,6 +172,13 @@ class SessionFold:
         except (msgspec.DecodeError, msgspec.ValidationError, EventmemError) as e:
             return self._fail(position, "undecodable", f"the event does not decode: {e}")
         self.last_kind = event.__struct_config__.tag  # type: ignore[assignment]
+        if kind is not None and kind != self.last_kind:
+            # The column is outside the hash; exports copy it and imports check it.
+            return self._fail(
+                position,
+                "kind_mismatch",
+                f"the kind column says {kind!r} but the event is a {self.last_kind!r}",
+            )
         try:
             self.fold(position, recorded_at, event, digest)
         except EventmemError as e:
@@ -204,24 +220,24 @@ class SessionFold:
 
 
 class ChainChecker:
-    """Feeds ``(session_id, position, recorded_at, data, hash)`` rows, in the store's
-    global order, into one :class:`SessionFold` per session."""
+    """Feeds ``(session_id, position, recorded_at, data, hash, kind)`` rows, in the
+    store's global order, into one :class:`SessionFold` per session."""
 
     def __init__(self, *, trusted: bool = False) -> None:
         self.report = VerifyReport()
         self.folds: dict[str, SessionFold] = {}
         self.trusted = trusted
 
-    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes]]) -> None:
+    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
         events = 0
-        for session_id, position, recorded_at, data, digest in rows:
+        for session_id, position, recorded_at, data, digest, kind in rows:
             fold = folds.get(session_id)
             if fold is None:
                 fold = folds[session_id] = SessionFold(session_id, trusted=self.trusted)
             events += 1
-            problem = fold.add(position, recorded_at, data, digest)
+            problem = fold.add(position, recorded_at, data, digest, kind)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events

@@ -209,11 +209,6 @@ async def test_tampering_is_found_at_its_first_bad_position(
     ]
 
 
-@pytest.mark.xfail(
-    reason="verify does not compare the events.kind column with the event it stores, "
-    "which export copies and import checks",
-    strict=True,
-)
 async def test_an_edited_kind_column_is_found(target: str) -> None:
     """``kind`` duplicates the event's own tag outside the hash: an edit makes the store
     disagree with itself (its export is refused on import), so verify must report it."""
@@ -224,7 +219,9 @@ async def test_an_edited_kind_column_is_found(target: str) -> None:
         raw.execute("UPDATE events SET kind = 'clear' WHERE session_id = 'chat-1' AND position = 2")
     async with eventmem.open(target) as store:
         report = await store.verify()
-    assert [(p.session_id, p.position) for p in report.problems] == [("chat-1", 2)]
+    assert [(p.session_id, p.position, p.kind) for p in report.problems] == [
+        ("chat-1", 2, "kind_mismatch")
+    ]
 
 
 async def test_a_tampered_projection_is_found(target: str) -> None:

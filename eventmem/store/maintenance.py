@@ -33,13 +33,14 @@ _PROGRESS_EVERY = 20_000
 
 def _event_rows(
     conn: Connection, progress: Progress | None
-) -> Iterator[tuple[str, int, int, bytes, bytes]]:
+) -> Iterator[tuple[str, int, int, bytes, bytes, str]]:
     total = count_events(conn) if progress else 0
     # In append (id) order: a sequential scan; each session's events still come in
     # position order, since positions are assigned on append. ``data_bytes`` hands over
     # the JSON as bytes, the form the hash covers, without a decode/encode round trip.
     chunks = conn.stream(
-        f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash FROM events ORDER BY id"
+        f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind FROM events"
+        " ORDER BY id"
     )
     done = 0
     for rows in chunks:
@@ -151,7 +152,7 @@ def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
 def _folds(conn: Connection, progress: Progress | None) -> Iterable[SessionFold]:
     """Every session folded from its events (no hash check: rebuild trusts the log)."""
     folds: dict[str, SessionFold] = {}
-    for session_id, position, recorded_at, data, digest in _event_rows(conn, progress):
+    for session_id, position, recorded_at, data, digest, _ in _event_rows(conn, progress):
         fold = folds.get(session_id)
         if fold is None:
             fold = folds[session_id] = SessionFold(session_id, trusted=True)
