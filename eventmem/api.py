@@ -308,6 +308,8 @@ class _Opening:
             try:
                 from eventmem.store.postgres import PostgresBackend
             except ImportError as e:
+                if not (e.name or "").startswith("psycopg"):
+                    raise  # a real error in eventmem's own modules, not a missing driver
                 raise MissingDependencyError(
                     "a PostgreSQL store needs psycopg 3: pip install 'eventmem[postgres]'"
                 ) from e

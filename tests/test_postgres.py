@@ -6,6 +6,9 @@ through the ``target``/``store`` fixtures."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 import urllib.parse
@@ -425,3 +428,31 @@ async def test_a_call_failing_outside_the_database_leaves_no_transaction_open(
         assert not backend._pg.in_transaction
         await store.token_buffer("s").asave_context({"input": "x"}, {"output": "y"})
         assert await store.version("s") == 1
+
+
+def test_without_psycopg_a_url_names_the_extra_to_install() -> None:
+    """A URL on an install without the postgres extra: a typed error naming the extra
+    (and SQLite keeps working)."""
+    script = (
+        "import sys, anyio\n"
+        "sys.modules['psycopg'] = None  # as if it were not installed\n"
+        "import eventmem\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await eventmem.open('postgresql://u@127.0.0.1/test')\n"
+        "    except eventmem.MissingDependencyError as e:\n"
+        "        assert isinstance(e, ImportError) and 'eventmem[postgres]' in str(e), e\n"
+        "    else:\n"
+        "        raise AssertionError('opened')\n"
+        "    async with eventmem.open(sys.argv[1]) as store:\n"
+        "        await store.token_buffer('s').asave_context({'input': 'a'}, {'output': 'b'})\n"
+        "anyio.run(main)\n"
+    )
+    with tempfile.TemporaryDirectory() as work:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(Path(work) / "fine.db")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
