@@ -25,6 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
+from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.sqlite import Durability
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
@@ -124,6 +125,14 @@ class SyncStore:
     def sessions(self) -> list[str]:
         """The ids of every session in the store."""
         return self._call("SyncStore.sessions", self._store.sessions)
+
+    def session_summaries(self) -> list[SessionSummary]:
+        """Every session at a glance, oldest first (see :meth:`Store.session_summaries`)."""
+        return self._call("SyncStore.session_summaries", self._store.session_summaries)
+
+    def stats(self) -> StoreStats:
+        """Figures about the whole store (see :meth:`Store.stats`)."""
+        return self._call("SyncStore.stats", self._store.stats)
 
     def close(self) -> None:
         """Close the store and stop its event-loop thread. Idempotent."""

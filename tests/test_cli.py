@@ -727,7 +727,7 @@ def test_reading_commands_never_create_a_postgresql_store(
     assert main(_with_db(args, target)) == 1
     assert capsys.readouterr().err == (
         f"eventmem: error: there is no eventmem store in schema '{schema}' "
-        "(it was opened with create=False, so nothing was created)\n"
+        "(it was opened to read an existing store, so nothing was created)\n"
     )
     assert _schema_tables(target) is None  # not even the schema
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:

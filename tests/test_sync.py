@@ -98,6 +98,10 @@ def test_the_audit_methods_block_too(backend: str, target: str, tmp_path: Path) 
         assert len(store.replay("s", max_token_limit=10_000)) == 12
         assert store.verify().ok
         assert store.rebuild() == 1
+        (summary,) = store.session_summaries()
+        assert (summary.session_id, summary.events) == ("s", 6)
+        stats = store.stats()
+        assert (stats.sessions, sum(stats.events_by_kind.values())) == (1, 6)
         sink = io.BytesIO()
         assert store.export(sink) == 6
         original = store.messages("s")

@@ -65,8 +65,8 @@ def apply_migrations(conn: psycopg.Connection[Any], schema: str, *, create: bool
     applied = _applied_versions(conn, schema)
     if applied is None and not create:
         raise NotAnEventmemDatabaseError(
-            f"there is no eventmem store in schema {schema!r} (it was opened with "
-            "create=False, so nothing was created)"
+            f"there is no eventmem store in schema {schema!r} (it was opened to read an "
+            "existing store, so nothing was created)"
         )
     check_history(applied or [], len(known))
     if applied is not None and len(applied) == len(known):
