@@ -11,6 +11,7 @@ Concurrent writes are queued and committed together (see :meth:`SQLiteBackend._s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -78,13 +79,15 @@ def _translate(error: sqlite3.Error, where: str) -> EventmemError:
 
 
 class _Queued:
-    """A write waiting for (or done with) its batch."""
+    """A write waiting for (or done with) its batch. ``wake`` (for a caller that waits)
+    resolves when its batch has ended, or when it is handed the turn to commit."""
 
-    __slots__ = ("op", "outcome")
+    __slots__ = ("op", "outcome", "wake")
 
     def __init__(self, op: WriteOp) -> None:
         self.op = op
         self.outcome: int | BaseException | None = None
+        self.wake: asyncio.Future[None] | None = None
 
 
 class SQLiteBackend:
@@ -96,7 +99,7 @@ class SQLiteBackend:
         self._closed = False
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
-        self._write_lock = anyio.Lock()
+        self._committing = False  # a caller holds the turn to commit the queue
 
     @classmethod
     async def open(
@@ -146,35 +149,81 @@ class SQLiteBackend:
 
     # -- writes ----------------------------------------------------------------------
     async def _submit(self, op: WriteOp) -> int:
-        """Queue a write; whoever holds the write lock commits everything queued so far
-        in one transaction, so concurrent saves share commits."""
+        """Queue a write and wait until it is committed (or refused).
+
+        Group commit: one caller at a time holds the turn to commit. It lets the callers
+        that are already runnable queue their writes too, then commits everything
+        queued as one batch on the connection thread; writes queued meanwhile wait. When
+        the batch ends the turn passes to the first queued caller, before the batch's
+        callers are woken, so the connection thread gets the next batch at once. Each
+        waiting caller waits on a bare future (aiosqlite runs on asyncio) that is
+        resolved once: no lock is handed from caller to caller.
+        """
         if self._closed:
             raise ClosedError("the store is closed")
         entry = _Queued(op)
         self._queue.append(entry)
         try:
-            async with self._write_lock:
-                if entry.outcome is None:
-                    batch, self._queue = self._queue, []
-                    # Shielded: once handed to the connection thread the batch runs to
-                    # its end, and every caller in it must learn how it ended.
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            outcomes: list[int | BaseException] = list(
-                                await self._run(write_batch, self._cache, [e.op for e in batch])
-                            )
-                        except Exception as e:
-                            outcomes = [e] * len(batch)
-                    for queued, outcome in zip(batch, outcomes, strict=True):
-                        queued.outcome = outcome
+            if self._committing:
+                entry.wake = asyncio.get_running_loop().create_future()
+                await entry.wake
+            else:
+                self._committing = True
+                await asyncio.sleep(0)  # callers already runnable join this batch
         except BaseException:
             if entry.outcome is None and entry in self._queue:
-                self._queue.remove(entry)  # cancelled before it ran: it never will
+                # cancelled before its batch started: it never will run
+                self._queue.remove(entry)
+                wake = entry.wake
+                if wake is None or (wake.done() and not wake.cancelled()):
+                    self._pass_turn()  # it held the turn to commit
             raise
+        if entry.outcome is None:  # this caller holds the turn: commit the queue
+            await self._commit_queue()
         if isinstance(entry.outcome, BaseException):
             raise entry.outcome
         assert entry.outcome is not None
         return entry.outcome
+
+    async def _commit_queue(self) -> None:
+        """Commit every queued write in one transaction, then pass the turn on."""
+        batch, self._queue = self._queue, []
+        try:
+            # Shielded: once handed to the connection thread the batch runs to its end,
+            # and every caller in it must learn how it ended.
+            with anyio.CancelScope(shield=True):
+                try:
+                    outcomes: list[int | BaseException] = list(
+                        await self._run(write_batch, self._cache, [e.op for e in batch])
+                    )
+                except Exception as e:
+                    outcomes = [e] * len(batch)
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                queued.outcome = outcome
+        finally:
+            for queued in batch:
+                if queued.outcome is None:  # interrupted (KeyboardInterrupt, ...)
+                    queued.outcome = StorageError(
+                        f"{self._where}: the write was interrupted while its batch was on "
+                        "the connection thread; it may or may not have been committed"
+                    )
+            self._pass_turn()
+            for queued in batch:
+                if queued.wake is not None and not queued.wake.done():
+                    queued.wake.set_result(None)
+
+    def _pass_turn(self) -> None:
+        """Hand the turn to commit to the first queued caller still waiting, or end it.
+        Callers cancelled while queued leave the queue here: their writes never run."""
+        queue = self._queue
+        while queue:
+            wake = queue[0].wake
+            assert wake is not None  # only the caller holding the turn has none
+            if not wake.done():
+                wake.set_result(None)
+                return
+            queue.pop(0)
+        self._committing = False
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
