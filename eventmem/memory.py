@@ -63,10 +63,19 @@ def check_limit(value: object) -> int:
 _COUNT_INLINE_CHARS = 32_768
 
 
+def count_inline(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[int, ...] | None:
+    """Each message's token count, or None if the texts are long enough to be counted in
+    a worker thread (:func:`count_all`)."""
+    if sum([len(m.content) for m in messages]) <= _COUNT_INLINE_CHARS:
+        return tuple([counter.count_message(m) for m in messages])
+    return None
+
+
 async def count_all(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[int, ...]:
     """Each message's token count."""
-    if sum(len(m.content) for m in messages) <= _COUNT_INLINE_CHARS:
-        return tuple(counter.count_message(m) for m in messages)
+    tokens = count_inline(counter, messages)
+    if tokens is not None:
+        return tokens
     return await anyio.to_thread.run_sync(lambda: tuple(counter.count_message(m) for m in messages))
 
 
@@ -231,13 +240,17 @@ class TokenBufferMemory(_TokenBuffer):
         nothing) unless the session is still at that version (optimistic concurrency).
         """
         messages = self._exchange(inputs, outputs)
+        counter = self.counter
+        tokens = count_inline(counter, messages)
+        if tokens is None:  # long texts: counted in a worker thread
+            tokens = await count_all(counter, messages)
         turn = TurnRequest(
             messages=messages,
-            counter=self.counter,
+            counter=counter,
             max_token_limit=self.max_token_limit,
             model=self.model,
             expected_version=_check_version(expected_version),
-            tokens=await count_all(self.counter, messages),
+            tokens=tokens,
         )
         await self._backend.append_turn(self.session_id, turn)
 

@@ -20,6 +20,7 @@ from eventmem.errors import InvalidInputError, NotSerializableError
 
 __all__ = [
     "MAX_DEPTH",
+    "OPENAI_ROLE",
     "InvalidToolCall",
     "Message",
     "Role",
@@ -35,7 +36,7 @@ __all__ = [
 Role = Literal["human", "ai", "system", "function", "tool"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 
-_OPENAI_ROLE = {
+OPENAI_ROLE: dict[str, str] = {  # eventmem role -> chat-completions role
     "human": "user",
     "ai": "assistant",
     "system": "system",
@@ -139,6 +140,21 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
             raise InvalidInputError(
                 f"message role must be one of {sorted(ROLES)}, got {self.role!r}"
             )
+        if (
+            type(self.content) is str
+            and self.name is None
+            and self.tool_call_id is None
+            and self.id is None
+            and self.function_call is None
+            and type(self.tool_calls) is tuple
+            and not self.tool_calls
+            and type(self.invalid_tool_calls) is tuple
+            and not self.invalid_tool_calls
+            and self.role in ("human", "ai", "system")
+        ):  # a plain text message: only its text needs checking
+            if not self.content.isascii():
+                check_text(self.content, "message content")
+            return
         for field in ("content", "name", "tool_call_id", "id"):
             value = getattr(self, field)
             if value is None and field != "content":
@@ -188,7 +204,7 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
         result: dict[str, Any] = {"content": self.content}
         if self.name is not None:
             result["name"] = self.name
-        result["role"] = _OPENAI_ROLE[self.role]
+        result["role"] = OPENAI_ROLE[self.role]
         if self.role == "ai":
             if self.tool_calls or self.invalid_tool_calls:
                 result["tool_calls"] = [

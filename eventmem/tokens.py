@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import tiktoken
 
 from eventmem.errors import EventmemError, InvalidInputError, UnknownModelError
-from eventmem.messages import Message, from_langchain
+from eventmem.messages import OPENAI_ROLE, Message, from_langchain
 
 __all__ = [
     "CallableCounter",
@@ -191,6 +191,20 @@ class OpenAIChatCounter:
 
     def count_message(self, message: Message) -> int:
         """Tokens ``message`` adds, from the dict langchain-openai sends for it."""
+        if (
+            message.name is None
+            and message.function_call is None
+            and not message.tool_calls
+            and not message.invalid_tool_calls
+            and message.role != "tool"
+        ):
+            # A plain message sends exactly {"content": ..., "role": ...}: no dict needed.
+            content = message.content
+            return (
+                self._per_message
+                + self._length(OPENAI_ROLE[message.role])
+                + (self._length(content) if content else 0)
+            )
         tokens = self._per_message
         for key, value in message.to_openai().items():
             if key == "tool_call_id":
