@@ -27,8 +27,8 @@ from eventmem.memory import (
 )
 from eventmem.messages import Message
 from eventmem.projection import fold
-from eventmem.store.base import Backend, SessionSummary, StoreStats
-from eventmem.store.sqlite import Durability, Progress, SQLiteBackend
+from eventmem.store.base import Backend, Durability, Progress, SessionSummary, StoreStats
+from eventmem.store.sqlite import SQLiteBackend
 from eventmem.tokens import TokenCounter, resolve_counter
 
 __all__ = ["Store", "open"]

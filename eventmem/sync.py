@@ -25,8 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.store.base import SessionSummary, StoreStats
-from eventmem.store.sqlite import Durability
+from eventmem.store.base import Durability, SessionSummary, StoreStats
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
 

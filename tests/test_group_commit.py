@@ -1,4 +1,4 @@
-"""The SQLite group commit: who commits the queue, and callers cancelled while queued.
+"""Group commit (both backends): who commits the queue, and callers cancelled while queued.
 
 A batch is held on the connection thread (``write_batch`` wrapped to wait for a signal)
 so that callers queue behind it deterministically.
@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 import eventmem
-import eventmem.store.sqlite
+import eventmem.store.batched
 from eventmem.projection import fold
 from eventmem.store.writes import write_batch
 
@@ -33,7 +32,7 @@ def _held_batches(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, lis
         release.wait(10)
         return write_batch(conn, cache, ops)
 
-    monkeypatch.setattr(eventmem.store.sqlite, "write_batch", held)
+    monkeypatch.setattr(eventmem.store.batched, "write_batch", held)
     return release, sizes
 
 
@@ -64,9 +63,9 @@ async def _assert_consistent(store: eventmem.Store) -> None:
 
 
 async def test_writes_queued_behind_a_batch_share_the_next_one(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         release, sizes = _held_batches(monkeypatch)
         backend: Any = store._backend  # private: the queue is what is under test
 
@@ -86,9 +85,9 @@ async def test_writes_queued_behind_a_batch_share_the_next_one(
 
 
 async def test_callers_cancelled_while_queued_never_write_nor_stall_the_rest(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         release, sizes = _held_batches(monkeypatch)
         backend: Any = store._backend
         scopes = {n: anyio.CancelScope() for n in range(4)}
@@ -119,9 +118,9 @@ async def test_callers_cancelled_while_queued_never_write_nor_stall_the_rest(
 
 
 async def test_a_caller_cancelled_after_being_handed_the_turn_passes_it_on(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         release, sizes = _held_batches(monkeypatch)
         backend: Any = store._backend
         queued: list[asyncio.Future[None]] = []
@@ -156,9 +155,9 @@ async def test_a_caller_cancelled_after_being_handed_the_turn_passes_it_on(
 
 
 async def test_a_failed_batch_reaches_every_caller_in_it_and_the_next_batch_runs(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with eventmem.open(db_path) as store:
+    async with eventmem.open(target) as store:
         backend: Any = store._backend
         release = threading.Event()
         calls: list[int] = []
@@ -171,7 +170,7 @@ async def test_a_failed_batch_reaches_every_caller_in_it_and_the_next_batch_runs
                 raise eventmem.StorageError("simulated failure of the whole batch")
             return write_batch(conn, cache, ops)
 
-        monkeypatch.setattr(eventmem.store.sqlite, "write_batch", second_fails)
+        monkeypatch.setattr(eventmem.store.batched, "write_batch", second_fails)
         outcomes: dict[int, str] = {}
 
         async def save(n: int) -> None:

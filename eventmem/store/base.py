@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -17,6 +17,7 @@ from eventmem.tokens import TokenCounter
 
 __all__ = [
     "Backend",
+    "Durability",
     "ExportPage",
     "Progress",
     "SessionSummary",
@@ -25,6 +26,8 @@ __all__ = [
     "TurnRequest",
 ]
 
+# How hard a commit is made to last: see eventmem.open.
+Durability = Literal["normal", "full"]
 # Called as progress(done, total) from the thread doing the work.
 Progress = Callable[[int, int], None]
 # page(session_id or None, after_id, limit) -> (last id, export lines): Backend.export_page.

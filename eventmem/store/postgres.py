@@ -38,9 +38,9 @@ from eventmem.errors import (
     StorageError,
 )
 from eventmem.store import maintenance
-from eventmem.store.base import Backend, ExportPage
+from eventmem.store.base import Backend, Durability, ExportPage
+from eventmem.store.batched import BatchedBackend
 from eventmem.store.pg_schema import apply_migrations
-from eventmem.store.sqlite import Durability, SQLiteBackend
 from eventmem.store.writes import write_batch
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection", "is_postgres_url"]
@@ -190,11 +190,11 @@ class _Target:
         self.display = f"postgresql://{user}{host}{port}{parts.path}?schema={self.schema}"
 
 
-class PostgresBackend(SQLiteBackend):
+class PostgresBackend(BatchedBackend):
     """Event logs and buffer projections in one schema of a PostgreSQL database.
 
-    The batching, the cache and every operation are the SQLite backend's; only the
-    connection differs (how it is opened, run and closed).
+    The batching, the cache and every operation are shared with SQLite's backend; only
+    the connection differs (how it is opened, run, snapshotted and closed).
     """
 
     def __init__(
@@ -204,14 +204,14 @@ class PostgresBackend(SQLiteBackend):
         settings: tuple[int, Durability],
         cache_sessions: int,
     ) -> None:
-        super().__init__(cast(Any, None), target.display, cache_sessions)
+        super().__init__(target.display, cache_sessions)
         self._pg = conn
         self._target = target
         self._settings = settings
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(  # type: ignore[override]
+    async def open(
         cls,
         url: str,
         *,

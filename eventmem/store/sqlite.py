@@ -4,25 +4,24 @@ Each operation is one plain function run on aiosqlite's worker thread: a whole
 transaction (BEGIN IMMEDIATE ... COMMIT) is a single thread hop. That keeps a save to
 one round trip, and means a caller cancelled while it awaits cannot leave a transaction
 half-open on the shared connection: the function runs to COMMIT or ROLLBACK regardless.
-Concurrent writes are queued and committed together (see :meth:`SQLiteBackend._submit`).
+Concurrent writes are queued and committed together (see
+:meth:`~eventmem.store.batched.BatchedBackend._submit`).
 
 ``sqlite3`` errors are translated into eventmem's in exactly one place, :func:`_translate`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
 
-from eventmem.audit import VerifyReport
 from eventmem.errors import (
     ClosedError,
     CorruptDatabaseError,
@@ -33,27 +32,13 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
-from eventmem.events import StoredEvent
-from eventmem.messages import Message
-from eventmem.store import maintenance, reads
-from eventmem.store.base import (
-    Backend,
-    ExportPage,
-    Progress,
-    SessionSummary,
-    StepRequest,
-    StoreStats,
-    TurnRequest,
-)
-from eventmem.store.cache import ViewCache
+from eventmem.store.base import Backend, Durability, ExportPage, Progress
+from eventmem.store.batched import BatchedBackend
 from eventmem.store.migrate import apply_migrations
 from eventmem.store.sql import SQLiteConnection
-from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
-from eventmem.tokens import TokenCounter
 
 __all__ = ["Durability", "Progress", "SQLiteBackend"]
 
-Durability = Literal["normal", "full"]
 T = TypeVar("T")
 
 
@@ -78,28 +63,12 @@ def _translate(error: sqlite3.Error, where: str) -> EventmemError:
     return StorageError(f"{where}: SQLite error: {text}")
 
 
-class _Queued:
-    """A write waiting for (or done with) its batch. ``wake`` (for a caller that waits)
-    resolves when its batch has ended, or when it is handed the turn to commit."""
-
-    __slots__ = ("op", "outcome", "wake")
-
-    def __init__(self, op: WriteOp) -> None:
-        self.op = op
-        self.outcome: int | BaseException | None = None
-        self.wake: asyncio.Future[None] | None = None
-
-
-class SQLiteBackend:
+class SQLiteBackend(BatchedBackend):
     """Event logs and buffer projections in one SQLite file (WAL mode)."""
 
     def __init__(self, conn: aiosqlite.Connection, where: str, cache_sessions: int = 1024) -> None:
+        super().__init__(where, cache_sessions)
         self._conn = conn
-        self._where = where
-        self._closed = False
-        self._cache = ViewCache(cache_sessions)
-        self._queue: list[_Queued] = []
-        self._committing = False  # a caller holds the turn to commit the queue
 
     @classmethod
     async def open(
@@ -147,172 +116,17 @@ class SQLiteBackend:
         result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
         return result
 
-    # -- writes ----------------------------------------------------------------------
-    async def _submit(self, op: WriteOp) -> int:
-        """Queue a write and wait until it is committed (or refused).
-
-        Group commit: one caller at a time holds the turn to commit. It lets the callers
-        that are already runnable queue their writes too, then commits everything
-        queued as one batch on the connection thread; writes queued meanwhile wait. When
-        the batch ends the turn passes to the first queued caller, before the batch's
-        callers are woken, so the connection thread gets the next batch at once. Each
-        waiting caller waits on a bare future (aiosqlite runs on asyncio) that is
-        resolved once: no lock is handed from caller to caller.
-        """
-        if self._closed:
-            raise ClosedError("the store is closed")
-        entry = _Queued(op)
-        self._queue.append(entry)
-        try:
-            if self._committing:
-                entry.wake = asyncio.get_running_loop().create_future()
-                await entry.wake
-            else:
-                self._committing = True
-                await asyncio.sleep(0)  # callers already runnable join this batch
-        except BaseException:
-            if entry.outcome is None and entry in self._queue:
-                # cancelled before its batch started: it never will run
-                self._queue.remove(entry)
-                wake = entry.wake
-                if wake is None or (wake.done() and not wake.cancelled()):
-                    self._pass_turn()  # it held the turn to commit
-            raise
-        if entry.outcome is None:  # this caller holds the turn: commit the queue
-            await self._commit_queue()
-        if isinstance(entry.outcome, BaseException):
-            raise entry.outcome
-        assert entry.outcome is not None
-        return entry.outcome
-
-    async def _commit_queue(self) -> None:
-        """Commit every queued write in one transaction, then pass the turn on."""
-        batch, self._queue = self._queue, []
-        try:
-            # Shielded: once handed to the connection thread the batch runs to its end,
-            # and every caller in it must learn how it ended.
-            with anyio.CancelScope(shield=True):
-                try:
-                    outcomes: list[int | BaseException] = list(
-                        await self._run(write_batch, self._cache, [e.op for e in batch])
-                    )
-                except Exception as e:
-                    outcomes = [e] * len(batch)
-            for queued, outcome in zip(batch, outcomes, strict=True):
-                queued.outcome = outcome
-        finally:
-            for queued in batch:
-                if queued.outcome is None:  # interrupted (KeyboardInterrupt, ...)
-                    queued.outcome = StorageError(
-                        f"{self._where}: the write was interrupted while its batch was on "
-                        "the connection thread; it may or may not have been committed"
-                    )
-            self._pass_turn()
-            for queued in batch:
-                if queued.wake is not None and not queued.wake.done():
-                    queued.wake.set_result(None)
-
-    def _pass_turn(self) -> None:
-        """Hand the turn to commit to the first queued caller still waiting, or end it.
-        Callers cancelled while queued leave the queue here: their writes never run."""
-        queue = self._queue
-        while queue:
-            wake = queue[0].wake
-            assert wake is not None  # only the caller holding the turn has none
-            if not wake.done():
-                wake.set_result(None)
-                return
-            queue.pop(0)
-        self._committing = False
-
-    async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
-        """Append one save (its messages counted, the buffer pruned) atomically."""
-        return await self._submit(turn_op(session_id, turn))
-
-    async def append_step(
-        self,
-        session_id: str,
-        step: StepRequest,
-        counter: TokenCounter,
-        as_tools: bool,
-        run: str | None = None,
-        expected_version: int | None = None,
-    ) -> int:
-        """Append a step recorded live, before its turn is saved."""
-        return await self._submit(
-            step_op(session_id, step, counter, as_tools, run, expected_version)
-        )
-
-    async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
-        """Append a clear: the watermark moves to the end of the session."""
-        return await self._submit(clear_op(session_id, expected_version))
-
-    # -- reads -----------------------------------------------------------------------
-    async def load_view(self, session_id: str) -> list[Message]:
-        """The visible messages of the session."""
-        return await self._run(reads.load_view, self._cache, session_id)
-
-    async def read_events(
-        self, session_id: str, after_position: int, limit: int
-    ) -> list[StoredEvent]:
-        """A page of the session's events."""
-        return await self._run(reads.read_events, session_id, after_position, limit)
-
-    async def session_ids(self) -> list[str]:
-        """Every session, in order of creation."""
-        return await self._run(reads.session_ids)
-
-    async def version(self, session_id: str) -> int:
-        """The session's last position (0 if none)."""
-        return await self._run(reads.version, session_id)
-
-    # -- audit -----------------------------------------------------------------------
-    async def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Check every chain, head and projection against the events."""
-        return await self._run(maintenance.verify, progress)
-
-    async def rebuild(self, progress: Progress | None = None) -> int:
-        """Recompute every projection from the events; return the number of sessions."""
-        return await self._run(maintenance.rebuild, self._cache, progress)
-
-    async def export_page(
-        self, session_id: str | None, after_id: int, limit: int
-    ) -> tuple[int, list[bytes]]:
-        """Export lines of events with global position > ``after_id``, and the last id."""
-        return await self._run(maintenance.export_page, session_id, after_id, limit)
-
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
         """:meth:`export_page` itself: with one writer at a time, ids are assigned in
         commit order, so paging by id never passes an event that commits later."""
         yield self.export_page
 
-    async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
-        """Import export lines (header excluded) in one transaction: (sessions, events)."""
-        return await self._run(maintenance.import_lines, self._cache, lines)
-
-    async def count_events(self) -> int:
-        """Number of events in the store."""
-        return await self._run(reads.count_events)
-
     async def close(self) -> None:
         """Close the connection (idempotent)."""
         if not self._closed:
             self._closed = True
             await self._conn.close()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    async def session_summaries(self) -> list[SessionSummary]:
-        """Every session's summary, oldest first."""
-        return await self._run(reads.session_summaries)
-
-    async def stats(self) -> StoreStats:
-        """Figures about the whole store, from one snapshot."""
-        return await self._run(reads.stats)
 
 
 def _database_uri(target: str, create: bool) -> str:
