@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 
-class EventData(msgspec.Struct, frozen=True, tag_field="kind", omit_defaults=True):
+# Untracked by the garbage collector, like the messages it holds (see messages.py).
+class EventData(msgspec.Struct, frozen=True, tag_field="kind", omit_defaults=True, gc=False):
     """Base of every event payload; the ``kind`` tag names the concrete type."""
 
 

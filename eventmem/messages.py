@@ -74,7 +74,10 @@ def decode_trusted(decode: Callable[[bytes | str], T], data: bytes | str) -> T:
         _trusted.active = False
 
 
-class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+# The stored structs are not tracked by the garbage collector (gc=False): they hold only
+# JSON-like values, so they cannot form reference cycles, and a verify or rebuild decodes
+# hundreds of thousands of them, which otherwise costs more in collections than decoding.
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One tool call requested by an assistant message (LangChain's ``ToolCall``)."""
 
     name: str
@@ -97,7 +100,7 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
         return {"name": self.name, "args": self.args, "id": self.id, "type": "tool_call"}
 
 
-class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A tool call the model produced with unparseable arguments (LangChain's
     ``InvalidToolCall``); kept verbatim, since the API still expects its result."""
 
@@ -113,7 +116,7 @@ class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
                 check_text(value, f"invalid tool call {field}")
 
 
-class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One chat message as eventmem stores it.
 
     ``role`` is one of ``human``, ``ai``, ``system``, ``function``, ``tool``. ``name``

@@ -177,7 +177,7 @@ def _with_steps(
     return messages, tokens
 
 
-class BufferEntry(msgspec.Struct, frozen=True):
+class BufferEntry(msgspec.Struct, frozen=True, gc=False):  # untracked: see messages.py
     """A visible message with its sequence number and token count."""
 
     seq: int

@@ -23,7 +23,7 @@ __all__ = ["Action", "ActionKind", "format_step", "observation_text", "to_action
 ActionKind = Literal["action", "message_log", "tool"]
 
 
-class Action(msgspec.Struct, frozen=True, omit_defaults=True):
+class Action(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):  # see messages.py
     """A tool invocation requested by the agent.
 
     ``kind`` says which LangChain action it mirrors: ``action`` (``AgentAction``: only a
