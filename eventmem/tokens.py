@@ -279,8 +279,26 @@ def resolve_counter(
             raise InvalidInputError(f"model must be a str, got {type(model).__name__}")
         return _openai_counter(model)
     if isinstance(token_counter, TokenCounter):
-        return token_counter
-    return CallableCounter(token_counter)
+        return _checked(token_counter)
+    return _checked(CallableCounter(token_counter))
+
+
+def _checked(counter: TokenCounter) -> TokenCounter:
+    """``counter``, if its name and overhead can be stored alike by every backend."""
+    name, overhead = counter.name, counter.overhead
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise InvalidInputError(
+            f"a token counter's name must be a str of 1-200 characters, got {name!r}"
+        )
+    if "\x00" in name:
+        raise InvalidInputError("a token counter's name must not contain NUL characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("a token counter's name is not valid Unicode") from None
+    if isinstance(overhead, bool) or not isinstance(overhead, int) or overhead < 0:
+        raise InvalidInputError(f"a token counter's overhead must be an int >= 0, got {overhead!r}")
+    return counter
 
 
 def count_tokens(

@@ -91,6 +91,17 @@ async def test_input_key_errors_are_also_value_errors(store: eventmem.Store) -> 
         await store.token_buffer("s").asave_context({"a": "1", "b": "2"}, {"o": "x"})
 
 
+class _Counter:
+    """A token counter whose name and overhead are whatever the test says."""
+
+    def __init__(self, name: object, overhead: object = 0) -> None:
+        self.name: Any = name  # deliberately anything
+        self.overhead: Any = overhead
+
+    def count_message(self, message: eventmem.Message) -> int:
+        return 1
+
+
 BAD_OPTIONS: list[tuple[str, Callable[[eventmem.Store], object]]] = [
     ("negative limit", lambda s: s.token_buffer("s", max_token_limit=-1)),
     ("float limit", lambda s: s.token_buffer("s", max_token_limit=2.5)),  # type: ignore[arg-type]
@@ -107,6 +118,12 @@ BAD_OPTIONS: list[tuple[str, Callable[[eventmem.Store], object]]] = [
     ("non-str model", lambda s: s.token_buffer("s", model=4)),  # type: ignore[arg-type]
     ("empty model", lambda s: s.token_buffer("s", model="")),
     ("non-callable counter", lambda s: s.token_buffer("s", token_counter=5)),  # type: ignore[arg-type]
+    ("NUL in counter name", lambda s: s.token_buffer("s", token_counter=_Counter("a\x00b"))),
+    ("surrogate counter name", lambda s: s.token_buffer("s", token_counter=_Counter("\udcff"))),
+    ("empty counter name", lambda s: s.token_buffer("s", token_counter=_Counter(""))),
+    ("int counter name", lambda s: s.token_buffer("s", token_counter=_Counter(7))),
+    ("negative overhead", lambda s: s.token_buffer("s", token_counter=_Counter("c", -1))),
+    ("float overhead", lambda s: s.token_buffer("s", token_counter=_Counter("c", 1.5))),
     ("int memory_key", lambda s: s.token_buffer("s", memory_key=1)),  # type: ignore[arg-type]
     ("int prefix", lambda s: s.token_buffer("s", human_prefix=1)),  # type: ignore[arg-type]
     ("int input_key", lambda s: s.token_buffer("s", input_key=1)),  # type: ignore[arg-type]
