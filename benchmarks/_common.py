@@ -309,6 +309,60 @@ async def fill(
     return counter["n"]
 
 
+async def concurrent_saves(
+    store: Any,
+    sessions: Sequence[str],
+    tasks_per_session: int,
+    saves_per_task: int,
+    texts: Sequence[tuple[str, str]],
+    *,
+    max_token_limit: int = 2000,
+) -> dict[str, Any]:
+    """``tasks_per_session`` tasks per session, released together, each saving
+    ``saves_per_task`` times: saves/s, latencies, CPU per save, and when it ran."""
+    import gc
+
+    import anyio
+
+    latencies: list[float] = []
+    start = anyio.Event()
+
+    async def task(session: str, offset: int) -> None:
+        mem = store.token_buffer(session, max_token_limit=max_token_limit)
+        await start.wait()
+        for i in range(saves_per_task):
+            a, b = texts[(offset + i) % len(texts)]
+            t0 = time.perf_counter()
+            await mem.asave_context({"input": a}, {"output": b})
+            latencies.append(time.perf_counter() - t0)
+
+    gc.collect()
+    async with anyio.create_task_group() as tg:
+        n = 0
+        for session in sessions:
+            for _ in range(tasks_per_session):
+                tg.start_soon(task, session, n * 31)
+                n += 1
+        await anyio.sleep(0.05)  # every task is waiting on the start line
+        t0, started = time.perf_counter(), time.time()
+        cpu0 = time.process_time()  # every thread's: the event loop's and the connection's
+        start.set()
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    return {
+        "started": started,
+        "ended": started + wall,
+        "saves": len(latencies),
+        "wall_s": wall,
+        "saves_per_s": len(latencies) / wall,
+        "cpu_us_per_save": cpu / len(latencies) * 1e6,
+        "loadavg_1min": os.getloadavg()[0],
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+    }
+
+
 def rechain(lines: Sequence[bytes], suffix: str) -> list[bytes]:
     """The export ``lines`` (header excluded) as the same events of sessions renamed
     ``{id}{suffix}``: payload bytes unchanged, hash chains recomputed with eventmem's own

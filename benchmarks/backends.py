@@ -33,10 +33,10 @@ import anyio
 from _common import (
     TextGen,
     calibration,
+    concurrent_saves,
     fill,
     median,
     offline_tiktoken,
-    percentile,
     table,
     tempdir,
     write_results,
@@ -129,37 +129,6 @@ async def per_turn(block: int, repeats: int, log: Any) -> dict[str, Any]:
 # -- 2. concurrent saves, one process ----------------------------------------------------
 
 
-async def saving(store: Any, sessions: list[str], saves: int, texts: Any) -> dict[str, Any]:
-    """Each session's task saves ``saves`` times, all at once; saves/s and latencies."""
-    latencies: list[float] = []
-    start = anyio.Event()
-
-    async def task(session: str, offset: int) -> None:
-        memory = store.token_buffer(session, max_token_limit=CONCURRENT_LIMIT)
-        await start.wait()
-        for i in range(saves):
-            a, b = texts[(offset + i) % len(texts)]
-            t0 = time.perf_counter()
-            await memory.asave_context({"input": a}, {"output": b})
-            latencies.append(time.perf_counter() - t0)
-
-    async with anyio.create_task_group() as tg:
-        for n, session in enumerate(sessions):
-            tg.start_soon(task, session, n * 31)
-        await anyio.sleep(0.05)  # every task waits at the start line
-        t0, started = time.perf_counter(), time.time()
-        start.set()
-    wall = time.perf_counter() - t0
-    return {
-        "started": started,
-        "ended": started + wall,
-        "saves": len(latencies),
-        "saves_per_s": len(latencies) / wall,
-        "p50_ms": percentile(latencies, 50) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-    }
-
-
 async def one_process(saves: int, runs: int, log: Any) -> dict[str, Any]:
     import eventmem
 
@@ -171,10 +140,10 @@ async def one_process(saves: int, runs: int, log: Any) -> dict[str, Any]:
         try:
             async with eventmem.open(target) as store:
                 await fill(store, sessions, CONCURRENT_PREFILL, texts, max_token_limit=2000)
-                await saving(store, sessions, 2, texts)  # warm-up
+                await concurrent_saves(store, sessions, 1, 2, texts)  # warm-up
                 results = []
                 for _ in range(runs):
-                    results.append(await saving(store, sessions, saves, texts))
+                    results.append(await concurrent_saves(store, sessions, 1, saves, texts))
                 log(
                     f"  {backend}: "
                     + ", ".join(f"{r['saves_per_s']:,.0f}" for r in results)
@@ -205,7 +174,7 @@ async def child(target: str, first: int, count: int, saves: int, start_at: float
     async with eventmem.open(target) as store:
         await fill(store, sessions, CONCURRENT_PREFILL, texts, max_token_limit=2000)
         await anyio.sleep(max(0.0, start_at - time.time()))
-        result = await saving(store, sessions, saves, texts)
+        result = await concurrent_saves(store, sessions, 1, saves, texts)
     print(json.dumps(result))
 
 

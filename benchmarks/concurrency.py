@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from typing import Any
 
@@ -31,10 +30,10 @@ import anyio
 from _common import (
     TextGen,
     calibration,
+    concurrent_saves,
     fill,
     median,
     offline_tiktoken,
-    percentile,
     rss_kib,
     table,
     tempdir,
@@ -44,47 +43,6 @@ from _common import (
 
 LIMIT = 2000
 PREFILL_TURNS = 12  # a 2000-token buffer holds ~11 of these turns
-
-
-async def saving(
-    store: Any, sessions: list[str], tasks_per_session: int, saves_per_task: int, texts: Any
-) -> dict[str, Any]:
-    """Every task saves ``saves_per_task`` times; returns saves/s and latencies."""
-    latencies: list[float] = []
-    start = anyio.Event()
-
-    async def task(session: str, offset: int) -> None:
-        mem = store.token_buffer(session, max_token_limit=LIMIT)
-        await start.wait()
-        for i in range(saves_per_task):
-            a, b = texts[(offset + i) % len(texts)]
-            t0 = time.perf_counter()
-            await mem.asave_context({"input": a}, {"output": b})
-            latencies.append(time.perf_counter() - t0)
-
-    gc.collect()
-    async with anyio.create_task_group() as tg:
-        n = 0
-        for session in sessions:
-            for _ in range(tasks_per_session):
-                tg.start_soon(task, session, n * 31)
-                n += 1
-        await anyio.sleep(0.05)  # every task is waiting on the start line
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()  # every thread's: the event loop's and the connection's
-        start.set()
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    return {
-        "saves": len(latencies),
-        "wall_s": wall,
-        "saves_per_s": len(latencies) / wall,
-        "cpu_us_per_save": cpu / len(latencies) * 1e6,
-        "loadavg_1min": os.getloadavg()[0],
-        "p50_ms": percentile(latencies, 50) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-        "max_ms": max(latencies) * 1e3,
-    }
 
 
 async def throughput(quick: bool, log: Any) -> dict[str, Any]:
@@ -102,10 +60,10 @@ async def throughput(quick: bool, log: Any) -> dict[str, Any]:
         async with eventmem.open(work / f"{n_sessions}-{tasks}.db") as store:
             sessions = [f"c{n:04d}" for n in range(n_sessions)]
             await fill(store, sessions, PREFILL_TURNS, texts, max_token_limit=LIMIT)
-            await saving(store, sessions, tasks, 4, texts)  # warm-up
+            await concurrent_saves(store, sessions, tasks, 4, texts)  # warm-up
             results = []
             for r in range(runs):
-                results.append(await saving(store, sessions, tasks, saves, texts))
+                results.append(await concurrent_saves(store, sessions, tasks, saves, texts))
                 last = results[-1]
                 log(
                     f"  {label}: run {r + 1}/{runs}: {last['saves_per_s']:,.0f} saves/s,"
