@@ -77,6 +77,7 @@ class PostgresConnection:
     def __init__(self, raw: psycopg.Connection[Any], schema: str) -> None:
         self.raw = raw
         self.schema = schema
+        self.commit_sent = False  # whether this call sent COMMIT (its outcome may be known)
         self._changes = 0
         self._statements: dict[str, tuple[str, bool]] = {}
 
@@ -100,6 +101,8 @@ class PostgresConnection:
     def execute(self, query: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement."""
         text, writes = self._statement(query)
+        if query == "COMMIT":
+            self.commit_sent = True
         cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
         self._changes += writes
         return cursor
@@ -232,18 +235,32 @@ class PostgresBackend(BatchedBackend):
         if self._closed:
             raise ClosedError("the store is closed")
 
+        def attempt() -> T:
+            conn = self._pg
+            if conn.raw.closed:
+                # The server went away since the last call: reconnect.
+                conn.raw = _connect(self._target, self._settings, False)
+            conn.commit_sent = False
+            if fn not in _PIPELINED:
+                return fn(conn, *args)
+            # Statements whose results are not read (the writes) are sent without
+            # waiting; only reads and the commit wait for the server.
+            with conn.raw.pipeline():
+                return fn(conn, *args)
+
         def call() -> T:
             conn = self._pg
             try:
-                if conn.raw.closed:
-                    # The server went away since the last call: reconnect.
-                    conn.raw = _connect(self._target, self._settings, False)
-                if fn not in _PIPELINED:
-                    return fn(conn, *args)
-                # Statements whose results are not read (the writes) are sent without
-                # waiting; only reads and the commit wait for the server.
-                with conn.raw.pipeline():
-                    return fn(conn, *args)
+                try:
+                    return attempt()
+                except psycopg.OperationalError:
+                    if not conn.raw.closed or conn.commit_sent:
+                        raise
+                    # The connection died (a server restart, a failover) before this
+                    # call sent a COMMIT, so nothing of it was committed: run it again
+                    # once on a new connection, rather than fail it.
+                    _abandon(conn)
+                    return attempt()
             except psycopg.Error as e:
                 _abandon(conn)
                 raise translate(e, self._where) from e
