@@ -24,7 +24,7 @@ from eventmem.events import (
 )
 from eventmem.messages import Message, decode_trusted
 from eventmem.store.cache import ViewCache
-from eventmem.store.sql import Connection
+from eventmem.store.sql import HEAD_COLUMNS, Connection
 
 __all__ = [
     "HEAD_COLUMNS",
@@ -48,13 +48,6 @@ def decode_message(data: bytes | str) -> Message:
     return decode_trusted(_message_decoder.decode, data)
 
 
-# The columns of a session's projection row, in the order SessionHead reads them.
-HEAD_COLUMNS = (
-    "session_id, version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
-    " created_at, turn_position, pending_steps"
-)
-
-
 def now_us() -> int:
     """Now, in microseconds since the Unix epoch (the events' ``recorded_at``)."""
     return time.time_ns() // 1000
@@ -68,10 +61,7 @@ class SessionHead:
     def __init__(self, conn: Connection, session_id: str) -> None:
         self._conn = conn
         self.session_id = session_id
-        row = conn.execute(
-            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
+        row = conn.read_head(session_id)
         self.exists = row is not None
         if row is None:
             row = (session_id, 0, GENESIS_HASH, 0, 0, 0, 0, None, None, 0, 0)
@@ -233,6 +223,19 @@ class SessionHead:
                 + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                 [value for row in chunk for value in (self.session_id, *row)],
             )
+        row = (
+            self.session_id,
+            self.version,
+            self.head_hash,
+            self.next_seq,
+            self.watermark,
+            self.total_tokens,
+            self.overhead,
+            self.counter,
+            self.created_at,
+            self.turn_position,
+            self.pending_steps,
+        )
         self._conn.execute(
             f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})"
             " ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,"
@@ -240,20 +243,9 @@ class SessionHead:
             " watermark = excluded.watermark, total_tokens = excluded.total_tokens,"
             " overhead = excluded.overhead, counter = excluded.counter,"
             " turn_position = excluded.turn_position, pending_steps = excluded.pending_steps",
-            (
-                self.session_id,
-                self.version,
-                self.head_hash,
-                self.next_seq,
-                self.watermark,
-                self.total_tokens,
-                self.overhead,
-                self.counter,
-                self.created_at,
-                self.turn_position,
-                self.pending_steps,
-            ),
+            row,
         )
+        self._conn.remember_head(row)
 
 
 def check_expected(head: SessionHead, expected_version: int | None) -> None:

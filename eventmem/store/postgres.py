@@ -41,6 +41,7 @@ from eventmem.store import maintenance
 from eventmem.store.base import Backend, Durability, ExportPage
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.pg_schema import apply_migrations
+from eventmem.store.sql import HEAD_COLUMNS
 from eventmem.store.writes import write_batch
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection", "is_postgres_url"]
@@ -78,6 +79,9 @@ class PostgresConnection:
         self.raw = raw
         self.schema = schema
         self.commit_sent = False  # whether this call sent COMMIT (its outcome may be known)
+        # The heads of the sessions a write transaction locked, read with their locks
+        # (None for a new session); gone when the transaction ends.
+        self._heads: dict[str, Sequence[Any] | None] | None = None
         self._changes = 0
         self._statements: dict[str, tuple[str, bool]] = {}
 
@@ -101,8 +105,9 @@ class PostgresConnection:
     def execute(self, query: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement."""
         text, writes = self._statement(query)
-        if query == "COMMIT":
-            self.commit_sent = True
+        if query in ("COMMIT", "ROLLBACK"):
+            self.commit_sent = self.commit_sent or query == "COMMIT"
+            self._heads = None
         cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
         self._changes += writes
         return cursor
@@ -128,7 +133,8 @@ class PostgresConnection:
     def lock_sessions(self, session_ids: Iterable[str]) -> None:
         """Take the sessions' advisory locks in one statement, in ascending key order:
         every writer takes locks in that order, so two batches never deadlock."""
-        keys = sorted({session_lock_key(self.schema, s) for s in session_ids})
+        sessions = sorted(set(session_ids))
+        keys = sorted({session_lock_key(self.schema, s) for s in sessions})
         if keys:
             self.raw.execute(
                 # PostgreSQL evaluates a volatile select list after ORDER BY: row by row.
@@ -136,6 +142,33 @@ class PostgresConnection:
                 " FROM unnest(%s::integer[]) WITH ORDINALITY AS t(key, n) ORDER BY n",
                 (SESSION_LOCK_CLASS, keys),
             )
+            # Their heads, now that no one else can change them: one round trip for the
+            # batch instead of one per write.
+            heads: dict[str, Sequence[Any] | None] = dict.fromkeys(sessions)
+            for row in self.raw.execute(
+                f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ANY(%s)", (sessions,)
+            ):
+                heads[row[0]] = row
+            self._heads = heads
+
+    def start_call(self) -> None:
+        """Forget what the previous call sent and read."""
+        self.commit_sent = False
+        self._heads = None
+
+    def read_head(self, session_id: str) -> Sequence[Any] | None:
+        """The head read with the session's lock, or (outside a batch) from the table."""
+        if self._heads is not None and session_id in self._heads:
+            return self._heads[session_id]
+        row: Sequence[Any] | None = self.execute(
+            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return row
+
+    def remember_head(self, row: Sequence[Any]) -> None:
+        """Keep the row just written, for the next write to the session in this batch."""
+        if self._heads is not None:
+            self._heads[row[0]] = row
 
     def lock_store(self) -> None:
         """Keep writers out of every table until the transaction ends (reads go on)."""
@@ -240,7 +273,7 @@ class PostgresBackend(BatchedBackend):
             if conn.raw.closed:
                 # The server went away since the last call: reconnect.
                 conn.raw = _connect(self._target, self._settings, False)
-            conn.commit_sent = False
+            conn.start_call()
             if fn not in _PIPELINED:
                 return fn(conn, *args)
             # Statements whose results are not read (the writes) are sent without
@@ -323,6 +356,7 @@ def _abandon(conn: PostgresConnection) -> None:
     if conn.in_transaction and not conn.raw.closed:
         with suppress(psycopg.Error):
             conn.raw.rollback()
+    conn.start_call()  # nothing read in the failed transaction is kept
 
 
 def _connect(

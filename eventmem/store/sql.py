@@ -14,7 +14,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Connection", "Cursor", "SQLiteConnection"]
+__all__ = ["HEAD_COLUMNS", "Connection", "Cursor", "SQLiteConnection"]
+
+# The columns of a session's projection row, in the order SessionHead reads them.
+HEAD_COLUMNS = (
+    "session_id, version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
+    " created_at, turn_position, pending_steps"
+)
 
 
 class Cursor(Protocol):
@@ -71,6 +77,14 @@ class Connection(Protocol):
         """Inside a write transaction: keep every other writer out until it ends."""
         ...
 
+    def read_head(self, session_id: str) -> Sequence[Any] | None:
+        """The session's projection row (``HEAD_COLUMNS``), or None for a new session."""
+        ...
+
+    def remember_head(self, row: Sequence[Any]) -> None:
+        """The row a write just stored for its session (for later reads in its batch)."""
+        ...
+
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows of a large query, in chunks rather than all at once."""
         ...
@@ -102,6 +116,16 @@ class SQLiteConnection(sqlite3.Connection):
 
     def lock_store(self) -> None:
         """Nothing to do: the write transaction holds the whole file."""
+
+    def read_head(self, session_id: str) -> Sequence[Any] | None:
+        """One indexed lookup (in-process: cheaper than keeping rows aside)."""
+        row: Sequence[Any] | None = self.execute(
+            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return row
+
+    def remember_head(self, row: Sequence[Any]) -> None:
+        """Nothing to keep: :meth:`read_head` reads the table."""
 
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows, in chunks."""
