@@ -79,7 +79,6 @@ class SessionHead:
         self._stored_next_seq = self.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.watermark
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
-        self._stored_tokens: dict[int, int] | None = None  # seq -> count, if read at once
         self._new_messages: list[Message] = []
 
     # -- Buffer protocol -------------------------------------------------------------
@@ -95,21 +94,8 @@ class SessionHead:
         seq = self.watermark
         if seq >= self._stored_next_seq:
             tokens = self._new[seq - self._stored_next_seq][1]
-        elif self._conn.reads_are_round_trips:
-            # Over a network: every visible count in one read, at the first drop.
-            if self._stored_tokens is None:
-                self._stored_tokens = dict(
-                    self._conn.execute(
-                        "SELECT seq, tokens FROM view_messages WHERE session_id = ? AND seq >= ?",
-                        (self.session_id, seq),
-                    ).fetchall()
-                )
-            tokens = self._stored_tokens[seq]
         else:
-            tokens = self._conn.execute(
-                "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
-                (self.session_id, seq),
-            ).fetchone()[0]
+            tokens = self._conn.stored_count(self.session_id, seq)
         self.total_tokens -= tokens
         self.watermark += 1
 
@@ -158,7 +144,7 @@ class SessionHead:
             [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
         )
         self.total_tokens = sum(tokens)
-        self._stored_tokens = None  # read again if needed: the counts just changed
+        self._conn.counts_changed(self.session_id)
 
     # -- persistence -----------------------------------------------------------------
     def visible_messages(self) -> list[Message]:
@@ -246,6 +232,7 @@ class SessionHead:
             row,
         )
         self._conn.remember_head(row)
+        self._conn.counts_changed(self.session_id, self.watermark, [r[:2] for r in kept])
 
 
 def check_expected(head: SessionHead, expected_version: int | None) -> None:

@@ -51,6 +51,7 @@ DEFAULT_SCHEMA = "eventmem"
 SESSION_LOCK_CLASS = 0x45564D53  # "EVMS": the classid of every session's advisory lock
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _STREAM_CHUNK = 5000
+_COUNTS_AHEAD = 8  # oldest buffer rows whose counts a batch reads up front, per session
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
@@ -73,15 +74,16 @@ class PostgresConnection:
     """
 
     data_bytes = "convert_to(data, 'UTF8')"  # the stored TEXT's UTF-8 bytes
-    reads_are_round_trips = True
 
     def __init__(self, raw: psycopg.Connection[Any], schema: str) -> None:
         self.raw = raw
         self.schema = schema
         self.commit_sent = False  # whether this call sent COMMIT (its outcome may be known)
         # The heads of the sessions a write transaction locked, read with their locks
-        # (None for a new session); gone when the transaction ends.
+        # (None for a new session), and the counts of their oldest buffer rows (seq ->
+        # count); gone when the transaction ends.
         self._heads: dict[str, Sequence[Any] | None] | None = None
+        self._counts: dict[str, dict[int, int]] = {}
         self._changes = 0
         self._statements: dict[str, tuple[str, bool]] = {}
 
@@ -107,7 +109,7 @@ class PostgresConnection:
         text, writes = self._statement(query)
         if query in ("COMMIT", "ROLLBACK"):
             self.commit_sent = self.commit_sent or query == "COMMIT"
-            self._heads = None
+            self._heads, self._counts = None, {}
         cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
         self._changes += writes
         return cursor
@@ -142,19 +144,31 @@ class PostgresConnection:
                 " FROM unnest(%s::integer[]) WITH ORDINALITY AS t(key, n) ORDER BY n",
                 (SESSION_LOCK_CLASS, keys),
             )
-            # Their heads, now that no one else can change them: one round trip for the
-            # batch instead of one per write.
+            # Their heads and the counts of their oldest rows (what a save prunes), now
+            # that no one else can change them: one round trip for the batch instead of
+            # two per write.
             heads: dict[str, Sequence[Any] | None] = dict.fromkeys(sessions)
             for row in self.raw.execute(
                 f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ANY(%s)", (sessions,)
             ):
                 heads[row[0]] = row
             self._heads = heads
+            counts: dict[str, dict[int, int]] = {s: {} for s, row in heads.items() if row}
+            for session_id, seq, tokens in self.raw.execute(
+                "SELECT v.session_id, v.seq, v.tokens FROM sessions AS s"
+                " JOIN view_messages AS v ON v.session_id = s.session_id"
+                " AND v.seq >= s.watermark AND v.seq < s.watermark + %s"
+                " WHERE s.session_id = ANY(%s)",
+                (_COUNTS_AHEAD, sessions),
+            ):
+                counts[session_id][seq] = tokens
+            self._counts = counts
 
     def start_call(self) -> None:
         """Forget what the previous call sent and read."""
         self.commit_sent = False
         self._heads = None
+        self._counts = {}
 
     def read_head(self, session_id: str) -> Sequence[Any] | None:
         """The head read with the session's lock, or (outside a batch) from the table."""
@@ -169,6 +183,36 @@ class PostgresConnection:
         """Keep the row just written, for the next write to the session in this batch."""
         if self._heads is not None:
             self._heads[row[0]] = row
+
+    def stored_count(self, session_id: str, seq: int) -> int:
+        """From the counts read with the batch's locks; past them, every remaining
+        visible count of the session in one read."""
+        known = self._counts.setdefault(session_id, {})
+        if seq not in known:
+            known.update(
+                self.execute(
+                    "SELECT seq, tokens FROM view_messages WHERE session_id = ? AND seq >= ?",
+                    (session_id, seq),
+                ).fetchall()
+            )
+        return known[seq]
+
+    def counts_changed(
+        self,
+        session_id: str,
+        watermark: int | None = None,
+        added: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        """Follow a write's changes to the session's rows (or forget them)."""
+        known = self._counts.get(session_id)
+        if known is None:
+            return
+        if watermark is None:
+            del self._counts[session_id]
+            return
+        for seq in [seq for seq in known if seq < watermark]:
+            del known[seq]
+        known.update(added)
 
     def lock_store(self) -> None:
         """Keep writers out of every table until the transaction ends (reads go on)."""

@@ -38,8 +38,6 @@ class Connection(Protocol):
 
     # The SQL expression reading an event's ``data`` as the bytes its hash covers.
     data_bytes: str
-    # Whether each read waits for a server (prefer one larger read to several small).
-    reads_are_round_trips: bool
 
     @property
     def total_changes(self) -> int:
@@ -85,6 +83,20 @@ class Connection(Protocol):
         """The row a write just stored for its session (for later reads in its batch)."""
         ...
 
+    def stored_count(self, session_id: str, seq: int) -> int:
+        """The token count stored with the session's buffer row ``seq``."""
+        ...
+
+    def counts_changed(
+        self,
+        session_id: str,
+        watermark: int | None = None,
+        added: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        """A write changed the session's stored rows: those below ``watermark`` went and
+        ``added`` ``(seq, count)`` came (no watermark: every count may have changed)."""
+        ...
+
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows of a large query, in chunks rather than all at once."""
         ...
@@ -101,7 +113,6 @@ class SQLiteConnection(sqlite3.Connection):
     """
 
     data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
-    reads_are_round_trips = False  # in-process: a point lookup costs microseconds
 
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
@@ -126,6 +137,22 @@ class SQLiteConnection(sqlite3.Connection):
 
     def remember_head(self, row: Sequence[Any]) -> None:
         """Nothing to keep: :meth:`read_head` reads the table."""
+
+    def stored_count(self, session_id: str, seq: int) -> int:
+        """One indexed lookup."""
+        count: int = self.execute(
+            "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
+            (session_id, seq),
+        ).fetchone()[0]
+        return count
+
+    def counts_changed(
+        self,
+        session_id: str,
+        watermark: int | None = None,
+        added: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        """Nothing to keep: :meth:`stored_count` reads the table."""
 
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows, in chunks."""
