@@ -43,18 +43,22 @@ def roles(store_url: str) -> Iterator[dict[str, str]]:
         f" TO {writer}",
         f"GRANT SELECT ON {schema}.eventmem_migrations TO {writer}",
     ]
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        for statement in grants:
-            admin.execute(statement.encode())
     base = POSTGRES_URL.split("://", 1)[1].split("@", 1)[1]
-    yield {
-        role: f"postgresql://{name}@{base}?schema={schema}"
-        for role, name in (("reader", reader), ("writer", writer))
-    }
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        for name in (reader, writer):
-            admin.execute(f"DROP OWNED BY {name}".encode())
-            admin.execute(f"DROP ROLE {name}".encode())
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            for statement in grants:
+                admin.execute(statement.encode())
+        yield {
+            role: f"postgresql://{name}@{base}?schema={schema}"
+            for role, name in (("reader", reader), ("writer", writer))
+        }
+    finally:  # roles are the server's, not the schema's: never leave them behind
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            for name in (reader, writer):
+                admin.execute(
+                    f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')"
+                    f" THEN DROP OWNED BY {name}; DROP ROLE {name}; END IF; END $$".encode()
+                )
 
 
 async def test_a_reading_role_reads_and_audits_but_cannot_write(
