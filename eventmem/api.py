@@ -27,7 +27,14 @@ from eventmem.memory import (
 )
 from eventmem.messages import Message
 from eventmem.projection import fold
-from eventmem.store.base import Backend, Durability, Progress, SessionSummary, StoreStats
+from eventmem.store.base import (
+    Backend,
+    Durability,
+    Progress,
+    SessionSummary,
+    StoreStats,
+    is_postgres_url,
+)
 from eventmem.store.sqlite import SQLiteBackend
 from eventmem.tokens import TokenCounter, resolve_counter
 
@@ -304,7 +311,7 @@ class _Opening:
         self._store: Store | None = None
 
     async def _open(self) -> Store:
-        if _is_postgres_url(self._path):
+        if is_postgres_url(self._path):
             try:
                 from eventmem.store.postgres import PostgresBackend
             except ImportError as e:
@@ -374,8 +381,3 @@ def open(
             "cache_sessions": cache_sessions,
         },
     )
-
-
-def _is_postgres_url(target: object) -> bool:
-    # Checked here, not imported from the backend: psycopg is an optional dependency.
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))

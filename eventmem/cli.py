@@ -37,6 +37,7 @@ from eventmem.errors import EventmemError
 from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
 from eventmem.messages import Message, buffer_string
 from eventmem.projection import MemoryBuffer, apply
+from eventmem.store.base import is_postgres_url
 from eventmem.tokens import resolve_counter
 
 __all__ = ["COMMANDS", "DEMO_CONVERSATION", "Command", "build_parser", "main"]
@@ -285,7 +286,7 @@ async def _demo(path: str, resolved: str, limit: int, model: str) -> int:
     noun = "session" if len(sessions) == 1 else "sessions"
     print(f"database: {resolved} ({len(sessions)} {noun}; each run adds one)")
     query = "SELECT session_id, position, kind FROM events ORDER BY id"
-    if _is_url(path):
+    if is_postgres_url(path):
         print(f"inspect it: {_psql_inspect(path, query)}")
     else:
         print(f"inspect it: sqlite3 {shlex.quote(path)} {shlex.quote(query)}")
@@ -296,21 +297,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     path: str = args.db
     limit: int = args.limit
     model: str = args.model
-    resolved = _shown(path) if _is_url(path) else str(_creatable(path))
+    resolved = _shown(path) if is_postgres_url(path) else str(_creatable(path))
     return anyio.run(_demo, path, resolved, limit, model, backend="asyncio")
 
 
 # -- shared by the store commands ----------------------------------------------------------
 
 
-def _is_url(db: str) -> bool:
-    """Whether ``db`` names a PostgreSQL store rather than a SQLite file."""
-    return db.startswith(("postgresql://", "postgres://"))
-
-
 def _shown(db: str) -> str:
     """``db`` as the command prints it: a URL without its password."""
-    if not _is_url(db):
+    if not is_postgres_url(db):
         return db
     try:
         parts = urllib.parse.urlsplit(db)
@@ -365,7 +361,7 @@ def _creatable(path: str) -> Path:
 def _open_existing(path: str) -> AbstractAsyncContextManager[eventmem.Store]:
     """Open a store that must already exist: reading commands never create a database
     (in PostgreSQL, ``create=False`` refuses a schema without a store)."""
-    if _is_url(path):
+    if is_postgres_url(path):
         _shown(path)  # a malformed URL is refused before connecting
         return eventmem.open(path, create=False)
     target = Path(path).expanduser()
@@ -1022,7 +1018,7 @@ async def _import(
 def _run_import(args: argparse.Namespace) -> int:
     # A PostgreSQL store is created in its schema (and stays, empty, if the import is
     # refused); a SQLite file the import created is removed again.
-    resolved = None if _is_url(args.db) else _creatable(args.db)
+    resolved = None if is_postgres_url(args.db) else _creatable(args.db)
     if resolved is None:
         _shown(args.db)  # a malformed URL is refused before connecting
     existed = resolved is None or resolved.exists()
@@ -1066,7 +1062,7 @@ def _configure_stats(parser: argparse.ArgumentParser) -> None:
 async def _stats(path: str, file_bytes: int | None, wal_bytes: int | None, as_json: bool) -> int:
     async with _open_existing(path) as store:
         figures = await store.stats()
-    url = _is_url(path)
+    url = is_postgres_url(path)
     stats = _Stats(
         path=_shown(path),
         schema_version=figures.schema_version,
@@ -1117,7 +1113,7 @@ async def _stats(path: str, file_bytes: int | None, wal_bytes: int | None, as_js
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    if _is_url(args.db):  # no file: the schema's size is read from the server
+    if is_postgres_url(args.db):  # no file: the schema's size is read from the server
         return anyio.run(_stats, args.db, None, None, args.json, backend="asyncio")
     target = Path(args.db).expanduser()
     # Sizes first: opening and closing a store checkpoints (and removes) the WAL.

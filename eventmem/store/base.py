@@ -24,7 +24,14 @@ __all__ = [
     "StepRequest",
     "StoreStats",
     "TurnRequest",
+    "is_postgres_url",
 ]
+
+
+def is_postgres_url(target: object) -> bool:
+    """Whether ``target`` names a PostgreSQL store (a URL) rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
 
 # How hard a commit is made to last: see eventmem.open.
 Durability = Literal["normal", "full"]

@@ -24,7 +24,7 @@ from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, write_transaction
 from eventmem.store.reads import count_events
-from eventmem.store.sql import Connection
+from eventmem.store.sql import HEAD_OF_SESSION, Connection
 
 __all__ = ["Progress", "export_page", "import_lines", "rebuild", "verify"]
 
@@ -84,9 +84,7 @@ def _write_projection(conn: Connection, fold: SessionFold) -> None:
 
 
 def _check_projection(conn: Connection, fold: SessionFold) -> Problem | None:
-    stored_head = conn.execute(
-        f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (fold.session_id,)
-    ).fetchone()
+    stored_head = conn.execute(HEAD_OF_SESSION, (fold.session_id,)).fetchone()
     if stored_head is None:
         return Problem(
             fold.session_id,

@@ -41,10 +41,10 @@ from eventmem.store import maintenance
 from eventmem.store.base import Backend, Durability, ExportPage
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.pg_schema import apply_migrations
-from eventmem.store.sql import HEAD_COLUMNS
+from eventmem.store.sql import HEAD_COLUMNS, HEAD_OF_SESSION
 from eventmem.store.writes import write_batch
 
-__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection", "is_postgres_url"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "PostgresConnection"]
 
 T = TypeVar("T")
 DEFAULT_SCHEMA = "eventmem"
@@ -53,11 +53,6 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _STREAM_CHUNK = 5000
 _COUNTS_AHEAD = 8  # oldest buffer rows whose counts a batch reads up front, per session
 _WRITES = ("INSERT", "UPDATE", "DELETE")
-
-
-def is_postgres_url(target: object) -> bool:
-    """Whether ``target`` names a PostgreSQL server rather than a SQLite file."""
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
 def session_lock_key(schema: str, session_id: str) -> int:
@@ -174,9 +169,7 @@ class PostgresConnection:
         """The head read with the session's lock, or (outside a batch) from the table."""
         if self._heads is not None and session_id in self._heads:
             return self._heads[session_id]
-        row: Sequence[Any] | None = self.execute(
-            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row: Sequence[Any] | None = self.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
         return row
 
     def remember_head(self, row: Sequence[Any]) -> None:

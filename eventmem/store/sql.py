@@ -14,13 +14,14 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["HEAD_COLUMNS", "Connection", "Cursor", "SQLiteConnection"]
+__all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "SQLiteConnection"]
 
 # The columns of a session's projection row, in the order SessionHead reads them.
 HEAD_COLUMNS = (
     "session_id, version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
     " created_at, turn_position, pending_steps"
 )
+HEAD_OF_SESSION = f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
 
 
 class Cursor(Protocol):
@@ -130,9 +131,7 @@ class SQLiteConnection(sqlite3.Connection):
 
     def read_head(self, session_id: str) -> Sequence[Any] | None:
         """One indexed lookup (in-process: cheaper than keeping rows aside)."""
-        row: Sequence[Any] | None = self.execute(
-            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row: Sequence[Any] | None = self.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
         return row
 
     def remember_head(self, row: Sequence[Any]) -> None:
