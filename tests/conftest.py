@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,29 @@ import eventmem.tokens
 from tests.backends import BACKENDS, check_postgres, drop_target, new_target
 
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+# Wall time per test file (setup + call + teardown), printed at the end of every run so a
+# slowdown shows up in review.
+_SECONDS_PER_FILE: defaultdict[str, float] = defaultdict(float)
+_TESTS_PER_FILE: defaultdict[str, int] = defaultdict(int)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    _SECONDS_PER_FILE[path] += report.duration
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        _TESTS_PER_FILE[path] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _SECONDS_PER_FILE:
+        return
+    terminalreporter.section("wall time per test file")
+    total = sum(_SECONDS_PER_FILE.values())
+    for path, seconds in sorted(_SECONDS_PER_FILE.items(), key=lambda item: -item[1]):
+        tests = _TESTS_PER_FILE[path]
+        terminalreporter.write_line(f"{seconds:8.1f}s {tests:5d} tests  {path}")
+    terminalreporter.write_line(f"{total:8.1f}s {sum(_TESTS_PER_FILE.values()):5d} tests  in all")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -671,14 +671,19 @@ def test_json_values_must_be_plain_types(value: Any) -> None:
 
 
 def test_langchain_args_with_subclasses_are_made_plain() -> None:
-    lc = AIMessage(content="", tool_calls=[{"name": "f", "args": {"v": _Text("x")}, "id": "1"}])
+    lc = AIMessage(
+        content="",
+        tool_calls=[{"name": "f", "args": {"v": _Text("x")}, "id": "1", "type": "tool_call"}],
+    )
     assert type(from_langchain(lc).tool_calls[0].args["v"]) is str
 
 
 def test_streamed_chunks_convert_like_messages() -> None:
     from langchain_core.messages import AIMessageChunk, HumanMessageChunk
 
-    chunk = AIMessageChunk(content="", tool_calls=[{"name": "f", "args": {"a": 1}, "id": "c1"}])
+    chunk = AIMessageChunk(
+        content="", tool_calls=[{"name": "f", "args": {"a": 1}, "id": "c1", "type": "tool_call"}]
+    )
     converted = from_langchain(chunk)
     assert converted.role == "ai"
     assert converted.tool_calls == (ToolCall(name="f", args={"a": 1}, id="c1"),)
