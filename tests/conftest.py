@@ -83,6 +83,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["quick", pytest.param("full", marks=pytest.mark.slow)])
+def depth(request: pytest.FixtureRequest) -> str:
+    """How many examples a property test draws (tests.reference.examples_for): "quick" in
+    the fast loop, "full" (marked slow) in the complete run."""
+    return str(request.param)
+
+
 @pytest.fixture
 def target(backend: str, tmp_path: Path) -> Iterator[str]:
     """Where a new store goes: a SQLite file path, or a PostgreSQL URL with its own schema."""

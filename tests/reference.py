@@ -28,8 +28,18 @@ def chat_openai(model: str) -> Any:
     return ChatOpenAI(model=model, api_key=SecretStr("test"))
 
 
-def examples_for(backend: str, *, sqlite: int, postgresql: int) -> settings:
-    """:data:`STORE_EXAMPLES` with a count per backend. The logic under test is the same on
-    both; a PostgreSQL example costs several times more (a schema created and dropped,
-    network round trips), so its property runs draw fewer examples."""
-    return settings(STORE_EXAMPLES, max_examples=sqlite if backend == "sqlite" else postgresql)
+# A property test that takes the ``depth`` fixture (tests/conftest.py) runs twice: "quick"
+# draws this share of its examples (at least QUICK_MINIMUM) and is part of the fast loop;
+# "full" draws them all and is marked slow.
+QUICK_SHARE = 20
+QUICK_MINIMUM = 3
+
+
+def examples_for(backend: str, depth: str, *, sqlite: int, postgresql: int) -> settings:
+    """:data:`STORE_EXAMPLES` with a count per backend and depth. The logic under test is
+    the same on both backends; a PostgreSQL example costs several times more (a schema
+    created and dropped, network round trips), so its property runs draw fewer examples."""
+    count = sqlite if backend == "sqlite" else postgresql
+    if depth == "quick":
+        count = max(QUICK_MINIMUM, count // QUICK_SHARE)
+    return settings(STORE_EXAMPLES, max_examples=count)

@@ -214,8 +214,8 @@ parity_limits = st.one_of(
 )
 
 
-def test_random_agent_runs_match_langchain(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=150, postgresql=50)
+def test_random_agent_runs_match_langchain(backend: str, depth: str, tmp_path: Path) -> None:
+    @examples_for(backend, depth, sqlite=150, postgresql=50)
     @given(config=configs(parity_limits), run=st.lists(turns(), min_size=1, max_size=6))
     def example(config: AgentConfig, run: list[Turn]) -> None:
         with fresh_target(backend, tmp_path) as target:
@@ -547,8 +547,8 @@ def assert_pair_safe(buffer: Sequence[eventmem.Message], history: Sequence[Any])
         assert expected <= present, f"tool call message {i} lost results {expected - present}"
 
 
-def test_pair_safe_pruning_never_orphans_a_result(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=100, postgresql=40)
+def test_pair_safe_pruning_never_orphans_a_result(backend: str, depth: str, tmp_path: Path) -> None:
+    @examples_for(backend, depth, sqlite=100, postgresql=40)
     @given(
         config=configs(st.one_of(st.integers(0, 80), st.integers(0, 400), st.integers(0, 2000))),
         run=st.lists(turns(well_formed=True), min_size=1, max_size=6),

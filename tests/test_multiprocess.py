@@ -1,12 +1,13 @@
 """Several processes writing overlapping sessions of one store at once.
 
-SQLite: 4 processes x 50 tasks on one database file, for 30 seconds by default.
-PostgreSQL: 8 processes x 50 tasks, each process on its own connection, for 20 seconds by
-default. EVENTMEM_STRESS_SECONDS sets the duration of both (lower it for a quick local
-run). The tasks save to 20 shared sessions; each worker records every save that returned
-and every error it saw. Afterwards: no worker saw an error (no DatabaseLockedError),
-every returned save is in its session exactly once, positions are gapless, verify() is
-clean and every projection equals the fold of its events.
+The full run (marked slow): SQLite, 4 processes x 50 tasks on one database file, for 30
+seconds; PostgreSQL, 8 processes x 50 tasks, each process on its own connection, for 20
+seconds. EVENTMEM_STRESS_SECONDS sets the duration of both. The quick run, in the fast
+loop, is 2 processes for 1.5 seconds on each backend. The tasks save to 20 shared
+sessions; each worker records every save that returned and every error it saw.
+Afterwards: no worker saw an error (no DatabaseLockedError), every returned save is in
+its session exactly once, positions are gapless, verify() is clean and every projection
+equals the fold of its events.
 """
 
 from __future__ import annotations
@@ -23,20 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 import eventmem
 from eventmem.events import TurnSaved
 from eventmem.projection import fold
 
-PROCESSES = {"sqlite": 4, "postgresql": 8}
+# (backend, depth) -> processes; "quick" is the fast loop's short run, "full" is slow.
+PROCESSES = {"sqlite": {"quick": 2, "full": 4}, "postgresql": {"quick": 2, "full": 8}}
 TASKS_PER_PROCESS = 50
 SHARED_SESSIONS = [f"shared-{n:02d}" for n in range(20)]
 LIMIT = 200
-DEFAULT_SECONDS = {"sqlite": 30.0, "postgresql": 20.0}
+QUICK_SECONDS = 1.5
+FULL_SECONDS = {"sqlite": 30.0, "postgresql": 20.0}
 _SECONDS = os.environ.get("EVENTMEM_STRESS_SECONDS")
-
-pytestmark = pytest.mark.slow
 
 _FILLER = "please keep this in mind for the rest of the conversation because it matters later on"
 
@@ -118,12 +118,16 @@ async def _check_store(path: str, saved: Counter[tuple[str, str]]) -> None:
         assert await store.count_events() == sum(saved.values())
 
 
+def _default_seconds(backend: str, depth: str) -> float:
+    return QUICK_SECONDS if depth == "quick" else FULL_SECONDS[backend]
+
+
 def test_processes_writing_shared_sessions_lose_and_duplicate_nothing(
-    backend: str, target: str, tmp_path: Path
+    backend: str, depth: str, target: str, tmp_path: Path
 ) -> None:
     # ``target`` does not exist yet: whichever worker gets there first creates the store.
-    processes = PROCESSES[backend]
-    seconds = float(_SECONDS) if _SECONDS else DEFAULT_SECONDS[backend]
+    processes = PROCESSES[backend][depth]
+    seconds = float(_SECONDS) if _SECONDS and depth == "full" else _default_seconds(backend, depth)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results = [tmp_path / f"worker-{i}.json" for i in range(processes)]

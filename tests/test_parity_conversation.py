@@ -194,8 +194,8 @@ def run_sync(target: str, session: str, config: Config, ops: Sequence[Op]) -> No
 # --- 1. random conversations, async API ------------------------------------------------
 
 
-def test_random_conversation_matches_langchain(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=200, postgresql=60)
+def test_random_conversation_matches_langchain(backend: str, depth: str, tmp_path: Path) -> None:
+    @examples_for(backend, depth, sqlite=200, postgresql=60)
     @given(config=configs, ops=operations(max_size=20))
     def example(config: Config, ops: list[Op]) -> None:
         with fresh_target(backend, tmp_path) as target:
@@ -207,8 +207,10 @@ def test_random_conversation_matches_langchain(backend: str, tmp_path: Path) -> 
 # --- 2. the blocking facade ------------------------------------------------------------
 
 
-def test_random_conversation_matches_langchain_sync(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=40, postgresql=15)
+def test_random_conversation_matches_langchain_sync(
+    backend: str, depth: str, tmp_path: Path
+) -> None:
+    @examples_for(backend, depth, sqlite=40, postgresql=15)
     @given(config=configs, ops=operations(max_size=15))
     def example(config: Config, ops: list[Op]) -> None:
         with fresh_target(backend, tmp_path) as target:
@@ -220,8 +222,8 @@ def test_random_conversation_matches_langchain_sync(backend: str, tmp_path: Path
 # --- 3. changing the limit and the model mid-conversation ------------------------------
 
 
-def test_limit_and_model_changes_match_langchain(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=60, postgresql=25)
+def test_limit_and_model_changes_match_langchain(backend: str, depth: str, tmp_path: Path) -> None:
+    @examples_for(backend, depth, sqlite=60, postgresql=25)
     @given(config=configs, ops=operations(max_size=20, with_limit_changes=True))
     def example(config: Config, ops: list[Op]) -> None:
         with fresh_target(backend, tmp_path) as target:
@@ -230,8 +232,10 @@ def test_limit_and_model_changes_match_langchain(backend: str, tmp_path: Path) -
     example()
 
 
-def test_limit_and_model_changes_match_langchain_sync(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=15, postgresql=8)
+def test_limit_and_model_changes_match_langchain_sync(
+    backend: str, depth: str, tmp_path: Path
+) -> None:
+    @examples_for(backend, depth, sqlite=15, postgresql=8)
     @given(config=configs, ops=operations(max_size=12, with_limit_changes=True))
     def example(config: Config, ops: list[Op]) -> None:
         with fresh_target(backend, tmp_path) as target:
@@ -417,8 +421,8 @@ _session_steps = st.lists(
 )
 
 
-def test_sessions_are_isolated(backend: str, tmp_path: Path) -> None:
-    @examples_for(backend, sqlite=30, postgresql=15)
+def test_sessions_are_isolated(backend: str, depth: str, tmp_path: Path) -> None:
+    @examples_for(backend, depth, sqlite=30, postgresql=15)
     @given(
         session_configs=st.lists(configs, min_size=len(SESSIONS), max_size=len(SESSIONS)),
         steps=_session_steps,

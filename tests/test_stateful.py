@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -161,12 +162,31 @@ class PostgresMemoryMachine(MemoryMachine):
     backend = "postgresql"
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=25, deadline=None)
-MemoryMachine.TestCase.settings = SETTINGS
-PostgresMemoryMachine.TestCase.settings = SETTINGS
-TestMemoryMachineSQLite = MemoryMachine.TestCase
+# The fast loop runs a few programs; the full count is marked slow.
+QUICK = settings(max_examples=3, stateful_step_count=25, deadline=None)
+FULL = settings(max_examples=40, stateful_step_count=25, deadline=None)
 
 
-class TestMemoryMachinePostgreSQL(PostgresMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+class TestMemoryMachineSQLiteQuick(MemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = QUICK
+
+
+@pytest.mark.slow
+class TestMemoryMachineSQLiteFull(MemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = FULL
+
+
+class _NeedsPostgres:
+    """Not a TestCase itself (pytest would collect any TestCase subclass)."""
+
     def setUp(self) -> None:
         check_postgres()  # an unreachable server fails the test with how to start it
+
+
+class TestMemoryMachinePostgreSQLQuick(_NeedsPostgres, PostgresMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = QUICK
+
+
+@pytest.mark.slow
+class TestMemoryMachinePostgreSQLFull(_NeedsPostgres, PostgresMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = FULL
