@@ -1,4 +1,4 @@
-"""The public async entry point: :func:`open` and :class:`Store`."""
+"""The public async entry point: [`open`][eventmem.open] and [`Store`][eventmem.Store]."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ _EXPORT_PAGE = 5000
 class Store:
     """An eventmem store: many sessions' event logs and buffers in one database.
 
-    Get one with :func:`eventmem.open`; close it with ``aclose()`` or ``async with``.
+    Get one with [`eventmem.open`][eventmem.open]; close it with ``aclose()`` or ``async with``.
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -214,7 +214,9 @@ class Store:
         yield msgspec.json.encode(ExportEnd(EXPORT_FORMAT, count)) + b"\n"
 
     async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
-        """Import an export (see :meth:`export`) in one transaction; return (sessions, events).
+        """Import an export (see [`export`][eventmem.Store.export]) in one transaction.
+
+        Returns ``(sessions, events)``, the numbers imported.
 
         Every hash is re-verified; a tampered file, a session that already exists in this
         store (so importing twice), or a malformed line is refused and nothing is written.
@@ -303,7 +305,7 @@ class Store:
 
 
 class _Opening:
-    """What :func:`open` returns: await it, or use it with ``async with``."""
+    """What [`open`][eventmem.open] returns: await it, or use it with ``async with``."""
 
     def __init__(self, path: str | os.PathLike[str], options: dict[str, Any]) -> None:
         self._path = path

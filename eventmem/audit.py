@@ -1,7 +1,7 @@
 """Audit over event logs: chain verification, replay under other settings, export lines.
 
 Pure functions over rows and events; the backend feeds them. Replay and time travel use
-:func:`eventmem.projection.fold`, the same fold the live path applies.
+``eventmem.projection.fold``, the same fold the live path applies.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ProblemKind = Literal[
 
 
 class Problem(msgspec.Struct, frozen=True):
-    """One finding of :meth:`eventmem.Store.verify`: the first bad position of a session."""
+    """One finding of [`Store.verify`][eventmem.Store.verify]: a session's first bad position."""
 
     session_id: str
     position: int
@@ -60,7 +60,7 @@ class Problem(msgspec.Struct, frozen=True):
 
 
 class VerifyReport(msgspec.Struct):
-    """What :meth:`eventmem.Store.verify` found. ``ok`` is true when ``problems`` is empty."""
+    """What [`Store.verify`][eventmem.Store.verify] found; ``ok`` when ``problems`` is empty."""
 
     sessions: int = 0
     events: int = 0
@@ -99,7 +99,7 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
 
 
 class _FoldBuffer(MemoryBuffer):
-    """The buffer of a :class:`SessionFold`: its messages may still be stored JSON
+    """The buffer of a ``SessionFold``: its messages may still be stored JSON
     (``msgspec.Raw``), decoded where the fold reads them."""
 
     __slots__ = ()
@@ -199,8 +199,8 @@ class SessionFold:
         """Fold an event of this store without checking it (rebuild trusts the log).
 
         The messages are not decoded: the fold keeps their stored JSON, and
-        :meth:`view_rows` decodes the few that stay in the buffer. The same
-        :func:`~eventmem.projection.apply` runs on them.
+        ``view_rows`` decodes the few that stay in the buffer. The same
+        ``apply`` runs on them.
         """
         event: Event = _decode_stored(data)
         self.fold(position, recorded_at, event, digest)
@@ -221,7 +221,7 @@ class SessionFold:
 
 class ChainChecker:
     """Feeds ``(session_id, position, recorded_at, data, hash, kind)`` rows, in the
-    store's global order, into one :class:`SessionFold` per session."""
+    store's global order, into one ``SessionFold`` per session."""
 
     def __init__(self, *, trusted: bool = False) -> None:
         self.report = VerifyReport()

@@ -1,10 +1,10 @@
 """The ``eventmem`` command (also ``python -m eventmem``).
 
-Subcommands register themselves in :data:`COMMANDS`; each one adds its arguments to a
+Subcommands register themselves in ``COMMANDS``; each one adds its arguments to a
 subparser and names the function that runs it. A command returns its exit status:
 
 * 0 -- everything is fine;
-* 1 -- a problem was found (any :class:`~eventmem.EventmemError`, an unreadable file...);
+* 1 -- a problem was found (any [`EventmemError`][eventmem.EventmemError], an unreadable file...);
 * 2 -- usage error (bad arguments; argparse reports them).
 
 Errors are printed to stderr as one line, ``eventmem: error: ...``, never a traceback.
@@ -325,7 +325,7 @@ def _shown(db: str) -> str:
 
 def _shell_arg(db: str) -> str:
     """``db`` (as shown) quoted for a shell command inside a single-quoted hint: in double
-    quotes where that is enough (a URL's ``?``), else as :func:`shlex.quote` does."""
+    quotes where that is enough (a URL's ``?``), else as ``shlex.quote`` does."""
     shown = _shown(db)
     if shlex.quote(shown) == shown:
         return shown
@@ -589,7 +589,7 @@ async def _place(store: eventmem.Store, session: str) -> _Placement:
     """Fold the session's events, noting the ``seq`` numbers each event's messages get.
 
     A turn's messages enter the buffer as [input, its steps' messages..., the rest]
-    (see :func:`eventmem.projection.apply`), so the numbers are exact, not guessed.
+    (see ``eventmem.projection.apply``), so the numbers are exact, not guessed.
     """
     placed = _Placement()
     buffer = MemoryBuffer()

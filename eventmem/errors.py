@@ -1,8 +1,9 @@
 """The exceptions eventmem raises.
 
-Every error is an :class:`EventmemError`. Errors about bad input also derive from the
-built-in exception LangChain raises for the same mistake (``ValueError``, ``KeyError``,
-``TypeError``), so code written against LangChain's memories keeps catching them.
+Every error is an [`EventmemError`][eventmem.EventmemError]. Errors about bad input also
+derive from the built-in exception LangChain raises for the same mistake (``ValueError``,
+``KeyError``, ``TypeError``), so code written against LangChain's memories keeps catching
+them.
 """
 
 from __future__ import annotations

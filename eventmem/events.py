@@ -54,7 +54,7 @@ class TurnSaved(EventData, tag="turn", frozen=True, omit_defaults=True):
     limit in force for this save. ``recount`` is set when the scheme changed since the
     previous save: the new counts of the messages visible before this save, oldest first.
 
-    An agent turn also names the positions of its :class:`StepRecorded` events in
+    An agent turn also names the positions of its [`StepRecorded`][eventmem.StepRecorded] events in
     ``steps``; their messages enter the buffer between ``messages[0]`` (the human input)
     and the rest. ``step_recount`` holds their counts under ``counter`` when the steps
     were counted with another scheme. ``prune`` is the pruning rule of this save.
@@ -80,7 +80,7 @@ class StepRecorded(EventData, tag="step", frozen=True, omit_defaults=True):
 
     ``messages`` is how the step reads in the buffer (already formatted, and without
     messages an earlier step of the same turn already carries); ``tokens`` their counts
-    under ``counter``. The step joins the buffer with its turn's :class:`TurnSaved`.
+    under ``counter``. The step joins the buffer with its turn's [`TurnSaved`][eventmem.TurnSaved].
     ``action`` and ``observation`` keep what the agent did and saw, for audit. ``run``
     identifies the memory object that recorded it live.
     """

@@ -65,7 +65,7 @@ _COUNT_INLINE_CHARS = 32_768
 
 def count_inline(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[int, ...] | None:
     """Each message's token count, or None if the texts are long enough to be counted in
-    a worker thread (:func:`count_all`)."""
+    a worker thread (``count_all``)."""
     if sum([len(m.content) for m in messages]) <= _COUNT_INLINE_CHARS:
         return tuple([counter.count_message(m) for m in messages])
     return None
@@ -135,7 +135,7 @@ class _TokenBuffer:
 
     @property
     def memory_variables(self) -> list[str]:
-        """The keys :meth:`aload_memory_variables` returns: ``[memory_key]``."""
+        """The keys ``aload_memory_variables`` returns: ``[memory_key]``."""
         return [self.memory_key]
 
     def _input_output(
@@ -193,7 +193,8 @@ class _TokenBuffer:
     async def aload_memory_variables(
         self, inputs: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """``{memory_key: buffer}``: a str, or a list of :class:`Message` if ``return_messages``."""
+        """``{memory_key: buffer}``: a str, or a list of [`Message`][eventmem.Message] if
+        ``return_messages``."""
         messages = await self.amessages()
         if self.return_messages:
             return {self.memory_key: messages}
@@ -202,7 +203,7 @@ class _TokenBuffer:
     async def aclear(self, *, expected_version: int | None = None) -> None:
         """Empty the buffer (one event; the cleared messages stay in the log).
 
-        With ``expected_version``, raise :class:`~eventmem.ConcurrencyError` (and write
+        With ``expected_version``, raise [`ConcurrencyError`][eventmem.ConcurrencyError] (and write
         nothing) unless the session is still at that version.
         """
         await self._backend.append_clear(self.session_id, _check_version(expected_version))
@@ -221,7 +222,7 @@ class _TokenBuffer:
 class TokenBufferMemory(_TokenBuffer):
     """Token-bounded conversation memory for one session of a store.
 
-    Created by :meth:`eventmem.Store.token_buffer`; LangChain's
+    Created by [`eventmem.Store.token_buffer`][eventmem.Store.token_buffer]; LangChain's
     ``ConversationTokenBufferMemory``. ``save_context`` appends ``Human(input)`` and
     ``AI(output)``; then, while the buffer's token count exceeds ``max_token_limit``, the
     oldest message leaves the buffer (it stays in the log). Loading never prunes.
@@ -236,7 +237,7 @@ class TokenBufferMemory(_TokenBuffer):
     ) -> None:
         """Append this exchange as one event and prune the buffer to the limit.
 
-        With ``expected_version``, raise :class:`~eventmem.ConcurrencyError` (and write
+        With ``expected_version``, raise [`ConcurrencyError`][eventmem.ConcurrencyError] (and write
         nothing) unless the session is still at that version (optimistic concurrency).
         """
         messages = self._exchange(inputs, outputs)
@@ -261,10 +262,12 @@ _PRUNE_MODES = ("langchain", "pair_safe")
 class AgentTokenBufferMemory(_TokenBuffer):
     """Token-bounded agent memory: LangChain's ``AgentTokenBufferMemory``, event-sourced.
 
-    Created by :meth:`eventmem.Store.agent_token_buffer`. A save appends ``Human(input)``,
-    each intermediate step's messages (OpenAI function messages, or tool messages with
-    ``format_as_tools``), then ``AI(output)``, and prunes oldest-first to the limit.
-    Every step is its own event; :meth:`arecord_step` records one live, during the run.
+    Created by [`Store.agent_token_buffer`][eventmem.Store.agent_token_buffer]. A save
+    appends ``Human(input)``, each intermediate step's messages (OpenAI function messages,
+    or tool messages with ``format_as_tools``), then ``AI(output)``, and prunes
+    oldest-first to the limit. Every step is its own event;
+    [`arecord_step`][eventmem.AgentTokenBufferMemory.arecord_step] records one live,
+    during the run.
     ``prune="pair_safe"`` never leaves a tool/function result without its call.
     """
 
@@ -359,7 +362,8 @@ class AgentTokenBufferMemory(_TokenBuffer):
     ) -> None:
         """Append the turn (its steps as events of their own) and prune to the limit.
 
-        ``expected_version`` works as in :meth:`TokenBufferMemory.asave_context`.
+        ``expected_version`` works as in
+        [`TokenBufferMemory.asave_context`][eventmem.TokenBufferMemory.asave_context].
         """
         exchange = self._exchange(inputs, outputs)
         steps: tuple[StepRequest, ...] | None = None

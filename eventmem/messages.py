@@ -1,6 +1,6 @@
 """Chat messages: the stored shape, the OpenAI shape and LangChain's buffer string.
 
-A :class:`Message` is what eventmem stores and returns. It converts losslessly from
+A [`Message`][eventmem.Message] is what eventmem stores and returns. It converts losslessly from
 LangChain message objects (duck-typed: LangChain is never imported here) and renders to
 exactly the dict langchain-openai sends to the chat-completions API, which is also what
 token counting measures.
@@ -257,7 +257,7 @@ def buffer_string(
 
 
 def from_langchain(message: Any) -> Message:
-    """Convert a LangChain message (or a :class:`Message`) into a :class:`Message`.
+    """Convert a LangChain message (or a ``Message``) into a [`Message`][eventmem.Message].
 
     Duck-typed on LangChain's attributes (``type``, ``content``, ``name``,
     ``additional_kwargs``, ``tool_calls``, ``tool_call_id``, ``id``), so LangChain does
@@ -335,7 +335,8 @@ def _plain(value: Any) -> Any:
 
 
 def check_json_value(value: Any, what: str) -> None:
-    """Raise :class:`NotSerializableError` unless ``value`` round-trips through JSON.
+    """Raise [`NotSerializableError`][eventmem.NotSerializableError] unless ``value``
+    round-trips through JSON.
 
     Allowed: dict with str keys, list, str (valid Unicode), int, finite float, bool, None,
     nested at most ``MAX_DEPTH`` levels (deeper values cannot be encoded or rendered by
@@ -375,7 +376,7 @@ def check_json_value(value: Any, what: str) -> None:
 
 
 def plain_text(value: Any, what: str) -> str:
-    """``value`` as an exact ``str`` (a str subclass is copied), checked by :func:`check_text`."""
+    """``value`` as an exact ``str`` (a str subclass is copied), checked by ``check_text``."""
     check_text(value, what)
     return value if type(value) is str else str.__str__(value)
 
@@ -399,5 +400,5 @@ def _type(value: Any) -> str:
 
 
 def as_messages(messages: Sequence[Any]) -> list[Message]:
-    """Convert each of ``messages`` with :func:`from_langchain`."""
+    """Convert each of ``messages`` with ``from_langchain``."""
     return [from_langchain(m) for m in messages]

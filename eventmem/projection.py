@@ -1,9 +1,9 @@
 """The projection: how events turn into the buffer the model sees. Pure, no I/O.
 
-A session's buffer is the messages after its watermark. :func:`apply` folds one event
-into a :class:`Buffer`; the live path runs it over a buffer backed by the database (which
+A session's buffer is the messages after its watermark. ``apply`` folds one event
+into a ``Buffer``; the live path runs it over a buffer backed by the database (which
 reads only the rows it prunes), while replay, time travel and rebuild run the very same
-function over :class:`MemoryBuffer`. There is no second implementation of the rules.
+function over ``MemoryBuffer``. There is no second implementation of the rules.
 
 The rules are LangChain's ``ConversationTokenBufferMemory``: a save appends its messages,
 then, while the buffer's token count exceeds the limit in force, the oldest message is
@@ -34,7 +34,7 @@ __all__ = [
 
 
 class Buffer(Protocol):
-    """What :func:`apply` needs from a buffer. Messages are numbered by ``seq``.
+    """What ``apply`` needs from a buffer. Messages are numbered by ``seq``.
 
     The visible messages are those with ``watermark <= seq < next_seq``.
     """
@@ -186,7 +186,7 @@ class BufferEntry(msgspec.Struct, frozen=True, gc=False):  # untracked: see mess
 
 
 class MemoryBuffer:
-    """An in-memory :class:`Buffer` for replay, time travel and rebuild."""
+    """An in-memory ``Buffer`` for replay, time travel and rebuild."""
 
     def __init__(self) -> None:
         self.watermark = 0

@@ -2,7 +2,7 @@
 
 An intermediate step is ``(action, observation)``. The action may be a LangChain
 ``AgentAction``, ``AgentActionMessageLog`` or ``ToolAgentAction`` (duck-typed, LangChain is
-never imported), an :class:`AgentStep`'s action, or a plain dict with the same fields.
+never imported), an ``AgentStep``'s action, or a plain dict with the same fields.
 Formatting follows LangChain's ``format_to_openai_function_messages`` and
 ``format_to_tool_messages``.
 """
@@ -50,7 +50,8 @@ def _has(source: Any, name: str) -> bool:
 
 
 def to_action(source: Any) -> Action:
-    """Normalise a LangChain action, an :class:`Action` or a dict into an :class:`Action`."""
+    """Normalise a LangChain action, an ``Action`` or a dict into an
+    [`Action`][eventmem.Action]."""
     if isinstance(source, Action):
         return source
     tool = _field(source, "tool")

@@ -1,9 +1,10 @@
-"""The blocking facade: :func:`connect` for code that is not async.
+"""The blocking facade: [`connect`][eventmem.connect] for code that is not async.
 
 The async store runs on an event loop in a private thread (an anyio blocking portal);
 each blocking call hands its coroutine to that loop and waits. Calling a blocking
-method from inside a running event loop raises :class:`SyncInAsyncContextError` instead
-of stalling that loop.
+method from inside a running event loop raises
+[`SyncInAsyncContextError`][eventmem.SyncInAsyncContextError] instead of stalling that
+loop.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _refuse_inside_event_loop(what: str) -> None:
 
 
 class SyncStore:
-    """A :class:`~eventmem.Store` with blocking methods. Get one with :func:`connect`."""
+    """A [`Store`][eventmem.Store] with blocking methods; get one with
+    [`connect`][eventmem.connect]."""
 
     def __init__(
         self, store: Store, portal: BlockingPortal, portal_cm: AbstractContextManager[Any]
@@ -60,11 +62,13 @@ class SyncStore:
         return self._portal.call(fn, *args)
 
     def token_buffer(self, session_id: str, **options: Any) -> SyncTokenBufferMemory:
-        """A blocking ``ConversationTokenBufferMemory``; options as :meth:`Store.token_buffer`."""
+        """A blocking ``ConversationTokenBufferMemory``; options as
+        [`Store.token_buffer`][eventmem.Store.token_buffer]."""
         return SyncTokenBufferMemory(self, self._store.token_buffer(session_id, **options))
 
     def agent_token_buffer(self, session_id: str, **options: Any) -> SyncAgentTokenBufferMemory:
-        """A blocking ``AgentTokenBufferMemory``; options as :meth:`Store.agent_token_buffer`."""
+        """A blocking ``AgentTokenBufferMemory``; options as
+        [`Store.agent_token_buffer`][eventmem.Store.agent_token_buffer]."""
         return SyncAgentTokenBufferMemory(
             self, self._store.agent_token_buffer(session_id, **options)
         )
@@ -84,7 +88,8 @@ class SyncStore:
         )
 
     def replay(self, session_id: str, **options: Any) -> list[Message]:
-        """What-if buffer under another limit or tokenizer (see :meth:`Store.replay`)."""
+        """What-if buffer under another limit or tokenizer (see
+        [`Store.replay`][eventmem.Store.replay])."""
         return self._call("SyncStore.replay", partial(self._store.replay, **options), session_id)
 
     def version(self, session_id: str) -> int:
@@ -96,7 +101,8 @@ class SyncStore:
         return self._call("SyncStore.count_events", self._store.count_events)
 
     def verify(self) -> VerifyReport:
-        """Check every hash chain, session head and projection (see :meth:`Store.verify`)."""
+        """Check every hash chain, session head and projection (see
+        [`Store.verify`][eventmem.Store.verify])."""
         return self._call("SyncStore.verify", self._store.verify)
 
     def rebuild(self) -> int:
@@ -104,8 +110,9 @@ class SyncStore:
         return self._call("SyncStore.rebuild", self._store.rebuild)
 
     def export(self, sink: BinaryIO, session_id: str | None = None) -> int:
-        """Write the export file (see :meth:`Store.export`) to ``sink``; return the number
-        of events written. Lines are written as they are read, page by page."""
+        """Write the export file (see [`Store.export`][eventmem.Store.export]) to ``sink``;
+        return the number of events written. Lines are written as they are read, page by
+        page."""
 
         async def write() -> int:
             lines = -2  # the header and end lines are not events
@@ -118,7 +125,7 @@ class SyncStore:
 
     def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export file's lines; return (sessions, events). See
-        :meth:`Store.import_events`."""
+        [`Store.import_events`][eventmem.Store.import_events]."""
         return self._call("SyncStore.import_events", self._store.import_events, list(lines))
 
     def sessions(self) -> list[str]:
@@ -126,11 +133,12 @@ class SyncStore:
         return self._call("SyncStore.sessions", self._store.sessions)
 
     def session_summaries(self) -> list[SessionSummary]:
-        """Every session at a glance, oldest first (see :meth:`Store.session_summaries`)."""
+        """Every session at a glance, oldest first (see
+        [`Store.session_summaries`][eventmem.Store.session_summaries])."""
         return self._call("SyncStore.session_summaries", self._store.session_summaries)
 
     def stats(self) -> StoreStats:
-        """Figures about the whole store (see :meth:`Store.stats`)."""
+        """Figures about the whole store (see [`Store.stats`][eventmem.Store.stats])."""
         return self._call("SyncStore.stats", self._store.stats)
 
     def close(self) -> None:
@@ -204,7 +212,7 @@ class _SyncBuffer:
 
 
 class SyncTokenBufferMemory(_SyncBuffer):
-    """Blocking twin of :class:`~eventmem.memory.TokenBufferMemory` (LangChain's sync API)."""
+    """Blocking twin of [`TokenBufferMemory`][eventmem.TokenBufferMemory] (LangChain's sync API)."""
 
     memory: TokenBufferMemory
 
@@ -214,7 +222,7 @@ class SyncTokenBufferMemory(_SyncBuffer):
 
 
 class SyncAgentTokenBufferMemory(_SyncBuffer):
-    """Blocking twin of :class:`~eventmem.memory.AgentTokenBufferMemory`."""
+    """Blocking twin of [`AgentTokenBufferMemory`][eventmem.AgentTokenBufferMemory]."""
 
     memory: AgentTokenBufferMemory
 
@@ -241,7 +249,7 @@ def connect(
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
 ) -> SyncStore:
-    """Open a store for blocking code (same arguments as :func:`eventmem.open`).
+    """Open a store for blocking code (same arguments as [`eventmem.open`][eventmem.open]).
 
     Use as ``with eventmem.connect(path) as store:``.
     """

@@ -226,7 +226,8 @@ class OpenAIChatCounter:
 
 
 class CallableCounter:
-    """Adapts ``fn(messages) -> int`` (e.g. another provider's counter) to :class:`TokenCounter`.
+    """Adapts ``fn(messages) -> int`` (e.g. another provider's counter) to a
+    [`TokenCounter`][eventmem.TokenCounter].
 
     The count of a list is taken to be ``fn([]) + sum(fn([m]) - fn([]))``; that holds
     for every per-message formula (OpenAI's included). eventmem relies on it to count
@@ -309,7 +310,7 @@ def count_tokens(
 ) -> int:
     """Tokens of ``messages`` as ``ChatOpenAI(model=model).get_num_tokens_from_messages``.
 
-    ``messages`` may be :class:`Message` objects or LangChain messages.
+    ``messages`` may be [`Message`][eventmem.Message] objects or LangChain messages.
     """
     counter = resolve_counter(model, token_counter)
     return counter.overhead + sum(counter.count_message(from_langchain(m)) for m in messages)

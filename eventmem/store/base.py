@@ -112,7 +112,7 @@ class Backend(Protocol):
     """
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
-        """Append a :class:`~eventmem.events.TurnSaved`; return its position."""
+        """Append a [`TurnSaved`][eventmem.TurnSaved]; return its position."""
         ...
 
     async def append_step(
@@ -124,11 +124,11 @@ class Backend(Protocol):
         run: str | None = None,
         expected_version: int | None = None,
     ) -> int:
-        """Append a live :class:`~eventmem.events.StepRecorded`; return its position."""
+        """Append a live [`StepRecorded`][eventmem.StepRecorded]; return its position."""
         ...
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
-        """Append a :class:`~eventmem.events.MemoryCleared`; return its position."""
+        """Append a [`MemoryCleared`][eventmem.MemoryCleared]; return its position."""
         ...
 
     async def load_view(self, session_id: str) -> list[Message]:
@@ -168,7 +168,7 @@ class Backend(Protocol):
         ...
 
     def export_snapshot(self) -> AbstractAsyncContextManager[ExportPage]:
-        """An :meth:`export_page` whose pages all read one view of the log, as it was
+        """An ``export_page`` whose pages all read one view of the log, as it was
         when the context was entered (so none skips an event committed meanwhile)."""
         ...
 
@@ -178,11 +178,11 @@ class Backend(Protocol):
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether ``close`` was called."""
         ...
 
     async def close(self) -> None:
-        """Release the connection; further calls raise :class:`~eventmem.errors.ClosedError`."""
+        """Release the connection; further calls raise [`ClosedError`][eventmem.ClosedError]."""
         ...
 
     async def session_summaries(self) -> list[SessionSummary]:

@@ -1,10 +1,10 @@
 """What both backends share: group commit, the buffer cache and every operation.
 
 A backend supplies how its connection is opened, how a function runs on it (a whole
-transaction on a worker thread: :meth:`BatchedBackend._run`), how it closes, and how an
+transaction on a worker thread: ``BatchedBackend._run``), how it closes, and how an
 export reads one snapshot; every operation is a plain function of
-:mod:`eventmem.store.writes`, :mod:`~eventmem.store.reads` or
-:mod:`~eventmem.store.maintenance` run that way.
+``eventmem.store.writes``, ``reads`` or
+``maintenance`` run that way.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class _Queued:
 
 class BatchedBackend:
     """The operations of a backend whose connection runs one transaction at a time on a
-    worker thread; concurrent writes are committed together (see :meth:`_submit`)."""
+    worker thread; concurrent writes are committed together (see ``_submit``)."""
 
     def __init__(self, where: str, cache_sessions: int = 1024) -> None:
         self._where = where
@@ -66,7 +66,7 @@ class BatchedBackend:
         raise NotImplementedError
 
     def export_snapshot(self) -> AbstractAsyncContextManager[ExportPage]:
-        """An :meth:`export_page` whose pages all read one view of the log."""
+        """An ``export_page`` whose pages all read one view of the log."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -217,7 +217,7 @@ class BatchedBackend:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether ``close`` was called."""
         return self._closed
 
     async def session_summaries(self) -> list[SessionSummary]:

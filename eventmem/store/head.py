@@ -1,8 +1,8 @@
-"""The live path's view of one session: its projection row as a :class:`Buffer`.
+"""The live path's view of one session: its projection row as a ``Buffer``.
 
-:class:`SessionHead` reads the session's row once per write, fetches only the buffer
-rows it prunes, and writes its changes back on :meth:`SessionHead.flush`; the pure
-:func:`eventmem.projection.apply` drives it exactly as it drives an in-memory buffer.
+``SessionHead`` reads the session's row once per write, fetches only the buffer
+rows it prunes, and writes its changes back on ``SessionHead.flush``; the pure
+``eventmem.projection.apply`` drives it exactly as it drives an in-memory buffer.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def now_us() -> int:
 
 
 class SessionHead:
-    """A session's projection row, used as the :class:`~eventmem.projection.Buffer`
+    """A session's projection row, used as the ``Buffer``
     of the live path: it reads only the rows it prunes and writes its changes on flush.
     """
 
@@ -236,7 +236,8 @@ class SessionHead:
 
 
 def check_expected(head: SessionHead, expected_version: int | None) -> None:
-    """Raise :class:`ConcurrencyError` unless the session is at ``expected_version``."""
+    """Raise [`ConcurrencyError`][eventmem.ConcurrencyError] unless the session is at
+    ``expected_version``."""
     if expected_version is not None and expected_version != head.version:
         raise ConcurrencyError(
             f"session {head.session_id!r} is at version {head.version}, "

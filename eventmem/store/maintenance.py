@@ -1,7 +1,7 @@
 """Whole-store maintenance: verify, rebuild, export and import.
 
 Each walks the events in (session, position) order through
-:class:`~eventmem.audit.SessionFold`, the same fold the live path uses, and compares or
+``SessionFold``, the same fold the live path uses, and compares or
 writes the projections it yields.
 """
 

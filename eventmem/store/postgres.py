@@ -1,7 +1,7 @@
 """The PostgreSQL backend, on psycopg 3.
 
 The store's statements and write logic are the ones SQLite runs (see
-:mod:`eventmem.store.sql`); this module supplies PostgreSQL's side of the connection
+``eventmem.store.sql``); this module supplies PostgreSQL's side of the connection
 interface, the translation of its errors, and opening a store from a URL. As with
 SQLite, each operation (a whole transaction) runs on a worker thread that owns the
 connection, so a save is one thread hop and a caller cancelled while it waits cannot
@@ -62,7 +62,7 @@ def session_lock_key(schema: str, session_id: str) -> int:
 
 
 class PostgresConnection:
-    """PostgreSQL's side of :class:`~eventmem.store.sql.Connection`, over psycopg.
+    """PostgreSQL's side of ``Connection``, over psycopg.
 
     Statements arrive with ``?`` placeholders and are rewritten once to psycopg's
     ``%s``; psycopg prepares those it sees repeatedly.

@@ -1,7 +1,7 @@
 """The connection interface the store's SQL is written against, and its SQLite side.
 
-The store's statements (:mod:`~eventmem.store.head`, :mod:`~eventmem.store.writes`,
-:mod:`~eventmem.store.reads`, :mod:`~eventmem.store.maintenance`) are plain SQL with
+The store's statements (``head``, ``writes``,
+``reads``, ``maintenance``) are plain SQL with
 ``?`` placeholders that both SQLite and PostgreSQL accept. What differs between the two
 (how a write transaction starts, how sessions are locked, how the event JSON is read as
 bytes) is a method of the connection, so those modules never ask which database it is.
@@ -135,7 +135,7 @@ class SQLiteConnection(sqlite3.Connection):
         return row
 
     def remember_head(self, row: Sequence[Any]) -> None:
-        """Nothing to keep: :meth:`read_head` reads the table."""
+        """Nothing to keep: ``read_head`` reads the table."""
 
     def stored_count(self, session_id: str, seq: int) -> int:
         """One indexed lookup."""
@@ -151,7 +151,7 @@ class SQLiteConnection(sqlite3.Connection):
         watermark: int | None = None,
         added: Iterable[tuple[int, int]] = (),
     ) -> None:
-        """Nothing to keep: :meth:`stored_count` reads the table."""
+        """Nothing to keep: ``stored_count`` reads the table."""
 
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows, in chunks."""

@@ -5,9 +5,9 @@ transaction (BEGIN IMMEDIATE ... COMMIT) is a single thread hop. That keeps a sa
 one round trip, and means a caller cancelled while it awaits cannot leave a transaction
 half-open on the shared connection: the function runs to COMMIT or ROLLBACK regardless.
 Concurrent writes are queued and committed together (see
-:meth:`~eventmem.store.batched.BatchedBackend._submit`).
+``_submit``).
 
-``sqlite3`` errors are translated into eventmem's in exactly one place, :func:`_translate`.
+``sqlite3`` errors are translated into eventmem's in exactly one place, ``_translate``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class SQLiteBackend(BatchedBackend):
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
-        """:meth:`export_page` itself: with one writer at a time, ids are assigned in
+        """``export_page`` itself: with one writer at a time, ids are assigned in
         commit order, so paging by id never passes an event that commits later."""
         yield self.export_page
 

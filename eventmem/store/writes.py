@@ -2,7 +2,7 @@
 
 A write is prepared on the connection's thread outside any transaction (token counting
 must not hold the lock), then its body runs inside the batch's transaction. Each body
-appends events through :class:`~eventmem.store.head.SessionHead` and folds them with the
+appends events through ``SessionHead`` and folds them with the
 pure projection.
 """
 
@@ -89,8 +89,9 @@ def write_batch(
 ) -> list[int | EventmemError]:
     """Run several writes in one transaction (group commit); each is all or nothing.
 
-    A body refuses (raises an :class:`EventmemError`) only before its first write, so a
-    refused write is reported alone and the others commit; anything failing after a
+    A body refuses (raises an [`EventmemError`][eventmem.EventmemError]) only before its
+    first write, so a refused write is reported alone and the others commit; anything
+    failing after a
     body started writing (a storage error) fails the whole batch. Checking
     ``total_changes`` enforces that rule instead of trusting it.
     """

@@ -1,12 +1,16 @@
 """LangChain adapters (the ``langchain`` extra: ``pip install 'eventmem[langchain]'``).
 
-* :class:`ConversationTokenBufferMemory` and :class:`AgentTokenBufferMemory`: drop-in,
-  durable replacements for LangChain's classes of the same names (real langchain-classic
-  memories, for legacy chains and ``AgentExecutor``), taking the same parameters plus
-  ``store`` and ``session_id``.
-* :class:`EventSourcedChatMessageHistory`: a ``BaseChatMessageHistory`` for
-  ``RunnableWithMessageHistory``, showing the token-bounded buffer.
-* :func:`to_langchain` / :func:`from_langchain`: lossless message conversion.
+* [`ConversationTokenBufferMemory`][eventmem.integrations.langchain.ConversationTokenBufferMemory]
+  and [`AgentTokenBufferMemory`][eventmem.integrations.langchain.AgentTokenBufferMemory]:
+  drop-in, durable replacements for LangChain's classes of the same names (real
+  langchain-classic memories, for legacy chains and ``AgentExecutor``), taking the same
+  parameters plus ``store`` and ``session_id``.
+* [`EventSourcedChatMessageHistory`][eventmem.integrations.langchain.EventSourcedChatMessageHistory]
+  (a ``BaseChatMessageHistory``) for ``RunnableWithMessageHistory``, showing the
+  token-bounded buffer.
+* [`to_langchain`][eventmem.integrations.langchain.to_langchain] /
+  [`from_langchain`][eventmem.integrations.langchain.from_langchain]: lossless message
+  conversion.
 
 The core never imports this package. See ``docs/langchain.md``.
 """

@@ -1,15 +1,16 @@
 """One session of a store, reachable from blocking and from async code.
 
 LangChain calls a memory's blocking methods (``chain.invoke``) and its async ones
-(``chain.ainvoke``). eventmem has two stores: :class:`~eventmem.SyncStore`
+(``chain.ainvoke``). eventmem has two stores: [`SyncStore`][eventmem.SyncStore]
 (``eventmem.connect``: its event loop runs in a private thread) and the async
-:class:`~eventmem.Store` (``eventmem.open``: it lives on the application's loop).
+[`Store`][eventmem.Store] (``eventmem.open``: it lives on the application's loop).
 
 * SyncStore: blocking calls go straight to it. Async calls run that blocking call in a
   worker thread (``anyio.to_thread``), so the caller's loop keeps running meanwhile.
 * Store: async calls await it directly, on its loop. Blocking calls from another
   thread are submitted to that loop and waited for; from the loop's own thread they
-  raise :class:`~eventmem.SyncInAsyncContextError` (waiting there would deadlock).
+  raise [`SyncInAsyncContextError`][eventmem.SyncInAsyncContextError] (waiting there
+  would deadlock).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def check_store(store: object) -> AnyStore:
-    """``store`` if it is an eventmem store, else a clear :class:`InvalidInputError`."""
+    """``store`` if it is an eventmem store, else a clear
+    [`InvalidInputError`][eventmem.InvalidInputError]."""
     if isinstance(store, (SyncStore, Store)):
         return store
     raise InvalidInputError(

@@ -1,4 +1,4 @@
-"""Conversion between eventmem :class:`~eventmem.Message` and LangChain message objects.
+"""Conversion between eventmem [`Message`][eventmem.Message] and LangChain message objects.
 
 Lossless both ways for what eventmem stores: role, content, name, tool calls, invalid
 tool calls, ``function_call``, ``tool_call_id`` and message id. A tool message's name
@@ -77,11 +77,11 @@ def to_langchain(message: Message) -> BaseMessage:
 
 
 def from_langchain(message: Any) -> Message:
-    """The :class:`~eventmem.Message` for a LangChain message (or a :class:`Message`).
+    """The [`Message`][eventmem.Message] for a LangChain message (or a ``Message``).
 
-    :func:`eventmem.messages.from_langchain`, which also accepts message chunks
+    ``eventmem.messages.from_langchain``, which also accepts message chunks
     (``AIMessageChunk`` and friends, as streaming agents produce): a chunk is first
-    turned into its message. Raises :class:`~eventmem.InvalidInputError` for what
+    turned into its message. Raises [`InvalidInputError`][eventmem.InvalidInputError] for what
     eventmem cannot store (non-text content, ``ChatMessage`` with a custom role).
     """
     if isinstance(message, BaseMessageChunk):

@@ -27,8 +27,8 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
     tokens, counted like ``llm`` (or like ``ChatOpenAI(model=model)``; or with
     ``token_counter``). Everything added stays in the store's log.
 
-    ``store`` is an :class:`eventmem.SyncStore` (``eventmem.connect``) or an async
-    :class:`eventmem.Store` (``eventmem.open``); both the blocking and the async
+    ``store`` is an [`eventmem.SyncStore`][eventmem.SyncStore] (``eventmem.connect``) or an async
+    [`eventmem.Store`][eventmem.Store] (``eventmem.open``); both the blocking and the async
     methods work with either (see the LangChain guide for the rules).
 
     What can be added: human → AI exchanges of text messages, which is what
@@ -37,7 +37,7 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
     (``add_user_message``) waits in this object, shown at the end of ``messages``,
     until its AI reply arrives. Message ids are not kept. System, tool and function
     messages, tool calls and names cannot be added (eventmem's public API stores
-    exchanges); :class:`~eventmem.InvalidInputError` says so and nothing is written.
+    exchanges); [`InvalidInputError`][eventmem.InvalidInputError] says so and nothing is written.
     """
 
     def __init__(

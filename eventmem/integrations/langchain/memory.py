@@ -33,7 +33,8 @@ class _EventSourcedMemory(BaseChatMemory):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     store: AnyStore = Field(exclude=True)
-    """An :class:`eventmem.SyncStore` (``eventmem.connect``) or :class:`eventmem.Store`."""
+    """An [`eventmem.SyncStore`][eventmem.SyncStore] (``eventmem.connect``) or an
+    [`eventmem.Store`][eventmem.Store]."""
     session_id: str
     """The conversation's id in the store."""
     llm: BaseLanguageModel | None = Field(default=None, exclude=True)  # type: ignore[type-arg]
@@ -46,7 +47,9 @@ class _EventSourcedMemory(BaseChatMemory):
     memory_key: str = "history"
     max_token_limit: int = 2000
     chat_memory: BaseChatMessageHistory = Field(default=None, exclude=True)  # type: ignore[assignment]
-    """This session as an :class:`EventSourcedChatMessageHistory` (set for you)."""
+    """This session as an
+    [`EventSourcedChatMessageHistory`][eventmem.integrations.langchain.EventSourcedChatMessageHistory]
+    (set for you)."""
 
     _state: tuple[tuple[Any, ...], Session] | None = PrivateAttr(default=None)
 
@@ -185,8 +188,10 @@ class AgentTokenBufferMemory(_EventSourcedMemory):
     A save appends ``Human(input)``, each of ``outputs[intermediate_steps_key]`` as
     OpenAI function messages (or tool messages with ``format_as_tools=True``), then
     ``AI(output)``, and prunes oldest-first to ``max_token_limit`` (default 12000). Every
-    intermediate step is an event of its own. :meth:`record_step` records a step live,
-    during the run. ``prune="pair_safe"`` never leaves a tool result without its call.
+    intermediate step is an event of its own.
+    [`record_step`][eventmem.integrations.langchain.AgentTokenBufferMemory.record_step]
+    records a step live, during the run. ``prune="pair_safe"`` never leaves a tool result
+    without its call.
     """
 
     max_token_limit: int = 12000
@@ -238,6 +243,7 @@ class AgentTokenBufferMemory(_EventSourcedMemory):
         return self._session().record_step(*step)
 
     async def arecord_step(self, action: Any, observation: Any) -> int:
-        """Async :meth:`record_step`."""
+        """Async
+        [`record_step`][eventmem.integrations.langchain.AgentTokenBufferMemory.record_step]."""
         step = normalize_step((action, observation))
         return await self._session().arecord_step(*step)
