@@ -43,9 +43,13 @@ class _EventSourcedMemory(BaseChatMemory):
     model: str = "gpt-4o"
     """The OpenAI model to count for when ``llm`` is None."""
     human_prefix: str = "Human"
+    """The string buffer's prefix for human messages."""
     ai_prefix: str = "AI"
+    """The string buffer's prefix for AI messages."""
     memory_key: str = "history"
+    """The key of the buffer in ``load_memory_variables``."""
     max_token_limit: int = 2000
+    """Pruning keeps the buffer within this many tokens."""
     chat_memory: BaseChatMessageHistory = Field(default=None, exclude=True)  # type: ignore[assignment]
     """This session as an
     [`EventSourcedChatMessageHistory`][eventmem.integrations.langchain.EventSourcedChatMessageHistory]
@@ -198,8 +202,11 @@ class AgentTokenBufferMemory(_EventSourcedMemory):
     return_messages: bool = True
     output_key: str = "output"
     intermediate_steps_key: str = "intermediate_steps"
+    """The key of the agent's steps in ``outputs``."""
     format_as_tools: bool = False
+    """Steps as tool messages (``True``) or as OpenAI function messages."""
     prune: Literal["langchain", "pair_safe"] = "langchain"
+    """``"pair_safe"`` never leaves a tool result in the buffer without its call."""
 
     def _kind(self) -> Literal["conversation", "agent"]:
         return "agent"
