@@ -25,7 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.store.base import Durability, SessionSummary, StoreStats
+from eventmem.store.base import Durability, SessionSummary, StoreStats, TriggerMode
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
 
@@ -96,12 +96,19 @@ class SyncStore:
         return self._call("SyncStore.count_events", self._store.count_events)
 
     def verify(self) -> VerifyReport:
-        """Check every hash chain, session head and projection (see :meth:`Store.verify`)."""
+        """Check the triggers, every hash chain, session head and projection row (see
+        :meth:`Store.verify`)."""
         return self._call("SyncStore.verify", self._store.verify)
 
-    def rebuild(self) -> int:
-        """Recompute every projection from the events; return the number of sessions."""
-        return self._call("SyncStore.rebuild", self._store.rebuild)
+    def rebuild(self, *, force: bool = False) -> int:
+        """Recompute the projections from the events; return the number rebuilt. Chain
+        findings refuse it unless ``force`` (see :meth:`Store.rebuild`)."""
+        return self._call("SyncStore.rebuild", partial(self._store.rebuild, force=force))
+
+    def repair_triggers(self) -> list[str]:
+        """Restore the log's triggers; return what was wrong (see
+        :meth:`Store.repair_triggers`)."""
+        return self._call("SyncStore.repair_triggers", self._store.repair_triggers)
 
     def export(self, sink: BinaryIO, session_id: str | None = None) -> int:
         """Write the export file (see :meth:`Store.export`) to ``sink``; return the number
@@ -240,6 +247,7 @@ def connect(
     create: bool = True,
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
+    triggers: TriggerMode = "require",
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as :func:`eventmem.open`).
 
@@ -250,7 +258,14 @@ def connect(
     portal = portal_cm.__enter__()
     try:
         store = portal.call(
-            _open, path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
+            _open,
+            path,
+            {
+                "create": create,
+                "durability": durability,
+                "busy_timeout": busy_timeout,
+                "triggers": triggers,
+            },
         )
     except BaseException as e:
         portal_cm.__exit__(type(e), e, e.__traceback__)
