@@ -50,10 +50,6 @@ ProblemKind = Literal[
     "trigger_mismatch",
 ]
 
-# What the projection alone got wrong: rebuild repairs it from sound events. Every other
-# kind of a session is a chain finding, evidence that rebuild must not erase.
-_REBUILDABLE: frozenset[str] = frozenset({"projection_mismatch"})
-
 
 class Problem(msgspec.Struct, frozen=True):
     """One finding of :meth:`eventmem.Store.verify`: the first bad position of a session.
@@ -66,12 +62,6 @@ class Problem(msgspec.Struct, frozen=True):
     position: int
     kind: ProblemKind
     detail: str
-
-    @property
-    def in_chain(self) -> bool:
-        """True for evidence that events were edited, moved or removed (or a session's
-        log is gone): rebuild refuses to run over it, and never makes it disappear."""
-        return bool(self.session_id) and self.kind not in _REBUILDABLE
 
 
 class VerifyReport(msgspec.Struct):
