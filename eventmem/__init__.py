@@ -28,10 +28,12 @@ from eventmem.errors import (
     NotAnEventmemDatabaseError,
     NotSerializableError,
     ReadOnlyDatabaseError,
+    RebuildRefusedError,
     SchemaVersionError,
     StorageError,
     SyncInAsyncContextError,
     UnknownModelError,
+    UnprotectedLogError,
 )
 from eventmem.events import MemoryCleared, StepRecorded, StoredEvent, TurnSaved
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
@@ -66,6 +68,7 @@ __all__ = [
     "OpenAIChatCounter",
     "Problem",
     "ReadOnlyDatabaseError",
+    "RebuildRefusedError",
     "SchemaVersionError",
     "StepRecorded",
     "StorageError",
@@ -80,6 +83,7 @@ __all__ = [
     "ToolCall",
     "TurnSaved",
     "UnknownModelError",
+    "UnprotectedLogError",
     "VerifyReport",
     "__version__",
     "buffer_string",

@@ -33,6 +33,7 @@ from eventmem.store.base import (
     Progress,
     SessionSummary,
     StoreStats,
+    TriggerMode,
     is_postgres_url,
 )
 from eventmem.store.sqlite import SQLiteBackend
@@ -183,15 +184,34 @@ class Store:
         return fold(rewrite_for_replay(events, max_token_limit, counter)).messages
 
     async def verify(self, *, progress: Progress | None = None) -> VerifyReport:
-        """Check the whole store: every hash chain, every session head, every projection.
+        """Check the whole store: the triggers that keep the log immutable, every hash
+        chain, and every projection row (session heads and buffer rows, also those of
+        sessions without events) against the fold of the events.
 
-        ``report.problems`` names the first bad position of each damaged session.
+        ``report.problems`` names the first bad position of each damaged session. What
+        the chain can and cannot prove: ``docs/operations.md``.
         """
         return await self._backend.verify(progress)
 
-    async def rebuild(self, *, progress: Progress | None = None) -> int:
-        """Recompute every projection from the events alone; return the number of sessions."""
-        return await self._backend.rebuild(progress)
+    async def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
+        """Recompute the projections from the events alone; return how many sessions were
+        rebuilt.
+
+        The chains are checked first: if events were edited, moved or removed (any
+        finding of `verify` except ``projection_mismatch``), nothing is written and
+        `RebuildRefusedError` names the findings. ``force=True`` rebuilds
+        every other session and leaves the damaged ones' rows as they are, so
+        `verify` keeps reporting them.
+        """
+        if not isinstance(force, bool):
+            raise InvalidInputError(f"force must be a bool, got {force!r}")
+        return await self._backend.rebuild(progress, force)
+
+    async def repair_triggers(self) -> list[str]:
+        """Restore the triggers that keep the log immutable (missing, disabled, changed or
+        foreign ones) as the schema defines them; return what was wrong (empty: nothing
+        was). Events changed while they were off are for `verify` to find."""
+        return await self._backend.repair_triggers()
 
     async def export(self, session_id: str | None = None) -> AsyncIterator[bytes]:
         """The export file, line by line (each ending in a newline): a header, one line per
@@ -349,6 +369,7 @@ def open(
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
     cache_sessions: int = 1024,
+    triggers: TriggerMode = "require",
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -362,7 +383,14 @@ def open(
     ``synchronous_commit`` decides; ``"full"`` sets it on for this connection).
     ``busy_timeout`` is how many seconds a write waits for another process's lock.
     ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
-    validated against the stored version on every load; 0 disables the cache). Use as
+    validated against the stored version on every load; 0 disables the cache).
+
+    ``triggers`` is what to do when the triggers that keep the log immutable are missing,
+    disabled or changed (someone switched them off, and may have changed the log):
+    ``"require"`` (the default) refuses with `UnprotectedLogError`;
+    ``"repair"`` restores them (see
+    [`Store.repair_triggers`][eventmem.Store.repair_triggers]) and opens; ``"report"`` opens
+    the store as it is, for [`Store.verify`][eventmem.Store.verify] to report. Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
     """
     if durability not in ("normal", "full"):
@@ -372,6 +400,10 @@ def open(
             raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
     if not isinstance(cache_sessions, int):
         raise InvalidInputError(f"cache_sessions must be an int, got {cache_sessions!r}")
+    if triggers not in ("require", "repair", "report"):
+        raise InvalidInputError(
+            f"triggers must be 'require', 'repair' or 'report', got {triggers!r}"
+        )
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return _Opening(
@@ -381,5 +413,6 @@ def open(
             "durability": durability,
             "busy_timeout": busy_timeout,
             "cache_sessions": cache_sessions,
+            "triggers": triggers,
         },
     )

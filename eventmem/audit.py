@@ -1,13 +1,13 @@
 """Audit over event logs: chain verification, replay under other settings, export lines.
 
 Pure functions over rows and events; the backend feeds them. Replay and time travel use
-``eventmem.projection.fold``, the same fold the live path applies.
+`eventmem.projection.fold`, the same fold the live path applies.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import msgspec
@@ -47,11 +47,17 @@ ProblemKind = Literal[
     "truncated",
     "projection_mismatch",
     "orphan_projection",
+    "trigger_mismatch",
 ]
 
 
 class Problem(msgspec.Struct, frozen=True):
-    """One finding of [`Store.verify`][eventmem.Store.verify]: a session's first bad position."""
+    """One finding of [`Store.verify`][eventmem.Store.verify]: the first bad position of a
+    session.
+
+    A finding about the whole store (``trigger_mismatch``: the log's immutability
+    triggers are missing, disabled or changed) has an empty ``session_id`` and position 0.
+    """
 
     session_id: str
     position: int
@@ -60,7 +66,8 @@ class Problem(msgspec.Struct, frozen=True):
 
 
 class VerifyReport(msgspec.Struct):
-    """What [`Store.verify`][eventmem.Store.verify] found; ``ok`` when ``problems`` is empty."""
+    """What [`Store.verify`][eventmem.Store.verify] found. ``ok`` is true when ``problems``
+    is empty."""
 
     sessions: int = 0
     events: int = 0
@@ -91,6 +98,11 @@ _decode_message = msgspec.json.Decoder(Message).decode
 _encode_message = msgspec.json.Encoder().encode
 
 
+def _decode_stored_event(data: bytes, *, trusted: bool) -> Event:
+    decoded: Event = _decode_stored(data)
+    return decoded
+
+
 def _as_message(message: Message | msgspec.Raw) -> Message:
     if isinstance(message, msgspec.Raw):
         decoded: Message = decode_trusted(_decode_message, message)
@@ -99,7 +111,7 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
 
 
 class _FoldBuffer(MemoryBuffer):
-    """The buffer of a ``SessionFold``: its messages may still be stored JSON
+    """The buffer of a `SessionFold`: its messages may still be stored JSON
     (``msgspec.Raw``), decoded where the fold reads them."""
 
     __slots__ = ()
@@ -151,6 +163,25 @@ class SessionFold:
     ) -> Problem | None:
         """Check one stored event against the chain (and its ``kind`` column, if given,
         against its type) and fold it; a problem stops the session."""
+        return self._add(position, recorded_at, data, digest, kind, decode_event)
+
+    def add_stored(
+        self, position: int, recorded_at: int, data: bytes, digest: bytes, kind: str
+    ) -> Problem | None:
+        """`add` for rebuild: the same checks, but the messages stay their stored
+        JSON and `view_rows` decodes the few that stay in the buffer. The same
+        `apply` runs on them."""
+        return self._add(position, recorded_at, data, digest, kind, _decode_stored_event)
+
+    def _add(
+        self,
+        position: int,
+        recorded_at: int,
+        data: bytes,
+        digest: bytes,
+        kind: str | None,
+        decode: Callable[..., Event],
+    ) -> Problem | None:
         if self.broken:
             return None
         if position != self.version + 1:
@@ -168,7 +199,7 @@ class SessionFold:
                 "the event was edited, moved or inserted",
             )
         try:
-            event = decode_event(data, trusted=self.trusted)
+            event = decode(data, trusted=self.trusted)
         except (msgspec.DecodeError, msgspec.ValidationError, EventmemError) as e:
             return self._fail(position, "undecodable", f"the event does not decode: {e}")
         self.last_kind = event.__struct_config__.tag  # type: ignore[assignment]
@@ -195,16 +226,6 @@ class SessionFold:
         if isinstance(event, TurnSaved):
             self.turn_position = position
 
-    def fold_stored(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> None:
-        """Fold an event of this store without checking it (rebuild trusts the log).
-
-        The messages are not decoded: the fold keeps their stored JSON, and
-        ``view_rows`` decodes the few that stay in the buffer. The same
-        ``apply`` runs on them.
-        """
-        event: Event = _decode_stored(data)
-        self.fold(position, recorded_at, event, digest)
-
     def view_rows(self) -> list[tuple[str, int, int, str]]:
         """The buffer as ``view_messages`` rows: (session, seq, tokens, message JSON), the
         JSON being the canonical encoding of the decoded message, as the live path writes."""
@@ -221,12 +242,14 @@ class SessionFold:
 
 class ChainChecker:
     """Feeds ``(session_id, position, recorded_at, data, hash, kind)`` rows, in the
-    store's global order, into one ``SessionFold`` per session."""
+    store's global order, into one `SessionFold` per session."""
 
-    def __init__(self, *, trusted: bool = False) -> None:
+    def __init__(self, *, trusted: bool = False, stored: bool = False) -> None:
+        """``stored``: fold as rebuild does (`SessionFold.add_stored`)."""
         self.report = VerifyReport()
         self.folds: dict[str, SessionFold] = {}
         self.trusted = trusted
+        self.stored = stored
 
     def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
         """Check and fold every row."""
@@ -237,7 +260,8 @@ class ChainChecker:
             if fold is None:
                 fold = folds[session_id] = SessionFold(session_id, trusted=self.trusted)
             events += 1
-            problem = fold.add(position, recorded_at, data, digest, kind)
+            add = fold.add_stored if self.stored else fold.add
+            problem = add(position, recorded_at, data, digest, kind)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events

@@ -32,12 +32,12 @@ import anyio
 import msgspec
 
 import eventmem
-from eventmem.audit import rewrite_for_replay
+from eventmem.audit import Problem, rewrite_for_replay
 from eventmem.errors import EventmemError
 from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
 from eventmem.messages import Message, buffer_string
 from eventmem.projection import MemoryBuffer, apply
-from eventmem.store.base import is_postgres_url
+from eventmem.store.base import TriggerMode, is_postgres_url
 from eventmem.tokens import resolve_counter
 
 __all__ = ["COMMANDS", "DEMO_CONVERSATION", "Command", "build_parser", "main"]
@@ -358,18 +358,20 @@ def _creatable(path: str) -> Path:
     return resolved
 
 
-def _open_existing(path: str) -> AbstractAsyncContextManager[eventmem.Store]:
+def _open_existing(
+    path: str, triggers: TriggerMode = "require"
+) -> AbstractAsyncContextManager[eventmem.Store]:
     """Open a store that must already exist: reading commands never create a database
     (in PostgreSQL, ``create=False`` refuses a schema without a store)."""
     if is_postgres_url(path):
         _shown(path)  # a malformed URL is refused before connecting
-        return eventmem.open(path, create=False)
+        return eventmem.open(path, create=False, triggers=triggers)
     target = Path(path).expanduser()
     if target.is_file() and target.stat().st_size == 0 and _wal_bytes(target) == 0:
         # SQLite takes an empty file for a new database, and eventmem would write its
         # schema into it: a command that only reads must not turn a file into a store.
         raise EventmemError(f"cannot open {path}: the file is empty, not an eventmem database")
-    return eventmem.open(path, create=False)
+    return eventmem.open(path, create=False, triggers=triggers)
 
 
 def _wal_bytes(target: Path) -> int:
@@ -837,42 +839,61 @@ def _run_buffer(args: argparse.Namespace) -> int:
 
 def _configure_verify(parser: argparse.ArgumentParser) -> None:
     _add_db(parser)
+    parser.add_argument(
+        "--repair-triggers",
+        action="store_true",
+        help="first restore the triggers that keep the log immutable, if they are missing, "
+        "disabled or changed (each one restored is printed)",
+    )
     _add_json(parser, "the report as one JSON object")
 
 
-async def _verify(path: str, as_json: bool) -> int:
-    async with _open_existing(path) as store:
+def _problem_text(problem: Problem) -> str:
+    where = f"session {problem.session_id} position {problem.position}"
+    return f"{where if problem.session_id else 'store'}: {problem.kind}: {problem.detail}"
+
+
+async def _verify(path: str, repair: bool, as_json: bool) -> int:
+    # Opened as it is: a log whose triggers are off is what verify is there to report.
+    async with _open_existing(path, triggers="report") as store:
+        repaired = await store.repair_triggers() if repair else []
         with _Progress.for_command("verify", quiet=as_json) as progress:
             report = await store.verify(progress=progress)
     if as_json:
-        _print_json(
-            {
-                "ok": report.ok,
-                "sessions": report.sessions,
-                "events": report.events,
-                "problems": report.problems,
-            }
-        )
-    elif report.ok:
-        print(
-            f"ok: {_plural(report.sessions, 'session')}, {_plural(report.events, 'event')} verified"
-        )
+        document: dict[str, object] = {
+            "ok": report.ok,
+            "sessions": report.sessions,
+            "events": report.events,
+            "problems": report.problems,
+        }
+        if repair:
+            document["repaired_triggers"] = repaired
+        _print_json(document)
     else:
-        for problem in report.problems:
+        for finding in repaired:
+            print(f"repaired: {finding}")
+        if report.ok:
             print(
-                f"session {problem.session_id} position {problem.position}: "
-                f"{problem.kind}: {problem.detail}"
+                f"ok: {_plural(report.sessions, 'session')}, "
+                f"{_plural(report.events, 'event')} verified"
             )
-        damaged = len({p.session_id for p in report.problems})
-        print(
-            f"{_plural(len(report.problems), 'problem')} in {_plural(damaged, 'session')} "
-            f"({_plural(report.sessions, 'session')}, {_plural(report.events, 'event')} checked)"
-        )
+        else:
+            for problem in report.problems:
+                print(_problem_text(problem))
+            damaged = len({p.session_id for p in report.problems if p.session_id})
+            places = [_plural(damaged, "session")] if damaged else []
+            if any(not p.session_id for p in report.problems):
+                places.append("the store's triggers")
+            print(
+                f"{_plural(len(report.problems), 'problem')} in {' and '.join(places)} "
+                f"({_plural(report.sessions, 'session')}, "
+                f"{_plural(report.events, 'event')} checked)"
+            )
     return EXIT_OK if report.ok else EXIT_PROBLEM
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    return anyio.run(_verify, args.db, args.json, backend="asyncio")
+    return anyio.run(_verify, args.db, args.repair_triggers, args.json, backend="asyncio")
 
 
 # -- rebuild -----------------------------------------------------------------------------
@@ -880,25 +901,39 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _configure_rebuild(parser: argparse.ArgumentParser) -> None:
     _add_db(parser)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even though verify finds chain problems: the damaged sessions are "
+        "left as they are, and verify keeps reporting them",
+    )
     _add_json(parser, "the counts as one JSON object")
 
 
-async def _rebuild(path: str, as_json: bool) -> int:
+async def _rebuild(path: str, force: bool, as_json: bool) -> int:
     async with _open_existing(path) as store:
         with _Progress.for_command("rebuild", quiet=as_json) as progress:
-            sessions = await store.rebuild(progress=progress)
+            sessions = await store.rebuild(progress=progress, force=force)
         events = await store.count_events()
+        # sessions with events that a forced rebuild left as they were
+        left = len(await store.sessions()) - sessions if force else 0
     if as_json:
-        _print_json({"sessions": sessions, "events": events})
+        counts = {"sessions": sessions, "events": events}
+        _print_json({**counts, "left_damaged": left} if force else counts)
     else:
         print(
             f"rebuilt the buffers of {_plural(sessions, 'session')} from {_plural(events, 'event')}"
         )
+        if left:
+            print(
+                f"left {_plural(left, 'damaged session')} as {'they are' if left > 1 else 'it is'}"
+                f": run '{PROG} verify {_shell_arg(path)}'"
+            )
     return EXIT_OK
 
 
 def _run_rebuild(args: argparse.Namespace) -> int:
-    return anyio.run(_rebuild, args.db, args.json, backend="asyncio")
+    return anyio.run(_rebuild, args.db, args.force, args.json, backend="asyncio")
 
 
 # -- export ------------------------------------------------------------------------------
@@ -1174,9 +1209,11 @@ COMMANDS: tuple[Command, ...] = (
         name="verify",
         help="check every hash chain and buffer; exit 1 if anything was tampered with",
         description=(
-            "Re-compute every session's hash chain from its events and check each stored "
-            "buffer against the fold of its events. Prints 'ok: ...' (exit 0) or each "
-            "problem with the first bad position of the session (exit 1)."
+            "Check that the triggers keeping the log immutable are in place, re-compute "
+            "every session's hash chain from its events, and check every stored head and "
+            "buffer row against the fold of the events. Prints 'ok: ...' (exit 0) or each "
+            "problem with the first bad position of the session (exit 1). What the chain "
+            "cannot prove: see docs/operations.md."
         ),
         configure=_configure_verify,
         run=_run_verify,
@@ -1187,7 +1224,8 @@ COMMANDS: tuple[Command, ...] = (
         description=(
             "Recompute every session's buffer (the projection) from its events, in one "
             "transaction. The events are not touched. Use after 'verify' reports "
-            "projection_mismatch."
+            "projection_mismatch. Refused (exit 1, nothing written) while the chains show "
+            "edited, moved or removed events, unless --force."
         ),
         configure=_configure_rebuild,
         run=_run_rebuild,

@@ -8,6 +8,12 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eventmem.audit import Problem
+
 __all__ = [
     "ClosedError",
     "ConcurrencyError",
@@ -24,10 +30,12 @@ __all__ = [
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
     "ReadOnlyDatabaseError",
+    "RebuildRefusedError",
     "SchemaVersionError",
     "StorageError",
     "SyncInAsyncContextError",
     "UnknownModelError",
+    "UnprotectedLogError",
 ]
 
 
@@ -68,6 +76,19 @@ class UnknownModelError(InvalidInputError):
 
 class ImportRefusedError(EventmemError):
     """An export file cannot be imported (malformed, tampered, or its sessions exist)."""
+
+
+class RebuildRefusedError(EventmemError):
+    """``rebuild`` found chain problems (edited, moved or removed events, or a head whose
+    log is gone) that recomputing the projections would hide. Nothing was written.
+
+    ``problems`` lists them; ``rebuild(force=True)`` rebuilds every other session and
+    leaves the damaged ones as they are, so verify keeps reporting them.
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class ConcurrencyError(EventmemError):
@@ -114,6 +135,17 @@ class ReadOnlyDatabaseError(StorageError):
 
 class DiskFullError(StorageError):
     """The disk (or the database's size limit) is full; the write was rolled back."""
+
+
+class UnprotectedLogError(StorageError):
+    """The events table's immutability triggers are missing, disabled or changed (or a
+    trigger that is not eventmem's was added): something outside eventmem switched the
+    log's protection off, and may have changed the log meanwhile.
+
+    Open with ``triggers="repair"`` (or run ``eventmem verify --repair-triggers DB``) to
+    restore them, then read what ``verify`` reports; ``triggers="report"`` opens the store
+    as it is, for inspection.
+    """
 
 
 class MissingDependencyError(EventmemError, ImportError):

@@ -2,9 +2,8 @@
 
 The async store runs on an event loop in a private thread (an anyio blocking portal);
 each blocking call hands its coroutine to that loop and waits. Calling a blocking
-method from inside a running event loop raises
-[`SyncInAsyncContextError`][eventmem.SyncInAsyncContextError] instead of stalling that
-loop.
+method from inside a running event loop raises `SyncInAsyncContextError` instead
+of stalling that loop.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.store.base import Durability, SessionSummary, StoreStats
+from eventmem.store.base import Durability, SessionSummary, StoreStats, TriggerMode
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
 
@@ -45,7 +44,7 @@ def _refuse_inside_event_loop(what: str) -> None:
 
 
 class SyncStore:
-    """A [`Store`][eventmem.Store] with blocking methods; get one with
+    """A [`Store`][eventmem.Store] with blocking methods. Get one with
     [`connect`][eventmem.connect]."""
 
     def __init__(
@@ -101,13 +100,19 @@ class SyncStore:
         return self._call("SyncStore.count_events", self._store.count_events)
 
     def verify(self) -> VerifyReport:
-        """Check every hash chain, session head and projection (see
+        """Check the triggers, every hash chain, session head and projection row (see
         [`Store.verify`][eventmem.Store.verify])."""
         return self._call("SyncStore.verify", self._store.verify)
 
-    def rebuild(self) -> int:
-        """Recompute every projection from the events; return the number of sessions."""
-        return self._call("SyncStore.rebuild", self._store.rebuild)
+    def rebuild(self, *, force: bool = False) -> int:
+        """Recompute the projections from the events; return the number rebuilt. Chain
+        findings refuse it unless ``force`` (see [`Store.rebuild`][eventmem.Store.rebuild])."""
+        return self._call("SyncStore.rebuild", partial(self._store.rebuild, force=force))
+
+    def repair_triggers(self) -> list[str]:
+        """Restore the log's triggers; return what was wrong (see
+        [`Store.repair_triggers`][eventmem.Store.repair_triggers])."""
+        return self._call("SyncStore.repair_triggers", self._store.repair_triggers)
 
     def export(self, sink: BinaryIO, session_id: str | None = None) -> int:
         """Write the export file (see [`Store.export`][eventmem.Store.export]) to ``sink``;
@@ -212,7 +217,7 @@ class _SyncBuffer:
 
 
 class SyncTokenBufferMemory(_SyncBuffer):
-    """Blocking twin of [`TokenBufferMemory`][eventmem.TokenBufferMemory] (LangChain's sync API)."""
+    """Blocking twin of `TokenBufferMemory` (LangChain's sync API)."""
 
     memory: TokenBufferMemory
 
@@ -222,7 +227,7 @@ class SyncTokenBufferMemory(_SyncBuffer):
 
 
 class SyncAgentTokenBufferMemory(_SyncBuffer):
-    """Blocking twin of [`AgentTokenBufferMemory`][eventmem.AgentTokenBufferMemory]."""
+    """Blocking twin of `AgentTokenBufferMemory`."""
 
     memory: AgentTokenBufferMemory
 
@@ -248,6 +253,7 @@ def connect(
     create: bool = True,
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
+    triggers: TriggerMode = "require",
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as [`eventmem.open`][eventmem.open]).
 
@@ -258,7 +264,14 @@ def connect(
     portal = portal_cm.__enter__()
     try:
         store = portal.call(
-            _open, path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
+            _open,
+            path,
+            {
+                "create": create,
+                "durability": durability,
+                "busy_timeout": busy_timeout,
+                "triggers": triggers,
+            },
         )
     except BaseException as e:
         portal_cm.__exit__(type(e), e, e.__traceback__)

@@ -88,6 +88,7 @@ class RawDatabase:
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
         self.backend = backend_of(target)
+        self._dropped: list[tuple[Any, ...]] = []
         self._conn: Any
         if self.backend == "sqlite":
             import sqlite3
@@ -109,16 +110,24 @@ class RawDatabase:
         return [tuple(row) for row in cursor.fetchall()]
 
     def allow_tampering(self) -> None:
-        """Switch off the database's refusal to change or delete events."""
+        """Switch off the database's refusal to change or delete events (eventmem then
+        refuses to open the store until :meth:`restore_triggers` or a repair)."""
         if self.backend == "sqlite":
-            for trigger in (
-                "events_are_immutable_update",
-                "events_are_immutable_delete",
-                "events_positions_are_gapless",
-            ):
-                self._conn.execute(f"DROP TRIGGER {trigger}")
+            self._dropped = self.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+            )
+            for name, _ in self._dropped:
+                self._conn.execute(f"DROP TRIGGER {name}")
         else:
             self._conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+
+    def restore_triggers(self) -> None:
+        """Switch the refusal back on, as someone covering their tracks would."""
+        if self.backend == "sqlite":
+            for _, statement in self._dropped:
+                self._conn.execute(statement)
+        else:
+            self._conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
 
     def close(self) -> None:
         """Close the connection."""

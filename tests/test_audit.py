@@ -201,6 +201,7 @@ async def test_tampering_is_found_at_its_first_bad_position(
         raw.allow_tampering()
         for part in statement.split(";"):
             raw.execute(part)
+        raw.restore_triggers()
     async with eventmem.open(target) as store:
         report = await store.verify()
     assert not report.ok
@@ -217,6 +218,7 @@ async def test_an_edited_kind_column_is_found(target: str) -> None:
     with raw_database(target) as raw:
         raw.allow_tampering()
         raw.execute("UPDATE events SET kind = 'clear' WHERE session_id = 'chat-1' AND position = 2")
+        raw.restore_triggers()
     async with eventmem.open(target) as store:
         report = await store.verify()
     assert [(p.session_id, p.position, p.kind) for p in report.problems] == [

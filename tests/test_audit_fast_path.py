@@ -1,4 +1,4 @@
-"""Rebuild folds events with their messages left as stored JSON (``SessionFold.fold_stored``).
+"""Rebuild folds events with their messages left as stored JSON (``SessionFold.add_stored``).
 
 The fold is the same :func:`eventmem.projection.apply`; only the decoding differs. These
 tests pin down that it gives exactly the rows of the fully decoded fold, including for
@@ -112,7 +112,7 @@ async def test_fold_stored_gives_the_rows_of_the_checked_fold(tmp_path: Path) ->
         a = checked.setdefault(session_id, SessionFold(session_id, trusted=True))
         assert a.add(position, recorded_at, data, digest) is None
         b = stored.setdefault(session_id, SessionFold(session_id, trusted=True))
-        b.fold_stored(position, recorded_at, data, digest)
+        assert b.add_stored(position, recorded_at, data, digest, a.last_kind) is None
         events.setdefault(session_id, []).append(decode_event(data))
     assert any(
         e.prune == "pair_safe" for es in events.values() for e in es if isinstance(e, TurnSaved)

@@ -330,7 +330,8 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def tamper(db: str, session: str, position: int) -> None:
-    """Edit an event behind eventmem's back (the immutability trigger switched off first)."""
+    """Edit an event behind eventmem's back (the immutability trigger switched off, then
+    on again)."""
     with raw_database(db) as raw:
         raw.allow_tampering()
         raw.execute(
@@ -338,6 +339,7 @@ def tamper(db: str, session: str, position: int) -> None:
             " WHERE session_id = ? AND position = ?",
             (session, position),
         )
+        raw.restore_triggers()
 
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -124,9 +124,9 @@ def needs(document: Path) -> Needs:
 
     The first ``pip install 'eventmem[extra]'`` before the page's first sample names the
     extra (none: the core). Any other package a ``pip install`` on the page names is one
-    that a sample needs beyond it. Installs from a clone (``pip install -e '.[test]'``) set
-    up development, not a reader's environment, and ``eventmem[...]`` after the first
-    sample points at another page.
+    that a sample needs beyond it. Installs from a clone (``pip install -e '.[test]'``,
+    ``pip install /path/to/eventmem``) set up development, not a reader's environment,
+    and ``eventmem[...]`` after the first sample points at another page.
     """
     text = document.read_text()
     first_sample = text.find("```python")
@@ -136,7 +136,7 @@ def needs(document: Path) -> Needs:
         for word in shlex.split(match.group(1), comments=True):
             if word in _SHELL_OPERATORS:
                 break
-            if word.startswith(("-", ".")):
+            if word.startswith(("-", ".", "/")):
                 continue
             named = _EVENTMEM.fullmatch(word)
             if named is None:

@@ -23,6 +23,7 @@ __all__ = [
     "SessionSummary",
     "StepRequest",
     "StoreStats",
+    "TriggerMode",
     "TurnRequest",
     "is_postgres_url",
 ]
@@ -35,6 +36,8 @@ def is_postgres_url(target: object) -> bool:
 
 # How hard a commit is made to last: see eventmem.open.
 Durability = Literal["normal", "full"]
+# What open does about missing, disabled or changed immutability triggers: see eventmem.open.
+TriggerMode = Literal["require", "repair", "report"]
 # Called as progress(done, total) from the thread doing the work.
 Progress = Callable[[int, int], None]
 # page(session_id or None, after_id, limit) -> (last id, export lines): Backend.export_page.
@@ -154,11 +157,16 @@ class Backend(Protocol):
         ...
 
     async def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Check every hash chain, session head and projection."""
+        """Check the triggers, every hash chain, session head and projection row."""
         ...
 
-    async def rebuild(self, progress: Progress | None = None) -> int:
-        """Recompute every projection from the events; return the number of sessions."""
+    async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
+        """Recompute the projections from the events; return the number of sessions
+        rebuilt. Chain findings refuse it unless ``force`` (then they are left as found)."""
+        ...
+
+    async def repair_triggers(self) -> list[str]:
+        """Make the log's triggers the schema's again; return what was wrong."""
         ...
 
     async def export_page(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 
 from eventmem.audit import VerifyReport
-from eventmem.errors import ClosedError, StorageError
+from eventmem.errors import ClosedError, StorageError, UnprotectedLogError
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.store import maintenance, reads
@@ -27,6 +27,7 @@ from eventmem.store.base import (
     SessionSummary,
     StepRequest,
     StoreStats,
+    TriggerMode,
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
@@ -194,12 +195,34 @@ class BatchedBackend:
 
     # -- audit -----------------------------------------------------------------------
     async def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Check every chain, head and projection against the events."""
+        """Check the triggers, every chain, head and projection row against the events."""
         return await self._run(maintenance.verify, progress)
 
-    async def rebuild(self, progress: Progress | None = None) -> int:
-        """Recompute every projection from the events; return the number of sessions."""
-        return await self._run(maintenance.rebuild, self._cache, progress)
+    async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
+        """Recompute the projections from the events; return the number rebuilt."""
+        return await self._run(maintenance.rebuild, self._cache, progress, force)
+
+    async def repair_triggers(self) -> list[str]:
+        """Make the log's triggers the schema's again; return what was wrong."""
+        return await self._run(maintenance.restore_triggers)
+
+    async def _check_triggers(self, mode: TriggerMode) -> None:
+        """On open: refuse (``"require"``) or repair (``"repair"``) a log whose triggers
+        are not the schema's; ``"report"`` leaves that to verify."""
+        if mode == "report":
+            return
+        findings = await self._run(maintenance.trigger_findings)
+        if not findings:
+            return
+        if mode == "repair":
+            await self.repair_triggers()
+            return
+        raise UnprotectedLogError(
+            f"{self._where}: the log is unprotected ({'; '.join(findings)}): something "
+            "outside eventmem switched off the triggers that keep events immutable, and "
+            "may have changed the log meanwhile. Run 'eventmem verify --repair-triggers' "
+            "on it (or open it with triggers='repair') to restore them and check the log"
+        )
 
     async def export_page(
         self, session_id: str | None, after_id: int, limit: int

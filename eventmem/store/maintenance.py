@@ -1,4 +1,4 @@
-"""Whole-store maintenance: verify, rebuild, export and import.
+"""Whole-store maintenance: verify, rebuild, export and import, and the log's triggers.
 
 Each walks the events in (session, position) order through
 ``SessionFold``, the same fold the live path uses, and compares or
@@ -7,7 +7,7 @@ writes the projections it yields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import msgspec
 
@@ -19,14 +19,22 @@ from eventmem.audit import (
     VerifyReport,
     export_line,
 )
-from eventmem.errors import ImportRefusedError
+from eventmem.errors import ImportRefusedError, RebuildRefusedError
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, write_transaction
 from eventmem.store.reads import count_events
-from eventmem.store.sql import HEAD_OF_SESSION, Connection
+from eventmem.store.sql import Connection
 
-__all__ = ["Progress", "export_page", "import_lines", "rebuild", "verify"]
+__all__ = [
+    "Progress",
+    "export_page",
+    "import_lines",
+    "rebuild",
+    "restore_triggers",
+    "trigger_findings",
+    "verify",
+]
 
 _PROGRESS_EVERY = 20_000
 
@@ -83,23 +91,52 @@ def _write_projection(conn: Connection, fold: SessionFold) -> None:
     )
 
 
-def _check_projection(conn: Connection, fold: SessionFold) -> Problem | None:
-    stored_head = conn.execute(HEAD_OF_SESSION, (fold.session_id,)).fetchone()
+def _heads(conn: Connection) -> dict[str, tuple[object, ...]]:
+    """Every stored session head (``HEAD_COLUMNS``), by session."""
+    return {
+        row[0]: tuple(bytes(v) if isinstance(v, bytes) else v for v in row)
+        for row in conn.execute(f"SELECT {HEAD_COLUMNS} FROM sessions")
+    }
+
+
+def _lost_events(
+    folds: dict[str, SessionFold], heads: dict[str, tuple[object, ...]]
+) -> list[Problem]:
+    """Chain findings that only the heads show: a log cut short, or gone."""
+    problems = []
+    for session_id, head in heads.items():
+        fold = folds.get(session_id)
+        if fold is None:
+            problems.append(
+                Problem(
+                    session_id,
+                    1,
+                    "orphan_projection",
+                    "the session has a head but no events: its log was removed",
+                )
+            )
+        elif not fold.broken and int(head[1]) > fold.version:  # type: ignore[call-overload]
+            problems.append(
+                Problem(
+                    session_id,
+                    fold.version + 1,
+                    "truncated",
+                    f"the session's head names position {head[1]} but the log ends at "
+                    f"{fold.version}: events at the end were removed",
+                )
+            )
+    return problems
+
+
+def _check_projection(
+    conn: Connection, fold: SessionFold, stored_head: tuple[object, ...] | None
+) -> Problem | None:
     if stored_head is None:
         return Problem(
             fold.session_id,
             fold.version,
             "projection_mismatch",
             "the session has events but no projection row; run rebuild",
-        )
-    stored_head = tuple(bytes(v) if isinstance(v, bytes) else v for v in stored_head)
-    if stored_head[1] > fold.version:
-        return Problem(
-            fold.session_id,
-            fold.version + 1,
-            "truncated",
-            f"the session's head names position {stored_head[1]} but the log ends at "
-            f"{fold.version}: events at the end were removed",
         )
     if stored_head != _head_row(fold):
         return Problem(
@@ -124,22 +161,32 @@ def _check_projection(conn: Connection, fold: SessionFold) -> Problem | None:
 
 
 def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
-    """Check every chain, session head and projection, in one read snapshot."""
+    """Check the triggers, every chain, and every projection row (heads and buffer rows,
+    also those of sessions that have no events) against the fold, in one read snapshot."""
     conn.begin_read()  # one snapshot for the whole check
     try:
         checker = ChainChecker(trusted=True)
+        problems = checker.report.problems
+        problems.extend(Problem("", 0, "trigger_mismatch", f) for f in conn.trigger_findings())
         checker.feed(_event_rows(conn, progress))
-        for fold in checker.folds.values():
-            if not fold.broken and (problem := _check_projection(conn, fold)):
-                checker.report.problems.append(problem)
-        for (session_id,) in conn.execute("SELECT session_id FROM sessions"):
-            if session_id not in checker.folds:
-                checker.report.problems.append(
+        folds, heads = checker.folds, _heads(conn)
+        lost = _lost_events(folds, heads)
+        problems.extend(lost)
+        reported = {p.session_id for p in lost}
+        for fold in folds.values():
+            if fold.broken or fold.session_id in reported:
+                continue
+            if problem := _check_projection(conn, fold, heads.get(fold.session_id)):
+                problems.append(problem)
+        for (session_id,) in conn.execute("SELECT DISTINCT session_id FROM view_messages"):
+            if session_id not in folds and session_id not in heads:
+                problems.append(
                     Problem(
                         session_id,
-                        1,
-                        "orphan_projection",
-                        "the session has a projection but no events: its log was removed",
+                        0,
+                        "projection_mismatch",
+                        "the session has buffer rows but neither events nor a head: they "
+                        "were put there outside eventmem; run rebuild",
                     )
                 )
     finally:
@@ -147,32 +194,75 @@ def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
     return checker.report
 
 
-def _folds(conn: Connection, progress: Progress | None) -> Iterable[SessionFold]:
-    """Every session folded from its events (no hash check: rebuild trusts the log)."""
-    folds: dict[str, SessionFold] = {}
-    for session_id, position, recorded_at, data, digest, _ in _event_rows(conn, progress):
-        fold = folds.get(session_id)
-        if fold is None:
-            fold = folds[session_id] = SessionFold(session_id, trusted=True)
-        fold.fold_stored(position, recorded_at, data, digest)
-    return folds.values()
+def _refusal(findings: list[Problem]) -> str:
+    shown = "; ".join(
+        f"session {p.session_id!r} position {p.position}: {p.kind}" for p in findings[:5]
+    )
+    more = f" and {len(findings) - 5} more" if len(findings) > 5 else ""
+    return (
+        f"rebuild refused: the log shows {len(findings)} chain problem(s) that rebuilding "
+        f"would hide ({shown}{more}). Find out what happened first (verify lists them); "
+        "a forced rebuild recomputes every other session and leaves these as they are"
+    )
 
 
-def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None) -> int:
-    """Recompute every projection from the events, in one transaction."""
+def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force: bool) -> int:
+    """Recompute the projections from the events, in one transaction; return how many.
+
+    The chains are checked first. A chain finding refuses the rebuild (nothing is
+    written) unless ``force``; then the damaged sessions keep their stored head and
+    buffer rows as they are, since those are the evidence verify reports (a head that
+    names events the log no longer has), and every other session is rebuilt. Buffer
+    rows of sessions with neither events nor a head go.
+    """
     cache.clear()
 
     def body() -> int:
         conn.lock_store()
+        checker = ChainChecker(trusted=True, stored=True)
+        checker.feed(_event_rows(conn, progress))
+        folds, heads = checker.folds, _heads(conn)
+        findings = checker.report.problems + _lost_events(folds, heads)
+        if findings and not force:
+            raise RebuildRefusedError(_refusal(findings), findings)
+        damaged = {p.session_id for p in findings}
+        kept_view = [
+            row
+            for session_id in damaged
+            for row in conn.execute(
+                "SELECT session_id, seq, tokens, message FROM view_messages WHERE session_id = ?",
+                (session_id,),
+            ).fetchall()
+        ]
         conn.execute("DELETE FROM view_messages")
         conn.execute("DELETE FROM sessions")
         count = 0
-        for fold in _folds(conn, progress):
-            _write_projection(conn, fold)
-            count += 1
+        for fold in folds.values():
+            if fold.session_id not in damaged:
+                _write_projection(conn, fold)
+                count += 1
+        conn.executemany(
+            f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+            [heads[s] for s in damaged if s in heads],
+        )
+        conn.executemany(
+            "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
+            kept_view,
+        )
         return count
 
     return write_transaction(conn, body)
+
+
+def trigger_findings(conn: Connection) -> list[str]:
+    """How the store's triggers differ from the schema's (empty: as they should be)."""
+    return conn.trigger_findings()
+
+
+def restore_triggers(conn: Connection) -> list[str]:
+    """Make the store's triggers the schema's again, in one transaction; return the
+    findings repaired."""
+    return write_transaction(conn, conn.restore_triggers)
 
 
 def export_page(

@@ -6,6 +6,9 @@ version this eventmem does not know (written by a newer release) is refused, as 
 with a gap. Both dialects share the version numbers: version N is the same schema in
 SQLite and PostgreSQL. This module applies SQLite's, on a plain ``sqlite3.Connection`` in
 autocommit mode (the backend's worker thread); ``pg_schema`` applies PostgreSQL's.
+
+It also knows the triggers the migrations create (the log's immutability): what a store
+must have, checked on open and by verify, and restored on request.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -27,6 +31,8 @@ __all__ = [
     "apply_migrations",
     "check_history",
     "known_migrations",
+    "restore_triggers",
+    "trigger_findings",
 ]
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -180,3 +186,68 @@ def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
 def _is_lock_or_io(error: sqlite3.OperationalError) -> bool:
     text = str(error).lower()
     return any(s in text for s in ("locked", "busy", "readonly", "disk", "unable to open"))
+
+
+# -- triggers ----------------------------------------------------------------------------
+
+
+def _quote_name(name: str) -> str:
+    """An SQL identifier, quoted (a name read from the catalog may be anything)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@cache
+def _expected_triggers() -> dict[str, tuple[str, str]]:
+    """name -> (table, CREATE statement) of every trigger the migrations leave, read
+    from a database they built in memory (so a later migration that changes a trigger
+    changes this too)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        apply_migrations(conn)
+        rows = conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {name: (table, sql) for name, table, sql in rows}
+
+
+def _same_sql(a: str, b: str) -> bool:
+    return a.split() == b.split()
+
+
+def trigger_findings(conn: sqlite3.Connection) -> list[str]:
+    """What differs between the store's triggers and the schema's: one sentence each
+    (empty when the log is protected as the migrations left it)."""
+    expected = _expected_triggers()
+    stored = {
+        name: (table, sql or "")
+        for name, table, sql in conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        )
+    }
+    findings = []
+    for name, (table, sql) in expected.items():
+        if name not in stored:
+            findings.append(f"the trigger {name} on {table} is missing")
+        elif stored[name][0] != table or not _same_sql(stored[name][1], sql):
+            findings.append(f"the trigger {name} on {table} differs from eventmem's schema")
+    for name, (table, _) in stored.items():
+        if name not in expected:
+            findings.append(f"the trigger {name} on {table} is not eventmem's")
+    return findings
+
+
+def restore_triggers(conn: sqlite3.Connection) -> list[str]:
+    """Inside the caller's write transaction: make the triggers the schema's again
+    (drop foreign and changed ones, create the missing); return what was wrong."""
+    findings = trigger_findings(conn)
+    if findings:
+        expected = _expected_triggers()
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall():
+            conn.execute(f"DROP TRIGGER {_quote_name(name)}")
+        for _, sql in expected.values():
+            conn.execute(sql)
+    return findings

@@ -6,10 +6,17 @@ with their bookkeeping rows, under an advisory lock, so processes opening a new 
 once migrate it once. PostgreSQL's DDL is transactional: a failed migration leaves
 nothing behind. The refusals are SQLite's: a newer schema, a gap in the history, or the
 store's table names taken by something that is not an eventmem store.
+
+It also checks and restores the triggers that keep the log immutable, as SQLite's
+``migrate`` does: PostgreSQL can disable a trigger without dropping it
+(``ALTER TABLE events DISABLE TRIGGER``), and that counts as missing.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -18,7 +25,7 @@ from psycopg import sql
 from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
 from eventmem.store.migrate import Migration, check_history, known_migrations
 
-__all__ = ["MIGRATION_LOCK", "apply_migrations"]
+__all__ = ["MIGRATION_LOCK", "apply_migrations", "restore_triggers", "trigger_findings"]
 
 # pg_advisory_xact_lock(classid, objid) key of the migration lock ("EVMM", 0); sessions
 # use another classid (see postgres.py), so the two never wait on each other.
@@ -100,3 +107,101 @@ def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> None:
         raise MigrationError(
             f"migration {migration.version:04d}_{migration.name} failed and was rolled back: {e}"
         ) from e
+
+
+# -- triggers ----------------------------------------------------------------------------
+
+_FUNCTION = re.compile(r"CREATE FUNCTION (\w+)\(\).*?AS \$\$(.*?)\$\$;", re.S)
+_TRIGGER = re.compile(
+    r"CREATE TRIGGER (\w+) (BEFORE|AFTER) ([A-Z ]+?) ON (\w+)\s+"
+    r"FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION (\w+)\(\);"
+)
+# pg_trigger.tgtype bits (PostgreSQL's include/catalog/pg_trigger.h)
+_TYPE_BITS = {"ROW": 1, "BEFORE": 2, "INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    table: str
+    tgtype: int
+    function: str
+    statement: str
+
+
+@cache
+def _expected() -> tuple[dict[str, _Trigger], dict[str, tuple[str, str]]]:
+    """The triggers the migrations create, and their functions (name -> (body, CREATE
+    statement)); a later definition of the same name replaces an earlier one."""
+    triggers: dict[str, _Trigger] = {}
+    functions: dict[str, tuple[str, str]] = {}
+    for migration in known_migrations("postgresql"):
+        for match in _FUNCTION.finditer(migration.sql):
+            functions[match[1]] = (match[2], match[0])
+        for match in _TRIGGER.finditer(migration.sql):
+            name, when, events, table, each, function = match.groups()
+            tgtype = _TYPE_BITS[when] + (each == "ROW")
+            tgtype += sum(_TYPE_BITS[event] for event in events.split(" OR "))
+            triggers[name] = _Trigger(table, tgtype, function, match[0])
+    return triggers, functions
+
+
+def trigger_findings(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """What differs between the triggers on the store's tables and the schema's: one
+    sentence each (empty when the log is protected as the migrations left it)."""
+    triggers, functions = _expected()
+    stored = {
+        (name, table): rest
+        for name, table, *rest in conn.execute(
+            "SELECT t.tgname, c.relname, t.tgenabled, t.tgtype,"
+            " t.tgqual IS NULL AND t.tgnargs = 0 AND t.tgattr::text = '',"
+            " p.proname, pn.nspname = n.nspname, p.prosrc"
+            " FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " JOIN pg_proc AS p ON p.oid = t.tgfoid"
+            " JOIN pg_namespace AS pn ON pn.oid = p.pronamespace"
+            " WHERE n.nspname = %s AND NOT t.tgisinternal",
+            (schema,),
+        )
+    }
+    findings = []
+    for name, trigger in triggers.items():
+        found = stored.get((name, trigger.table))
+        if found is None:
+            findings.append(f"the trigger {name} on {trigger.table} is missing")
+            continue
+        enabled, tgtype, plain, function, own_schema, body = found
+        wanted = (trigger.tgtype, True, trigger.function, True, functions[trigger.function][0])
+        if (tgtype, plain, function, own_schema, body) != wanted:
+            findings.append(f"the trigger {name} on {trigger.table} differs from eventmem's schema")
+        elif enabled not in ("O", "A"):  # D: disabled; R: fires only on replicas
+            findings.append(f"the trigger {name} on {trigger.table} is disabled")
+    for name, table in stored:
+        if triggers.get(name, _Trigger("", 0, "", "")).table != table:
+            findings.append(f"the trigger {name} on {table} is not eventmem's")
+    return findings
+
+
+def restore_triggers(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Inside the caller's transaction: make the triggers the schema's again (drop the
+    store's triggers, re-create the schema's functions and triggers, enabled); return
+    what was wrong."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION_LOCK)
+    findings = trigger_findings(conn, schema)
+    if findings:
+        for name, table in conn.execute(
+            "SELECT t.tgname, c.relname FROM pg_trigger AS t"
+            " JOIN pg_class AS c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND NOT t.tgisinternal",
+            (schema,),
+        ).fetchall():
+            conn.execute(
+                sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), sql.Identifier(table))
+            )
+        triggers, functions = _expected()
+        for _, statement in functions.values():
+            replacing = statement.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+            conn.execute(replacing.encode())
+        for trigger in triggers.values():
+            conn.execute(trigger.statement.encode())
+    return findings

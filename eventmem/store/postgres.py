@@ -37,8 +37,8 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
-from eventmem.store import maintenance
-from eventmem.store.base import Backend, Durability, ExportPage
+from eventmem.store import maintenance, pg_schema
+from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.pg_schema import apply_migrations
 from eventmem.store.sql import HEAD_COLUMNS, HEAD_OF_SESSION
@@ -211,6 +211,14 @@ class PostgresConnection:
         """Keep writers out of every table until the transaction ends (reads go on)."""
         self.raw.execute("LOCK TABLE events, sessions, view_messages IN SHARE ROW EXCLUSIVE MODE")
 
+    def trigger_findings(self) -> list[str]:
+        """From ``pg_trigger`` (disabled ones included), against the migrations'."""
+        return pg_schema.trigger_findings(self.raw, self.schema)
+
+    def restore_triggers(self) -> list[str]:
+        """Re-create the schema's trigger functions and triggers, enabled."""
+        return pg_schema.restore_triggers(self.raw, self.schema)
+
     def stream(self, query: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows through a server-side cursor, in chunks (inside a transaction)."""
         text, _ = self._statement(query)
@@ -292,13 +300,21 @@ class PostgresBackend(BatchedBackend):
         durability: Durability = "normal",
         busy_timeout: float = 30.0,
         cache_sessions: int = 1024,
+        triggers: TriggerMode = "require",
     ) -> PostgresBackend:
-        """Connect, and (if ``create``) create the store's schema or bring it up to date."""
+        """Connect, and (if ``create``) create the store's schema or bring it up to date;
+        ``triggers`` says what to do about a log whose triggers are not the schema's."""
         target = _Target(url)
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
         settings = (max(1, int(busy_timeout * 1000)), durability)
         raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
-        return cls(PostgresConnection(raw, target.schema), target, settings, cache_sessions)
+        backend = cls(PostgresConnection(raw, target.schema), target, settings, cache_sessions)
+        try:
+            await backend._check_triggers(triggers)
+        except BaseException:
+            await backend.close()
+            raise
+        return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` on the worker thread, one call at a time."""

@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from eventmem.store import migrate
+
 __all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "SQLiteConnection"]
 
 # The columns of a session's projection row, in the order SessionHead reads them.
@@ -102,6 +104,16 @@ class Connection(Protocol):
         """The rows of a large query, in chunks rather than all at once."""
         ...
 
+    def trigger_findings(self) -> list[str]:
+        """How the triggers on the store's tables differ from the schema's (missing,
+        disabled, changed or foreign), one sentence each; empty when none does."""
+        ...
+
+    def restore_triggers(self) -> list[str]:
+        """Inside a write transaction: make the triggers the schema's again; return the
+        findings that were repaired."""
+        ...
+
 
 _STREAM_CHUNK = 5000
 
@@ -158,3 +170,11 @@ class SQLiteConnection(sqlite3.Connection):
         cursor = self.execute(sql, parameters)
         while rows := cursor.fetchmany(_STREAM_CHUNK):
             yield rows
+
+    def trigger_findings(self) -> list[str]:
+        """From ``sqlite_master``, against the triggers the migrations create."""
+        return migrate.trigger_findings(self)
+
+    def restore_triggers(self) -> list[str]:
+        """Drop the file's triggers and create the schema's."""
+        return migrate.restore_triggers(self)

@@ -32,7 +32,7 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
-from eventmem.store.base import Backend, Durability, ExportPage, Progress
+from eventmem.store.base import Backend, Durability, ExportPage, Progress, TriggerMode
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.migrate import apply_migrations
 from eventmem.store.sql import SQLiteConnection
@@ -79,8 +79,10 @@ class SQLiteBackend(BatchedBackend):
         durability: Durability = "normal",
         busy_timeout: float = 30.0,
         cache_sessions: int = 1024,
+        triggers: TriggerMode = "require",
     ) -> SQLiteBackend:
-        """Open (and, if ``create``, create) the database and bring its schema up to date."""
+        """Open (and, if ``create``, create) the database and bring its schema up to date;
+        ``triggers`` says what to do about a log whose triggers are not the schema's."""
         where = os.fspath(path)
         database = await anyio.to_thread.run_sync(_database_uri, where, create)
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
@@ -95,6 +97,7 @@ class SQLiteBackend(BatchedBackend):
         backend = cls(conn, where, cache_sessions)
         try:
             await backend._run(_configure, int(busy_timeout * 1000), synchronous, create)
+            await backend._check_triggers(triggers)
         except BaseException:
             await conn.close()
             raise
