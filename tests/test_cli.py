@@ -1,16 +1,22 @@
-"""The ``eventmem`` command, run as a user runs it: in a subprocess.
+"""The ``eventmem`` command: its arguments, output and exit status.
+
+Most tests call ``eventmem.cli.main`` (what the console script calls) in this process,
+with its own standard streams and working directory; a few run the installed console
+script in a subprocess, as a user does.
 
 The store commands run against a SQLite file and a PostgreSQL URL alike.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,18 +54,60 @@ def _console_script() -> Path:
 def run(
     *args: str, cwd: Path, script: bool = False, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [str(_console_script())] if script else [sys.executable, "-m", "eventmem"]
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [*command, *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
+    """Run ``eventmem ARGS`` in ``cwd``: in this process, through ``main`` (what the
+    console script calls), or with ``script=True`` as the installed console script in a
+    subprocess. An exception that escapes ``main`` ends like an uncaught one in the
+    command: a traceback on stderr and exit status 1."""
+    if script:
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100", "PYTHONIOENCODING": "utf-8"}
+        return subprocess.run(
+            [str(_console_script()), *args],
+            cwd=cwd,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=120,
+            check=False,
+        )
+    return _run_in_process(list(args), cwd, stdin)
+
+
+def _run_in_process(
+    args: list[str], cwd: Path, stdin: str | None
+) -> subprocess.CompletedProcess[str]:
+    out, err = io.BytesIO(), io.BytesIO()
+    streams = {
+        "stdin": io.TextIOWrapper(io.BytesIO((stdin or "").encode()), encoding="utf-8"),
+        "stdout": io.TextIOWrapper(out, encoding="utf-8", write_through=True),
+        "stderr": io.TextIOWrapper(err, encoding="utf-8", write_through=True),
+    }
+    saved_streams = {name: getattr(sys, name) for name in streams}
+    saved_env = {name: os.environ.get(name) for name in ("NO_COLOR", "COLUMNS")}
+    saved_cwd = os.getcwd()
+    os.environ.update(NO_COLOR="1", COLUMNS="100")
+    for name, stream in streams.items():
+        setattr(sys, name, stream)
+    os.chdir(cwd)
+    try:
+        code = main(args)
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os.chdir(saved_cwd)
+        for name, stream in saved_streams.items():
+            setattr(sys, name, stream)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for stream in streams.values():
+            stream.flush()
+    return subprocess.CompletedProcess(
+        ["eventmem", *args], code, out.getvalue().decode(), err.getvalue().decode()
     )
 
 

@@ -7,10 +7,13 @@ Regenerate the section after changing the CLI:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from eventmem.cli import main
 
 CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 MARKER = "## Reference: `--help` of every command"
@@ -29,14 +32,19 @@ COMMANDS = [
 
 
 def help_text(command: list[str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmem", *command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"},
-    )
-    return result.stdout.replace("python -m eventmem", "eventmem")
+    """``eventmem COMMAND --help`` as a 100-column terminal shows it."""
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal's width
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            assert main([*command, "--help"]) == 0
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return out.getvalue()
 
 
 def reference_section() -> str:
