@@ -116,6 +116,7 @@ _TRIGGER = re.compile(
     r"CREATE TRIGGER (\w+) (BEFORE|AFTER) ([A-Z ]+?) ON (\w+)\s+"
     r"FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION (\w+)\(\);"
 )
+_TABLE = re.compile(r"CREATE TABLE (\w+)")
 # pg_trigger.tgtype bits (PostgreSQL's include/catalog/pg_trigger.h)
 _TYPE_BITS = {"ROW": 1, "BEFORE": 2, "INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
 
@@ -145,22 +146,33 @@ def _expected() -> tuple[dict[str, _Trigger], dict[str, tuple[str, str]]]:
     return triggers, functions
 
 
+@cache
+def _tables() -> tuple[str, ...]:
+    """The tables the migrations create."""
+    return tuple(
+        sorted({name for m in known_migrations("postgresql") for name in _TABLE.findall(m.sql)})
+    )
+
+
 def trigger_findings(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     """What differs between the triggers on the store's tables and the schema's: one
     sentence each (empty when the log is protected as the migrations left it)."""
     triggers, functions = _expected()
+    # By eventmem's own tables (index lookups): a join over pg_class by schema costs a
+    # scan of every row version in the catalog, which grows with each dropped table when
+    # nothing vacuums it.
     stored = {
         (name, table): rest
         for name, table, *rest in conn.execute(
-            "SELECT t.tgname, c.relname, t.tgenabled, t.tgtype,"
+            "SELECT t.tgname, r.name, t.tgenabled, t.tgtype,"
             " t.tgqual IS NULL AND t.tgnargs = 0 AND t.tgattr::text = '',"
-            " p.proname, pn.nspname = n.nspname, p.prosrc"
-            " FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid"
-            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " p.proname, p.pronamespace = to_regnamespace(quote_ident(%(schema)s)), p.prosrc"
+            " FROM unnest(%(tables)s::text[]) AS r(name)"
+            " JOIN pg_trigger AS t"
+            " ON t.tgrelid = to_regclass(format('%%I.%%I', %(schema)s::text, r.name))"
             " JOIN pg_proc AS p ON p.oid = t.tgfoid"
-            " JOIN pg_namespace AS pn ON pn.oid = p.pronamespace"
-            " WHERE n.nspname = %s AND NOT t.tgisinternal",
-            (schema,),
+            " WHERE NOT t.tgisinternal",
+            {"schema": schema, "tables": list(_tables())},
         )
     }
     findings = []
