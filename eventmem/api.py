@@ -14,19 +14,22 @@ from eventmem.audit import (
     EXPORT_FORMAT,
     ExportEnd,
     ExportHeader,
+    ExportReader,
     VerifyReport,
+    max_line_bytes,
     rewrite_for_replay,
 )
-from eventmem.errors import ImportRefusedError, InvalidInputError, MissingDependencyError
+from eventmem.errors import InvalidInputError, MissingDependencyError
 from eventmem.events import Event, PruneMode, StoredEvent
-from eventmem.memory import (
-    AgentTokenBufferMemory,
-    TokenBufferMemory,
-    check_limit,
-    validate_session_id,
-)
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.projection import fold
+from eventmem.rules import (
+    DEFAULT_MAX_SAVE_BYTES,
+    check_limit,
+    check_max_save_bytes,
+    validate_session_id,
+)
 from eventmem.store.base import (
     Backend,
     Durability,
@@ -216,33 +219,21 @@ class Store:
     async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export (see :meth:`export`) in one transaction; return (sessions, events).
 
-        Every hash is re-verified; a tampered file, a session that already exists in this
-        store (so importing twice), or a malformed line is refused and nothing is written.
+        ``lines`` is any iterable of the file's lines, ``bytes`` or ``str`` (a file opened
+        in binary mode is one); they are read one at a time, on the database's thread,
+        and none longer than the line limit that ``max_save_bytes`` sets is copied. Every
+        hash is re-verified and every event checked against the rules a save obeys
+        (``docs/export-format.md``); a tampered or malformed file, or one holding a
+        session that already exists in this store (so importing twice), raises
+        :class:`~eventmem.ImportRefusedError` naming the line, and nothing is written.
         """
-        encoded = [line.encode() if isinstance(line, str) else line for line in lines]
-        encoded = [line for line in encoded if line.strip()]
-        if not encoded:
-            raise ImportRefusedError("the file is empty; an export starts with a header line")
-        try:
-            header = msgspec.json.decode(encoded[0], type=ExportHeader)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise ImportRefusedError("the first line is not an eventmem export header") from None
-        if header.format != EXPORT_FORMAT or header.version != 1:
-            raise ImportRefusedError(
-                f"unsupported export: format {header.format!r} version {header.version}"
+        if isinstance(lines, (str, bytes, bytearray)) or not isinstance(lines, Iterable):
+            raise InvalidInputError(
+                "import_events takes the file's lines (an iterable of bytes or str, such as "
+                f"a file opened in binary mode), not a {type(lines).__name__}"
             )
-        try:
-            end = msgspec.json.decode(encoded[-1], type=ExportEnd)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise ImportRefusedError(
-                "the file has no end line: it was cut short (or is not a whole export)"
-            ) from None
-        body = encoded[1:-1]
-        if end.end != EXPORT_FORMAT or end.events != len(body):
-            raise ImportRefusedError(
-                f"the end line announces {end.events} events but the file holds {len(body)}"
-            )
-        return await self._backend.import_lines(body)
+        reader = ExportReader(lines, max_line_bytes(self._backend.max_save_bytes))
+        return await self._backend.import_lines(reader)
 
     async def count_events(self) -> int:
         """The number of events in the store, across sessions."""
@@ -276,6 +267,11 @@ class Store:
     def closed(self) -> bool:
         """Whether the store has been closed."""
         return self._backend.closed
+
+    @property
+    def max_save_bytes(self) -> int:
+        """The most bytes one write may store (see :func:`open`)."""
+        return self._backend.max_save_bytes
 
     async def __aenter__(self) -> Store:
         return self
@@ -347,6 +343,7 @@ def open(
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
     cache_sessions: int = 1024,
+    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -360,24 +357,47 @@ def open(
     ``synchronous_commit`` decides; ``"full"`` sets it on for this connection).
     ``busy_timeout`` is how many seconds a write waits for another process's lock.
     ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
-    validated against the stored version on every load; 0 disables the cache). Use as
+    validated against the stored version on every load; 0 disables the cache).
+    ``max_save_bytes`` (default 16 MiB) bounds what one write may store: the UTF-8 JSON
+    of a save's events (its messages, steps and counts), or of one recorded step; a larger
+    one raises :class:`~eventmem.InputTooLargeError` before its text is copied or
+    counted. It also bounds each line an import reads. Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
+
+    Every argument is checked before anything is created or connected to.
     """
-    if durability not in ("normal", "full"):
-        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-    for name, value in (("busy_timeout", busy_timeout), ("cache_sessions", cache_sessions)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
-    if not isinstance(cache_sessions, int):
-        raise InvalidInputError(f"cache_sessions must be an int, got {cache_sessions!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(create, bool):
+        raise InvalidInputError(f"create must be a bool, got {type(create).__name__}")
+    if durability not in ("normal", "full"):
+        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
+    if (
+        isinstance(busy_timeout, bool)
+        or not isinstance(busy_timeout, (int, float))
+        or not 0 <= busy_timeout <= _MAX_BUSY_TIMEOUT  # NaN fails this too
+    ):
+        raise InvalidInputError(
+            f"busy_timeout must be a number of seconds from 0 to {_MAX_BUSY_TIMEOUT}, "
+            f"got {busy_timeout!r}"
+        )
+    if (
+        isinstance(cache_sessions, bool)
+        or not isinstance(cache_sessions, int)
+        or cache_sessions < 0
+    ):
+        raise InvalidInputError(f"cache_sessions must be an int >= 0, got {cache_sessions!r}")
     return _Opening(
         path,
         {
             "create": create,
             "durability": durability,
-            "busy_timeout": busy_timeout,
+            "busy_timeout": float(busy_timeout),
             "cache_sessions": cache_sessions,
+            "max_save_bytes": check_max_save_bytes(max_save_bytes),
         },
     )
+
+
+# Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
+_MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000

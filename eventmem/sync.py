@@ -25,6 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store.base import Durability, SessionSummary, StoreStats
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
@@ -119,7 +120,7 @@ class SyncStore:
     def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export file's lines; return (sessions, events). See
         :meth:`Store.import_events`."""
-        return self._call("SyncStore.import_events", self._store.import_events, list(lines))
+        return self._call("SyncStore.import_events", self._store.import_events, lines)
 
     def sessions(self) -> list[str]:
         """The ids of every session in the store."""
@@ -240,6 +241,7 @@ def connect(
     create: bool = True,
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
+    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as :func:`eventmem.open`).
 
@@ -250,7 +252,14 @@ def connect(
     portal = portal_cm.__enter__()
     try:
         store = portal.call(
-            _open, path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
+            _open,
+            path,
+            {
+                "create": create,
+                "durability": durability,
+                "busy_timeout": busy_timeout,
+                "max_save_bytes": max_save_bytes,
+            },
         )
     except BaseException as e:
         portal_cm.__exit__(type(e), e, e.__traceback__)

@@ -37,6 +37,7 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance
 from eventmem.store.base import Backend, Durability, ExportPage
 from eventmem.store.batched import BatchedBackend
@@ -276,8 +277,9 @@ class PostgresBackend(BatchedBackend):
         target: _Target,
         settings: tuple[int, Durability],
         cache_sessions: int,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> None:
-        super().__init__(target.display, cache_sessions)
+        super().__init__(target.display, cache_sessions, max_save_bytes)
         self._pg = conn
         self._target = target
         self._settings = settings
@@ -292,13 +294,15 @@ class PostgresBackend(BatchedBackend):
         durability: Durability = "normal",
         busy_timeout: float = 30.0,
         cache_sessions: int = 1024,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> PostgresBackend:
         """Connect, and (if ``create``) create the store's schema or bring it up to date."""
         target = _Target(url)
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
         settings = (max(1, int(busy_timeout * 1000)), durability)
         raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
-        return cls(PostgresConnection(raw, target.schema), target, settings, cache_sessions)
+        conn = PostgresConnection(raw, target.schema)
+        return cls(conn, target, settings, cache_sessions, max_save_bytes)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` on the worker thread, one call at a time."""
