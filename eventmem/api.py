@@ -16,7 +16,6 @@ from eventmem.audit import (
     ExportHeader,
     ExportReader,
     VerifyReport,
-    max_line_bytes,
     rewrite_for_replay,
 )
 from eventmem.errors import InvalidInputError, MissingDependencyError
@@ -232,7 +231,7 @@ class Store:
                 "import_events takes the file's lines (an iterable of bytes or str, such as "
                 f"a file opened in binary mode), not a {type(lines).__name__}"
             )
-        reader = ExportReader(lines, max_line_bytes(self._backend.max_save_bytes))
+        reader = ExportReader(lines, self._backend.max_save_bytes)
         return await self._backend.import_lines(reader)
 
     async def count_events(self) -> int:

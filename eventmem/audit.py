@@ -365,13 +365,15 @@ class ExportReader:
     line's count. Any fault raises :class:`ImportRefusedError` naming the line.
 
     ``lines`` is any iterable of ``bytes`` or ``str`` lines (a file opened in binary mode
-    is one). Only one line is held at a time, and none longer than ``max_line_bytes``
-    is copied or decoded. A reader reads its lines once.
+    is one). Only one line is held at a time, and none longer than
+    :func:`max_line_bytes` is copied or decoded; no event may be larger than a save
+    may store (``max_save_bytes``). A reader reads its lines once.
     """
 
-    def __init__(self, lines: Iterable[object], max_line_bytes: int) -> None:
+    def __init__(self, lines: Iterable[object], max_save_bytes: int) -> None:
         self._lines = lines
-        self._max = max_line_bytes
+        self._max_save = max_save_bytes
+        self._max = max_line_bytes(max_save_bytes)
         self.started = False
 
     def events(self) -> Iterator[tuple[int, ExportLine, bytes]]:
@@ -408,7 +410,11 @@ class ExportReader:
                 f"the file has no end line (line {number} is the last): it was cut short "
                 "(or is not a whole export)"
             ) from None
-        if end.end != EXPORT_FORMAT or end.events != count:
+        if end.end != EXPORT_FORMAT:
+            raise ImportRefusedError(
+                f"the file has no end line (line {number}, the last, is another format's)"
+            )
+        if end.events != count:
             raise ImportRefusedError(
                 f"the end line (line {number}) announces {end.events!r} events but the file "
                 f"holds {count}"
@@ -487,7 +493,14 @@ class ExportReader:
             )
         if len(item.hash) != 64 or not _HEX.issuperset(item.hash.encode()):
             raise ImportRefusedError(f"line {number}: hash must be 64 lowercase hexadecimal digits")
-        return number, item, bytes(item.data)
+        data = bytes(item.data)
+        if len(data) > self._max_save:
+            raise ImportRefusedError(
+                f"line {number}: the event is {len(data)} bytes, more than a save may store "
+                f"in this store ({self._max_save} bytes); open the store with a larger "
+                "max_save_bytes to import it"
+            )
+        return number, item, data
 
 
 def _what(line: bytes, error: Exception) -> str:
