@@ -1236,9 +1236,11 @@ COMMANDS: tuple[Command, ...] = (
         name="import",
         help="import an export file, re-verifying every hash (creates DB if missing)",
         description=(
-            "Import an export file into DB (created if missing) in one transaction. Every "
-            "hash is re-verified; a tampered or malformed file, or a session DB already "
-            "has (so importing twice), is refused with exit 1 and nothing is written."
+            "Import an export file into DB (created if missing) in one transaction, reading "
+            "it line by line. Every hash is re-verified and every event checked against the "
+            "rules a save obeys; a tampered or malformed file, or a session DB already has "
+            "(so importing twice), is refused with exit 1, naming the line, and nothing is "
+            "written."
         ),
         configure=_configure_import,
         run=_run_import,
