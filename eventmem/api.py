@@ -130,7 +130,7 @@ class Store:
 
     async def events(self, session_id: str) -> AsyncIterator[StoredEvent]:
         """Every event of the session, in order (read in pages, not all at once)."""
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         after = 0
         while True:
             page = await self._backend.read_events(session_id, after, _EVENT_PAGE)
@@ -143,7 +143,7 @@ class Store:
     async def messages(self, session_id: str, *, as_of: int | None = None) -> list[Message]:
         """The session's buffer: now, or exactly as a load right after position ``as_of``
         returned it (time travel; folds the events up to there)."""
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         if as_of is None:
             return await self._backend.load_view(session_id)
         if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
@@ -173,7 +173,7 @@ class Store:
 
         Unset arguments keep what each save recorded. Nothing is written.
         """
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         if max_token_limit is not None:
             check_limit(max_token_limit)
         counter = (
@@ -200,7 +200,7 @@ class Store:
         event in global order, and an end line with the event count (so a file cut short
         is refused on import). See ``docs/export-format.md``."""
         if session_id is not None:
-            validate_session_id(session_id)
+            session_id = validate_session_id(session_id)
         yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
         after, count = 0, 0
         # Every page from one consistent view of the log, however long the export takes
