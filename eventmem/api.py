@@ -14,19 +14,21 @@ from eventmem.audit import (
     EXPORT_FORMAT,
     ExportEnd,
     ExportHeader,
+    ExportReader,
     VerifyReport,
     rewrite_for_replay,
 )
-from eventmem.errors import ImportRefusedError, InvalidInputError, MissingDependencyError
+from eventmem.errors import InvalidInputError, MissingDependencyError
 from eventmem.events import Event, PruneMode, StoredEvent
-from eventmem.memory import (
-    AgentTokenBufferMemory,
-    TokenBufferMemory,
-    check_limit,
-    validate_session_id,
-)
+from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.projection import fold
+from eventmem.rules import (
+    DEFAULT_MAX_SAVE_BYTES,
+    check_limit,
+    check_max_save_bytes,
+    validate_session_id,
+)
 from eventmem.store.base import (
     Backend,
     Durability,
@@ -129,7 +131,7 @@ class Store:
 
     async def events(self, session_id: str) -> AsyncIterator[StoredEvent]:
         """Every event of the session, in order (read in pages, not all at once)."""
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         after = 0
         while True:
             page = await self._backend.read_events(session_id, after, _EVENT_PAGE)
@@ -142,7 +144,7 @@ class Store:
     async def messages(self, session_id: str, *, as_of: int | None = None) -> list[Message]:
         """The session's buffer: now, or exactly as a load right after position ``as_of``
         returned it (time travel; folds the events up to there)."""
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         if as_of is None:
             return await self._backend.load_view(session_id)
         if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
@@ -172,7 +174,7 @@ class Store:
 
         Unset arguments keep what each save recorded. Nothing is written.
         """
-        validate_session_id(session_id)
+        session_id = validate_session_id(session_id)
         if max_token_limit is not None:
             check_limit(max_token_limit)
         counter = (
@@ -218,7 +220,7 @@ class Store:
         event in global order, and an end line with the event count (so a file cut short
         is refused on import). See ``docs/export-format.md``."""
         if session_id is not None:
-            validate_session_id(session_id)
+            session_id = validate_session_id(session_id)
         yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
         after, count = 0, 0
         # Every page from one consistent view of the log, however long the export takes
@@ -238,33 +240,21 @@ class Store:
 
         Returns ``(sessions, events)``, the numbers imported.
 
-        Every hash is re-verified; a tampered file, a session that already exists in this
-        store (so importing twice), or a malformed line is refused and nothing is written.
+        ``lines`` is any iterable of the file's lines, ``bytes`` or ``str`` (a file opened
+        in binary mode is one); they are read one at a time, on the database's thread,
+        and none longer than the line limit that ``max_save_bytes`` sets is copied. Every
+        hash is re-verified and every event checked against the rules a save obeys
+        (``docs/export-format.md``); a tampered or malformed file, or one holding a
+        session that already exists in this store (so importing twice), raises
+        `ImportRefusedError` naming the line, and nothing is written.
         """
-        encoded = [line.encode() if isinstance(line, str) else line for line in lines]
-        encoded = [line for line in encoded if line.strip()]
-        if not encoded:
-            raise ImportRefusedError("the file is empty; an export starts with a header line")
-        try:
-            header = msgspec.json.decode(encoded[0], type=ExportHeader)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise ImportRefusedError("the first line is not an eventmem export header") from None
-        if header.format != EXPORT_FORMAT or header.version != 1:
-            raise ImportRefusedError(
-                f"unsupported export: format {header.format!r} version {header.version}"
+        if isinstance(lines, (str, bytes, bytearray)) or not isinstance(lines, Iterable):
+            raise InvalidInputError(
+                "import_events takes the file's lines (an iterable of bytes or str, such as "
+                f"a file opened in binary mode), not a {type(lines).__name__}"
             )
-        try:
-            end = msgspec.json.decode(encoded[-1], type=ExportEnd)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise ImportRefusedError(
-                "the file has no end line: it was cut short (or is not a whole export)"
-            ) from None
-        body = encoded[1:-1]
-        if end.end != EXPORT_FORMAT or end.events != len(body):
-            raise ImportRefusedError(
-                f"the end line announces {end.events} events but the file holds {len(body)}"
-            )
-        return await self._backend.import_lines(body)
+        reader = ExportReader(lines, self._backend.max_save_bytes)
+        return await self._backend.import_lines(reader)
 
     async def count_events(self) -> int:
         """The number of events in the store, across sessions."""
@@ -298,6 +288,11 @@ class Store:
     def closed(self) -> bool:
         """Whether the store has been closed."""
         return self._backend.closed
+
+    @property
+    def max_save_bytes(self) -> int:
+        """The most bytes one write may store (see [`open`][eventmem.open])."""
+        return self._backend.max_save_bytes
 
     async def __aenter__(self) -> Store:
         return self
@@ -370,6 +365,7 @@ def open(
     busy_timeout: float = 30.0,
     cache_sessions: int = 1024,
     triggers: TriggerMode = "require",
+    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -390,29 +386,53 @@ def open(
     ``"require"`` (the default) refuses with `UnprotectedLogError`;
     ``"repair"`` restores them (see
     [`Store.repair_triggers`][eventmem.Store.repair_triggers]) and opens; ``"report"`` opens
-    the store as it is, for [`Store.verify`][eventmem.Store.verify] to report. Use as
+    the store as it is, for [`Store.verify`][eventmem.Store.verify] to report.
+
+    ``max_save_bytes`` (default 16 MiB) bounds what one write may store: the UTF-8 JSON
+    of a save's events (its messages, steps and counts), or of one recorded step; a larger
+    one raises `InputTooLargeError` before its text is copied or
+    counted. It also bounds each line an import reads. Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
+
+    Every argument is checked before anything is created or connected to.
     """
-    if durability not in ("normal", "full"):
-        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-    for name, value in (("busy_timeout", busy_timeout), ("cache_sessions", cache_sessions)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
-    if not isinstance(cache_sessions, int):
-        raise InvalidInputError(f"cache_sessions must be an int, got {cache_sessions!r}")
     if triggers not in ("require", "repair", "report"):
         raise InvalidInputError(
             f"triggers must be 'require', 'repair' or 'report', got {triggers!r}"
         )
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(create, bool):
+        raise InvalidInputError(f"create must be a bool, got {type(create).__name__}")
+    if durability not in ("normal", "full"):
+        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
+    if (
+        isinstance(busy_timeout, bool)
+        or not isinstance(busy_timeout, (int, float))
+        or not 0 <= busy_timeout <= _MAX_BUSY_TIMEOUT  # NaN fails this too
+    ):
+        raise InvalidInputError(
+            f"busy_timeout must be a number of seconds from 0 to {_MAX_BUSY_TIMEOUT}, "
+            f"got {busy_timeout!r}"
+        )
+    if (
+        isinstance(cache_sessions, bool)
+        or not isinstance(cache_sessions, int)
+        or cache_sessions < 0
+    ):
+        raise InvalidInputError(f"cache_sessions must be an int >= 0, got {cache_sessions!r}")
     return _Opening(
         path,
         {
             "create": create,
             "durability": durability,
-            "busy_timeout": busy_timeout,
+            "busy_timeout": float(busy_timeout),
             "cache_sessions": cache_sessions,
             "triggers": triggers,
+            "max_save_bytes": check_max_save_bytes(max_save_bytes),
         },
     )
+
+
+# Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
+_MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000

@@ -32,11 +32,12 @@ import anyio
 import msgspec
 
 import eventmem
-from eventmem.audit import Problem, rewrite_for_replay
+from eventmem.audit import Problem, max_line_bytes, rewrite_for_replay
 from eventmem.errors import EventmemError
 from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
 from eventmem.messages import Message, buffer_string
 from eventmem.projection import MemoryBuffer, apply
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES, check_max_save_bytes, stored_time
 from eventmem.store.base import TriggerMode, is_postgres_url
 from eventmem.tokens import resolve_counter
 
@@ -133,6 +134,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _save_bytes(text: str) -> int:
+    try:
+        return check_max_save_bytes(_non_negative_int(text))
+    except EventmemError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _model_name(text: str) -> str:
@@ -443,7 +451,11 @@ def _print_json(value: object) -> None:
     _write_bytes(_json(value) + b"\n")
 
 
-def _utc_seconds(moment: datetime) -> str:
+def _utc_seconds(moment: datetime | int) -> str:
+    """A time to the second in UTC; a stored time no datetime can show as its raw number
+    (microseconds since the epoch)."""
+    if isinstance(moment, int):
+        return str(moment)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -677,13 +689,14 @@ async def _log(path: str, session: str, as_json: bool) -> int:
                     break
                 event = stored.data
                 marker, flags = placed.visibility(stored.position, event)
+                recorded_at = stored_time(stored.recorded_at_us)  # raw if out of range
                 if as_json:
                     _print_json(
                         {
                             "session_id": stored.session_id,
                             "position": stored.position,
                             "global_position": stored.global_position,
-                            "recorded_at": stored.recorded_at,
+                            "recorded_at": recorded_at,
                             "kind": stored.kind,
                             "summary": _summary(event, arrow),
                             "tokens": _event_tokens(event),
@@ -695,7 +708,7 @@ async def _log(path: str, session: str, as_json: bool) -> int:
                     )
                     continue
                 print(
-                    f"{stored.position:>{width}}  {_utc_seconds(stored.recorded_at)}  "
+                    f"{stored.position:>{width}}  {_utc_seconds(recorded_at)}  "
                     f"{stored.kind:<5} {_event_tokens(event):>6}  {marker:<11}  "
                     f"{_summary(event, arrow)}"
                 )
@@ -1015,15 +1028,28 @@ def _run_export(args: argparse.Namespace) -> int:
 def _configure_import(parser: argparse.ArgumentParser) -> None:
     _add_db(parser, creates=True)
     parser.add_argument("file", metavar="FILE", help="export file to read ('-' for standard input)")
+    parser.add_argument(
+        "--max-save-bytes",
+        type=_save_bytes,
+        default=DEFAULT_MAX_SAVE_BYTES,
+        metavar="N",
+        help=(
+            "the store's max_save_bytes: bounds every line read (default "
+            f"{DEFAULT_MAX_SAVE_BYTES}, 16 MiB); raise it to import events that large"
+        ),
+    )
     _add_json(parser, "the counts as one JSON object")
 
 
-def _read_lines(source: BinaryIO, progress: _Progress) -> Iterator[bytes]:
+def _read_lines(source: BinaryIO, progress: _Progress, limit: int) -> Iterator[bytes]:
+    """The lines of ``source``, each read with a bound: a longer one (or a file without
+    newlines, like /dev/zero) is cut at ``limit + 1`` bytes, which the import refuses."""
     count = 0
-    for count, line in enumerate(source, start=1):
+    while line := source.readline(limit + 1):
+        count += 1
         progress(count)
         yield line
-    progress.show(f"import: checking and writing {_plural(max(count - 1, 0), 'event')}...")
+    progress.show(f"import: {_plural(max(count - 2, 0), 'event')} checked and written")
 
 
 def _remove_database(path: Path) -> None:
@@ -1032,12 +1058,17 @@ def _remove_database(path: Path) -> None:
 
 
 async def _import(
-    path: str, resolved: Path | None, source: BinaryIO, as_json: bool, existed: bool
+    path: str,
+    resolved: Path | None,
+    source: BinaryIO,
+    options: tuple[bool, bool, int],
 ) -> int:
+    as_json, existed, max_save_bytes = options
     try:
-        async with eventmem.open(path) as store:
+        async with eventmem.open(path, max_save_bytes=max_save_bytes) as store:
             with _Progress.for_command("import", quiet=as_json, unit="lines read") as progress:
-                sessions, events = await store.import_events(_read_lines(source, progress))
+                limit = max_line_bytes(store.max_save_bytes)
+                sessions, events = await store.import_events(_read_lines(source, progress, limit))
     except EventmemError:
         if resolved is not None and not existed:  # a refused import leaves no new file
             _remove_database(resolved)
@@ -1056,13 +1087,11 @@ def _run_import(args: argparse.Namespace) -> int:
     resolved = None if is_postgres_url(args.db) else _creatable(args.db)
     if resolved is None:
         _shown(args.db)  # a malformed URL is refused before connecting
-    existed = resolved is None or resolved.exists()
+    options = (args.json, resolved is None or resolved.exists(), args.max_save_bytes)
     if args.file == "-":
-        return anyio.run(
-            _import, args.db, resolved, sys.stdin.buffer, args.json, existed, backend="asyncio"
-        )
+        return anyio.run(_import, args.db, resolved, sys.stdin.buffer, options, backend="asyncio")
     with open(args.file, "rb") as source:  # a missing FILE fails before the DB is created
-        return anyio.run(_import, args.db, resolved, source, args.json, existed, backend="asyncio")
+        return anyio.run(_import, args.db, resolved, source, options, backend="asyncio")
 
 
 # -- stats -------------------------------------------------------------------------------
@@ -1085,8 +1114,8 @@ class _Stats(msgspec.Struct, kw_only=True, omit_defaults=True):
     events_by_kind: dict[str, int]
     messages_entered: int  # messages that ever entered a buffer
     visible_messages: int
-    first_event: datetime | None
-    last_event: datetime | None
+    first_event: datetime | int | None
+    last_event: datetime | int | None
 
 
 def _configure_stats(parser: argparse.ArgumentParser) -> None:
@@ -1245,9 +1274,11 @@ COMMANDS: tuple[Command, ...] = (
         name="import",
         help="import an export file, re-verifying every hash (creates DB if missing)",
         description=(
-            "Import an export file into DB (created if missing) in one transaction. Every "
-            "hash is re-verified; a tampered or malformed file, or a session DB already "
-            "has (so importing twice), is refused with exit 1 and nothing is written."
+            "Import an export file into DB (created if missing) in one transaction, reading "
+            "it line by line. Every hash is re-verified and every event checked against the "
+            "rules a save obeys; a tampered or malformed file, or a session DB already has "
+            "(so importing twice), is refused with exit 1, naming the line, and nothing is "
+            "written."
         ),
         configure=_configure_import,
         run=_run_import,

@@ -23,6 +23,7 @@ __all__ = [
     "EventmemError",
     "ImportRefusedError",
     "InputKeyError",
+    "InputTooLargeError",
     "InvalidInputError",
     "MigrationError",
     "MissingDependencyError",
@@ -68,6 +69,13 @@ class MissingKeyError(EventmemError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its argument; a readable message is more useful here.
         return str(self.args[0]) if self.args else ""
+
+
+class InputTooLargeError(InvalidInputError):
+    """A save (or an import line) is larger than the store's ``max_save_bytes``.
+
+    Checked before the text is copied or counted; nothing is written.
+    """
 
 
 class UnknownModelError(InvalidInputError):

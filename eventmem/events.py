@@ -15,13 +15,15 @@ Schema evolution rules (each stored event must decode forever):
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Literal
 
 import msgspec
 
-from eventmem.messages import Message, decode_trusted
-from eventmem.steps import Action
+from eventmem.errors import InvalidInputError
+from eventmem.messages import Message, check_text, decode_trusted
+from eventmem.rules import check_count, check_counter_name, check_limit
+from eventmem.steps import Action, check_action
 
 __all__ = [
     "GENESIS_HASH",
@@ -33,6 +35,7 @@ __all__ = [
     "StoredEvent",
     "TurnSaved",
     "chain_hash",
+    "check_event",
     "decode_event",
     "encode_event",
 ]
@@ -116,6 +119,46 @@ def decode_event(data: bytes | str, *, trusted: bool = False) -> Event:
     return event
 
 
+def check_event(event: Event) -> None:
+    """Raise `InvalidInputError` unless ``event`` is one the live path could have
+    written: what an import checks in each event of a file, beyond its decoding (which
+    already checks each message). Consistency with the session's other events (step
+    positions, recounts) is the fold's to check."""
+    if isinstance(event, TurnSaved):
+        roles = tuple(m.role for m in event.messages)
+        if roles != ("human", "ai"):
+            raise InvalidInputError(f"a turn holds a human then an ai message, not {roles}")
+        _check_counts(event.tokens, len(event.messages), "tokens")
+        check_counter_name(event.counter)
+        check_count(event.overhead, "overhead")
+        check_limit(event.max_token_limit)
+        if event.model is not None:
+            check_text(event.model, "model")
+            if not event.model:
+                raise InvalidInputError("model must not be empty")
+        if event.recount is not None:
+            _check_counts(event.recount, None, "recount")
+        if event.step_recount is not None:
+            _check_counts(event.step_recount, None, "step_recount")
+        for what, positions in (("steps", event.steps), ("abandoned", event.abandoned)):
+            if list(positions) != sorted(set(positions)) or (positions and positions[0] < 1):
+                raise InvalidInputError(f"{what} must be increasing positions, got {positions}")
+    elif isinstance(event, StepRecorded):
+        check_action(event.action)
+        check_text(event.observation, "observation")
+        _check_counts(event.tokens, len(event.messages), "tokens")
+        check_counter_name(event.counter)
+        if event.run is not None:
+            check_text(event.run, "run")
+
+
+def _check_counts(counts: tuple[int, ...], expected: int | None, what: str) -> None:
+    if expected is not None and len(counts) != expected:
+        raise InvalidInputError(f"{what} has {len(counts)} counts for {expected} messages")
+    for count in counts:
+        check_count(count, f"a count in {what}")
+
+
 GENESIS_HASH = bytes(32)
 _envelope = msgspec.json.Encoder()
 
@@ -134,7 +177,10 @@ class StoredEvent(msgspec.Struct, frozen=True):
     """An event as read back from the log.
 
     ``position`` is 1-based and gapless within the session; ``global_position`` orders
-    events across all sessions of a store.
+    events across all sessions of a store. ``recorded_at`` is when it was appended, in
+    UTC; ``recorded_at_us`` is the stored value itself, microseconds since the epoch. (A
+    stored value beyond what a datetime can show, which only a hand-made change to the
+    database can put there, reads as ``datetime.min`` or ``datetime.max``, in UTC.)
     """
 
     session_id: str
@@ -143,16 +189,9 @@ class StoredEvent(msgspec.Struct, frozen=True):
     recorded_at: datetime
     data: Event
     hash: str
+    recorded_at_us: int = 0
 
     @property
     def kind(self) -> str:
         """The event's tag: ``"turn"``, ``"step"`` or ``"clear"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]
-
-
-def micros_to_datetime(micros: int) -> datetime:
-    """UTC datetime of a stored ``recorded_at`` (microseconds since the epoch)."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -19,55 +19,28 @@ import msgspec
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
 from eventmem.messages import Message, buffer_string
+from eventmem.rules import check_limit, check_save_chars, validate_session_id
 from eventmem.steps import format_step, observation_text, split_step, to_action
 from eventmem.store.base import Backend, StepRequest, TurnRequest
-from eventmem.tokens import TokenCounter, resolve_counter
+from eventmem.tokens import OpenAIChatCounter, TokenCounter, count_each, resolve_counter
 
 __all__ = ["AgentTokenBufferMemory", "TokenBufferMemory", "validate_session_id"]
 
-MAX_SESSION_ID_LENGTH = 1024
-
-
-def validate_session_id(session_id: object) -> str:
-    """Return ``session_id`` if it is a usable session id, else raise InvalidInputError."""
-    if not isinstance(session_id, str):
-        raise InvalidInputError(f"session id must be a str, got {type(session_id).__name__}")
-    if not session_id:
-        raise InvalidInputError("session id must not be empty")
-    if "\x00" in session_id:
-        # PostgreSQL's text cannot hold it; refused everywhere so both backends agree.
-        raise InvalidInputError("session id must not contain NUL characters")
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
-        raise InvalidInputError(
-            f"session id is {len(session_id)} characters; the limit is {MAX_SESSION_ID_LENGTH}"
-        )
-    try:
-        session_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError("session id is not valid Unicode (lone surrogate)") from None
-    return session_id
-
-
-def check_limit(value: object) -> int:
-    """Return ``value`` if it is a usable ``max_token_limit`` (an int >= 0)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"max_token_limit must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise InvalidInputError(f"max_token_limit must be >= 0, got {value}")
-    return value
-
-
-# Texts up to this size are counted right away on the caller's thread, where tiktoken
-# (which releases the GIL) overlaps with the database thread's work; longer ones go to a
-# worker thread so they never stall the event loop.
+# Texts up to this size are counted by the built-in counter right away on the caller's
+# thread, where tiktoken (which releases the GIL) overlaps with the database thread's work;
+# longer ones, and every text a custom counter counts (it may be slow), go to a worker
+# thread so they never stall the event loop.
 _COUNT_INLINE_CHARS = 32_768
 
 
 def count_inline(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[int, ...] | None:
-    """Each message's token count, or None if the texts are long enough to be counted in
-    a worker thread (``count_all``)."""
-    if sum([len(m.content) for m in messages]) <= _COUNT_INLINE_CHARS:
-        return tuple([counter.count_message(m) for m in messages])
+    """Each message's token count, or None if it is to be counted in a worker thread
+    (``count_all``)."""
+    if (
+        isinstance(counter, OpenAIChatCounter)
+        and sum([len(m.content) for m in messages]) <= _COUNT_INLINE_CHARS
+    ):
+        return count_each(counter, messages)
     return None
 
 
@@ -76,7 +49,7 @@ async def count_all(counter: TokenCounter, messages: tuple[Message, ...]) -> tup
     tokens = count_inline(counter, messages)
     if tokens is not None:
         return tokens
-    return await anyio.to_thread.run_sync(lambda: tuple(counter.count_message(m) for m in messages))
+    return await anyio.to_thread.run_sync(count_each, counter, messages)
 
 
 def _check_version(value: object) -> int | None:
@@ -116,7 +89,7 @@ class _TokenBuffer:
         self.session_id = validate_session_id(session_id)
         self.max_token_limit = check_limit(max_token_limit)
         self.counter = resolve_counter(model, token_counter)
-        self.model = model if token_counter is None else None
+        self.model = str.__str__(model) if token_counter is None else None  # checked above
         _check_str("memory_key", memory_key)
         _check_str("human_prefix", human_prefix)
         _check_str("ai_prefix", ai_prefix)
@@ -180,6 +153,8 @@ class _TokenBuffer:
         self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
     ) -> tuple[Message, Message]:
         human, ai = self._input_output(inputs, outputs)
+        # Before the texts are checked, copied or counted: a huge text costs nothing.
+        check_save_chars(len(human) + len(ai), self._backend.max_save_bytes)
         return Message(role="human", content=human), Message(role="ai", content=ai)
 
     async def amessages(self) -> list[Message]:
@@ -321,12 +296,17 @@ class AgentTokenBufferMemory(_TokenBuffer):
         normalised = to_action(action)
         if self.format_as_tools and normalised.kind == "tool" and not normalised.tool_call_id:
             raise InvalidInputError("a tool action needs a non-empty tool_call_id")
+        limit = self._backend.max_save_bytes
+        if isinstance(observation, str):
+            check_save_chars(len(observation), limit, "the observation")
         text = observation_text(observation)
-        return StepRequest(
+        step = StepRequest(
             action=normalised,
             observation=text,
             messages=format_step(normalised, text, self.format_as_tools),
         )
+        check_save_chars(_step_chars(step), limit, "the step")
+        return step
 
     async def _counted_step(self, step: StepRequest) -> StepRequest:
         tokens = await count_all(self.counter, step.messages)
@@ -375,6 +355,10 @@ class AgentTokenBufferMemory(_TokenBuffer):
                     f"(action, observation) pairs, got {type(raw).__name__}"
                 )
             steps = tuple(self._step(*split_step(step)) for step in raw)
+            check_save_chars(
+                sum(len(m.content) for m in exchange) + sum(_step_chars(s) for s in steps),
+                self._backend.max_save_bytes,
+            )
             steps = tuple([await self._counted_step(step) for step in steps])
         turn = TurnRequest(
             tokens=await count_all(self.counter, exchange),
@@ -389,6 +373,11 @@ class AgentTokenBufferMemory(_TokenBuffer):
             expected_version=_check_version(expected_version),
         )
         await self._backend.append_turn(self.session_id, turn)
+
+
+def _step_chars(step: StepRequest) -> int:
+    """Characters of a step's texts: a lower bound on the bytes it stores."""
+    return len(step.observation) + sum(len(m.content) for m in step.messages)
 
 
 def _text(values: Mapping[str, Any], key: str, where: str) -> str:

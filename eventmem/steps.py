@@ -18,7 +18,7 @@ import msgspec
 from eventmem.errors import InvalidInputError, NotSerializableError
 from eventmem.messages import Message, check_json_value, from_langchain, plain_text
 
-__all__ = ["Action", "ActionKind", "format_step", "observation_text", "to_action"]
+__all__ = ["Action", "ActionKind", "check_action", "format_step", "observation_text", "to_action"]
 
 ActionKind = Literal["action", "message_log", "tool"]
 
@@ -53,7 +53,7 @@ def to_action(source: Any) -> Action:
     """Normalise a LangChain action, an ``Action`` or a dict into an
     [`Action`][eventmem.Action]."""
     if isinstance(source, Action):
-        return source
+        return check_action(source)
     tool = _field(source, "tool")
     if not isinstance(tool, str) or not tool:
         raise InvalidInputError(
@@ -67,7 +67,7 @@ def to_action(source: Any) -> Action:
         check_json_value(tool_input, "tool_input")
     except NotSerializableError:
         # recorded for audit only; formatting never uses it
-        tool_input = plain_text(str(tool_input), "tool_input")
+        tool_input = plain_text(_str(tool_input, "tool_input"), "tool_input")
     raw_log = _field(source, "message_log", None)
     has_log = _has(source, "message_log")
     if has_log and (raw_log is None or isinstance(raw_log, (str, bytes, Mapping))):
@@ -90,6 +90,32 @@ def to_action(source: Any) -> Action:
     )
 
 
+_ACTION_KINDS = ("action", "message_log", "tool")
+
+
+def check_action(action: Action) -> Action:
+    """``action`` if every field can be stored (an [`Action`][eventmem.Action] built by
+    hand, or read from an export file), else raise `InvalidInputError`."""
+    if not isinstance(action.tool, str) or not action.tool:
+        raise InvalidInputError(f"an action's tool must be a non-empty str, got {action.tool!r}")
+    tool = plain_text(action.tool, "action tool")
+    log = plain_text(action.log, "action log")
+    check_json_value(action.tool_input, "action tool_input")
+    call_id = action.tool_call_id
+    if call_id is not None:
+        call_id = plain_text(call_id, "action tool_call_id")
+    if action.kind not in _ACTION_KINDS:
+        raise InvalidInputError(f"an action's kind must be one of {_ACTION_KINDS}")
+    if not isinstance(action.message_log, tuple) or not all(
+        isinstance(m, Message) for m in action.message_log
+    ):
+        raise InvalidInputError("an action's message_log must be a tuple of Message")
+    given = (action.tool, action.log, action.tool_call_id)
+    if any(type(v) is not str for v in given if v is not None):  # str subclasses
+        action = msgspec.structs.replace(action, tool=tool, log=log, tool_call_id=call_id)
+    return action
+
+
 def observation_text(observation: Any) -> str:
     """LangChain's rendering of an observation: str as is, else JSON, else ``str()``."""
     return plain_text(_render(observation), "observation")
@@ -104,17 +130,21 @@ def _render(observation: Any) -> str:
         raise InvalidInputError("the observation is nested too deeply to render") from None
     except Exception:
         pass
+    return _str(observation, "the observation")
+
+
+def _str(value: Any, what: str) -> str:
+    """``str(value)``, or a clear error when that fails."""
     try:
-        text = str(observation)
+        text = str(value)
     except RecursionError:
-        raise InvalidInputError("the observation is nested too deeply to render") from None
+        raise InvalidInputError(f"{what} is nested too deeply to render") from None
     except Exception as e:
         raise InvalidInputError(
-            f"the observation ({type(observation).__name__}) is not JSON and str() of it "
-            f"failed: {e!r}"
+            f"{what} ({type(value).__name__}) is not JSON and str() of it failed: {e!r}"
         ) from e
     if not isinstance(text, str):
-        raise InvalidInputError(f"str() of the observation returned {type(text).__name__}")
+        raise InvalidInputError(f"str() of {what} returned {type(text).__name__}")
     return text
 
 

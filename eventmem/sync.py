@@ -25,6 +25,7 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store.base import Durability, SessionSummary, StoreStats, TriggerMode
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
@@ -131,7 +132,7 @@ class SyncStore:
     def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export file's lines; return (sessions, events). See
         [`Store.import_events`][eventmem.Store.import_events]."""
-        return self._call("SyncStore.import_events", self._store.import_events, list(lines))
+        return self._call("SyncStore.import_events", self._store.import_events, lines)
 
     def sessions(self) -> list[str]:
         """The ids of every session in the store."""
@@ -254,6 +255,7 @@ def connect(
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
     triggers: TriggerMode = "require",
+    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as [`eventmem.open`][eventmem.open]).
 
@@ -271,6 +273,7 @@ def connect(
                 "durability": durability,
                 "busy_timeout": busy_timeout,
                 "triggers": triggers,
+                "max_save_bytes": max_save_bytes,
             },
         )
     except BaseException as e:

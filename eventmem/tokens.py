@@ -21,12 +21,14 @@ from typing import Protocol, runtime_checkable
 import tiktoken
 
 from eventmem.errors import EventmemError, InvalidInputError, UnknownModelError
-from eventmem.messages import OPENAI_ROLE, Message, from_langchain
+from eventmem.messages import OPENAI_ROLE, Message, check_text, from_langchain
+from eventmem.rules import MAX_COUNT, check_count, check_counter_name
 
 __all__ = [
     "CallableCounter",
     "OpenAIChatCounter",
     "TokenCounter",
+    "count_each",
     "count_tokens",
     "get_encoding",
     "resolve_counter",
@@ -162,6 +164,8 @@ class OpenAIChatCounter:
     def __init__(self, model: str = "gpt-4o") -> None:
         if not isinstance(model, str) or not model:
             raise InvalidInputError(f"model must be a non-empty str, got {model!r}")
+        check_text(model, "model")  # stored with every save: it must encode
+        model = str.__str__(model)
         if model.startswith("gpt-3.5-turbo-0301"):
             self._per_message, self._per_name = 4, -1
         elif model.startswith(_CHAT_MODEL_PREFIXES):
@@ -250,6 +254,8 @@ class CallableCounter:
             )
         if value < 0:
             raise InvalidInputError(f"token_counter returned a negative count ({value})")
+        if value > MAX_COUNT:
+            raise InvalidInputError(f"token_counter returned {value}, above 2**53 - 1")
         return value
 
     def count_message(self, message: Message) -> int:
@@ -286,20 +292,17 @@ def resolve_counter(
 
 def _checked(counter: TokenCounter) -> TokenCounter:
     """``counter``, if its name and overhead can be stored alike by every backend."""
-    name, overhead = counter.name, counter.overhead
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise InvalidInputError(
-            f"a token counter's name must be a str of 1-200 characters, got {name!r}"
-        )
-    if "\x00" in name:
-        raise InvalidInputError("a token counter's name must not contain NUL characters")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError("a token counter's name is not valid Unicode") from None
-    if isinstance(overhead, bool) or not isinstance(overhead, int) or overhead < 0:
-        raise InvalidInputError(f"a token counter's overhead must be an int >= 0, got {overhead!r}")
+    check_counter_name(counter.name)
+    check_count(counter.overhead, "a token counter's overhead")
     return counter
+
+
+def count_each(counter: TokenCounter, messages: Sequence[Message]) -> tuple[int, ...]:
+    """Each message's count under ``counter``, checked to be storable (a custom counter
+    may return anything)."""
+    if isinstance(counter, OpenAIChatCounter):
+        return tuple([counter.count_message(m) for m in messages])
+    return tuple([check_count(counter.count_message(m)) for m in messages])
 
 
 def count_tokens(

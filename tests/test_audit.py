@@ -329,7 +329,8 @@ def _drop_line_and_fix_count(lines: list[bytes]) -> list[bytes]:
 
 IMPORT_REFUSALS: list[tuple[str, ImportCase, str]] = [
     ("tampered content", _tamper_line, "hash_mismatch"),
-    ("dropped line", lambda ls: ls[:3] + ls[4:], "announces"),
+    # read line by line: the gap shows before the end line's count can
+    ("dropped line", lambda ls: ls[:3] + ls[4:], "missing_event"),
     ("dropped line, count forged", _drop_line_and_fix_count, "missing_event"),
     ("cut short", lambda ls: ls[:-3], "no end line"),
     ("no header", lambda ls: ls[1:], "header"),

@@ -140,32 +140,60 @@ async def test_fold_stored_gives_the_rows_of_the_checked_fold(tmp_path: Path) ->
         assert (await store.verify()).ok
 
 
-def _non_canonical_session() -> list[bytes]:
-    """An export of one session whose event JSON is valid but not as eventmem writes it:
-    spaces, another key order, a default written out, escaped non-ASCII."""
-    datas = [
-        b'{ "kind": "turn", "tokens": [5, 6], "counter": "c", "overhead": 3,'
-        b' "max_token_limit": 13, "messages": [ {"content": "caf\\u00e9", "role": "human",'
-        b' "name": null}, {"role":"ai","content":"one \\"two\\"", "tool_calls": []} ] }',
-        b'{"kind":"turn","messages":[{"role":"human","content":"\\ud83d\\udce6 x"},'
-        b'{"role": "ai", "content": "a\\/b", "id": null}],"tokens":[4,3],"counter":"c",'
-        b'"overhead":3,"max_token_limit":13}',
-    ]
-    lines = [msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1))]
+_NON_CANONICAL = [
+    b'{ "kind": "turn", "tokens": [5, 6], "counter": "c", "overhead": 3,'
+    b' "max_token_limit": 13, "messages": [ {"content": "caf\\u00e9", "role": "human",'
+    b' "name": null}, {"role":"ai","content":"one \\"two\\"", "tool_calls": []} ] }',
+    b'{"kind":"turn","messages":[{"role":"human","content":"\\ud83d\\udce6 x"},'
+    b'{"role": "ai", "content": "a\\/b", "id": null}],"tokens":[4,3],"counter":"c",'
+    b'"overhead":3,"max_token_limit":13}',
+]
+
+
+def _non_canonical_rows() -> list[tuple[str, int, str, int, str, bytes]]:
+    """One session whose event JSON is valid but not as eventmem writes it: spaces,
+    another key order, a default written out, escaped non-ASCII; correctly chained."""
+    rows = []
     previous = GENESIS_HASH
-    for position, data in enumerate(datas, start=1):
+    for position, data in enumerate(_NON_CANONICAL, start=1):
         recorded_at = 1_700_000_000_000_000 + position
         digest = chain_hash(previous, "odd", position, recorded_at, data)
-        lines.append(export_line("odd", position, recorded_at, "turn", data, digest))
+        rows.append(("odd", position, "turn", recorded_at, data.decode(), digest))
         previous = digest
-    lines.append(msgspec.json.encode(ExportEnd(EXPORT_FORMAT, len(datas))))
+    return rows
+
+
+def _non_canonical_session() -> list[bytes]:
+    """The session of :func:`_non_canonical_rows` as an export file."""
+    lines = [msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1))]
+    for session, position, kind, recorded_at, data, digest in _non_canonical_rows():
+        lines.append(export_line(session, position, recorded_at, kind, data.encode(), digest))
+    lines.append(msgspec.json.encode(ExportEnd(EXPORT_FORMAT, len(_NON_CANONICAL))))
     return lines
+
+
+async def test_an_import_refuses_event_json_eventmem_would_not_write(tmp_path: Path) -> None:
+    """Only canonical JSON enters a store through an import: no field this eventmem
+    ignores can be planted for a later one to misread."""
+    async with eventmem.open(tmp_path / "odd.db") as store:
+        with pytest.raises(eventmem.ImportRefusedError, match="not the JSON eventmem writes"):
+            await store.import_events(_non_canonical_session())
+        assert await store.count_events() == 0
 
 
 async def test_non_canonical_event_json_rebuilds_to_canonical_rows(tmp_path: Path) -> None:
     db = tmp_path / "odd.db"
+    async with eventmem.open(db):
+        pass
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        _non_canonical_rows(),
+    )
+    conn.close()
     async with eventmem.open(db) as store:
-        assert await store.import_events(_non_canonical_session()) == (1, 2)
+        assert await store.rebuild() == 1
         imported = _table(db, "SELECT * FROM view_messages ORDER BY seq")
         assert [row[3] for row in imported] == [
             '{"role":"human","content":"📦 x"}',

@@ -650,7 +650,7 @@ def test_import_refuses_twice_and_tampered_files(
     again = run("import", copy, str(dump), cwd=tmp_path)
     assert_clean_error(again, 1)
     assert again.stderr == (
-        "eventmem: error: session 'chat' already exists in this store; "
+        "eventmem: error: line 2: session 'chat' already exists in this store; "
         "an import never merges into or duplicates a session\n"
     )
     assert api(copy, _views) == before

@@ -5,6 +5,7 @@ intact."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ def chat_save(
     inputs: Any, outputs: Any, **options: Any
 ) -> Callable[[eventmem.Store], Awaitable[object]]:
     async def run(store: eventmem.Store) -> object:
-        mem = store.token_buffer("s", max_token_limit=10**9, return_messages=True, **options)
+        mem = store.token_buffer("s", **{"max_token_limit": 10**9, **options})
         await mem.asave_context(inputs, outputs)
         return None
 
@@ -83,11 +84,53 @@ def session(value: Any) -> Callable[[eventmem.Store], Awaitable[object]]:
     return run
 
 
+def counted_save(counter: Any, **options: Any) -> Callable[[eventmem.Store], Awaitable[object]]:
+    """A save counted by ``counter`` (a callable or a TokenCounter object)."""
+    options.setdefault("max_token_limit", 10**18)
+    return chat_save({"input": "x"}, {"output": "y"}, token_counter=counter, **options)
+
+
+def live_step(observation: Any) -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        mem = store.agent_token_buffer("s", max_token_limit=10**9)
+        return await mem.arecord_step(action(), observation)
+
+    return run
+
+
+def subclass_session() -> Callable[[eventmem.Store], Awaitable[object]]:
+    async def run(store: eventmem.Store) -> object:
+        mem = store.token_buffer(Str("s"), return_messages=True)
+        await mem.asave_context({"input": "x"}, {"output": "y"})
+        assert type(mem.session_id) is str
+        return None
+
+    return run
+
+
+class Str(str):
+    """A str subclass, as frameworks hand out (LangChain's TextAccessor, enums...)."""
+
+
+@dataclass
+class Counter:
+    """A TokenCounter object (not a callable) whose every answer is chosen by the test."""
+
+    count: Any = 1
+    name: Any = "test-counter"
+    overhead: Any = 0
+
+    def count_message(self, message: eventmem.Message) -> Any:
+        return self.count
+
+
 def action(**fields: Any) -> dict[str, Any]:
     return {"tool": "search", "tool_input": {}, "log": "", "message_log": [], **fields}
 
 
 BIG = "lorem ipsum dolor sit amet " * 2_000_000  # 54 MB
+NINE_MB = BIG[:9_000_000]
+NULS = "\x00" * 3_000_000  # 3 MB of text, 18 MB as JSON (each one escaped as \u0000)
 NUL = "before\x00after"
 ODD = (
     "e\u0301 \u202eRTL\u202c 🧑‍🚀 \U0001d518\U0001d52b\U0001d526 \ufeff \u200b"
@@ -95,6 +138,7 @@ ODD = (
 )
 INVALID = eventmem.InvalidInputError
 UNSERIALISABLE = eventmem.NotSerializableError
+TOO_LARGE = eventmem.InputTooLargeError
 
 CASES = [
     # -- values of a conversation turn ---------------------------------------------------
@@ -112,7 +156,7 @@ CASES = [
     Case("empty texts", chat_save({"input": ""}, {"output": ""}), expect=["", ""]),
     Case("whitespace", chat_save({"input": " \n\t"}, {"output": "\r\n"}), expect=[" \n\t", "\r\n"]),
     Case("odd unicode", chat_save({"input": ODD}, {"output": ODD}), expect=[ODD, ODD]),
-    Case("54 MB text", chat_save({"input": BIG}, {"output": "ok"}), expect=[BIG, "ok"]),
+    Case("54 MB text", chat_save({"input": BIG}, {"output": "ok"}), TOO_LARGE),
     Case(
         "1 MB without spaces",
         chat_save({"input": "a" * 2**20}, {"output": "b"}),
@@ -231,6 +275,73 @@ CASES = [
         chat_save({"input": "x"}, {"output": "y"}, token_counter=lambda ms: -len(ms)),
         INVALID,
     ),
+    # -- sizes: max_save_bytes (16 MiB by default), checked before any copy or count -----
+    Case("54 MB output", chat_save({"input": "x"}, {"output": BIG}), TOO_LARGE),
+    Case("54 MB observation", agent_save([(action(), BIG)]), TOO_LARGE),
+    Case("54 MB observation recorded live", live_step(BIG), TOO_LARGE),
+    Case("two 9 MB observations", agent_save([(action(), NINE_MB)] * 2), TOO_LARGE),
+    Case("3 MB of NULs, 18 MB as JSON", chat_save({"input": NULS}, {"output": "x"}), TOO_LARGE),
+    Case("54 MB action log", agent_save([(action(log=BIG), "o")]), TOO_LARGE),
+    # -- token counters whose answers cannot be stored ----------------------------------
+    Case("counter returns 2**62 per message", counted_save(lambda ms: 2**62 * len(ms)), INVALID),
+    Case("counter returns 2**53", counted_save(lambda ms: 2**53 * len(ms)), INVALID),
+    Case("counter returns a float", counted_save(lambda ms: 1.5 * len(ms)), INVALID),
+    Case("counter object returns negative", counted_save(Counter(count=-1)), INVALID),
+    Case("counter object returns a bool", counted_save(Counter(count=True)), INVALID),
+    Case("counter object returns 10**30", counted_save(Counter(count=10**30)), INVALID),
+    Case("counter object returns a str", counted_save(Counter(count="3")), INVALID),
+    Case("counter object named with NUL", counted_save(Counter(name="c\x00")), INVALID),
+    Case("counter object named with a surrogate", counted_save(Counter(name="c\ud800")), INVALID),
+    Case("counter object overhead 2**60", counted_save(Counter(overhead=2**60)), INVALID),
+    Case(
+        "counter object counts 2**53 - 1",
+        counted_save(Counter(count=2**53 - 1), max_token_limit=2**63 - 1),
+        expect=["x", "y"],
+    ),
+    *[
+        Case(f"max_token_limit={label}", option("max_token_limit", value), INVALID)
+        for label, value in [("2**63", 2**63), ("10**19", 10**19), ("10**100", 10**100)]
+    ],
+    Case(
+        "max_token_limit=sys.maxsize",
+        chat_save({"input": "x"}, {"output": "y"}, max_token_limit=sys.maxsize),
+        expect=["x", "y"],
+    ),
+    # -- models and hand-built values --------------------------------------------------
+    Case("model with a lone surrogate", option("model", "gpt-4o\ud800"), UNSERIALISABLE),
+    Case(
+        "model with NUL",
+        chat_save({"input": "x"}, {"output": "y"}, model="gpt-4o\x00"),
+        expect=["x", "y"],
+    ),
+    Case(
+        "model as a str subclass",
+        chat_save({"input": "x"}, {"output": "y"}, model=Str("gpt-4o")),
+        expect=["x", "y"],
+    ),
+    Case("session id as a str subclass", subclass_session(), expect=["x", "y"]),
+    Case(
+        "tool_input nested 100k deep",
+        agent_save([(action(tool_input=nested(100_000)), "o")]),
+        INVALID,
+    ),
+    Case("tool_input str() raises", agent_save([(action(tool_input=BrokenStr()), "o")]), INVALID),
+    Case("hand-built Action, empty tool", agent_save([(eventmem.Action(tool=""), "o")]), INVALID),
+    Case(
+        "hand-built Action, object tool_input",
+        agent_save([(eventmem.Action(tool="t", tool_input=Opaque()), "o")]),
+        UNSERIALISABLE,
+    ),
+    Case(
+        "hand-built Action, NaN tool_input",
+        agent_save([(eventmem.Action(tool="t", tool_input=math.nan), "o")]),
+        UNSERIALISABLE,
+    ),
+    Case(
+        "hand-built Action, str subclass tool",
+        agent_save([(eventmem.Action(tool=Str("t"), log=Str("l")), "o")]),
+        expect=["go", "l", "done"],
+    ),
     # -- session ids -----------------------------------------------------------------------
     *[
         Case(f"session id {label}", session(value), INVALID)
@@ -257,7 +368,7 @@ def _rows(target: str) -> int:
 
 
 def test_the_corpus_is_large() -> None:
-    assert len(CASES) >= 50
+    assert len(CASES) >= 100
     assert len({case.name for case in CASES}) == len(CASES)
 
 

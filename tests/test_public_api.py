@@ -19,6 +19,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "memory",
         "messages",
         "projection",
+        "rules",
         "store",
         "steps",
         "sync",

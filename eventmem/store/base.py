@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from eventmem.audit import VerifyReport
+from eventmem.audit import ExportReader, VerifyReport
 from eventmem.events import PruneMode, StoredEvent
 from eventmem.messages import Message
 from eventmem.steps import Action
@@ -81,8 +81,10 @@ class SessionSummary(msgspec.Struct, frozen=True):
     visible_messages: int
     tokens: int  # the buffer's count as eventmem pruned it: overhead + visible counts
     counter: str | None  # the counting scheme of ``tokens``
-    created_at: datetime | None  # the time of the first event
-    last_activity: datetime | None  # the time of the last event
+    # The times of the first and last event: a UTC datetime, or the raw microseconds
+    # since the epoch for a stored value beyond what a datetime can show.
+    created_at: datetime | int | None
+    last_activity: datetime | int | None
 
 
 class StoreStats(msgspec.Struct, frozen=True):
@@ -91,7 +93,8 @@ class StoreStats(msgspec.Struct, frozen=True):
     ``storage_bytes`` is what the store occupies: the SQLite file's pages (``page_size``
     times ``page_count``, its WAL not included), or in PostgreSQL the total size of the
     schema's tables with their indexes and TOAST. The page figures are SQLite's only
-    (``None`` in PostgreSQL).
+    (``None`` in PostgreSQL). The event times are UTC datetimes, or the raw microseconds
+    since the epoch for a stored value beyond what a datetime can show.
     """
 
     schema_version: int
@@ -99,8 +102,8 @@ class StoreStats(msgspec.Struct, frozen=True):
     events_by_kind: dict[str, int]
     messages_entered: int  # messages that ever entered a buffer
     visible_messages: int
-    first_event: datetime | None
-    last_event: datetime | None
+    first_event: datetime | int | None
+    last_event: datetime | int | None
     storage_bytes: int
     page_size: int | None = None
     page_count: int | None = None
@@ -180,13 +183,18 @@ class Backend(Protocol):
         when the context was entered (so none skips an event committed meanwhile)."""
         ...
 
-    async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
-        """Import export lines in one transaction; return (sessions, events)."""
+    async def import_lines(self, reader: ExportReader) -> tuple[int, int]:
+        """Import an export file in one transaction; return (sessions, events)."""
         ...
 
     @property
     def closed(self) -> bool:
         """Whether ``close`` was called."""
+        ...
+
+    @property
+    def max_save_bytes(self) -> int:
+        """The most bytes one write may store (its events' JSON); see ``eventmem.open``."""
         ...
 
     async def close(self) -> None:

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import anyio
 
-from eventmem.audit import VerifyReport
+from eventmem.audit import ExportReader, VerifyReport
 from eventmem.errors import ClosedError, StorageError, UnprotectedLogError
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance, reads
 from eventmem.store.base import (
     ExportPage,
@@ -55,8 +56,11 @@ class BatchedBackend:
     """The operations of a backend whose connection runs one transaction at a time on a
     worker thread; concurrent writes are committed together (see ``_submit``)."""
 
-    def __init__(self, where: str, cache_sessions: int = 1024) -> None:
+    def __init__(
+        self, where: str, cache_sessions: int = 1024, max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES
+    ) -> None:
         self._where = where
+        self._max_save_bytes = max_save_bytes
         self._closed = False
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
@@ -154,7 +158,7 @@ class BatchedBackend:
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
-        return await self._submit(turn_op(session_id, turn))
+        return await self._submit(turn_op(session_id, turn, self._max_save_bytes))
 
     async def append_step(
         self,
@@ -167,7 +171,9 @@ class BatchedBackend:
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
         return await self._submit(
-            step_op(session_id, step, counter, as_tools, run, expected_version)
+            step_op(
+                session_id, step, counter, as_tools, run, expected_version, self._max_save_bytes
+            )
         )
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
@@ -230,9 +236,10 @@ class BatchedBackend:
         """Export lines of events with global position > ``after_id``, and the last id."""
         return await self._run(maintenance.export_page, session_id, after_id, limit)
 
-    async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
-        """Import export lines (header excluded) in one transaction: (sessions, events)."""
-        return await self._run(maintenance.import_lines, self._cache, lines)
+    async def import_lines(self, reader: ExportReader) -> tuple[int, int]:
+        """Import an export file in one transaction, read on the connection's thread
+        (so reading it never blocks the event loop): (sessions, events)."""
+        return await self._run(maintenance.import_lines, self._cache, reader)
 
     async def count_events(self) -> int:
         """Number of events in the store."""
@@ -242,6 +249,11 @@ class BatchedBackend:
     def closed(self) -> bool:
         """Whether ``close`` was called."""
         return self._closed
+
+    @property
+    def max_save_bytes(self) -> int:
+        """The most bytes one write may store."""
+        return self._max_save_bytes
 
     async def session_summaries(self) -> list[SessionSummary]:
         """Every session's summary, oldest first."""

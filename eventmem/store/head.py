@@ -157,9 +157,11 @@ class SessionHead:
             )
         ]
 
-    def append_event(self, event: Event, now_us: int) -> int:
-        """Insert the next event of the session, chained to the previous one."""
-        data = encode_event(event)
+    def append_event(self, event: Event, now_us: int, data: bytes | None = None) -> int:
+        """Insert the next event of the session, chained to the previous one; ``data`` is
+        its encoding, if the caller already has it."""
+        if data is None:
+            data = encode_event(event)
         position = self.version + 1
         digest = chain_hash(self.head_hash, self.session_id, position, now_us, data)
         self._conn.execute(

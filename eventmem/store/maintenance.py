@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import msgspec
-
 from eventmem.audit import (
     ChainChecker,
-    ExportLine,
+    ExportReader,
     Problem,
     SessionFold,
     VerifyReport,
     export_line,
 )
-from eventmem.errors import ImportRefusedError, RebuildRefusedError
+from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, write_transaction
@@ -288,21 +286,22 @@ def export_page(
     return (rows[-1][0] if rows else after_id), lines
 
 
-def import_lines(conn: Connection, cache: ViewCache, lines: list[bytes]) -> tuple[int, int]:
-    """Import export lines (header and end line removed) in one transaction."""
+def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tuple[int, int]:
+    """Import an export file in one transaction, reading it line by line."""
+    if reader.started:
+        # A backend runs a call again when its connection was lost before the commit;
+        # the lines read then are gone, so the import cannot resume.
+        raise StorageError(
+            "the connection was lost during the import; nothing was written: run it again"
+        )
     cache.clear()
 
     def body() -> tuple[int, int]:
         conn.lock_store()
         folds: dict[str, SessionFold] = {}
-        rows = []
-        for number, line in enumerate(lines, start=2):
-            if not line.strip():
-                continue
-            try:
-                item = _decode_export_line(line)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                raise ImportRefusedError(f"line {number} is not an export line: {e}") from None
+        rows: list[tuple[str, int, str, int, str, bytes]] = []
+        written = 0
+        for number, item, data in reader.events():
             fold = folds.get(item.session_id)
             if fold is None:
                 exists = conn.execute(
@@ -310,38 +309,44 @@ def import_lines(conn: Connection, cache: ViewCache, lines: list[bytes]) -> tupl
                 ).fetchone()
                 if exists:
                     raise ImportRefusedError(
-                        f"session {item.session_id!r} already exists in this store; "
-                        "an import never merges into or duplicates a session"
+                        f"line {number}: session {item.session_id!r} already exists in this "
+                        "store; an import never merges into or duplicates a session"
                     )
                 fold = folds[item.session_id] = SessionFold(item.session_id)
-            data = bytes(item.data)
-            try:
-                digest = bytes.fromhex(item.hash)
-            except ValueError:
-                raise ImportRefusedError(f"line {number}: hash is not hex") from None
-            problem = fold.add(item.position, item.recorded_at, data, digest)
+            digest = bytes.fromhex(item.hash)
+            problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
             if problem is not None:
                 raise ImportRefusedError(
                     f"line {number}: session {problem.session_id!r} position "
                     f"{problem.position}: {problem.kind}: {problem.detail}"
                 )
-            if fold.last_kind != item.kind:
-                raise ImportRefusedError(f"line {number}: kind {item.kind!r} does not match data")
+            # valid UTF-8: the event decoded, and re-encodes to these very bytes
             rows.append(
                 (item.session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
             )
+            if len(rows) >= _IMPORT_ROWS:
+                written += _insert_events(conn, rows)
+        written += _insert_events(conn, rows)
+        for fold in folds.values():
+            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
+            conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
+            _write_projection(conn, fold)
+        return len(folds), written
+
+    return write_transaction(conn, body)
+
+
+_IMPORT_ROWS = 1000  # events inserted per statement batch while an import reads on
+
+
+def _insert_events(conn: Connection, rows: list[tuple[str, int, str, int, str, bytes]]) -> int:
+    """Insert the rows read so far, and forget them."""
+    count = len(rows)
+    if rows:
         conn.executemany(
             "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
-        for fold in folds.values():
-            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
-            conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
-            _write_projection(conn, fold)
-        return len(folds), len(rows)
-
-    return write_transaction(conn, body)
-
-
-_decode_export_line = msgspec.json.Decoder(ExportLine).decode
+        rows.clear()
+    return count

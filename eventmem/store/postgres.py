@@ -37,6 +37,7 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance, pg_schema
 from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
 from eventmem.store.batched import BatchedBackend
@@ -284,8 +285,9 @@ class PostgresBackend(BatchedBackend):
         target: _Target,
         settings: tuple[int, Durability],
         cache_sessions: int,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> None:
-        super().__init__(target.display, cache_sessions)
+        super().__init__(target.display, cache_sessions, max_save_bytes)
         self._pg = conn
         self._target = target
         self._settings = settings
@@ -301,6 +303,7 @@ class PostgresBackend(BatchedBackend):
         busy_timeout: float = 30.0,
         cache_sessions: int = 1024,
         triggers: TriggerMode = "require",
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> PostgresBackend:
         """Connect, and (if ``create``) create the store's schema or bring it up to date;
         ``triggers`` says what to do about a log whose triggers are not the schema's."""
@@ -308,7 +311,8 @@ class PostgresBackend(BatchedBackend):
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
         settings = (max(1, int(busy_timeout * 1000)), durability)
         raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
-        backend = cls(PostgresConnection(raw, target.schema), target, settings, cache_sessions)
+        conn = PostgresConnection(raw, target.schema)
+        backend = cls(conn, target, settings, cache_sessions, max_save_bytes)
         try:
             await backend._check_triggers(triggers)
         except BaseException:

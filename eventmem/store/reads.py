@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from eventmem.events import StoredEvent, decode_event, micros_to_datetime
+from eventmem.events import StoredEvent, decode_event
 from eventmem.messages import Message
+from eventmem.rules import event_time, stored_time
 from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import decode_message
@@ -60,17 +61,21 @@ def read_events(
         " WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?",
         (session_id, after_position, limit),
     ).fetchall()
-    return [
-        StoredEvent(
-            session_id=session_id,
-            position=position,
-            global_position=global_position,
-            recorded_at=micros_to_datetime(recorded_at),
-            data=decode_event(data, trusted=True),
-            hash=bytes(digest).hex(),
+    events = []
+    for position, global_position, recorded_at, data, digest in rows:
+        moment, micros = event_time(recorded_at)
+        events.append(
+            StoredEvent(
+                session_id=session_id,
+                position=position,
+                global_position=global_position,
+                recorded_at=moment,
+                data=decode_event(data, trusted=True),
+                hash=bytes(digest).hex(),
+                recorded_at_us=micros,
+            )
         )
-        for position, global_position, recorded_at, data, digest in rows
-    ]
+    return events
 
 
 def session_ids(conn: Connection) -> list[str]:
@@ -91,12 +96,12 @@ def count_events(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
-def _datetime(micros: int | None) -> datetime | None:
-    return None if micros is None else micros_to_datetime(micros)
+def _datetime(micros: object) -> datetime | int | None:
+    return None if micros is None else stored_time(micros)
 
 
 _SUMMARIES_SQL = """
-SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens + s.overhead,
+SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens, s.overhead,
        s.counter, s.created_at, e.recorded_at
 FROM sessions AS s
 LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
@@ -111,12 +116,12 @@ def session_summaries(conn: Connection) -> list[SessionSummary]:
             session_id=session_id,
             events=int(events),
             visible_messages=int(visible),
-            tokens=int(tokens),
+            tokens=int(tokens) + int(overhead),  # added here: in SQL it could overflow
             counter=counter,
             created_at=_datetime(created),
             last_activity=_datetime(last),
         )
-        for session_id, events, visible, tokens, counter, created, last in conn.execute(
+        for session_id, events, visible, tokens, overhead, counter, created, last in conn.execute(
             _SUMMARIES_SQL
         )
     ]

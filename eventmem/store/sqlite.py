@@ -32,6 +32,7 @@ from eventmem.errors import (
     ReadOnlyDatabaseError,
     StorageError,
 )
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store.base import Backend, Durability, ExportPage, Progress, TriggerMode
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.migrate import apply_migrations
@@ -66,8 +67,14 @@ def _translate(error: sqlite3.Error, where: str) -> EventmemError:
 class SQLiteBackend(BatchedBackend):
     """Event logs and buffer projections in one SQLite file (WAL mode)."""
 
-    def __init__(self, conn: aiosqlite.Connection, where: str, cache_sessions: int = 1024) -> None:
-        super().__init__(where, cache_sessions)
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        where: str,
+        cache_sessions: int = 1024,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+    ) -> None:
+        super().__init__(where, cache_sessions, max_save_bytes)
         self._conn = conn
 
     @classmethod
@@ -80,6 +87,7 @@ class SQLiteBackend(BatchedBackend):
         busy_timeout: float = 30.0,
         cache_sessions: int = 1024,
         triggers: TriggerMode = "require",
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> SQLiteBackend:
         """Open (and, if ``create``, create) the database and bring its schema up to date;
         ``triggers`` says what to do about a log whose triggers are not the schema's."""
@@ -94,7 +102,7 @@ class SQLiteBackend(BatchedBackend):
             # still runs, or it reports to a closed loop later.
             await anyio.to_thread.run_sync(conn._thread.join, 5.0)
             raise _translate(e, where) from e
-        backend = cls(conn, where, cache_sessions)
+        backend = cls(conn, where, cache_sessions, max_save_bytes)
         try:
             await backend._run(_configure, int(busy_timeout * 1000), synchronous, create)
             await backend._check_triggers(triggers)

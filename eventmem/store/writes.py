@@ -12,20 +12,21 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from eventmem.errors import EventmemError, InvalidInputError
-from eventmem.events import MemoryCleared, StepRecorded, TurnSaved
+from eventmem.events import Event, MemoryCleared, StepRecorded, TurnSaved, encode_event
 from eventmem.messages import Message
 from eventmem.projection import apply, needs_recount
+from eventmem.rules import check_save_bytes
 from eventmem.store.base import StepRequest, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead, check_expected, now_us, write_transaction
 from eventmem.store.sql import Connection
-from eventmem.tokens import TokenCounter
+from eventmem.tokens import TokenCounter, count_each
 
 __all__ = ["WriteOp", "clear_op", "step_op", "turn_op", "write_batch"]
 
 
 def _counted(counter: TokenCounter, step: StepRequest) -> tuple[tuple[Message, int], ...]:
-    tokens = step.tokens or tuple(counter.count_message(m) for m in step.messages)
+    tokens = step.tokens or count_each(counter, step.messages)
     return tuple(zip(step.messages, tokens, strict=True))
 
 
@@ -142,12 +143,12 @@ def write_batch(
     return results
 
 
-def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
+def turn_op(session_id: str, turn: TurnRequest, max_save_bytes: int) -> WriteOp:
     """The write of one ``save_context`` (its new steps as events of their own)."""
 
     def prepare(conn: Connection) -> Callable[[], SessionHead]:
         counter = turn.counter
-        tokens = turn.tokens or tuple(counter.count_message(m) for m in turn.messages)
+        tokens = turn.tokens or count_each(counter, turn.messages)
         step_counts = [_counted(counter, step) for step in turn.steps or ()]
 
         def body() -> SessionHead:
@@ -155,7 +156,7 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
             check_expected(head, turn.expected_version)
             recount = None
             if needs_recount(head, counter.name):
-                recount = tuple(counter.count_message(m) for m in head.visible_messages())
+                recount = count_each(counter, head.visible_messages())
             held = head.pending()
             # Steps another run recorded live and never saved (it crashed, or raised):
             # kept in the log as evidence, left out of the buffer.
@@ -166,13 +167,12 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
                 _match_live_steps(live, turn.steps)
                 new_steps = turn.steps[len(live) :]
             seen = [m for _, step in live for m in step.messages]
-            steps = list(live)
-            now = now_us()
-            for request, counted in zip(new_steps, step_counts[len(live) :], strict=True):
-                step_event = _new_step(request, counted, seen, turn.as_tools, counter, live=False)
-                position = head.append_event(step_event, now)
-                apply(head, step_event, position)
-                steps.append((position, step_event))
+            step_events = [
+                _new_step(request, counted, seen, turn.as_tools, counter, live=False)
+                for request, counted in zip(new_steps, step_counts[len(live) :], strict=True)
+            ]
+            first = head.version + 1  # the new steps' positions follow the log's end
+            steps = [*live, *((first + i, step) for i, step in enumerate(step_events))]
             step_recount = None
             if any(step.counter != counter.name for _, step in steps):
                 # Steps recorded live under another counting scheme: count them under this one.
@@ -182,7 +182,7 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
                     for t in (
                         step.tokens
                         if step.counter == counter.name
-                        else [counter.count_message(m) for m in step.messages]
+                        else count_each(counter, step.messages)
                     )
                 )
             event = TurnSaved(
@@ -198,7 +198,16 @@ def turn_op(session_id: str, turn: TurnRequest) -> WriteOp:
                 prune=turn.prune,
                 abandoned=abandoned,
             )
-            position = head.append_event(event, now)
+            # Every event encoded and measured before the first is written: a save too
+            # large is refused whole, and alone.
+            events: list[Event] = [*step_events, event]
+            encoded = [encode_event(e) for e in events]
+            check_save_bytes(sum([len(data) for data in encoded]), max_save_bytes)
+            now = now_us()
+            for step_event, data in zip(step_events, encoded, strict=False):
+                position = head.append_event(step_event, now, data)
+                apply(head, step_event, position)
+            position = head.append_event(event, now, encoded[-1])
             apply(head, event, position)
             head.flush()
             return head
@@ -214,7 +223,8 @@ def step_op(
     counter: TokenCounter,
     as_tools: bool,
     run: str | None,
-    expected_version: int | None = None,
+    expected_version: int | None,
+    max_save_bytes: int,
 ) -> WriteOp:
     """The write of one step recorded live."""
 
@@ -231,7 +241,9 @@ def step_op(
                 for m in recorded.messages
             ]
             event = _new_step(step, counted, seen, as_tools, counter, live=True, run=run)
-            position = head.append_event(event, now_us())
+            data = encode_event(event)
+            check_save_bytes(len(data), max_save_bytes)
+            position = head.append_event(event, now_us(), data)
             apply(head, event, position)
             head.flush()
             return head
