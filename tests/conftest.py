@@ -18,8 +18,9 @@ from tests.backends import BACKENDS, check_postgres, drop_target, new_target
 
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
-# Wall time per test file (setup + call + teardown), printed at the end of every run so a
-# slowdown shows up in review.
+# Time spent per test file (setup + call + teardown of its tests, added up over the
+# processes that ran them), printed at the end of every run so a slowdown shows up in
+# review.
 _SECONDS_PER_FILE: defaultdict[str, float] = defaultdict(float)
 _TESTS_PER_FILE: defaultdict[str, int] = defaultdict(int)
 
@@ -34,7 +35,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _SECONDS_PER_FILE:
         return
-    terminalreporter.section("wall time per test file")
+    terminalreporter.section("time per test file")
     total = sum(_SECONDS_PER_FILE.values())
     for path, seconds in sorted(_SECONDS_PER_FILE.items(), key=lambda item: -item[1]):
         tests = _TESTS_PER_FILE[path]
