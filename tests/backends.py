@@ -59,6 +59,63 @@ def fresh_target(backend: str, tmp_path: Path) -> Iterator[str]:
         drop_target(location)
 
 
+# PostgreSQL schemas of this process that a test used through eventmem alone, emptied and
+# ready for the next test that wants an open store: creating a schema and running the
+# migrations costs most of a small PostgreSQL test. A schema anything changed around
+# eventmem (raw SQL other than SELECT, triggers switched off) is dropped instead.
+_POOL: list[str] = []
+_CHANGED_AROUND_EVENTMEM: set[str] = set()
+
+
+def reusable_target(backend: str, tmp_path: Path) -> str:
+    """Like :func:`new_target`, but on PostgreSQL the location may be a schema an earlier
+    test of this process used and :func:`release_target` emptied: it holds eventmem's
+    schema with no sessions. For tests that open a store there anyway."""
+    if backend == "postgresql" and _POOL:
+        return _POOL.pop()
+    return new_target(backend, tmp_path)
+
+
+def release_target(target: str) -> None:
+    """Done with ``target``: a PostgreSQL schema goes back to the pool, empty, when only
+    eventmem wrote to it and its triggers are still eventmem's; otherwise it is dropped."""
+    if backend_of(target) != "postgresql":
+        return
+    if target not in _CHANGED_AROUND_EVENTMEM and _empty(target):
+        _POOL.append(target)
+    else:
+        _CHANGED_AROUND_EVENTMEM.discard(target)
+        drop_target(target)
+
+
+def drop_pool() -> None:
+    """Drop the schemas waiting for reuse (at the end of the run)."""
+    while _POOL:
+        drop_target(_POOL.pop())
+
+
+def _empty(target: str) -> bool:
+    """Remove every session from the schema, leaving it as the migrations made it; False
+    (nothing changed) if the schema is not eventmem's as the migrations made it."""
+    from eventmem.store.migrate import known_migrations
+    from eventmem.store.pg_schema import trigger_findings
+
+    schema = schema_of(target)
+    newest = max(m.version for m in known_migrations("postgresql"))
+    try:
+        with psycopg.connect(POSTGRES_URL) as conn:
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+            versions = [v for (v,) in conn.execute("SELECT version FROM eventmem_migrations")]
+            if max(versions, default=0) != newest or trigger_findings(conn, schema):
+                return False
+            # The log's own triggers refuse TRUNCATE; this role does not fire them.
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("TRUNCATE events, sessions, view_messages RESTART IDENTITY")
+    except psycopg.Error:
+        return False
+    return True
+
+
 def backend_of(target: str | os.PathLike[str]) -> str:
     """Which backend a target names."""
     return "postgresql" if str(target).startswith("postgresql://") else "sqlite"
@@ -88,6 +145,7 @@ class RawDatabase:
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
         self.backend = backend_of(target)
+        self._target = str(target)
         self._dropped: list[tuple[Any, ...]] = []
         self._conn: Any
         if self.backend == "sqlite":
@@ -103,6 +161,8 @@ class RawDatabase:
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (if any)."""
         if self.backend == "postgresql":
+            if not statement.lstrip().upper().startswith("SELECT"):
+                _CHANGED_AROUND_EVENTMEM.add(self._target)
             statement = statement.replace("?", "%s")
         cursor = self._conn.execute(statement, tuple(parameters))
         if cursor.description is None:
@@ -112,6 +172,7 @@ class RawDatabase:
     def allow_tampering(self) -> None:
         """Switch off the database's refusal to change or delete events (eventmem then
         refuses to open the store until :meth:`restore_triggers` or a repair)."""
+        _CHANGED_AROUND_EVENTMEM.add(self._target)
         if self.backend == "sqlite":
             self._dropped = self.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"

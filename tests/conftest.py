@@ -14,7 +14,15 @@ import pytest
 
 import eventmem
 import eventmem.tokens
-from tests.backends import BACKENDS, check_postgres, drop_target, new_target
+from tests.backends import (
+    BACKENDS,
+    check_postgres,
+    drop_pool,
+    drop_target,
+    new_target,
+    release_target,
+    reusable_target,
+)
 
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
@@ -30,6 +38,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _SECONDS_PER_FILE[path] += report.duration
     if report.when == "call" or (report.when == "setup" and report.skipped):
         _TESTS_PER_FILE[path] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    drop_pool()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -92,11 +104,20 @@ def depth(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def target(backend: str, tmp_path: Path) -> Iterator[str]:
-    """Where a new store goes: a SQLite file path, or a PostgreSQL URL with its own schema."""
-    location = new_target(backend, tmp_path)
-    yield location
-    drop_target(location)
+def target(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a new store goes: a SQLite file path, or a PostgreSQL URL with its own schema.
+
+    For a test that also takes ``store`` (which opens the store there at once), a
+    PostgreSQL schema may be one an earlier test left empty (tests.backends.reusable_target).
+    """
+    if "store" in request.fixturenames:
+        location = reusable_target(backend, tmp_path)
+        yield location
+        release_target(location)
+    else:
+        location = new_target(backend, tmp_path)
+        yield location
+        drop_target(location)
 
 
 @pytest.fixture
