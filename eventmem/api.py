@@ -277,6 +277,11 @@ class Store:
         """Whether the store has been closed."""
         return self._backend.closed
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._backend.read_only
+
     async def __aenter__(self) -> Store:
         return self
 
@@ -347,6 +352,7 @@ def open(
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
     cache_sessions: int = 1024,
+    read_only: bool = False,
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -362,6 +368,18 @@ def open(
     ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
     validated against the stored version on every load; 0 disables the cache). Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
+
+    ``read_only=True`` opens an existing, up-to-date store to read it, also on read-only
+    media: it never creates or migrates a store, and every write (a save, a clear, a
+    live step, ``rebuild``, ``import_events``) raises
+    :class:`~eventmem.errors.ReadOnlyStoreError` and writes nothing. A SQLite file is
+    read with ``mode=ro`` (``immutable=1`` where neither the file nor its directory can
+    be written, so no one else can change it), and no ``-wal`` or ``-shm`` file is left
+    behind; in PostgreSQL the session is ``default_transaction_read_only``.
+
+    A path (or URL) containing a NUL character is refused with
+    :class:`~eventmem.errors.InvalidInputError`, a ``ValueError``, as the built-in
+    ``open()`` refuses it: the operating system would read it only up to the NUL.
     """
     if durability not in ("normal", "full"):
         raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
@@ -372,6 +390,9 @@ def open(
         raise InvalidInputError(f"cache_sessions must be an int, got {cache_sessions!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_path(path)
+    if not isinstance(read_only, bool):
+        raise InvalidInputError(f"read_only must be True or False, got {read_only!r}")
     return _Opening(
         path,
         {
@@ -379,5 +400,24 @@ def open(
             "durability": durability,
             "busy_timeout": busy_timeout,
             "cache_sessions": cache_sessions,
+            "read_only": read_only,
         },
     )
+
+
+def _check_path(path: str | os.PathLike[str]) -> None:
+    """Refuse a path the operating system would cut short: ``open('a.db\\0.x')`` would
+    open ``a.db``, another file than the one named."""
+    try:
+        name = os.fspath(path)
+    except TypeError as e:
+        raise InvalidInputError(f"path is not a valid path: {e}") from None
+    if not isinstance(name, (str, bytes)):  # pragma: no cover - os.fspath guarantees it
+        raise InvalidInputError(f"path must be a str, got {type(name).__name__}")
+    if isinstance(name, bytes):
+        raise InvalidInputError("path must be a str (or os.PathLike of str), not bytes")
+    if "\x00" in name:
+        raise InvalidInputError(
+            f"path contains a NUL character: {name!r}; a file name cannot hold one (the "
+            "system would open the file named by what comes before it)"
+        )

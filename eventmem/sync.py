@@ -133,6 +133,11 @@ class SyncStore:
         """Figures about the whole store (see :meth:`Store.stats`)."""
         return self._call("SyncStore.stats", self._store.stats)
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._store.read_only
+
     def close(self) -> None:
         """Close the store and stop its event-loop thread. Idempotent."""
         if self._portal_cm is None:
@@ -240,23 +245,27 @@ def connect(
     create: bool = True,
     durability: Durability = "normal",
     busy_timeout: float = 30.0,
+    read_only: bool = False,
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as :func:`eventmem.open`).
 
-    Use as ``with eventmem.connect(path) as store:``.
+    Use as ``with eventmem.connect(path) as store:``. ``read_only=True`` opens an
+    existing store whose every write raises :class:`~eventmem.errors.ReadOnlyStoreError`.
     """
     _refuse_inside_event_loop("eventmem.connect")
+    # Arguments are checked here, before the event-loop thread starts.
+    opening = open_store(
+        path, create=create, durability=durability, busy_timeout=busy_timeout, read_only=read_only
+    )
     portal_cm = start_blocking_portal(backend="asyncio")
     portal = portal_cm.__enter__()
     try:
-        store = portal.call(
-            _open, path, {"create": create, "durability": durability, "busy_timeout": busy_timeout}
-        )
+        store = portal.call(_open, opening)
     except BaseException as e:
         portal_cm.__exit__(type(e), e, e.__traceback__)
         raise
     return SyncStore(store, portal, portal_cm)
 
 
-async def _open(path: str | os.PathLike[str], options: dict[str, Any]) -> Store:
-    return await open_store(path, **options)
+async def _open(opening: Awaitable[Store]) -> Store:
+    return await opening

@@ -181,6 +181,12 @@ class Backend(Protocol):
         """Whether :meth:`close` was called."""
         ...
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only (every write raises
+        :class:`~eventmem.errors.ReadOnlyStoreError`)."""
+        ...
+
     async def close(self) -> None:
         """Release the connection; further calls raise :class:`~eventmem.errors.ClosedError`."""
         ...

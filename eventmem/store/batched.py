@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 
 from eventmem.audit import VerifyReport
-from eventmem.errors import ClosedError, StorageError
+from eventmem.errors import ClosedError, ReadOnlyStoreError, StorageError
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.store import maintenance, reads
@@ -54,8 +54,9 @@ class BatchedBackend:
     """The operations of a backend whose connection runs one transaction at a time on a
     worker thread; concurrent writes are committed together (see :meth:`_submit`)."""
 
-    def __init__(self, where: str, cache_sessions: int = 1024) -> None:
+    def __init__(self, where: str, cache_sessions: int = 1024, read_only: bool = False) -> None:
         self._where = where
+        self._read_only = read_only
         self._closed = False
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
@@ -73,6 +74,21 @@ class BatchedBackend:
         """Close the connection (idempotent)."""
         raise NotImplementedError
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened ``read_only``: every write is refused."""
+        return self._read_only
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        """Refuse a write before anything of it runs (the connection would refuse it
+        too: this says why, with the same error on both backends)."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if self._read_only:
+            raise ReadOnlyStoreError(
+                f"{self._where} was opened read-only, so {what} was refused; nothing was written"
+            )
+
     # -- writes ----------------------------------------------------------------------
     async def _submit(self, op: WriteOp) -> int:
         """Queue a write and wait until it is committed (or refused).
@@ -85,8 +101,7 @@ class BatchedBackend:
         waiting caller waits on a bare future (aiosqlite runs on asyncio) that is
         resolved once: no lock is handed from caller to caller.
         """
-        if self._closed:
-            raise ClosedError("the store is closed")
+        self._refuse_if_read_only("a write")
         entry = _Queued(op)
         self._queue.append(entry)
         try:
@@ -199,6 +214,7 @@ class BatchedBackend:
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute every projection from the events; return the number of sessions."""
+        self._refuse_if_read_only("rebuild")
         return await self._run(maintenance.rebuild, self._cache, progress)
 
     async def export_page(
@@ -209,6 +225,7 @@ class BatchedBackend:
 
     async def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
         """Import export lines (header excluded) in one transaction: (sessions, events)."""
+        self._refuse_if_read_only("an import")
         return await self._run(maintenance.import_lines, self._cache, lines)
 
     async def count_events(self) -> int:
