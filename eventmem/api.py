@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -215,10 +215,14 @@ class Store:
         was). Events changed while they were off are for `verify` to find."""
         return await self._backend.repair_triggers()
 
-    async def export(self, session_id: str | None = None) -> AsyncIterator[bytes]:
+    async def export(self, session_id: str | None = None) -> AsyncGenerator[bytes, None]:
         """The export file, line by line (each ending in a newline): a header, one line per
         event in global order, and an end line with the event count (so a file cut short
-        is refused on import). See ``docs/export-format.md``."""
+        is refused on import). See ``docs/export-format.md``.
+
+        The export reads one consistent snapshot of the log, in a transaction that stays
+        open until the generator finishes: a consumer that may stop early should close it,
+        e.g. ``async with contextlib.aclosing(store.export()) as lines:``."""
         if session_id is not None:
             session_id = validate_session_id(session_id)
         yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
@@ -294,6 +298,11 @@ class Store:
         """The most bytes one write may store (see [`open`][eventmem.open])."""
         return self._backend.max_save_bytes
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._backend.read_only
+
     async def __aenter__(self) -> Store:
         return self
 
@@ -366,6 +375,7 @@ def open(
     cache_sessions: int = 1024,
     triggers: TriggerMode = "require",
     max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+    read_only: bool = False,
 ) -> _Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -394,6 +404,18 @@ def open(
     counted. It also bounds each line an import reads. Use as
     ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
 
+    ``read_only=True`` opens an existing, up-to-date store to read it, also on read-only
+    media: it never creates or migrates a store, and every write (a save, a clear, a
+    live step, ``rebuild``, ``import_events``) raises
+    `ReadOnlyStoreError` and writes nothing. A SQLite file is
+    read with ``mode=ro`` (``immutable=1`` where neither the file nor its directory can
+    be written, so no one else can change it), and no ``-wal`` or ``-shm`` file is left
+    behind; in PostgreSQL the session is ``default_transaction_read_only``.
+
+    A path (or URL) containing a NUL character is refused with
+    `InvalidInputError`, a ``ValueError``, as the built-in
+    ``open()`` refuses it: the operating system would read it only up to the NUL.
+
     Every argument is checked before anything is created or connected to.
     """
     if triggers not in ("require", "repair", "report"):
@@ -402,6 +424,9 @@ def open(
         )
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_path(path)
+    if not isinstance(read_only, bool):
+        raise InvalidInputError(f"read_only must be True or False, got {read_only!r}")
     if not isinstance(create, bool):
         raise InvalidInputError(f"create must be a bool, got {type(create).__name__}")
     if durability not in ("normal", "full"):
@@ -430,9 +455,28 @@ def open(
             "cache_sessions": cache_sessions,
             "triggers": triggers,
             "max_save_bytes": check_max_save_bytes(max_save_bytes),
+            "read_only": read_only,
         },
     )
 
 
 # Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
 _MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000
+
+
+def _check_path(path: str | os.PathLike[str]) -> None:
+    """Refuse a path the operating system would cut short: ``open('a.db\\0.x')`` would
+    open ``a.db``, another file than the one named."""
+    try:
+        name = os.fspath(path)
+    except TypeError as e:
+        raise InvalidInputError(f"path is not a valid path: {e}") from None
+    if not isinstance(name, (str, bytes)):  # pragma: no cover - os.fspath guarantees it
+        raise InvalidInputError(f"path must be a str, got {type(name).__name__}")
+    if isinstance(name, bytes):
+        raise InvalidInputError("path must be a str (or os.PathLike of str), not bytes")
+    if "\x00" in name:
+        raise InvalidInputError(
+            f"path contains a NUL character: {name!r}; a file name cannot hold one (the "
+            "system would open the file named by what comes before it)"
+        )

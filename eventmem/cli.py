@@ -32,6 +32,7 @@ import anyio
 import msgspec
 
 import eventmem
+from eventmem._files import check_stream, safe_output, store_files
 from eventmem.audit import Problem, max_line_bytes, rewrite_for_replay
 from eventmem.errors import EventmemError
 from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
@@ -280,7 +281,7 @@ async def _demo(path: str, resolved: str, limit: int, model: str) -> int:
             print(f"  hash chain head (event {log[-1].position}): {log[-1].hash[:16]}...")
         sessions = await store.sessions()
 
-    async with eventmem.open(path, create=False) as store:
+    async with eventmem.open(path, create=False, read_only=True) as store:
         reopened = await store.messages(session)
     where = _shown(path)
     if reopened != messages:
@@ -367,19 +368,21 @@ def _creatable(path: str) -> Path:
 
 
 def _open_existing(
-    path: str, triggers: TriggerMode = "require"
+    path: str, *, triggers: TriggerMode = "require", read_only: bool = False
 ) -> AbstractAsyncContextManager[eventmem.Store]:
     """Open a store that must already exist: reading commands never create a database
-    (in PostgreSQL, ``create=False`` refuses a schema without a store)."""
+    (in PostgreSQL, ``create=False`` refuses a schema without a store). The commands
+    that only read open it ``read_only``: they write nothing, not even a migration, and
+    work on read-only media."""
     if is_postgres_url(path):
         _shown(path)  # a malformed URL is refused before connecting
-        return eventmem.open(path, create=False, triggers=triggers)
+        return eventmem.open(path, create=False, triggers=triggers, read_only=read_only)
     target = Path(path).expanduser()
     if target.is_file() and target.stat().st_size == 0 and _wal_bytes(target) == 0:
         # SQLite takes an empty file for a new database, and eventmem would write its
         # schema into it: a command that only reads must not turn a file into a store.
         raise EventmemError(f"cannot open {path}: the file is empty, not an eventmem database")
-    return eventmem.open(path, create=False, triggers=triggers)
+    return eventmem.open(path, create=False, triggers=triggers, read_only=read_only)
 
 
 def _wal_bytes(target: Path) -> int:
@@ -541,7 +544,7 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
 
 
 async def _sessions(path: str, as_json: bool) -> int:
-    async with _open_existing(path) as store:
+    async with _open_existing(path, read_only=True) as store:
         rows = await store.session_summaries()
     if as_json:
         for row in rows:
@@ -673,7 +676,7 @@ def _configure_log(parser: argparse.ArgumentParser) -> None:
 async def _log(path: str, session: str, as_json: bool) -> int:
     arrow = _arrow()
     style = _Style.for_stream(sys.stdout)
-    async with _open_existing(path) as store:
+    async with _open_existing(path, read_only=True) as store:
         await _require_session(store, session, path)
         placed = await _place(store, session)
         width = max(len(str(placed.version)), 3)
@@ -762,7 +765,7 @@ async def _buffer(
 ) -> int:
     what_if = limit is not None or model is not None
     counter = resolve_counter(model) if model is not None else None
-    async with _open_existing(path) as store:
+    async with _open_existing(path, read_only=True) as store:
         version = await _require_session(store, session, path)
         if at is not None and at > version:
             raise EventmemError(
@@ -867,8 +870,9 @@ def _problem_text(problem: Problem) -> str:
 
 
 async def _verify(path: str, repair: bool, as_json: bool) -> int:
-    # Opened as it is: a log whose triggers are off is what verify is there to report.
-    async with _open_existing(path, triggers="report") as store:
+    # Opened as it is: a log whose triggers are off is what verify is there to report;
+    # read-only unless asked to repair them.
+    async with _open_existing(path, triggers="report", read_only=not repair) as store:
         repaired = await store.repair_triggers() if repair else []
         with _Progress.for_command("verify", quiet=as_json) as progress:
             report = await store.verify(progress=progress)
@@ -961,7 +965,13 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="FILE",
-        help="write to FILE (replaced only once the export is complete) instead of stdout",
+        help="write to FILE (written aside, renamed once complete) instead of stdout",
+    )
+    parser.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="replace FILE if it exists (never a database, nor a file of DB)",
     )
 
 
@@ -969,11 +979,14 @@ async def _export_to(
     store: eventmem.Store, session: str | None, sink: BinaryIO, total: int, quiet: bool
 ) -> int:
     written = -2  # the header and the end line are not events
+    # aclosing: a failing sink (a full disk) ends the export's snapshot transaction at
+    # once, before the store closes.
     with _Progress.for_command("export", quiet=quiet) as progress:
-        async for line in store.export(session):
-            sink.write(line)
-            written += 1
-            progress(max(written, 0), total)
+        async with aclosing(store.export(session)) as lines:
+            async for line in lines:
+                sink.write(line)
+                written += 1
+                progress(max(written, 0), total)
     return written
 
 
@@ -981,7 +994,7 @@ async def _export(
     path: str, session: str | None, sink: BinaryIO, quiet: bool = False
 ) -> tuple[int, int]:
     """Write the export to ``sink``; return (events, sessions) written."""
-    async with _open_existing(path) as store:
+    async with _open_existing(path, read_only=True) as store:
         if session is not None:
             total = await _require_session(store, session, path)
             sessions = 1
@@ -994,30 +1007,17 @@ async def _export(
 def _run_export(args: argparse.Namespace) -> int:
     output: str | None = args.output
     if output is None or output == "-":
+        check_stream(sys.stdout.buffer, protect=[args.db])
         # No progress line over the export itself when both go to the same terminal.
         quiet = sys.stdout.isatty()
         sys.stdout.flush()
         anyio.run(_export, args.db, args.session, sys.stdout.buffer, quiet, backend="asyncio")
         sys.stdout.buffer.flush()
         return EXIT_OK
-    target = Path(output).expanduser()
-    if not target.parent.is_dir():
-        raise EventmemError(f"cannot write {output}: directory {target.parent} does not exist")
-    if target.exists() and not target.is_file():  # /dev/stdout, a FIFO...
-        with target.open("wb") as sink:
-            events, sessions = anyio.run(_export, args.db, args.session, sink, backend="asyncio")
-    else:
-        # Written aside and renamed once complete: an export cut short (an error, Ctrl-C)
-        # never leaves a FILE that looks whole.
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            with partial.open("wb") as sink:
-                events, sessions = anyio.run(
-                    _export, args.db, args.session, sink, backend="asyncio"
-                )
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+    # Checked before the store is opened; written aside and renamed once complete, so an
+    # export cut short (an error, Ctrl-C) never leaves a file that looks whole.
+    with safe_output(output, force=args.force, protect=[args.db]) as sink:
+        events, sessions = anyio.run(_export, args.db, args.session, sink, backend="asyncio")
     print(f"exported {_plural(events, 'event')} of {_plural(sessions, 'session')} to {output}")
     return EXIT_OK
 
@@ -1052,26 +1052,34 @@ def _read_lines(source: BinaryIO, progress: _Progress, limit: int) -> Iterator[b
     progress.show(f"import: {_plural(max(count - 2, 0), 'event')} checked and written")
 
 
-def _remove_database(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+def _existing_files(path: Path) -> set[Path]:
+    """Which of the database's files (itself, -wal, -shm, -journal) exist now."""
+    return {file for file in store_files(str(path)) if os.path.lexists(file)}
+
+
+def _remove_new_files(path: Path, before: set[Path]) -> None:
+    """Remove the database files an import made, and only those: a -wal that was there
+    before (another database's, which the open refused) is not the import's to remove."""
+    for file in store_files(str(path)):
+        if file not in before:
+            file.unlink(missing_ok=True)
 
 
 async def _import(
     path: str,
     resolved: Path | None,
     source: BinaryIO,
-    options: tuple[bool, bool, int],
+    options: tuple[bool, set[Path], int],
 ) -> int:
-    as_json, existed, max_save_bytes = options
+    as_json, before, max_save_bytes = options
     try:
         async with eventmem.open(path, max_save_bytes=max_save_bytes) as store:
             with _Progress.for_command("import", quiet=as_json, unit="lines read") as progress:
                 limit = max_line_bytes(store.max_save_bytes)
                 sessions, events = await store.import_events(_read_lines(source, progress, limit))
     except EventmemError:
-        if resolved is not None and not existed:  # a refused import leaves no new file
-            _remove_database(resolved)
+        if resolved is not None and resolved not in before:
+            _remove_new_files(resolved, before)  # a refused import leaves no new file
         raise
     if as_json:
         _print_json({"sessions": sessions, "events": events})
@@ -1087,7 +1095,8 @@ def _run_import(args: argparse.Namespace) -> int:
     resolved = None if is_postgres_url(args.db) else _creatable(args.db)
     if resolved is None:
         _shown(args.db)  # a malformed URL is refused before connecting
-    options = (args.json, resolved is None or resolved.exists(), args.max_save_bytes)
+    before = set() if resolved is None else _existing_files(resolved)
+    options = (args.json, before, args.max_save_bytes)
     if args.file == "-":
         return anyio.run(_import, args.db, resolved, sys.stdin.buffer, options, backend="asyncio")
     with open(args.file, "rb") as source:  # a missing FILE fails before the DB is created
@@ -1124,7 +1133,7 @@ def _configure_stats(parser: argparse.ArgumentParser) -> None:
 
 
 async def _stats(path: str, file_bytes: int | None, wal_bytes: int | None, as_json: bool) -> int:
-    async with _open_existing(path) as store:
+    async with _open_existing(path, read_only=True) as store:
         figures = await store.stats()
     url = is_postgres_url(path)
     stats = _Stats(
@@ -1180,7 +1189,7 @@ def _run_stats(args: argparse.Namespace) -> int:
     if is_postgres_url(args.db):  # no file: the schema's size is read from the server
         return anyio.run(_stats, args.db, None, None, args.json, backend="asyncio")
     target = Path(args.db).expanduser()
-    # Sizes first: opening and closing a store checkpoints (and removes) the WAL.
+    # Sizes first, as they were before the store was opened.
     file_bytes = target.stat().st_size if target.is_file() else 0
     return anyio.run(_stats, args.db, file_bytes, _wal_bytes(target), args.json, backend="asyncio")
 
@@ -1265,7 +1274,10 @@ COMMANDS: tuple[Command, ...] = (
         description=(
             "Write an export file to stdout (or FILE): a header line, one line per event "
             "in global order, each with its stored JSON and hash, so 'import' can "
-            "re-verify every chain, and an end line with the event count."
+            "re-verify every chain, and an end line with the event count. FILE is written "
+            "aside and renamed once complete; it is refused if it is (or resolves to) DB "
+            "or one of its -wal/-shm files, any SQLite database, a directory, or an "
+            "existing file without --force."
         ),
         configure=_configure_export,
         run=_run_export,

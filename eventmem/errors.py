@@ -31,6 +31,7 @@ __all__ = [
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
     "ReadOnlyDatabaseError",
+    "ReadOnlyStoreError",
     "RebuildRefusedError",
     "SchemaVersionError",
     "StorageError",
@@ -139,6 +140,12 @@ class DatabaseLockedError(StorageError):
 class ReadOnlyDatabaseError(StorageError):
     """The database file (or its directory) cannot be written; in PostgreSQL, the
     server is read-only (a standby) or the role may not write."""
+
+
+class ReadOnlyStoreError(ReadOnlyDatabaseError):
+    """The store was opened with ``read_only=True``: a write (a save, a clear, a live step,
+    ``rebuild``, ``import_events``) or a schema migration the store would need was refused
+    before anything was written."""
 
 
 class DiskFullError(StorageError):

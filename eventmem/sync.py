@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, aclosing
 from functools import partial
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
@@ -122,9 +122,11 @@ class SyncStore:
 
         async def write() -> int:
             lines = -2  # the header and end lines are not events
-            async for line in self._store.export(session_id):
-                sink.write(line)
-                lines += 1
+            # aclosing: a failing sink ends the export's snapshot transaction at once.
+            async with aclosing(self._store.export(session_id)) as export:
+                async for line in export:
+                    sink.write(line)
+                    lines += 1
             return lines
 
         return self._call("SyncStore.export", write)
@@ -146,6 +148,11 @@ class SyncStore:
     def stats(self) -> StoreStats:
         """Figures about the whole store (see [`Store.stats`][eventmem.Store.stats])."""
         return self._call("SyncStore.stats", self._store.stats)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._store.read_only
 
     def close(self) -> None:
         """Close the store and stop its event-loop thread. Idempotent."""
@@ -256,31 +263,33 @@ def connect(
     busy_timeout: float = 30.0,
     triggers: TriggerMode = "require",
     max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+    read_only: bool = False,
 ) -> SyncStore:
     """Open a store for blocking code (same arguments as [`eventmem.open`][eventmem.open]).
 
-    Use as ``with eventmem.connect(path) as store:``.
+    Use as ``with eventmem.connect(path) as store:``. ``read_only=True`` opens an
+    existing store whose every write raises `ReadOnlyStoreError`.
     """
     _refuse_inside_event_loop("eventmem.connect")
+    # Arguments are checked here, before the event-loop thread starts.
+    opening = open_store(
+        path,
+        create=create,
+        durability=durability,
+        busy_timeout=busy_timeout,
+        triggers=triggers,
+        max_save_bytes=max_save_bytes,
+        read_only=read_only,
+    )
     portal_cm = start_blocking_portal(backend="asyncio")
     portal = portal_cm.__enter__()
     try:
-        store = portal.call(
-            _open,
-            path,
-            {
-                "create": create,
-                "durability": durability,
-                "busy_timeout": busy_timeout,
-                "triggers": triggers,
-                "max_save_bytes": max_save_bytes,
-            },
-        )
+        store = portal.call(_open, opening)
     except BaseException as e:
         portal_cm.__exit__(type(e), e, e.__traceback__)
         raise
     return SyncStore(store, portal, portal_cm)
 
 
-async def _open(path: str | os.PathLike[str], options: dict[str, Any]) -> Store:
-    return await open_store(path, **options)
+async def _open(opening: Awaitable[Store]) -> Store:
+    return await opening

@@ -31,7 +31,9 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         if not name.startswith("_") and not inspect.ismodule(value)
     } - set(eventmem.__all__)
     assert unlisted == set()
-    assert {n for n, v in vars(eventmem).items() if inspect.ismodule(v)} <= public_modules | {
+    # Private modules (eventmem._files, used by the command) are not part of the surface.
+    modules = {n for n, v in vars(eventmem).items() if inspect.ismodule(v) and n[0] != "_"}
+    assert modules <= public_modules | {
         "cli",
         "integrations",
     }

@@ -197,6 +197,12 @@ class Backend(Protocol):
         """The most bytes one write may store (its events' JSON); see ``eventmem.open``."""
         ...
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only (every write raises
+        [`ReadOnlyStoreError`][eventmem.errors.ReadOnlyStoreError])."""
+        ...
+
     async def close(self) -> None:
         """Release the connection; further calls raise [`ClosedError`][eventmem.ClosedError]."""
         ...

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 
 from eventmem.audit import ExportReader, VerifyReport
-from eventmem.errors import ClosedError, StorageError, UnprotectedLogError
+from eventmem.errors import ClosedError, ReadOnlyStoreError, StorageError, UnprotectedLogError
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
@@ -57,10 +57,15 @@ class BatchedBackend:
     worker thread; concurrent writes are committed together (see ``_submit``)."""
 
     def __init__(
-        self, where: str, cache_sessions: int = 1024, max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES
+        self,
+        where: str,
+        cache_sessions: int = 1024,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        read_only: bool = False,
     ) -> None:
         self._where = where
         self._max_save_bytes = max_save_bytes
+        self._read_only = read_only
         self._closed = False
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
@@ -78,6 +83,21 @@ class BatchedBackend:
         """Close the connection (idempotent)."""
         raise NotImplementedError
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened ``read_only``: every write is refused."""
+        return self._read_only
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        """Refuse a write before anything of it runs (the connection would refuse it
+        too: this says why, with the same error on both backends)."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if self._read_only:
+            raise ReadOnlyStoreError(
+                f"{self._where} was opened read-only, so {what} was refused; nothing was written"
+            )
+
     # -- writes ----------------------------------------------------------------------
     async def _submit(self, op: WriteOp) -> int:
         """Queue a write and wait until it is committed (or refused).
@@ -90,8 +110,7 @@ class BatchedBackend:
         waiting caller waits on a bare future (aiosqlite runs on asyncio) that is
         resolved once: no lock is handed from caller to caller.
         """
-        if self._closed:
-            raise ClosedError("the store is closed")
+        self._refuse_if_read_only("a write")
         entry = _Queued(op)
         self._queue.append(entry)
         try:
@@ -206,10 +225,12 @@ class BatchedBackend:
 
     async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt."""
+        self._refuse_if_read_only("rebuild")
         return await self._run(maintenance.rebuild, self._cache, progress, force)
 
     async def repair_triggers(self) -> list[str]:
         """Make the log's triggers the schema's again; return what was wrong."""
+        self._refuse_if_read_only("repairing triggers")
         return await self._run(maintenance.restore_triggers)
 
     async def _check_triggers(self, mode: TriggerMode) -> None:
@@ -239,6 +260,7 @@ class BatchedBackend:
     async def import_lines(self, reader: ExportReader) -> tuple[int, int]:
         """Import an export file in one transaction, read on the connection's thread
         (so reading it never blocks the event loop): (sessions, events)."""
+        self._refuse_if_read_only("an import")
         return await self._run(maintenance.import_lines, self._cache, reader)
 
     async def count_events(self) -> int:

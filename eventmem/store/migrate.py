@@ -22,7 +22,12 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
-from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
+from eventmem.errors import (
+    MigrationError,
+    NotAnEventmemDatabaseError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+)
 
 __all__ = [
     "APPLICATION_ID",
@@ -31,6 +36,7 @@ __all__ = [
     "apply_migrations",
     "check_history",
     "known_migrations",
+    "refuse_to_migrate",
     "restore_triggers",
     "trigger_findings",
 ]
@@ -101,11 +107,22 @@ def _applied_versions(conn: sqlite3.Connection) -> list[int] | None:
     return applied
 
 
-def apply_migrations(conn: sqlite3.Connection, *, create: bool = True) -> int:
+def refuse_to_migrate(applied: list[int], newest: int) -> ReadOnlyStoreError:
+    """The error for a store opened read-only that would need migrations first."""
+    return ReadOnlyStoreError(
+        f"the store has schema version {len(applied)}, older than this eventmem's {newest}, "
+        "and was opened read-only, so it was not migrated (nothing was written); open it "
+        "once for writing to bring it up to date (eventmem.open without read_only=True, "
+        "or a command that writes, such as 'eventmem rebuild')"
+    )
+
+
+def apply_migrations(conn: sqlite3.Connection, *, create: bool = True, migrate: bool = True) -> int:
     """Bring the database to the newest schema; return its version.
 
     With ``create=False`` a file without an eventmem schema (an empty one) is refused
-    instead of being made into a store.
+    instead of being made into a store; with ``migrate=False`` (a read-only store) so is
+    one with migrations pending, and nothing is written.
     """
     known = known_migrations()
     # Checked once without a lock (to refuse foreign files untouched, and to leave an
@@ -120,6 +137,8 @@ def apply_migrations(conn: sqlite3.Connection, *, create: bool = True) -> int:
     check_history(applied or [], len(known))
     if applied is not None and len(applied) == len(known):
         return len(known)
+    if not migrate:
+        raise refuse_to_migrate(applied or [], len(known))
     conn.execute("BEGIN IMMEDIATE")
     try:
         applied = _applied_versions(conn) or []

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
-from eventmem.store.migrate import Migration, check_history, known_migrations
+from eventmem.store.migrate import Migration, check_history, known_migrations, refuse_to_migrate
 
 __all__ = ["MIGRATION_LOCK", "apply_migrations", "restore_triggers", "trigger_findings"]
 
@@ -60,11 +60,14 @@ def _applied_versions(conn: psycopg.Connection[Any], schema: str) -> list[int] |
     return applied
 
 
-def apply_migrations(conn: psycopg.Connection[Any], schema: str, *, create: bool = True) -> int:
+def apply_migrations(
+    conn: psycopg.Connection[Any], schema: str, *, create: bool = True, migrate: bool = True
+) -> int:
     """Bring the store in ``schema`` to the newest version; return it.
 
     ``conn`` is in autocommit mode with its search_path set to ``schema``. With
-    ``create=False`` a schema holding no store is refused, and nothing is created.
+    ``create=False`` a schema holding no store is refused, and nothing is created; with
+    ``migrate=False`` (a read-only store) so is a store with migrations pending.
     """
     known = known_migrations("postgresql")
     # Checked once without a lock (an up-to-date store takes no lock, so a read-only
@@ -78,6 +81,8 @@ def apply_migrations(conn: psycopg.Connection[Any], schema: str, *, create: bool
     check_history(applied or [], len(known))
     if applied is not None and len(applied) == len(known):
         return len(known)
+    if not migrate:
+        raise refuse_to_migrate(applied or [], len(known))
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION_LOCK)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

@@ -19,7 +19,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import anyio
 import psycopg
@@ -35,6 +35,7 @@ from eventmem.errors import (
     EventmemError,
     InvalidInputError,
     ReadOnlyDatabaseError,
+    ReadOnlyStoreError,
     StorageError,
 )
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
@@ -283,11 +284,11 @@ class PostgresBackend(BatchedBackend):
         self,
         conn: PostgresConnection,
         target: _Target,
-        settings: tuple[int, Durability],
+        settings: _Settings,
         cache_sessions: int,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     ) -> None:
-        super().__init__(target.display, cache_sessions, max_save_bytes)
+        super().__init__(target.display, cache_sessions, max_save_bytes, settings.read_only)
         self._pg = conn
         self._target = target
         self._settings = settings
@@ -304,12 +305,14 @@ class PostgresBackend(BatchedBackend):
         cache_sessions: int = 1024,
         triggers: TriggerMode = "require",
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        read_only: bool = False,
     ) -> PostgresBackend:
         """Connect, and (if ``create``) create the store's schema or bring it up to date;
-        ``triggers`` says what to do about a log whose triggers are not the schema's."""
+        ``triggers`` says what to do about a log whose triggers are not the schema's; with
+        ``read_only``, open an existing store in read-only sessions."""
         target = _Target(url)
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
-        settings = (max(1, int(busy_timeout * 1000)), durability)
+        settings = _Settings(max(1, int(busy_timeout * 1000)), durability, read_only)
         raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
         conn = PostgresConnection(raw, target.schema)
         backend = cls(conn, target, settings, cache_sessions, max_save_bytes)
@@ -353,7 +356,7 @@ class PostgresBackend(BatchedBackend):
                     return attempt()
             except psycopg.Error as e:
                 _abandon(conn)
-                raise translate(e, self._where) from e
+                raise self._translate(e) from e
             except BaseException:
                 _abandon(conn)  # no transaction outlives its call, whatever ended it
                 raise
@@ -379,7 +382,7 @@ class PostgresBackend(BatchedBackend):
                     reader.begin_read()
                 return maintenance.export_page(reader, session_id, after_id, limit)
             except psycopg.Error as e:
-                raise translate(e, self._where) from e
+                raise self._translate(e) from e
 
         async def page(
             session_id: str | None, after_id: int, limit: int
@@ -394,11 +397,20 @@ class PostgresBackend(BatchedBackend):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(raw.close, limiter=limiter)
 
+    def _translate(self, error: psycopg.Error) -> EventmemError:
+        translated = translate(error, self._where)
+        if self._read_only and isinstance(error, pg.ReadOnlySqlTransaction):
+            return ReadOnlyStoreError(f"{self._where} was opened read-only: {str(error).strip()}")
+        return translated
+
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent). Shielded: a close that is cancelled still
+        closes the connection (waiting for a call in progress to end) before the
+        cancellation goes on."""
         if not self._closed:
             self._closed = True
-            await anyio.to_thread.run_sync(self._pg.raw.close, limiter=self._limiter)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._pg.raw.close, limiter=self._limiter)
 
 
 # Writes: most of their statements' results are never read. (Verify, rebuild and
@@ -416,10 +428,16 @@ def _abandon(conn: PostgresConnection) -> None:
     conn.start_call()  # nothing read in the failed transaction is kept
 
 
-def _connect(
-    target: _Target, settings: tuple[int, Durability], create: bool
-) -> psycopg.Connection[Any]:
-    lock_timeout_ms, durability = settings
+class _Settings(NamedTuple):
+    """What every connection of a store is opened with (also on reconnecting)."""
+
+    lock_timeout_ms: int
+    durability: Durability
+    read_only: bool = False
+
+
+def _connect(target: _Target, settings: _Settings, create: bool) -> psycopg.Connection[Any]:
+    lock_timeout_ms, durability, read_only = settings
     try:
         raw = psycopg.connect(
             target.conninfo,
@@ -443,7 +461,11 @@ def _connect(
         raw.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
         if durability == "full":
             raw.execute("SET synchronous_commit = on")
-        apply_migrations(raw, target.schema, create=create)
+        if read_only:
+            # Every transaction of the session is READ ONLY: the server refuses any
+            # write, whatever eventmem's own refusal would have missed.
+            raw.execute("SET default_transaction_read_only = on")
+        apply_migrations(raw, target.schema, create=create and not read_only, migrate=not read_only)
     except BaseException as e:
         raw.close()
         if isinstance(e, psycopg.Error):

@@ -30,6 +30,7 @@ from eventmem.errors import (
     EventmemError,
     NotAnEventmemDatabaseError,
     ReadOnlyDatabaseError,
+    ReadOnlyStoreError,
     StorageError,
 )
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
@@ -37,6 +38,7 @@ from eventmem.store.base import Backend, Durability, ExportPage, Progress, Trigg
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.migrate import apply_migrations
 from eventmem.store.sql import SQLiteConnection
+from eventmem.store.sqlite_files import OpenPlan, check_wal, plan_open, remove_created
 
 __all__ = ["Durability", "Progress", "SQLiteBackend"]
 
@@ -73,9 +75,12 @@ class SQLiteBackend(BatchedBackend):
         where: str,
         cache_sessions: int = 1024,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        plan: OpenPlan | None = None,
+        read_only: bool = False,
     ) -> None:
-        super().__init__(where, cache_sessions, max_save_bytes)
+        super().__init__(where, cache_sessions, max_save_bytes, read_only)
         self._conn = conn
+        self._plan = plan
 
     @classmethod
     async def open(
@@ -88,26 +93,36 @@ class SQLiteBackend(BatchedBackend):
         cache_sessions: int = 1024,
         triggers: TriggerMode = "require",
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        read_only: bool = False,
     ) -> SQLiteBackend:
         """Open (and, if ``create``, create) the database and bring its schema up to date;
-        ``triggers`` says what to do about a log whose triggers are not the schema's."""
+        ``triggers`` says what to do about a log whose triggers are not the schema's; with
+        ``read_only``, open an existing store that nothing will be written to."""
         where = os.fspath(path)
-        database = await anyio.to_thread.run_sync(_database_uri, where, create)
+        busy_ms = int(busy_timeout * 1000)
+        try:
+            plan = await anyio.to_thread.run_sync(_prepare, where, create, read_only, busy_ms)
+        except sqlite3.Error as e:
+            raise _translate(e, where) from e
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
-        conn = aiosqlite.connect(database, uri=True, isolation_level=None, factory=SQLiteConnection)
+        conn = aiosqlite.connect(plan.uri, uri=True, isolation_level=None, factory=SQLiteConnection)
         try:
             await conn
         except sqlite3.Error as e:
             # aiosqlite stops its thread on a failed connect; let it finish while the loop
             # still runs, or it reports to a closed loop later.
             await anyio.to_thread.run_sync(conn._thread.join, 5.0)
-            raise _translate(e, where) from e
-        backend = cls(conn, where, cache_sessions, max_save_bytes)
+            raise _with_hint(_translate(e, where), where, read_only) from e
+        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only)
         try:
-            await backend._run(_configure, int(busy_timeout * 1000), synchronous, create)
+            await backend._run(_configure, busy_ms, synchronous, create, read_only)
+        except StorageError as e:
+            await backend.close()
+            raise _with_hint(e, where, read_only) from e.__cause__
+        try:
             await backend._check_triggers(triggers)
         except BaseException:
-            await conn.close()
+            await backend.close()
             raise
         return backend
 
@@ -122,7 +137,10 @@ class SQLiteBackend(BatchedBackend):
             try:
                 return fn(raw, *args)
             except sqlite3.Error as e:
-                raise _translate(e, self._where) from e
+                error = _translate(e, self._where)
+                if self._read_only and isinstance(error, ReadOnlyDatabaseError):
+                    error = ReadOnlyStoreError(f"{self._where} was opened read-only: {e}")
+                raise error from e
 
         result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
         return result
@@ -134,29 +152,56 @@ class SQLiteBackend(BatchedBackend):
         yield self.export_page
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent). Shielded: a close that is cancelled still
+        closes the connection before the cancellation goes on."""
         if not self._closed:
             self._closed = True
-            await self._conn.close()
+            with anyio.CancelScope(shield=True):
+                await self._conn.close()
+                if self._plan is not None and self._plan.absent:
+                    await anyio.to_thread.run_sync(remove_created, _target(self._where), self._plan)
 
 
-def _database_uri(target: str, create: bool) -> str:
-    if target == ":memory:":
-        return "file::memory:"
-    resolved = Path(target).expanduser().absolute()
-    if resolved.is_dir():
-        raise StorageError(f"cannot open {target}: it is a directory")
-    if not create and not resolved.exists():
-        raise StorageError(f"cannot open {target}: no such database file")
-    return resolved.as_uri() + ("" if create else "?mode=rw")
+def _with_hint(error: EventmemError, where: str, read_only: bool) -> EventmemError:
+    """A store that cannot be opened for writing because its directory cannot be written
+    (read-only media): say that it can be read."""
+    if read_only or where == ":memory:" or not isinstance(error, StorageError):
+        return error
+    if isinstance(error, NotAnEventmemDatabaseError):
+        return error
+    target = _target(where).resolve()
+    if not target.is_file() or os.access(target.parent, os.W_OK):
+        return error
+    return type(error)(
+        f"{error} (its directory cannot be written, so SQLite cannot make the -wal and -shm "
+        "files a writer needs; eventmem.open(path, read_only=True) reads it)"
+    )
+
+
+def _target(where: str) -> Path:
+    return Path(where).expanduser().absolute()
+
+
+def _prepare(where: str, create: bool, read_only: bool, busy_timeout_ms: int) -> OpenPlan:
+    """Check the files before connecting (see `eventmem.store.sqlite_files`)."""
+    if where == ":memory:":
+        if read_only:
+            raise StorageError("cannot open :memory: read-only: it has no store to read")
+        return OpenPlan("file::memory:")
+    target = _target(where)
+    plan = plan_open(target, where, create=create, read_only=read_only)
+    check_wal(target.resolve(), where, busy_timeout_ms)
+    return plan
 
 
 def _configure(
-    conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str, create: bool
+    conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str, create: bool, read_only: bool
 ) -> None:
     conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     # refuses foreign files before anything below writes to them
-    apply_migrations(conn, create=create)
+    apply_migrations(conn, create=create and not read_only, migrate=not read_only)
+    if read_only:
+        return  # the file is read as it is, in whichever journal mode
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
