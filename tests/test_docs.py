@@ -305,3 +305,14 @@ def test_each_page_says_what_its_samples_need() -> None:
     for need in declared.values():
         assert (ROOT / "locks" / f"{need.extra}.txt").is_file(), need
         assert _dependencies(need.packages) <= set(locked), need
+
+
+def test_the_guarantees_table_names_tests_that_exist() -> None:
+    """docs/operations.md backs each guarantee with tests: every one it names exists."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("## What eventmem guarantees") :]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", table)
+    assert len(named) >= 20
+    for path, test in named:
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^(async )?def {test}\(", source, re.M), f"{path}::{test}"
