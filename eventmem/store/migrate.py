@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
 from typing import Literal
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # importlib.abc's copy is deprecated from 3.12 and gone in 3.14
+    from importlib.abc import Traversable
 
 from eventmem.errors import (
     MigrationError,
