@@ -233,6 +233,14 @@ class BatchedBackend:
         self._refuse_if_read_only("repairing triggers")
         return await self._run(maintenance.restore_triggers)
 
+    async def _finish_open(self, triggers: TriggerMode) -> None:
+        """The last step of opening: check the log's triggers; a refusal closes the store."""
+        try:
+            await self._check_triggers(triggers)
+        except BaseException:
+            await self.close()
+            raise
+
     async def _check_triggers(self, mode: TriggerMode) -> None:
         """On open: refuse (``"require"``) or repair (``"repair"``) a log whose triggers
         are not the schema's; ``"report"`` leaves that to verify."""

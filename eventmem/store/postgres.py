@@ -316,11 +316,7 @@ class PostgresBackend(BatchedBackend):
         raw = await anyio.to_thread.run_sync(_connect, target, settings, create)
         conn = PostgresConnection(raw, target.schema)
         backend = cls(conn, target, settings, cache_sessions, max_save_bytes)
-        try:
-            await backend._check_triggers(triggers)
-        except BaseException:
-            await backend.close()
-            raise
+        await backend._finish_open(triggers)
         return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -119,11 +119,10 @@ class SQLiteBackend(BatchedBackend):
         except StorageError as e:
             await backend.close()
             raise _with_hint(e, where, read_only) from e.__cause__
-        try:
-            await backend._check_triggers(triggers)
         except BaseException:
             await backend.close()
             raise
+        await backend._finish_open(triggers)
         return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
