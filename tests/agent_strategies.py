@@ -356,10 +356,8 @@ def build_steps(turn: Turn, turn_index: int) -> list[tuple[Any, Any]]:
 
 
 def weather_steps() -> list[tuple[Any, Any]]:
-    """A fixed run: two parallel tool calls, then a function-call step.
-
-    Also imported by the subprocess of the crash test, so it must stay deterministic.
-    """
+    """A fixed run: two parallel tool calls, then a function-call step (deterministic:
+    the crash test hands its first two steps to a process that records them)."""
     shared = AIMessage(
         content="",
         id="run-weather-1",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
+import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +26,62 @@ from tests.backends import (
     reusable_target,
 )
 
+# Bytecode caches on, whatever PYTHONDONTWRITEBYTECODE says: pytest rewrites the asserts of
+# every module of its plugins' packages (hypothesis, anyio, ...) and caches the result only
+# as bytecode, and the suite starts dozens of Python processes (CLI runs, crash and
+# multi-process tests, doc samples). Without caches each process compiles all of that
+# again: about 6 s of CPU per process.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 # Time spent per test file (setup + call + teardown of its tests, added up over the
-# processes that ran them), printed at the end of every run so a slowdown shows up in
-# review.
+# processes that ran them), wall-clock and CPU (this process and the processes its tests
+# started and waited for), printed at the end of every run so a slowdown shows up in
+# review; on a shared machine the CPU column is the steadier one.
 _SECONDS_PER_FILE: defaultdict[str, float] = defaultdict(float)
+_CPU_PER_FILE: defaultdict[str, float] = defaultdict(float)
 _TESTS_PER_FILE: defaultdict[str, int] = defaultdict(int)
+
+
+def _cpu_seconds() -> float:
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+_CPU_START = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    item.stash[_CPU_START] = _cpu_seconds()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # CPU since the previous phase's report: travels with the report to the controller
+    now = _cpu_seconds()
+    report.user_properties.append(("cpu", now - item.stash[_CPU_START]))
+    item.stash[_CPU_START] = now
+    return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     path = report.nodeid.split("::", 1)[0]
     _SECONDS_PER_FILE[path] += report.duration
+    _CPU_PER_FILE[path] += sum(
+        v for k, v in report.user_properties if k == "cpu" and isinstance(v, float)
+    )
     if report.when == "call" or (report.when == "setup" and report.skipped):
         _TESTS_PER_FILE[path] += 1
 
@@ -48,11 +94,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _SECONDS_PER_FILE:
         return
     terminalreporter.section("time per test file")
-    total = sum(_SECONDS_PER_FILE.values())
+    terminalreporter.write_line("    wall      cpu  tests")
     for path, seconds in sorted(_SECONDS_PER_FILE.items(), key=lambda item: -item[1]):
-        tests = _TESTS_PER_FILE[path]
-        terminalreporter.write_line(f"{seconds:8.1f}s {tests:5d} tests  {path}")
-    terminalreporter.write_line(f"{total:8.1f}s {sum(_TESTS_PER_FILE.values()):5d} tests  in all")
+        cpu, tests = _CPU_PER_FILE[path], _TESTS_PER_FILE[path]
+        terminalreporter.write_line(f"{seconds:7.1f}s {cpu:7.1f}s {tests:5d}  {path}")
+    total, cpu = sum(_SECONDS_PER_FILE.values()), sum(_CPU_PER_FILE.values())
+    tests = sum(_TESTS_PER_FILE.values())
+    terminalreporter.write_line(f"{total:7.1f}s {cpu:7.1f}s {tests:5d}  in all")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -107,10 +155,11 @@ def depth(request: pytest.FixtureRequest) -> str:
 def target(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
     """Where a new store goes: a SQLite file path, or a PostgreSQL URL with its own schema.
 
-    For a test that also takes ``store`` (which opens the store there at once), a
-    PostgreSQL schema may be one an earlier test left empty (tests.backends.reusable_target).
+    For a test that also takes ``store`` (which opens the store there at once), or is
+    marked ``reuses_schema`` (it opens one there itself), a PostgreSQL schema may be one an
+    earlier test left empty (tests.backends.reusable_target).
     """
-    if "store" in request.fixturenames:
+    if "store" in request.fixturenames or request.node.get_closest_marker("reuses_schema"):
         location = reusable_target(backend, tmp_path)
         yield location
         release_target(location)

@@ -14,7 +14,6 @@ fewer random examples (``examples_for``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -34,6 +34,7 @@ from langchain_openai.chat_models.base import _convert_message_to_dict
 
 import eventmem
 from eventmem.events import StepRecorded, TurnSaved
+from eventmem.steps import to_action
 from tests.agent_strategies import AgentConfig, Turn, build_steps, configs, turns, weather_steps
 from tests.backends import fresh_target
 from tests.reference import chat_openai, examples_for
@@ -371,17 +372,22 @@ async def test_live_steps_join_the_buffer_only_with_their_turn(store: eventmem.S
     await assert_matches_reference(store, mem, reference, config, "after the save")
 
 
+# The run that dies: it records the first two weather steps, converted here (as
+# arecord_step converts them) so that the process needs eventmem alone, not LangChain.
 CRASHING_RUN = textwrap.dedent(
     """
     import asyncio, os, sys
 
+    import msgspec
+
     import eventmem
-    from tests.agent_strategies import weather_steps
+    from eventmem.steps import Action
 
     async def main() -> None:
+        steps = msgspec.json.decode(sys.stdin.buffer.read(), type=list[tuple[Action, object]])
         store = await eventmem.open(sys.argv[1])
         mem = store.agent_token_buffer(sys.argv[2], format_as_tools=True)
-        for action, observation in weather_steps()[:2]:
+        for action, observation in steps:
             await mem.arecord_step(action, observation)
         print("recorded", flush=True)
         os._exit(1)  # killed mid-run: no save_context, no close
@@ -398,16 +404,16 @@ async def test_live_steps_survive_a_process_that_dies_before_saving(target: str)
     (Since commit b99a78c a save never adopts live steps another memory object recorded:
     the turn names them in ``abandoned`` and records its own steps.)
     """
+    recorded = [(to_action(action), observation) for action, observation in weather_steps()[:2]]
     crashed = subprocess.run(
         [sys.executable, "-c", CRASHING_RUN, target, SESSION],
+        input=msgspec.json.encode(recorded),
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
-        text=True,
         timeout=120,
     )
-    assert crashed.returncode == 1, crashed.stderr
-    assert crashed.stdout.strip() == "recorded"
+    assert crashed.returncode == 1, crashed.stderr.decode()
+    assert crashed.stdout.strip() == b"recorded"
 
     config = AgentConfig("gpt-4o", 12000, True, True)
     steps = weather_steps()

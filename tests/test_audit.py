@@ -12,13 +12,14 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import eventmem
 from eventmem.messages import Message
 from eventmem.projection import fold
 from tests.backends import BACKENDS, fresh_target, raw_database
+from tests.reference import examples_for
 
 pytestmark = pytest.mark.anyio
 
@@ -57,47 +58,46 @@ operations = st.lists(
 )
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(ops=operations)
 def test_time_travel_returns_exactly_what_was_served(
-    backend: str, tmp_path: Path, ops: Any
+    backend: str, depth: str, tmp_path: Path
 ) -> None:
-    async def run(target: str) -> None:
-        served: dict[int, list[Message]] = {}
-        limit, model = 60, "gpt-4o"
-        pending: list[tuple[dict[str, Any], str]] = []
-        async with eventmem.open(target) as store:
-            for op, a, b in ops:
-                mem = store.agent_token_buffer("s", max_token_limit=limit, model=model)
-                if op == "save":
-                    await mem.asave_context({"input": a}, {"output": b})
-                    pending = []
-                elif op == "clear":
-                    await mem.aclear()
-                elif op == "limit":
-                    limit = int(a)
-                    continue
-                elif op == "model":
-                    model = a
-                    continue
-                else:
-                    action = {"tool": "t", "log": a, "message_log": []}
-                    await mem.arecord_step(action, a)
-                    pending.append((action, a))
-                served[await store.version("s")] = await store.messages("s")
-            for position, view in served.items():
-                assert await store.messages("s", as_of=position) == view
-            assert await store.messages("s", as_of=0) == []
-            version = await store.version("s")
-            assert await store.messages("s", as_of=version) == await store.messages("s")
+    @examples_for(backend, depth, sqlite=40, postgresql=40)
+    @given(ops=operations)
+    def example(ops: Any) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(_serve_and_travel, target, ops)
 
-    with fresh_target(backend, tmp_path) as target:
-        anyio.run(run, target)
+    example()
+
+
+async def _serve_and_travel(target: str, ops: Any) -> None:
+    served: dict[int, list[Message]] = {}
+    limit, model = 60, "gpt-4o"
+    pending: list[tuple[dict[str, Any], str]] = []
+    async with eventmem.open(target) as store:
+        for op, a, b in ops:
+            mem = store.agent_token_buffer("s", max_token_limit=limit, model=model)
+            if op == "save":
+                await mem.asave_context({"input": a}, {"output": b})
+                pending = []
+            elif op == "clear":
+                await mem.aclear()
+            elif op == "limit":
+                limit = int(a)
+                continue
+            elif op == "model":
+                model = a
+                continue
+            else:
+                action = {"tool": "t", "log": a, "message_log": []}
+                await mem.arecord_step(action, a)
+                pending.append((action, a))
+            served[await store.version("s")] = await store.messages("s")
+        for position, view in served.items():
+            assert await store.messages("s", as_of=position) == view
+        assert await store.messages("s", as_of=0) == []
+        version = await store.version("s")
+        assert await store.messages("s", as_of=version) == await store.messages("s")
 
 
 async def test_as_of_out_of_range_is_refused(store: eventmem.Store) -> None:

@@ -573,6 +573,7 @@ def test_the_corpus_is_large() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
+@pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 async def test_hostile_import(target: str, case: ImportCase) -> None:
     async with eventmem.open(target) as store:

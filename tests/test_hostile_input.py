@@ -27,6 +27,7 @@ class Case:
     run: Callable[[eventmem.Store], Awaitable[object]]
     error: type[eventmem.EventmemError] | None = None
     expect: list[str] | None = None
+    slow: bool = False  # big enough to take seconds: the full run only (a smaller one is quick)
 
 
 class Opaque:
@@ -161,6 +162,12 @@ CASES = [
         "1 MB without spaces",
         chat_save({"input": "a" * 2**20}, {"output": "b"}),
         expect=["a" * 2**20, "b"],
+        slow=True,
+    ),
+    Case(
+        "64 kB without spaces",
+        chat_save({"input": "a" * 2**16}, {"output": "b"}),
+        expect=["a" * 2**16, "b"],
     ),
     Case("inputs is a list", chat_save([("input", "x")], {"output": "x"}), INVALID),
     Case("outputs is a str", chat_save({"input": "x"}, "x"), INVALID),
@@ -220,6 +227,12 @@ CASES = [
         "5,000 steps in one save",
         agent_save([(action(log=str(i)), i) for i in range(5000)]),
         expect=["go", *[str(i) for i in range(5000)], "done"],
+        slow=True,
+    ),
+    Case(
+        "300 steps in one save",
+        agent_save([(action(log=str(i)), i) for i in range(300)]),
+        expect=["go", *[str(i) for i in range(300)], "done"],
     ),
     # -- parameters ------------------------------------------------------------------------
     *[
@@ -280,7 +293,12 @@ CASES = [
     Case("54 MB observation", agent_save([(action(), BIG)]), TOO_LARGE),
     Case("54 MB observation recorded live", live_step(BIG), TOO_LARGE),
     Case("two 9 MB observations", agent_save([(action(), NINE_MB)] * 2), TOO_LARGE),
-    Case("3 MB of NULs, 18 MB as JSON", chat_save({"input": NULS}, {"output": "x"}), TOO_LARGE),
+    Case(
+        "3 MB of NULs, 18 MB as JSON",
+        chat_save({"input": NULS}, {"output": "x"}),
+        TOO_LARGE,
+        slow=True,
+    ),
     Case("54 MB action log", agent_save([(action(log=BIG), "o")]), TOO_LARGE),
     # -- token counters whose answers cannot be stored ----------------------------------
     Case("counter returns 2**62 per message", counted_save(lambda ms: 2**62 * len(ms)), INVALID),
@@ -372,7 +390,13 @@ def test_the_corpus_is_large() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=[pytest.mark.slow] if case.slow else [], id=case.name)
+        for case in CASES
+    ],
+)
 async def test_hostile_input(store: eventmem.Store, target: str, case: Case) -> None:
     if case.error is not None:
         with pytest.raises(case.error) as caught:

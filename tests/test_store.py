@@ -113,9 +113,10 @@ async def test_unknown_session_is_empty_not_an_error(store: eventmem.Store) -> N
 
 
 async def test_events_are_paged_not_loaded_at_once(store: eventmem.Store) -> None:
-    mem = store.token_buffer("long", max_token_limit=40)
-    for i in range(1203):
-        await mem.asave_context({"input": str(i)}, {"output": "k"})
+    # 1,203 events (more than two pages of 500): one save of 1,202 steps, then its turn
+    mem = store.agent_token_buffer("long", max_token_limit=40)
+    steps = [({"tool": "t", "log": str(i), "message_log": []}, i) for i in range(1202)]
+    await mem.asave_context({"input": "go"}, {"output": "k", "intermediate_steps": steps})
     positions = [e.position for e in await events_of(store, "long")]
     assert positions == list(range(1, 1204))
 
@@ -252,17 +253,20 @@ class CountingCounter:
         return self._inner.count_message(message)
 
 
-async def test_a_save_counts_only_its_new_messages(store: eventmem.Store) -> None:
+async def test_a_save_counts_only_its_new_messages(store: eventmem.Store, depth: str) -> None:
     counter = CountingCounter()
     mem = store.token_buffer("s", max_token_limit=500, token_counter=counter)
-    for i in range(300):
+    for i in range(300 if depth == "full" else 60):
         before = counter.calls
         await mem.asave_context({"input": f"message {i} " * 5}, {"output": "fine"})
         assert counter.calls - before == 2
 
 
-async def test_statements_per_save_do_not_grow_with_history(store: eventmem.Store) -> None:
+async def test_statements_per_save_do_not_grow_with_history(
+    store: eventmem.Store, depth: str
+) -> None:
     mem = store.token_buffer("s", max_token_limit=120)
+    last = 600 if depth == "full" else 150
 
     async def traced_save(i: int) -> list[str]:
         async with traced_statements(store) as statements:
@@ -273,18 +277,18 @@ async def test_statements_per_save_do_not_grow_with_history(store: eventmem.Stor
     for i in range(20):
         await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
     early = await traced_save(20)
-    for i in range(21, 600):
+    for i in range(21, last):
         await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
-    late = await traced_save(600)
+    late = await traced_save(last)
     assert len(late) == len(early)
     assert not any("FROM events" in s for s in early + late)  # the history is never read
 
 
 async def test_the_projection_keeps_only_the_visible_rows(
-    store: eventmem.Store, target: str
+    store: eventmem.Store, target: str, depth: str
 ) -> None:
     mem = store.token_buffer("s", max_token_limit=60, return_messages=True)
-    for i in range(500):
+    for i in range(500 if depth == "full" else 100):
         await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
     loaded = (await mem.aload_memory_variables({}))["history"]
     with raw_database(target) as db:

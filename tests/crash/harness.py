@@ -31,8 +31,10 @@ from tests.backends import BACKENDS, drop_target, new_target
 
 
 def run_round(db: str | Path, seed: int, rng: random.Random) -> list[str]:
-    """Start a writer on the store ``db`` (a file or a URL), kill it after a random
-    delay; return the acknowledged lines."""
+    """Start a writer on the store ``db`` (a file or a URL), kill it once it has
+    acknowledged a random number of writes (1 to 4) and a random delay later; return the
+    acknowledged lines. Counting writes, not only time, keeps every round's kill among
+    writes however slow a loaded machine makes them."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.crash.worker", str(db), str(seed)],
         stdout=subprocess.PIPE,
@@ -41,13 +43,17 @@ def run_round(db: str | Path, seed: int, rng: random.Random) -> list[str]:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert worker.stdout is not None
-    first = worker.stdout.readline()  # wait until it is writing, then pick a moment
-    if not first:
-        raise RuntimeError(f"the worker died on its own: {worker.communicate()[1]}")
+    acknowledged = []
+    for _ in range(rng.randint(1, 4)):
+        line = worker.stdout.readline()
+        if not line:
+            worker.kill()
+            raise RuntimeError(f"the worker died on its own: {worker.communicate()[1]}")
+        acknowledged.append(line.strip())
     time.sleep(rng.uniform(0, 0.05))
     os.kill(worker.pid, signal.SIGKILL)
     rest, _ = worker.communicate()
-    return [first.strip(), *[line for line in rest.splitlines() if line.strip()]]
+    return [*acknowledged, *[line for line in rest.splitlines() if line.strip()]]
 
 
 async def check(db: str | Path, acknowledged: list[str]) -> None:
