@@ -47,16 +47,18 @@ def new_target(backend: str, tmp_path: Path) -> str:
 
 @contextmanager
 def fresh_target(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A store location nothing else has used, removed afterwards: for code that needs
-    several stores in one test (a hypothesis example each, or a copy to import into)."""
+    """A store location holding no sessions, for code that needs several stores in one
+    test (a hypothesis example each, or a copy to import into): a new SQLite file, or a
+    PostgreSQL schema that is new or was emptied for reuse (see ``reusable_target``),
+    released afterwards."""
     if backend == "sqlite":
         location = str(tmp_path / f"{uuid.uuid4().hex}.db")
     else:
-        location = new_target(backend, tmp_path)
+        location = reusable_target(backend, tmp_path)
     try:
         yield location
     finally:
-        drop_target(location)
+        release_target(location)
 
 
 # PostgreSQL schemas of this process that a test used through eventmem alone, emptied and

@@ -12,7 +12,7 @@ import eventmem
 from eventmem.projection import fold
 from tests.probes import traced_statements
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.reuses_schema]
 
 
 async def _assert_consistent(store: eventmem.Store) -> None:

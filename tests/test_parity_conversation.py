@@ -370,6 +370,7 @@ def test_key_errors_are_the_builtin_exceptions_langchain_raises() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
 async def test_key_rules_match_langchain(target: str, case: KeyCase) -> None:
     keys = {"input_key": case.input_key, "output_key": case.output_key}
@@ -389,6 +390,7 @@ async def test_key_rules_match_langchain(target: str, case: KeyCase) -> None:
         assert len(events) == (1 if case.error else 2)  # nothing written on error
 
 
+@pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
 def test_key_rules_match_langchain_sync(target: str, case: KeyCase) -> None:
     keys = {"input_key": case.input_key, "output_key": case.output_key}
