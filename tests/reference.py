@@ -35,11 +35,18 @@ QUICK_SHARE = 20
 QUICK_MINIMUM = 3
 
 
+def _at_depth(depth: str, count: int) -> int:
+    return max(QUICK_MINIMUM, count // QUICK_SHARE) if depth == "quick" else count
+
+
 def examples_for(backend: str, depth: str, *, sqlite: int, postgresql: int) -> settings:
     """:data:`STORE_EXAMPLES` with a count per backend and depth. The logic under test is
     the same on both backends; a PostgreSQL example costs several times more (a schema
     created and dropped, network round trips), so its property runs draw fewer examples."""
     count = sqlite if backend == "sqlite" else postgresql
-    if depth == "quick":
-        count = max(QUICK_MINIMUM, count // QUICK_SHARE)
-    return settings(STORE_EXAMPLES, max_examples=count)
+    return settings(STORE_EXAMPLES, max_examples=_at_depth(depth, count))
+
+
+def examples(depth: str, count: int) -> settings:
+    """For a property test with no store: ``count`` examples at the full depth."""
+    return settings(deadline=None, max_examples=_at_depth(depth, count))

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
@@ -28,6 +28,7 @@ from langchain_openai.chat_models.base import _convert_message_to_dict
 
 from eventmem.errors import InvalidInputError, NotSerializableError
 from eventmem.messages import MAX_DEPTH, Message, ToolCall, buffer_string, from_langchain
+from tests.reference import examples
 
 # --- the parity corpus (also used by test_tokens.py) -------------------------------------
 
@@ -358,22 +359,28 @@ def _json_values_of(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     )
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    messages=st.lists(lc_messages(), max_size=6),
-    human_prefix=st.text(max_size=10),
-    ai_prefix=st.text(max_size=10),
-)
-def test_buffer_string_property(messages: list[Any], human_prefix: str, ai_prefix: str) -> None:
-    expected = get_buffer_string(messages, human_prefix=human_prefix, ai_prefix=ai_prefix)
-    converted = [from_langchain(m) for m in messages]
-    assert buffer_string(converted, human_prefix, ai_prefix) == expected
+def test_buffer_string_property(depth: str) -> None:
+    @examples(depth, 60)
+    @given(
+        messages=st.lists(lc_messages(), max_size=6),
+        human_prefix=st.text(max_size=10),
+        ai_prefix=st.text(max_size=10),
+    )
+    def example(messages: list[Any], human_prefix: str, ai_prefix: str) -> None:
+        expected = get_buffer_string(messages, human_prefix=human_prefix, ai_prefix=ai_prefix)
+        converted = [from_langchain(m) for m in messages]
+        assert buffer_string(converted, human_prefix, ai_prefix) == expected
+
+    example()
 
 
-@settings(max_examples=60, deadline=None)
-@given(message=lc_messages())
-def test_to_openai_property(message: Any) -> None:
-    assert from_langchain(message).to_openai() == _convert_message_to_dict(message)
+def test_to_openai_property(depth: str) -> None:
+    @examples(depth, 60)
+    @given(message=lc_messages())
+    def example(message: Any) -> None:
+        assert from_langchain(message).to_openai() == _convert_message_to_dict(message)
+
+    example()
 
 
 # --- msgspec round trip ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, cast
 import msgspec
 import pytest
 import tiktoken
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from eventmem.errors import InvalidInputError, UnknownModelError
 from eventmem.messages import Message, from_langchain
 from eventmem.tokens import TokenCounter, count_tokens, get_encoding
+from tests.reference import examples
 from tests.test_messages import (
     INVALID_TOOL_CALLS,
     LC_CASES,
@@ -101,14 +102,17 @@ def test_names_change_the_count_per_model_scheme() -> None:
 SAFE_TEXT = st.text().filter(lambda s: "<|" not in s)  # LangChain raises on special tokens
 
 
-@settings(max_examples=60, deadline=None)
-@given(messages=st.lists(lc_messages(SAFE_TEXT), max_size=6))
-def test_count_property(messages: list[Any]) -> None:
-    converted = [from_langchain(m) for m in messages]
-    for model in ("gpt-4o", "gpt-4"):
-        expected = langchain_count(messages, model)
-        assert count_tokens(messages, model) == expected
-        assert count_tokens(converted, model) == expected
+def test_count_property(depth: str) -> None:
+    @examples(depth, 60)
+    @given(messages=st.lists(lc_messages(SAFE_TEXT), max_size=6))
+    def example(messages: list[Any]) -> None:
+        converted = [from_langchain(m) for m in messages]
+        for model in ("gpt-4o", "gpt-4"):
+            expected = langchain_count(messages, model)
+            assert count_tokens(messages, model) == expected
+            assert count_tokens(converted, model) == expected
+
+    example()
 
 
 # --- text that looks like special tokens ----------------------------------------------
@@ -215,13 +219,16 @@ def test_bundled_encoding_equals_tiktoken(name: str) -> None:
         )
 
 
-@settings(max_examples=60, deadline=None)
-@given(text=st.text())
-def test_bundled_encodings_encode_like_tiktoken(text: str) -> None:
-    for name in ("cl100k_base", "o200k_base"):
-        assert get_encoding(name).encode_ordinary(text) == tiktoken.get_encoding(
-            name
-        ).encode_ordinary(text)
+def test_bundled_encodings_encode_like_tiktoken(depth: str) -> None:
+    @examples(depth, 60)
+    @given(text=st.text())
+    def example(text: str) -> None:
+        for name in ("cl100k_base", "o200k_base"):
+            assert get_encoding(name).encode_ordinary(text) == tiktoken.get_encoding(
+                name
+            ).encode_ordinary(text)
+
+    example()
 
 
 def test_unbundled_encoding_is_refused() -> None:
