@@ -38,6 +38,7 @@ from tests.backends import (
     raw_database,
     schema_of,
 )
+from tests.sample_sessions import SAMPLE_SESSIONS, save_samples
 
 TURNS = len(DEMO_CONVERSATION)
 
@@ -261,46 +262,13 @@ def test_main_returns_the_exit_status(tmp_path: Path, capsys: pytest.CaptureFixt
 # -- the store commands: sessions, log, buffer, verify, rebuild, export, import, stats -------
 
 STORE_COMMANDS = ("sessions", "log", "buffer", "verify", "rebuild", "export", "import", "stats")
-SESSIONS = ("chat", "restart", "agent")
+SESSIONS = SAMPLE_SESSIONS
 T = TypeVar("T")
-
-
-def _question(i: int) -> dict[str, str]:
-    return {"input": f"Question number {i}: what is the capital of country {i}?"}
-
-
-def _answer(i: int) -> dict[str, str]:
-    return {"output": f"The capital of country {i} is City {i}."}
-
-
-def _action(tool: str, i: int) -> dict[str, Any]:
-    return {"tool": tool, "tool_input": {"q": i}, "log": f"calling {tool}", "message_log": []}
 
 
 async def _populate(path: Path | str) -> None:
     async with eventmem.open(path) as store:
-        # Three turns under a small limit: the first pruned, the second half pruned.
-        chat = store.token_buffer("chat", max_token_limit=60)
-        for i in range(3):
-            await chat.asave_context(_question(i), _answer(i))
-        restart = store.token_buffer("restart", max_token_limit=200)
-        await restart.asave_context(_question(7), _answer(7))
-        await restart.aclear()
-        await restart.asave_context({"input": "Start over, please."}, {"output": "Sure."})
-        # An agent: a live step then its turn (with a second step), a step a dead run
-        # left behind (abandoned by the next turn), and a live step still pending.
-        agent = store.agent_token_buffer("agent", max_token_limit=300)
-        found = {"hits": 3, "top": "Lisbon is the capital of Portugal"}
-        await agent.arecord_step(_action("search", 1), found)
-        steps = [(_action("search", 1), found), (_action("calculator", 2), "42")]
-        await agent.asave_context(
-            {"input": "Capital of Portugal?"}, {"output": "Lisbon.", "intermediate_steps": steps}
-        )
-        dead = store.agent_token_buffer("agent", max_token_limit=300)
-        await dead.arecord_step(_action("search", 3), "left behind")
-        agent = store.agent_token_buffer("agent", max_token_limit=300)
-        await agent.asave_context({"input": "And Spain?"}, {"output": "Madrid."})
-        await agent.arecord_step(_action("search", 4), "still running")
+        await save_samples(store)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

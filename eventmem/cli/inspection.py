@@ -1,0 +1,272 @@
+"""The commands that show what a store holds: ``sessions``, ``log`` and ``buffer``.
+
+They open the store read-only and print what `eventmem.Store` and `eventmem.timeline`
+return; where each event's messages went and the buffer's figures come from the fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import cast
+
+from eventmem import timeline
+from eventmem.cli.args import add_db, add_json, add_session, model_name, non_negative_int
+from eventmem.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    PROG,
+    Style,
+    arrow,
+    clip,
+    error,
+    plural,
+    print_json,
+    printable,
+    utc_seconds,
+)
+from eventmem.cli.stores import open_existing, require_session, shell_arg, shown
+from eventmem.errors import EventmemError
+from eventmem.events import Event, StepRecorded, StoredEvent, TurnSaved
+from eventmem.messages import Message, buffer_string
+from eventmem.rules import stored_time
+from eventmem.timeline import BufferView, FoldError
+
+__all__ = [
+    "configure_buffer",
+    "configure_log",
+    "configure_sessions",
+    "run_buffer",
+    "run_log",
+    "run_sessions",
+]
+
+
+def _verify_hint(e: FoldError) -> EventmemError:
+    return EventmemError(f"{e}; run '{PROG} verify'")
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+def configure_sessions(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sessions`` arguments."""
+    add_db(parser)
+    add_json(parser, "one JSON object per session (JSON Lines)")
+
+
+async def run_sessions(args: argparse.Namespace) -> int:
+    """Run ``sessions``: one line (or JSON object) per session summary."""
+    path: str = args.db
+    async with open_existing(path, read_only=True) as store:
+        rows = await store.session_summaries()
+    if args.json:
+        for row in rows:
+            print_json(row)
+        return EXIT_OK
+    if not rows:
+        print(f"no sessions in {shown(path)}")
+        return EXIT_OK
+    style = Style.for_stream(sys.stdout)
+    names = [printable(r.session_id) for r in rows]
+    width = max(len("session"), *(len(session) for session in names))
+    header = f"{'session':<{width}}  events  visible  tokens  last activity"
+    print(style.dim(header))
+    for session, r in zip(names, rows, strict=True):
+        last = "-" if r.last_activity is None else utc_seconds(r.last_activity)
+        print(f"{session:<{width}}  {r.events:>6}  {r.visible_messages:>7}  {r.tokens:>6}  {last}")
+    total = sum(r.events for r in rows)
+    print(f"{plural(len(rows), 'session')}, {plural(total, 'event')}")
+    return EXIT_OK
+
+
+# -- log ---------------------------------------------------------------------------------
+
+
+def _gist(message: Message, width: int) -> str:
+    prefix = {"human": "Human", "ai": "AI"}.get(message.role, message.role.capitalize())
+    text = message.content
+    if not text.strip() and (message.tool_calls or message.function_call):
+        names = [call.name for call in message.tool_calls]
+        if message.function_call is not None:
+            names.append(str(message.function_call.get("name", "?")))
+        text = "calls " + ", ".join(names)
+    return f"{prefix}: {clip(text, width)}"
+
+
+def _summary(event: Event, pointer: str, width: int = 40) -> str:
+    if isinstance(event, TurnSaved):
+        messages = event.messages
+        text = _gist(messages[0], width) if messages else "(no messages)"
+        if len(messages) > 1:
+            text += f" {pointer} {_gist(messages[-1], width)}"
+        if event.steps:
+            text += f" +{plural(len(event.steps), 'step')}"
+        if event.abandoned:
+            text += f" ({len(event.abandoned)} abandoned)"
+        return text
+    if isinstance(event, StepRecorded):
+        text = f"tool({clip(event.action.tool, width)}) {pointer} {clip(event.observation, width)}"
+        return text + " (live)" if event.live else text
+    return "cleared"
+
+
+def configure_log(parser: argparse.ArgumentParser) -> None:
+    """Add the ``log`` arguments."""
+    add_db(parser)
+    add_session(parser)
+    add_json(parser, "one JSON object per event, with its full data (JSON Lines)")
+
+
+def _print_event(
+    stored: StoredEvent, placed: timeline.Placement, as_json: bool, width: int, pointer: str
+) -> None:
+    event = stored.data
+    marker, flags = placed.visibility(stored.position, event)
+    recorded_at = stored_time(stored.recorded_at_us)  # raw if out of range
+    if as_json:
+        print_json(
+            {
+                "session_id": stored.session_id,
+                "position": stored.position,
+                "global_position": stored.global_position,
+                "recorded_at": recorded_at,
+                "kind": stored.kind,
+                "summary": _summary(event, pointer),
+                "tokens": timeline.event_tokens(event),
+                "buffer": marker,
+                "message_visible": flags,
+                "hash": stored.hash,
+                "data": event,
+            }
+        )
+        return
+    print(
+        f"{stored.position:>{width}}  {utc_seconds(recorded_at)}  "
+        f"{stored.kind:<5} {timeline.event_tokens(event):>6}  {marker:<11}  "
+        f"{_summary(event, pointer)}"
+    )
+
+
+async def run_log(args: argparse.Namespace) -> int:
+    """Run ``log``: every event of the session with what the buffer holds of it."""
+    path: str = args.db
+    session: str = args.session
+    pointer = arrow()
+    style = Style.for_stream(sys.stdout)
+    async with open_existing(path, read_only=True) as store:
+        await require_session(store, session, path)
+        try:
+            placed = await timeline.placement(store, session)
+        except FoldError as e:
+            raise _verify_hint(e) from None
+        width = max(len(str(placed.version)), 3)
+        if not args.json:
+            print(
+                style.dim(
+                    f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
+                )
+            )
+        events = cast(AsyncGenerator[StoredEvent, None], store.events(session))
+        async with aclosing(events):
+            async for stored in events:
+                if stored.position > placed.version:  # written since the fold: not placed
+                    break
+                _print_event(stored, placed, args.json, width, pointer)
+    if not args.json:
+        print(
+            f"{plural(placed.version, 'event')}; {plural(placed.next_seq, 'message')} entered "
+            f"the buffer, {placed.visible} visible now"
+        )
+    return EXIT_OK
+
+
+# -- buffer ------------------------------------------------------------------------------
+
+
+def configure_buffer(parser: argparse.ArgumentParser) -> None:
+    """Add the ``buffer`` arguments: time travel (``--at``) and what-if."""
+    add_db(parser)
+    add_session(parser)
+    parser.add_argument(
+        "--at",
+        metavar="POSITION",
+        type=non_negative_int,
+        help="the buffer as a load right after this position returned it (time travel)",
+    )
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=non_negative_int,
+        help="what-if: replay the history with this max_token_limit (nothing is written)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="M",
+        type=model_name,
+        help="what-if: replay the history counting tokens for this model",
+    )
+    add_json(parser, "the messages (chat-completions dicts) and the token total as JSON")
+
+
+def _print_view(view: BufferView, args: argparse.Namespace) -> None:
+    if args.json:
+        print_json(
+            {
+                "session_id": view.session_id,
+                "position": view.position,
+                "events": view.version,
+                "what_if": view.what_if,
+                "max_token_limit": view.max_token_limit,
+                "model": view.model,
+                "counter": view.counter,
+                "tokens": view.tokens,
+                "messages": [m.to_openai() for m in view.messages],
+            }
+        )
+        return
+    style = Style.for_stream(sys.stdout)
+    print(buffer_string(view.messages) if view.messages else "(the buffer is empty)")
+    print()
+    limit = f"/{view.max_token_limit}" if view.max_token_limit is not None else ""
+    scheme = f" ({view.counter})" if view.counter else ""
+    if view.what_if:
+        options = (f" --limit {args.limit}" if args.limit is not None else "") + (
+            f" --model {args.model}" if args.model is not None else ""
+        )
+        when = f"what-if replay of positions 1-{view.position} with{options}; nothing was written"
+    elif args.at is not None:
+        when = f"as of position {args.at} of {view.version}"
+    else:
+        when = f"now, after position {view.version}"
+    count = plural(len(view.messages), "message")
+    print(style.dim(f"{count}, {view.tokens}{limit} tokens{scheme}; {when}"))
+
+
+async def run_buffer(args: argparse.Namespace) -> int:
+    """Run ``buffer``: the buffer with its figures; exit 1 if the stored one is damaged."""
+    path: str = args.db
+    session: str = args.session
+    at: int | None = args.at
+    async with open_existing(path, read_only=True) as store:
+        version = await require_session(store, session, path)
+        if at is not None and at > version:
+            raise EventmemError(
+                f"session {session!r} has {version} events; --at {at} is in its future"
+            )
+        try:
+            view = await timeline.buffer_view(
+                store, session, at=at, max_token_limit=args.limit, model=args.model
+            )
+        except FoldError as e:
+            raise _verify_hint(e) from None
+    _print_view(view, args)
+    if view.damaged:
+        error(
+            f"the stored buffer of session {session!r} differs from the fold of its events; "
+            f"run '{PROG} verify {shell_arg(path)}'"
+        )
+        return EXIT_PROBLEM
+    return EXIT_OK
