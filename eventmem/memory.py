@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 import msgspec
 
+from eventmem._options import AgentBufferOptions, BufferOptions, Option
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
 from eventmem.messages import Message, buffer_string
-from eventmem.rules import check_limit, check_save_chars, validate_session_id
+from eventmem.rules import check_save_chars, validate_session_id
 from eventmem.steps import format_step, observation_text, split_step, to_action
 from eventmem.store.base import Backend, StepRequest, TurnRequest
-from eventmem.tokens import OpenAIChatCounter, TokenCounter, count_each, resolve_counter
+from eventmem.tokens import OpenAIChatCounter, TokenCounter, count_each
 
 __all__ = ["AgentTokenBufferMemory", "TokenBufferMemory", "validate_session_id"]
 
@@ -60,51 +61,33 @@ def _check_version(value: object) -> int | None:
     return value
 
 
-def _check_str(name: str, value: object, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
-
-
 class _TokenBuffer:
     """What both memories share: configuration, LangChain's key rules, load and clear."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        session_id: str,
-        *,
-        max_token_limit: int = 2000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = False,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str | None = None,
-    ) -> None:
+    options: BufferOptions
+    """The memory's options, checked when it was made."""
+    max_token_limit = Option[int]()
+    memory_key = Option[str]()
+    return_messages = Option[bool]()
+    human_prefix = Option[str]()
+    ai_prefix = Option[str]()
+    input_key = Option[str | None]()
+    output_key = Option[str | None]()
+
+    def __init__(self, backend: Backend, session_id: str, options: BufferOptions) -> None:
         self._backend = backend
         self.session_id = validate_session_id(session_id)
-        self.max_token_limit = check_limit(max_token_limit)
-        self.counter = resolve_counter(model, token_counter)
-        self.model = str.__str__(model) if token_counter is None else None  # checked above
-        _check_str("memory_key", memory_key)
-        _check_str("human_prefix", human_prefix)
-        _check_str("ai_prefix", ai_prefix)
-        _check_str("input_key", input_key, optional=True)
-        _check_str("output_key", output_key, optional=True)
-        if not isinstance(return_messages, bool):
-            raise InvalidInputError(
-                f"return_messages must be a bool, got {type(return_messages).__name__}"
-            )
-        self.memory_key = memory_key
-        self.return_messages = return_messages
-        self.human_prefix = human_prefix
-        self.ai_prefix = ai_prefix
-        self.input_key = input_key
-        self.output_key = output_key
+        self.options = options
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter in force."""
+        return self.options.counter
+
+    @property
+    def model(self) -> str | None:
+        """The model each save records (``None`` when a custom counter counts)."""
+        return self.options.recorded_model
 
     @property
     def memory_variables(self) -> list[str]:
@@ -231,9 +214,6 @@ class TokenBufferMemory(_TokenBuffer):
         await self._backend.append_turn(self.session_id, turn)
 
 
-_PRUNE_MODES = ("langchain", "pair_safe")
-
-
 class AgentTokenBufferMemory(_TokenBuffer):
     """Token-bounded agent memory: LangChain's ``AgentTokenBufferMemory``, event-sourced.
 
@@ -246,48 +226,13 @@ class AgentTokenBufferMemory(_TokenBuffer):
     ``prune="pair_safe"`` never leaves a tool/function result without its call.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        session_id: str,
-        *,
-        max_token_limit: int = 12000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = True,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str = "output",
-        intermediate_steps_key: str = "intermediate_steps",
-        format_as_tools: bool = False,
-        prune: PruneMode = "langchain",
-    ) -> None:
-        super().__init__(
-            backend,
-            session_id,
-            max_token_limit=max_token_limit,
-            model=model,
-            token_counter=token_counter,
-            memory_key=memory_key,
-            return_messages=return_messages,
-            human_prefix=human_prefix,
-            ai_prefix=ai_prefix,
-            input_key=input_key,
-            output_key=output_key,
-        )
-        _check_str("output_key", output_key)
-        _check_str("intermediate_steps_key", intermediate_steps_key)
-        if not isinstance(format_as_tools, bool):
-            raise InvalidInputError(
-                f"format_as_tools must be a bool, got {type(format_as_tools).__name__}"
-            )
-        if prune not in _PRUNE_MODES:
-            raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {prune!r}")
-        self.intermediate_steps_key = intermediate_steps_key
-        self.format_as_tools = format_as_tools
-        self.prune: PruneMode = prune
+    options: AgentBufferOptions
+    intermediate_steps_key = Option[str]()
+    format_as_tools = Option[bool]()
+    prune = Option[PruneMode]()
+
+    def __init__(self, backend: Backend, session_id: str, options: AgentBufferOptions) -> None:
+        super().__init__(backend, session_id, options)
         # Identifies this memory's live steps, so a save never adopts steps left behind
         # by another run that died between recording and saving.
         self.run_id = uuid.uuid4().hex
