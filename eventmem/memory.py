@@ -102,14 +102,15 @@ class _TokenBuffer:
             raise InvalidInputError(f"inputs must be a dict, got {type(inputs).__name__}")
         if not isinstance(outputs, Mapping):
             raise InvalidInputError(f"outputs must be a dict, got {type(outputs).__name__}")
-        if self.input_key is None:
-            candidates = [k for k in inputs if k not in (*self.memory_variables, "stop")]
+        options = self.options  # one read: a save's hot path
+        if options.input_key is None:
+            candidates = [k for k in inputs if k not in (options.memory_key, "stop")]
             if len(candidates) != 1:
                 raise InputKeyError(f"One input key expected got {candidates}")
             input_key = candidates[0]
         else:
-            input_key = self.input_key
-        if self.output_key is None:
+            input_key = options.input_key
+        if options.output_key is None:
             if len(outputs) == 1:
                 output_key = next(iter(outputs))
             elif "output" in outputs:
@@ -126,7 +127,7 @@ class _TokenBuffer:
                     "store in memory. Please set the 'output_key' explicitly."
                 )
         else:
-            output_key = self.output_key
+            output_key = options.output_key
         return (
             _text(inputs, input_key, "inputs"),
             _text(outputs, output_key, "outputs"),
@@ -199,15 +200,16 @@ class TokenBufferMemory(_TokenBuffer):
         nothing) unless the session is still at that version (optimistic concurrency).
         """
         messages = self._exchange(inputs, outputs)
-        counter = self.counter
+        options = self.options
+        counter = options.counter
         tokens = count_inline(counter, messages)
         if tokens is None:  # long texts: counted in a worker thread
             tokens = await count_all(counter, messages)
         turn = TurnRequest(
             messages=messages,
             counter=counter,
-            max_token_limit=self.max_token_limit,
-            model=self.model,
+            max_token_limit=options.max_token_limit,
+            model=options.recorded_model,
             expected_version=_check_version(expected_version),
             tokens=tokens,
         )
@@ -291,12 +293,13 @@ class AgentTokenBufferMemory(_TokenBuffer):
         [`TokenBufferMemory.asave_context`][eventmem.TokenBufferMemory.asave_context].
         """
         exchange = self._exchange(inputs, outputs)
+        options = self.options
         steps: tuple[StepRequest, ...] | None = None
-        if self.intermediate_steps_key in outputs:
-            raw = outputs[self.intermediate_steps_key]
+        if options.intermediate_steps_key in outputs:
+            raw = outputs[options.intermediate_steps_key]
             if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
                 raise InvalidInputError(
-                    f"outputs[{self.intermediate_steps_key!r}] must be a list of "
+                    f"outputs[{options.intermediate_steps_key!r}] must be a list of "
                     f"(action, observation) pairs, got {type(raw).__name__}"
                 )
             steps = tuple(self._step(*split_step(step)) for step in raw)
@@ -306,14 +309,14 @@ class AgentTokenBufferMemory(_TokenBuffer):
             )
             steps = tuple([await self._counted_step(step) for step in steps])
         turn = TurnRequest(
-            tokens=await count_all(self.counter, exchange),
+            tokens=await count_all(options.counter, exchange),
             messages=exchange,
-            counter=self.counter,
-            max_token_limit=self.max_token_limit,
-            model=self.model,
+            counter=options.counter,
+            max_token_limit=options.max_token_limit,
+            model=options.recorded_model,
             steps=steps,
-            as_tools=self.format_as_tools,
-            prune=self.prune,
+            as_tools=options.format_as_tools,
+            prune=options.prune,
             run=self.run_id,
             expected_version=_check_version(expected_version),
         )
