@@ -21,7 +21,14 @@ from eventmem.messages import Message
 from eventmem.rules import check_limit
 from eventmem.tokens import TokenCounter, resolve_counter
 
-__all__ = ["AgentBufferArgs", "AgentBufferOptions", "BufferArgs", "BufferOptions", "Option"]
+__all__ = [
+    "AgentBufferArgs",
+    "AgentBufferOptions",
+    "BufferArgs",
+    "BufferOptions",
+    "Mirror",
+    "Option",
+]
 
 T = TypeVar("T")
 
@@ -149,3 +156,23 @@ class Option(Generic[T]):
 
     def __set__(self, obj: Any, value: T) -> None:
         obj.options = dataclasses.replace(obj.options, **{self._name: value})
+
+
+class Mirror(Generic[T]):
+    """A read-only attribute that is the same attribute of a wrapped object
+    (the one named ``wrapped``)."""
+
+    def __init__(self, wrapped: str) -> None:
+        self._wrapped = wrapped
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> T:
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class attribute
+        value: T = getattr(getattr(obj, self._wrapped), self._name)
+        return value
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self._name} is read-only here; set it on {self._wrapped}")

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, overload
 
 import msgspec
 
-from eventmem._options import AgentBufferArgs, AgentBufferOptions, BufferArgs, BufferOptions
+from eventmem._options import (
+    AgentBufferArgs,
+    AgentBufferOptions,
+    BufferArgs,
+    BufferOptions,
+    Mirror,
+)
 from eventmem.audit import (
     EXPORT_FORMAT,
     ExportEnd,
@@ -243,20 +249,12 @@ class Store:
         """Close the database connection. Idempotent."""
         await self._backend.close()
 
-    @property
-    def closed(self) -> bool:
-        """Whether the store has been closed."""
-        return self._backend.closed
-
-    @property
-    def max_save_bytes(self) -> int:
-        """The most bytes one write may store (see [`open`][eventmem.open])."""
-        return self._backend.max_save_bytes
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the store was opened with ``read_only=True``."""
-        return self._backend.read_only
+    closed = Mirror[bool]("_backend")
+    """Whether the store has been closed."""
+    max_save_bytes = Mirror[int]("_backend")
+    """The most bytes one write may store (see [`open`][eventmem.open])."""
+    read_only = Mirror[bool]("_backend")
+    """Whether the store was opened with ``read_only=True``."""
 
     async def __aenter__(self) -> Store:
         return self

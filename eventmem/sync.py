@@ -15,16 +15,22 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, aclosing
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from eventmem._opening import open as open_store
-from eventmem._options import AgentBufferArgs, AgentBufferOptions, BufferArgs, BufferOptions
+from eventmem._options import (
+    AgentBufferArgs,
+    AgentBufferOptions,
+    BufferArgs,
+    BufferOptions,
+    Mirror,
+)
 from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import ClosedError, SyncInAsyncContextError
-from eventmem.events import StoredEvent
+from eventmem.events import PruneMode, StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.store.base import Progress, SessionSummary, StoreStats
@@ -48,22 +54,6 @@ def _refuse_inside_event_loop(what: str) -> None:
         f"{what} blocks, and was called from inside a running event loop; "
         "use the async API (eventmem.open, asave_context, aload_memory_variables, aclear)"
     )
-
-
-class _Mirror(Generic[T]):
-    """A read-only attribute that is the same attribute of the async object wrapped."""
-
-    def __init__(self, wrapped: str) -> None:
-        self._wrapped = wrapped
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> T:
-        if obj is None:
-            return self  # type: ignore[return-value]  # the class attribute
-        value: T = getattr(getattr(obj, self._wrapped), self._name)
-        return value
 
 
 class SyncStore:
@@ -196,11 +186,11 @@ class SyncStore:
         """Figures about the whole store (see [`Store.stats`][eventmem.Store.stats])."""
         return self._call("SyncStore.stats", self._store.stats)
 
-    closed = _Mirror[bool]("_store")
+    closed = Mirror[bool]("_store")
     """Whether the store has been closed."""
-    max_save_bytes = _Mirror[int]("_store")
+    max_save_bytes = Mirror[int]("_store")
     """The most bytes one write may store (see [`open`][eventmem.open])."""
-    read_only = _Mirror[bool]("_store")
+    read_only = Mirror[bool]("_store")
     """Whether the store was opened with ``read_only=True``."""
 
     def close(self) -> None:
@@ -234,16 +224,24 @@ class _SyncBuffer:
     def __init__(self, store: SyncStore) -> None:
         self._store = store
 
-    session_id = _Mirror[str]("memory")
+    session_id = Mirror[str]("memory")
     """The session this memory reads and writes."""
-    options = _Mirror[BufferOptions]("memory")
+    options = Mirror[BufferOptions]("memory")
     """The memory's options, checked when it was made."""
-    counter = _Mirror[TokenCounter]("memory")
+    counter = Mirror[TokenCounter]("memory")
     """The token counter in force."""
-    model = _Mirror["str | None"]("memory")
+    model = Mirror["str | None"]("memory")
     """The model each save records (``None`` when a custom counter counts)."""
-    memory_variables = _Mirror["list[str]"]("memory")
+    memory_variables = Mirror["list[str]"]("memory")
     """``[memory_key]``."""
+    # The options, read-only here (set them on ``memory``).
+    max_token_limit = Mirror[int]("memory")
+    memory_key = Mirror[str]("memory")
+    return_messages = Mirror[bool]("memory")
+    human_prefix = Mirror[str]("memory")
+    ai_prefix = Mirror[str]("memory")
+    input_key = Mirror["str | None"]("memory")
+    output_key = Mirror["str | None"]("memory")
 
     def save_context(
         self,
@@ -297,6 +295,9 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
     """Blocking twin of `AgentTokenBufferMemory`."""
 
     memory: AgentTokenBufferMemory
+    intermediate_steps_key = Mirror[str]("memory")
+    format_as_tools = Mirror[bool]("memory")
+    prune = Mirror[PruneMode]("memory")
 
     def __init__(self, store: SyncStore, memory: AgentTokenBufferMemory) -> None:
         super().__init__(store)

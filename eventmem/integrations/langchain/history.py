@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
-from eventmem._options import BufferOptions
+from eventmem._options import BufferOptions, Mirror, Option
 from eventmem.errors import InvalidInputError
 from eventmem.integrations.langchain._session import AnyStore, Session
 from eventmem.integrations.langchain.convert import from_langchain, to_langchain
@@ -71,20 +71,18 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
         self._session = session
         self._pending: Message | None = None
 
-    @property
-    def session_id(self) -> str:
-        """The eventmem session this history reads and writes."""
-        return self._session.session_id
+    session_id = Mirror[str]("_session")
+    """The eventmem session this history reads and writes."""
+    store = Mirror[AnyStore]("_session")
+    """The eventmem store."""
 
     @property
-    def store(self) -> AnyStore:
-        """The eventmem store."""
-        return self._session.store
+    def options(self) -> BufferOptions:
+        """The options of the session's memory: its token limit and counting."""
+        return self._session.memory.options
 
-    @property
-    def max_token_limit(self) -> int:
-        """The buffer's token limit."""
-        return self._session.memory.max_token_limit
+    max_token_limit = Option[int]()
+    """The buffer's token limit."""
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
