@@ -10,7 +10,9 @@ model sees is a projection of the log, pruned oldest-first to ``max_token_limit`
 ...         await memory.asave_context({"input": "hi"}, {"output": "hello"})
 """
 
-from eventmem.api import Store, open
+from eventmem._opening import Opening, open
+from eventmem._options import AgentBufferArgs, AgentBufferOptions, BufferArgs, BufferOptions
+from eventmem.api import Store
 from eventmem.audit import Problem, VerifyReport
 from eventmem.errors import (
     ClosedError,
@@ -37,10 +39,11 @@ from eventmem.errors import (
     UnknownModelError,
     UnprotectedLogError,
 )
-from eventmem.events import MemoryCleared, StepRecorded, StoredEvent, TurnSaved
+from eventmem.events import MemoryCleared, PruneMode, StepRecorded, StoredEvent, TurnSaved
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import InvalidToolCall, Message, ToolCall, buffer_string
 from eventmem.steps import Action
+from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
 from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory, connect
 from eventmem.tokens import CallableCounter, OpenAIChatCounter, TokenCounter, count_tokens
 
@@ -48,13 +51,18 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Action",
+    "AgentBufferArgs",
+    "AgentBufferOptions",
     "AgentTokenBufferMemory",
+    "BufferArgs",
+    "BufferOptions",
     "CallableCounter",
     "ClosedError",
     "ConcurrencyError",
     "CorruptDatabaseError",
     "DatabaseLockedError",
     "DiskFullError",
+    "Durability",
     "EventmemError",
     "ImportRefusedError",
     "InputKeyError",
@@ -69,14 +77,19 @@ __all__ = [
     "NotAnEventmemDatabaseError",
     "NotSerializableError",
     "OpenAIChatCounter",
+    "Opening",
     "Problem",
+    "Progress",
+    "PruneMode",
     "ReadOnlyDatabaseError",
     "ReadOnlyStoreError",
     "RebuildRefusedError",
     "SchemaVersionError",
+    "SessionSummary",
     "StepRecorded",
     "StorageError",
     "Store",
+    "StoreStats",
     "StoredEvent",
     "SyncAgentTokenBufferMemory",
     "SyncInAsyncContextError",
@@ -85,6 +98,7 @@ __all__ = [
     "TokenBufferMemory",
     "TokenCounter",
     "ToolCall",
+    "TriggerMode",
     "TurnSaved",
     "UnknownModelError",
     "UnprotectedLogError",

@@ -1,15 +1,21 @@
-"""The public async entry point: [`open`][eventmem.open] and [`Store`][eventmem.Store]."""
+"""The async store: [`Store`][eventmem.Store] (opened by [`open`][eventmem.open])."""
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, overload
 
 import msgspec
 
+from eventmem._options import (
+    AgentBufferArgs,
+    AgentBufferOptions,
+    BufferArgs,
+    BufferOptions,
+    Mirror,
+)
 from eventmem.audit import (
     EXPORT_FORMAT,
     ExportEnd,
@@ -18,30 +24,19 @@ from eventmem.audit import (
     VerifyReport,
     rewrite_for_replay,
 )
-from eventmem.errors import InvalidInputError, MissingDependencyError
-from eventmem.events import Event, PruneMode, StoredEvent
+from eventmem.errors import InvalidInputError
+from eventmem.events import Event, StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.projection import fold
-from eventmem.rules import (
-    DEFAULT_MAX_SAVE_BYTES,
-    check_limit,
-    check_max_save_bytes,
-    validate_session_id,
-)
-from eventmem.store.base import (
-    Backend,
-    Durability,
-    Progress,
-    SessionSummary,
-    StoreStats,
-    TriggerMode,
-    is_postgres_url,
-)
-from eventmem.store.sqlite import SQLiteBackend
+from eventmem.rules import check_limit, validate_session_id
+from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
 from eventmem.tokens import TokenCounter, resolve_counter
 
-__all__ = ["Store", "open"]
+if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
+    from typing_extensions import Unpack
+
+__all__ = ["Store"]
 
 _EVENT_PAGE = 500
 _EXPORT_PAGE = 5000
@@ -56,78 +51,44 @@ class Store:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
-    def token_buffer(
-        self,
-        session_id: str,
-        *,
-        max_token_limit: int = 2000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = False,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str | None = None,
-    ) -> TokenBufferMemory:
+    def token_buffer(self, session_id: str, **options: Unpack[BufferArgs]) -> TokenBufferMemory:
         """A ``ConversationTokenBufferMemory``-compatible memory for ``session_id``.
 
+        The options and their defaults are those of
+        [`BufferOptions`][eventmem.BufferOptions]; a bad one raises `InvalidInputError`.
         Creating it writes nothing; a session exists once something is saved. Another
         limit or model than before on an existing session is fine: each save records
         the limit and counting scheme in force.
         """
-        return TokenBufferMemory(
-            self._backend,
-            session_id,
-            max_token_limit=max_token_limit,
-            model=model,
-            token_counter=token_counter,
-            memory_key=memory_key,
-            return_messages=return_messages,
-            human_prefix=human_prefix,
-            ai_prefix=ai_prefix,
-            input_key=input_key,
-            output_key=output_key,
-        )
+        session_id = validate_session_id(session_id)
+        return TokenBufferMemory(self._backend, session_id, BufferOptions(**options))
 
     def agent_token_buffer(
-        self,
-        session_id: str,
-        *,
-        max_token_limit: int = 12000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = True,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str = "output",
-        intermediate_steps_key: str = "intermediate_steps",
-        format_as_tools: bool = False,
-        prune: PruneMode = "langchain",
+        self, session_id: str, **options: Unpack[AgentBufferArgs]
     ) -> AgentTokenBufferMemory:
         """An ``AgentTokenBufferMemory``-compatible memory for ``session_id``.
 
-        Each intermediate step becomes an event; ``arecord_step`` records one live.
-        ``prune="pair_safe"`` keeps tool calls and their results together.
+        The options and their defaults are those of
+        [`AgentBufferOptions`][eventmem.AgentBufferOptions]. Each intermediate step
+        becomes an event; ``arecord_step`` records one live. ``prune="pair_safe"`` keeps
+        tool calls and their results together.
         """
-        return AgentTokenBufferMemory(
-            self._backend,
-            session_id,
-            max_token_limit=max_token_limit,
-            model=model,
-            token_counter=token_counter,
-            memory_key=memory_key,
-            return_messages=return_messages,
-            human_prefix=human_prefix,
-            ai_prefix=ai_prefix,
-            input_key=input_key,
-            output_key=output_key,
-            intermediate_steps_key=intermediate_steps_key,
-            format_as_tools=format_as_tools,
-            prune=prune,
-        )
+        session_id = validate_session_id(session_id)
+        return AgentTokenBufferMemory(self._backend, session_id, AgentBufferOptions(**options))
+
+    @overload
+    def _memory(  # type: ignore[overload-overlap]  # the subclass's own memory
+        self, session_id: str, options: AgentBufferOptions
+    ) -> AgentTokenBufferMemory: ...
+    @overload
+    def _memory(self, session_id: str, options: BufferOptions) -> TokenBufferMemory: ...
+    def _memory(
+        self, session_id: str, options: BufferOptions
+    ) -> TokenBufferMemory | AgentTokenBufferMemory:
+        """The memory that ``options`` (already checked) describe, for the adapters."""
+        if isinstance(options, AgentBufferOptions):
+            return AgentTokenBufferMemory(self._backend, session_id, options)
+        return TokenBufferMemory(self._backend, session_id, options)
 
     async def events(self, session_id: str) -> AsyncIterator[StoredEvent]:
         """Every event of the session, in order (read in pages, not all at once)."""
@@ -288,20 +249,12 @@ class Store:
         """Close the database connection. Idempotent."""
         await self._backend.close()
 
-    @property
-    def closed(self) -> bool:
-        """Whether the store has been closed."""
-        return self._backend.closed
-
-    @property
-    def max_save_bytes(self) -> int:
-        """The most bytes one write may store (see [`open`][eventmem.open])."""
-        return self._backend.max_save_bytes
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the store was opened with ``read_only=True``."""
-        return self._backend.read_only
+    closed = Mirror[bool]("_backend")
+    """Whether the store has been closed."""
+    max_save_bytes = Mirror[int]("_backend")
+    """The most bytes one write may store (see [`open`][eventmem.open])."""
+    read_only = Mirror[bool]("_backend")
+    """Whether the store was opened with ``read_only=True``."""
 
     async def __aenter__(self) -> Store:
         return self
@@ -326,157 +279,3 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<eventmem.Store {getattr(self._backend, '_where', '?')!r}>"
-
-
-class _Opening:
-    """What [`open`][eventmem.open] returns: await it, or use it with ``async with``."""
-
-    def __init__(self, path: str | os.PathLike[str], options: dict[str, Any]) -> None:
-        self._path = path
-        self._options = options
-        self._store: Store | None = None
-
-    async def _open(self) -> Store:
-        if is_postgres_url(self._path):
-            try:
-                from eventmem.store.postgres import PostgresBackend
-            except ImportError as e:
-                if not (e.name or "").startswith("psycopg"):
-                    raise  # a real error in eventmem's own modules, not a missing driver
-                raise MissingDependencyError(
-                    "a PostgreSQL store needs psycopg 3: pip install 'eventmem[postgres]'"
-                ) from e
-            return Store(await PostgresBackend.open(str(self._path), **self._options))
-        return Store(await SQLiteBackend.open(self._path, **self._options))
-
-    def __await__(self) -> Generator[Any, None, Store]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Store:
-        self._store = await self._open()
-        return self._store
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._store is not None:
-            await self._store.aclose()
-
-
-def open(
-    path: str | os.PathLike[str],
-    *,
-    create: bool = True,
-    durability: Durability = "normal",
-    busy_timeout: float = 30.0,
-    cache_sessions: int = 1024,
-    triggers: TriggerMode = "require",
-    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
-    read_only: bool = False,
-) -> _Opening:
-    """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
-    or, given a ``postgresql://`` URL, in a PostgreSQL database.
-
-    A URL is a libpq URI (``postgresql://user:password@host:5432/dbname``); the store lives
-    in the schema ``eventmem`` unless ``?schema=NAME`` names another. The extra
-    ``eventmem[postgres]`` installs its driver.
-
-    ``durability="normal"`` (the default) survives a process crash but may lose the last
-    commits on power loss; ``"full"`` syncs every commit (in PostgreSQL the server's
-    ``synchronous_commit`` decides; ``"full"`` sets it on for this connection).
-    ``busy_timeout`` is how many seconds a write waits for another process's lock.
-    ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
-    validated against the stored version on every load; 0 disables the cache).
-
-    ``triggers`` is what to do when the triggers that keep the log immutable are missing,
-    disabled or changed (someone switched them off, and may have changed the log):
-    ``"require"`` (the default) refuses with `UnprotectedLogError`;
-    ``"repair"`` restores them (see
-    [`Store.repair_triggers`][eventmem.Store.repair_triggers]) and opens; ``"report"`` opens
-    the store as it is, for [`Store.verify`][eventmem.Store.verify] to report.
-
-    ``max_save_bytes`` (default 16 MiB) bounds what one write may store: the UTF-8 JSON
-    of a save's events (its messages, steps and counts), or of one recorded step; a larger
-    one raises `InputTooLargeError` before its text is copied or
-    counted. It also bounds each line an import reads. Use as
-    ``async with eventmem.open(path) as store:`` or ``store = await eventmem.open(path)``.
-
-    ``read_only=True`` opens an existing, up-to-date store to read it, also on read-only
-    media: it never creates or migrates a store, and every write (a save, a clear, a
-    live step, ``rebuild``, ``import_events``) raises
-    `ReadOnlyStoreError` and writes nothing. A SQLite file is
-    read with ``mode=ro`` (``immutable=1`` where neither the file nor its directory can
-    be written, so no one else can change it), and no ``-wal`` or ``-shm`` file is left
-    behind; in PostgreSQL the session is ``default_transaction_read_only``.
-
-    A path (or URL) containing a NUL character is refused with
-    `InvalidInputError`, a ``ValueError``, as the built-in
-    ``open()`` refuses it: the operating system would read it only up to the NUL.
-
-    Every argument is checked before anything is created or connected to.
-    """
-    if triggers not in ("require", "repair", "report"):
-        raise InvalidInputError(
-            f"triggers must be 'require', 'repair' or 'report', got {triggers!r}"
-        )
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    _check_path(path)
-    if not isinstance(read_only, bool):
-        raise InvalidInputError(f"read_only must be True or False, got {read_only!r}")
-    if not isinstance(create, bool):
-        raise InvalidInputError(f"create must be a bool, got {type(create).__name__}")
-    if durability not in ("normal", "full"):
-        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-    if (
-        isinstance(busy_timeout, bool)
-        or not isinstance(busy_timeout, (int, float))
-        or not 0 <= busy_timeout <= _MAX_BUSY_TIMEOUT  # NaN fails this too
-    ):
-        raise InvalidInputError(
-            f"busy_timeout must be a number of seconds from 0 to {_MAX_BUSY_TIMEOUT}, "
-            f"got {busy_timeout!r}"
-        )
-    if (
-        isinstance(cache_sessions, bool)
-        or not isinstance(cache_sessions, int)
-        or cache_sessions < 0
-    ):
-        raise InvalidInputError(f"cache_sessions must be an int >= 0, got {cache_sessions!r}")
-    return _Opening(
-        path,
-        {
-            "create": create,
-            "durability": durability,
-            "busy_timeout": float(busy_timeout),
-            "cache_sessions": cache_sessions,
-            "triggers": triggers,
-            "max_save_bytes": check_max_save_bytes(max_save_bytes),
-            "read_only": read_only,
-        },
-    )
-
-
-# Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
-_MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000
-
-
-def _check_path(path: str | os.PathLike[str]) -> None:
-    """Refuse a path the operating system would cut short: ``open('a.db\\0.x')`` would
-    open ``a.db``, another file than the one named."""
-    try:
-        name = os.fspath(path)
-    except TypeError as e:
-        raise InvalidInputError(f"path is not a valid path: {e}") from None
-    if not isinstance(name, (str, bytes)):  # pragma: no cover - os.fspath guarantees it
-        raise InvalidInputError(f"path must be a str, got {type(name).__name__}")
-    if isinstance(name, bytes):
-        raise InvalidInputError("path must be a str (or os.PathLike of str), not bytes")
-    if "\x00" in name:
-        raise InvalidInputError(
-            f"path contains a NUL character: {name!r}; a file name cannot hold one (the "
-            "system would open the file named by what comes before it)"
-        )

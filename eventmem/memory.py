@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 import msgspec
 
+from eventmem._options import AgentBufferOptions, BufferOptions, Option
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
 from eventmem.messages import Message, buffer_string
-from eventmem.rules import check_limit, check_save_chars, validate_session_id
+from eventmem.rules import check_save_chars, validate_session_id
 from eventmem.steps import format_step, observation_text, split_step, to_action
 from eventmem.store.base import Backend, StepRequest, TurnRequest
-from eventmem.tokens import OpenAIChatCounter, TokenCounter, count_each, resolve_counter
+from eventmem.tokens import OpenAIChatCounter, TokenCounter, count_each
 
 __all__ = ["AgentTokenBufferMemory", "TokenBufferMemory", "validate_session_id"]
 
@@ -60,51 +61,33 @@ def _check_version(value: object) -> int | None:
     return value
 
 
-def _check_str(name: str, value: object, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
-
-
 class _TokenBuffer:
     """What both memories share: configuration, LangChain's key rules, load and clear."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        session_id: str,
-        *,
-        max_token_limit: int = 2000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = False,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str | None = None,
-    ) -> None:
+    options: BufferOptions
+    """The memory's options, checked when it was made."""
+    max_token_limit = Option[int]()
+    memory_key = Option[str]()
+    return_messages = Option[bool]()
+    human_prefix = Option[str]()
+    ai_prefix = Option[str]()
+    input_key = Option[str | None]()
+    output_key = Option[str | None]()
+
+    def __init__(self, backend: Backend, session_id: str, options: BufferOptions) -> None:
         self._backend = backend
         self.session_id = validate_session_id(session_id)
-        self.max_token_limit = check_limit(max_token_limit)
-        self.counter = resolve_counter(model, token_counter)
-        self.model = str.__str__(model) if token_counter is None else None  # checked above
-        _check_str("memory_key", memory_key)
-        _check_str("human_prefix", human_prefix)
-        _check_str("ai_prefix", ai_prefix)
-        _check_str("input_key", input_key, optional=True)
-        _check_str("output_key", output_key, optional=True)
-        if not isinstance(return_messages, bool):
-            raise InvalidInputError(
-                f"return_messages must be a bool, got {type(return_messages).__name__}"
-            )
-        self.memory_key = memory_key
-        self.return_messages = return_messages
-        self.human_prefix = human_prefix
-        self.ai_prefix = ai_prefix
-        self.input_key = input_key
-        self.output_key = output_key
+        self.options = options
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter in force."""
+        return self.options.counter
+
+    @property
+    def model(self) -> str | None:
+        """The model each save records (``None`` when a custom counter counts)."""
+        return self.options.recorded_model
 
     @property
     def memory_variables(self) -> list[str]:
@@ -119,14 +102,15 @@ class _TokenBuffer:
             raise InvalidInputError(f"inputs must be a dict, got {type(inputs).__name__}")
         if not isinstance(outputs, Mapping):
             raise InvalidInputError(f"outputs must be a dict, got {type(outputs).__name__}")
-        if self.input_key is None:
-            candidates = [k for k in inputs if k not in (*self.memory_variables, "stop")]
+        options = self.options  # one read: a save's hot path
+        if options.input_key is None:
+            candidates = [k for k in inputs if k not in (options.memory_key, "stop")]
             if len(candidates) != 1:
                 raise InputKeyError(f"One input key expected got {candidates}")
             input_key = candidates[0]
         else:
-            input_key = self.input_key
-        if self.output_key is None:
+            input_key = options.input_key
+        if options.output_key is None:
             if len(outputs) == 1:
                 output_key = next(iter(outputs))
             elif "output" in outputs:
@@ -143,7 +127,7 @@ class _TokenBuffer:
                     "store in memory. Please set the 'output_key' explicitly."
                 )
         else:
-            output_key = self.output_key
+            output_key = options.output_key
         return (
             _text(inputs, input_key, "inputs"),
             _text(outputs, output_key, "outputs"),
@@ -216,22 +200,20 @@ class TokenBufferMemory(_TokenBuffer):
         nothing) unless the session is still at that version (optimistic concurrency).
         """
         messages = self._exchange(inputs, outputs)
-        counter = self.counter
+        options = self.options
+        counter = options.counter
         tokens = count_inline(counter, messages)
         if tokens is None:  # long texts: counted in a worker thread
             tokens = await count_all(counter, messages)
         turn = TurnRequest(
             messages=messages,
             counter=counter,
-            max_token_limit=self.max_token_limit,
-            model=self.model,
+            max_token_limit=options.max_token_limit,
+            model=options.recorded_model,
             expected_version=_check_version(expected_version),
             tokens=tokens,
         )
         await self._backend.append_turn(self.session_id, turn)
-
-
-_PRUNE_MODES = ("langchain", "pair_safe")
 
 
 class AgentTokenBufferMemory(_TokenBuffer):
@@ -246,48 +228,13 @@ class AgentTokenBufferMemory(_TokenBuffer):
     ``prune="pair_safe"`` never leaves a tool/function result without its call.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        session_id: str,
-        *,
-        max_token_limit: int = 12000,
-        model: str = "gpt-4o",
-        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
-        memory_key: str = "history",
-        return_messages: bool = True,
-        human_prefix: str = "Human",
-        ai_prefix: str = "AI",
-        input_key: str | None = None,
-        output_key: str = "output",
-        intermediate_steps_key: str = "intermediate_steps",
-        format_as_tools: bool = False,
-        prune: PruneMode = "langchain",
-    ) -> None:
-        super().__init__(
-            backend,
-            session_id,
-            max_token_limit=max_token_limit,
-            model=model,
-            token_counter=token_counter,
-            memory_key=memory_key,
-            return_messages=return_messages,
-            human_prefix=human_prefix,
-            ai_prefix=ai_prefix,
-            input_key=input_key,
-            output_key=output_key,
-        )
-        _check_str("output_key", output_key)
-        _check_str("intermediate_steps_key", intermediate_steps_key)
-        if not isinstance(format_as_tools, bool):
-            raise InvalidInputError(
-                f"format_as_tools must be a bool, got {type(format_as_tools).__name__}"
-            )
-        if prune not in _PRUNE_MODES:
-            raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {prune!r}")
-        self.intermediate_steps_key = intermediate_steps_key
-        self.format_as_tools = format_as_tools
-        self.prune: PruneMode = prune
+    options: AgentBufferOptions
+    intermediate_steps_key = Option[str]()
+    format_as_tools = Option[bool]()
+    prune = Option[PruneMode]()
+
+    def __init__(self, backend: Backend, session_id: str, options: AgentBufferOptions) -> None:
+        super().__init__(backend, session_id, options)
         # Identifies this memory's live steps, so a save never adopts steps left behind
         # by another run that died between recording and saving.
         self.run_id = uuid.uuid4().hex
@@ -346,12 +293,13 @@ class AgentTokenBufferMemory(_TokenBuffer):
         [`TokenBufferMemory.asave_context`][eventmem.TokenBufferMemory.asave_context].
         """
         exchange = self._exchange(inputs, outputs)
+        options = self.options
         steps: tuple[StepRequest, ...] | None = None
-        if self.intermediate_steps_key in outputs:
-            raw = outputs[self.intermediate_steps_key]
+        if options.intermediate_steps_key in outputs:
+            raw = outputs[options.intermediate_steps_key]
             if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
                 raise InvalidInputError(
-                    f"outputs[{self.intermediate_steps_key!r}] must be a list of "
+                    f"outputs[{options.intermediate_steps_key!r}] must be a list of "
                     f"(action, observation) pairs, got {type(raw).__name__}"
                 )
             steps = tuple(self._step(*split_step(step)) for step in raw)
@@ -361,14 +309,14 @@ class AgentTokenBufferMemory(_TokenBuffer):
             )
             steps = tuple([await self._counted_step(step) for step in steps])
         turn = TurnRequest(
-            tokens=await count_all(self.counter, exchange),
+            tokens=await count_all(options.counter, exchange),
             messages=exchange,
-            counter=self.counter,
-            max_token_limit=self.max_token_limit,
-            model=self.model,
+            counter=options.counter,
+            max_token_limit=options.max_token_limit,
+            model=options.recorded_model,
             steps=steps,
-            as_tools=self.format_as_tools,
-            prune=self.prune,
+            as_tools=options.format_as_tools,
+            prune=options.prune,
             run=self.run_id,
             expected_version=_check_version(expected_version),
         )

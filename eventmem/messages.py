@@ -261,7 +261,9 @@ def from_langchain(message: Any) -> Message:
 
     Duck-typed on LangChain's attributes (``type``, ``content``, ``name``,
     ``additional_kwargs``, ``tool_calls``, ``tool_call_id``, ``id``), so LangChain does
-    not have to be installed.
+    not have to be installed. A streamed chunk (``AIMessageChunk`` and friends) converts
+    like the message it stands for. What eventmem cannot store (non-text content, a
+    ``ChatMessage`` with a custom role) raises `InvalidInputError`.
     """
     if isinstance(message, Message):
         return message

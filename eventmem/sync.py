@@ -9,28 +9,40 @@ of stalling that loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, aclosing
 from functools import partial
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from eventmem._opening import open as open_store
+from eventmem._options import (
+    AgentBufferArgs,
+    AgentBufferOptions,
+    BufferArgs,
+    BufferOptions,
+    Mirror,
+)
 from eventmem.api import Store
-from eventmem.api import open as open_store
 from eventmem.audit import VerifyReport
 from eventmem.errors import ClosedError, SyncInAsyncContextError
-from eventmem.events import StoredEvent
+from eventmem.events import PruneMode, StoredEvent
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store.base import Durability, SessionSummary, StoreStats, TriggerMode
+from eventmem.store.base import Progress, SessionSummary, StoreStats
+from eventmem.tokens import TokenCounter
+
+if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
+    from typing_extensions import Unpack
 
 __all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _refuse_inside_event_loop(what: str) -> None:
@@ -61,17 +73,27 @@ class SyncStore:
             raise ClosedError("the store is closed")
         return self._portal.call(fn, *args)
 
-    def token_buffer(self, session_id: str, **options: Any) -> SyncTokenBufferMemory:
+    def token_buffer(self, session_id: str, **options: Unpack[BufferArgs]) -> SyncTokenBufferMemory:
         """A blocking ``ConversationTokenBufferMemory``; options as
         [`Store.token_buffer`][eventmem.Store.token_buffer]."""
         return SyncTokenBufferMemory(self, self._store.token_buffer(session_id, **options))
 
-    def agent_token_buffer(self, session_id: str, **options: Any) -> SyncAgentTokenBufferMemory:
+    def agent_token_buffer(
+        self, session_id: str, **options: Unpack[AgentBufferArgs]
+    ) -> SyncAgentTokenBufferMemory:
         """A blocking ``AgentTokenBufferMemory``; options as
         [`Store.agent_token_buffer`][eventmem.Store.agent_token_buffer]."""
         return SyncAgentTokenBufferMemory(
             self, self._store.agent_token_buffer(session_id, **options)
         )
+
+    def _memory(
+        self, session_id: str, options: BufferOptions
+    ) -> SyncTokenBufferMemory | SyncAgentTokenBufferMemory:
+        """The blocking memory that ``options`` (already checked) describe."""
+        if isinstance(options, AgentBufferOptions):
+            return SyncAgentTokenBufferMemory(self, self._store._memory(session_id, options))
+        return SyncTokenBufferMemory(self, self._store._memory(session_id, options))
 
     def events(self, session_id: str) -> list[StoredEvent]:
         """Every event of the session, in order."""
@@ -87,10 +109,23 @@ class SyncStore:
             "SyncStore.messages", partial(self._store.messages, as_of=as_of), session_id
         )
 
-    def replay(self, session_id: str, **options: Any) -> list[Message]:
+    def replay(
+        self,
+        session_id: str,
+        *,
+        max_token_limit: int | None = None,
+        model: str | None = None,
+        token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
+    ) -> list[Message]:
         """What-if buffer under another limit or tokenizer (see
         [`Store.replay`][eventmem.Store.replay])."""
-        return self._call("SyncStore.replay", partial(self._store.replay, **options), session_id)
+        replay = partial(
+            self._store.replay,
+            max_token_limit=max_token_limit,
+            model=model,
+            token_counter=token_counter,
+        )
+        return self._call("SyncStore.replay", replay, session_id)
 
     def version(self, session_id: str) -> int:
         """Position of the session's last event (0 for an unknown session)."""
@@ -100,15 +135,17 @@ class SyncStore:
         """The number of events in the store."""
         return self._call("SyncStore.count_events", self._store.count_events)
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, progress: Progress | None = None) -> VerifyReport:
         """Check the triggers, every hash chain, session head and projection row (see
-        [`Store.verify`][eventmem.Store.verify])."""
-        return self._call("SyncStore.verify", self._store.verify)
+        [`Store.verify`][eventmem.Store.verify]); ``progress(done, total)`` is called
+        from the store's thread."""
+        return self._call("SyncStore.verify", partial(self._store.verify, progress=progress))
 
-    def rebuild(self, *, force: bool = False) -> int:
+    def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt. Chain
         findings refuse it unless ``force`` (see [`Store.rebuild`][eventmem.Store.rebuild])."""
-        return self._call("SyncStore.rebuild", partial(self._store.rebuild, force=force))
+        rebuild = partial(self._store.rebuild, progress=progress, force=force)
+        return self._call("SyncStore.rebuild", rebuild)
 
     def repair_triggers(self) -> list[str]:
         """Restore the log's triggers; return what was wrong (see
@@ -149,10 +186,12 @@ class SyncStore:
         """Figures about the whole store (see [`Store.stats`][eventmem.Store.stats])."""
         return self._call("SyncStore.stats", self._store.stats)
 
-    @property
-    def read_only(self) -> bool:
-        """Whether the store was opened with ``read_only=True``."""
-        return self._store.read_only
+    closed = Mirror[bool]("_store")
+    """Whether the store has been closed."""
+    max_save_bytes = Mirror[int]("_store")
+    """The most bytes one write may store (see [`open`][eventmem.open])."""
+    read_only = Mirror[bool]("_store")
+    """Whether the store was opened with ``read_only=True``."""
 
     def close(self) -> None:
         """Close the store and stop its event-loop thread. Idempotent."""
@@ -185,10 +224,24 @@ class _SyncBuffer:
     def __init__(self, store: SyncStore) -> None:
         self._store = store
 
-    @property
-    def memory_variables(self) -> list[str]:
-        """``[memory_key]``."""
-        return self.memory.memory_variables
+    session_id = Mirror[str]("memory")
+    """The session this memory reads and writes."""
+    options = Mirror[BufferOptions]("memory")
+    """The memory's options, checked when it was made."""
+    counter = Mirror[TokenCounter]("memory")
+    """The token counter in force."""
+    model = Mirror["str | None"]("memory")
+    """The model each save records (``None`` when a custom counter counts)."""
+    memory_variables = Mirror["list[str]"]("memory")
+    """``[memory_key]``."""
+    # The options, read-only here (set them on ``memory``).
+    max_token_limit = Mirror[int]("memory")
+    memory_key = Mirror[str]("memory")
+    return_messages = Mirror[bool]("memory")
+    human_prefix = Mirror[str]("memory")
+    ai_prefix = Mirror[str]("memory")
+    input_key = Mirror["str | None"]("memory")
+    output_key = Mirror["str | None"]("memory")
 
     def save_context(
         self,
@@ -223,6 +276,10 @@ class _SyncBuffer:
         """The buffer as messages."""
         return self._store._call("messages", self.memory.amessages)
 
+    def buffer_as_str(self) -> str:
+        """The buffer as LangChain's ``get_buffer_string`` renders it."""
+        return self._store._call("buffer_as_str", self.memory.abuffer_as_str)
+
 
 class SyncTokenBufferMemory(_SyncBuffer):
     """Blocking twin of `TokenBufferMemory` (LangChain's sync API)."""
@@ -238,6 +295,9 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
     """Blocking twin of `AgentTokenBufferMemory`."""
 
     memory: AgentTokenBufferMemory
+    intermediate_steps_key = Mirror[str]("memory")
+    format_as_tools = Mirror[bool]("memory")
+    prune = Mirror[PruneMode]("memory")
 
     def __init__(self, store: SyncStore, memory: AgentTokenBufferMemory) -> None:
         super().__init__(store)
@@ -255,32 +315,32 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
         )
 
 
-def connect(
-    path: str | os.PathLike[str],
-    *,
-    create: bool = True,
-    durability: Durability = "normal",
-    busy_timeout: float = 30.0,
-    triggers: TriggerMode = "require",
-    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
-    read_only: bool = False,
-) -> SyncStore:
-    """Open a store for blocking code (same arguments as [`eventmem.open`][eventmem.open]).
+def _takes_the_arguments_of(
+    opener: Callable[P, object],
+) -> Callable[[Callable[..., SyncStore]], Callable[P, SyncStore]]:
+    """Give the decorated function ``opener``'s parameters, for type checkers and
+    ``inspect.signature``, without restating them."""
+
+    def decorate(function: Callable[..., SyncStore]) -> Callable[P, SyncStore]:
+        returns = inspect.signature(function).return_annotation
+        signature = inspect.signature(opener).replace(return_annotation=returns)
+        function.__signature__ = signature  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+@_takes_the_arguments_of(open_store)
+def connect(path: str | os.PathLike[str], **options: Any) -> SyncStore:
+    """Open a store for blocking code; it takes the arguments of
+    [`eventmem.open`][eventmem.open], with the same defaults.
 
     Use as ``with eventmem.connect(path) as store:``. ``read_only=True`` opens an
     existing store whose every write raises `ReadOnlyStoreError`.
     """
     _refuse_inside_event_loop("eventmem.connect")
     # Arguments are checked here, before the event-loop thread starts.
-    opening = open_store(
-        path,
-        create=create,
-        durability=durability,
-        busy_timeout=busy_timeout,
-        triggers=triggers,
-        max_save_bytes=max_save_bytes,
-        read_only=read_only,
-    )
+    opening = open_store(path, **options)
     portal_cm = start_blocking_portal(backend="asyncio")
     portal = portal_cm.__enter__()
     try:

@@ -13,6 +13,7 @@ fewer random examples (``examples_for``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -277,8 +278,10 @@ def test_langchain_classic_save_context_is_broken() -> None:
 def test_defaults_are_langchains() -> None:
     """``agent_token_buffer()`` with no options is configured like LangChain's class."""
     fields = LangChainAgentTokenBufferMemory.model_fields
-    signature_defaults = eventmem.Store.agent_token_buffer.__kwdefaults__
-    assert signature_defaults is not None
+    # agent_token_buffer's keywords take their defaults from the options struct.
+    signature_defaults = {
+        f.name: f.default for f in dataclasses.fields(eventmem.AgentBufferOptions)
+    }
     for name in (
         "max_token_limit",
         "memory_key",

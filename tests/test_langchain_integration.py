@@ -10,6 +10,7 @@ runs too. The tests that store anything run against both backends (``target``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -498,6 +499,48 @@ def test_they_are_real_langchain_memories(store: eventmem.SyncStore) -> None:
         True,
         "output",
     )
+
+
+def test_the_drop_ins_take_their_defaults_from_the_options_struct() -> None:
+    import dataclasses
+
+    for memory, options in (
+        (ConversationTokenBufferMemory, eventmem.BufferOptions),
+        (AgentTokenBufferMemory, eventmem.AgentBufferOptions),
+    ):
+        defaults = {f.name: f.default for f in dataclasses.fields(options) if f.init}
+        for name, field in memory.model_fields.items():
+            if name in defaults and name != "token_counter":
+                assert field.default == defaults[name], (memory.__name__, name)
+    history = inspect.signature(EventSourcedChatMessageHistory).parameters
+    assert history["max_token_limit"].default == eventmem.BufferOptions.max_token_limit
+    assert history["model"].default == eventmem.BufferOptions.model
+
+
+def test_one_from_langchain_and_two_distinct_agent_memories() -> None:
+    import eventmem.integrations.langchain as integration
+    import eventmem.messages
+
+    assert integration.from_langchain is eventmem.messages.from_langchain
+    assert not issubclass(integration.AgentTokenBufferMemory, eventmem.AgentTokenBufferMemory)
+    assert issubclass(integration.AgentTokenBufferMemory, BaseMemory)
+
+
+def test_a_drop_in_hands_its_options_to_the_core_memory(store: eventmem.SyncStore) -> None:
+    memory = AgentTokenBufferMemory(
+        store=store, session_id="s", max_token_limit=99, prune="pair_safe", format_as_tools=True
+    )
+    core = memory.chat_memory._session.memory  # type: ignore[attr-defined]
+    assert core.options == eventmem.AgentBufferOptions(
+        max_token_limit=99,
+        prune="pair_safe",
+        format_as_tools=True,
+        token_counter=core.options.token_counter,
+        model=core.options.model,
+    )
+    memory.prune = "langchain"
+    memory.load_memory_variables({})  # the next use rebuilds the core memory
+    assert memory.chat_memory._session.memory.prune == "langchain"  # type: ignore[attr-defined]
 
 
 def test_bad_construction_is_refused_clearly(store: eventmem.SyncStore, tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import anyio.to_thread
 
+from eventmem._options import BufferOptions
 from eventmem.api import Store
 from eventmem.errors import EventmemError, InvalidInputError, SyncInAsyncContextError
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
@@ -60,33 +61,19 @@ def check_store(store: object) -> AnyStore:
 class Session:
     """A core memory for ``session_id`` plus the means to call it from any context."""
 
-    def __init__(
-        self,
-        store: AnyStore,
-        session_id: str,
-        kind: Literal["conversation", "agent"],
-        options: Mapping[str, Any],
-    ) -> None:
+    def __init__(self, store: AnyStore, session_id: str, options: BufferOptions) -> None:
         check_store(store)
         self.store = store
         self._sync: SyncTokenBufferMemory | SyncAgentTokenBufferMemory | None
         self.memory: TokenBufferMemory | AgentTokenBufferMemory
         if isinstance(store, SyncStore):
-            self._sync = (
-                store.token_buffer(session_id, **options)
-                if kind == "conversation"
-                else store.agent_token_buffer(session_id, **options)
-            )
+            self._sync = store._memory(session_id, options)
             self.memory = self._sync.memory
             self._async_store: Store | None = None
         else:
             self._sync = None
             self._async_store = store
-            self.memory = (
-                store.token_buffer(session_id, **options)
-                if kind == "conversation"
-                else store.agent_token_buffer(session_id, **options)
-            )
+            self.memory = store._memory(session_id, options)
             loop = _running_loop()
             if loop is not None:
                 _store_loops[store] = loop

@@ -22,8 +22,10 @@ from langchain_core.messages import (
     message_chunk_to_message,
 )
 
-from eventmem.messages import Message
-from eventmem.messages import from_langchain as _core_from_langchain
+from eventmem.messages import (
+    Message,
+    from_langchain,  # re-exported: one conversion, not two
+)
 
 __all__ = ["from_langchain", "normalize_step", "plain_values", "to_langchain"]
 
@@ -74,19 +76,6 @@ def to_langchain(message: Message) -> BaseMessage:
         id=message.id,
         additional_kwargs={} if message.name is None else {"name": message.name},
     )
-
-
-def from_langchain(message: Any) -> Message:
-    """The [`Message`][eventmem.Message] for a LangChain message (or a ``Message``).
-
-    ``eventmem.messages.from_langchain``, which also accepts message chunks
-    (``AIMessageChunk`` and friends, as streaming agents produce): a chunk is first
-    turned into its message. Raises [`InvalidInputError`][eventmem.InvalidInputError] for what
-    eventmem cannot store (non-text content, ``ChatMessage`` with a custom role).
-    """
-    if isinstance(message, BaseMessageChunk):
-        message = message_chunk_to_message(message)
-    return _core_from_langchain(message)
 
 
 def normalize_step(step: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from eventmem._options import BufferOptions, Mirror, Option
 from eventmem.errors import InvalidInputError
 from eventmem.integrations.langchain._session import AnyStore, Session
 from eventmem.integrations.langchain.convert import from_langchain, to_langchain
@@ -45,22 +46,19 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
         store: AnyStore,
         session_id: str,
         *,
-        max_token_limit: int = 2000,
+        max_token_limit: int = BufferOptions.max_token_limit,
         llm: Any = None,
-        model: str = "gpt-4o",
+        model: str = BufferOptions.model,
         token_counter: TokenCounter | Callable[[list[Message]], int] | None = None,
     ) -> None:
         if token_counter is None:
             model, token_counter = counting_for(llm, model)
         elif llm is not None:
             raise InvalidInputError("pass llm= or token_counter=, not both")
-        session = Session(
-            store,
-            session_id,
-            "conversation",
-            {"max_token_limit": max_token_limit, "model": model, "token_counter": token_counter},
+        options = BufferOptions(
+            max_token_limit=max_token_limit, model=model, token_counter=token_counter
         )
-        self._init(session)
+        self._init(Session(store, session_id, options))
 
     @classmethod
     def _of(cls, session: Session) -> EventSourcedChatMessageHistory:
@@ -73,20 +71,18 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
         self._session = session
         self._pending: Message | None = None
 
-    @property
-    def session_id(self) -> str:
-        """The eventmem session this history reads and writes."""
-        return self._session.session_id
+    session_id = Mirror[str]("_session")
+    """The eventmem session this history reads and writes."""
+    store = Mirror[AnyStore]("_session")
+    """The eventmem store."""
 
     @property
-    def store(self) -> AnyStore:
-        """The eventmem store."""
-        return self._session.store
+    def options(self) -> BufferOptions:
+        """The options of the session's memory: its token limit and counting."""
+        return self._session.memory.options
 
-    @property
-    def max_token_limit(self) -> int:
-        """The buffer's token limit."""
-        return self._session.memory.max_token_limit
+    max_token_limit = Option[int]()
+    """The buffer's token limit."""
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]

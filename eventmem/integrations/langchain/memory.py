@@ -9,7 +9,7 @@ prunes; a save never re-counts the buffer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from langchain_classic.memory.chat_memory import BaseChatMemory
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -17,7 +17,9 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
+from eventmem._options import AgentBufferOptions, BufferOptions
 from eventmem.errors import InvalidInputError
+from eventmem.events import PruneMode
 from eventmem.integrations.langchain._session import AnyStore, Session, check_store
 from eventmem.integrations.langchain.convert import normalize_step, plain_values, to_langchain
 from eventmem.integrations.langchain.counting import counting_for
@@ -40,15 +42,15 @@ class _EventSourcedMemory(BaseChatMemory):
     llm: BaseLanguageModel | None = Field(default=None, exclude=True)  # type: ignore[type-arg]
     """Counts tokens like this model (``ChatOpenAI``: exactly and fast; others: through
     its ``get_num_tokens_from_messages``). ``None``: like ``ChatOpenAI(model=model)``."""
-    model: str = "gpt-4o"
+    model: str = BufferOptions.model
     """The OpenAI model to count for when ``llm`` is None."""
-    human_prefix: str = "Human"
+    human_prefix: str = BufferOptions.human_prefix
     """The string buffer's prefix for human messages."""
-    ai_prefix: str = "AI"
+    ai_prefix: str = BufferOptions.ai_prefix
     """The string buffer's prefix for AI messages."""
-    memory_key: str = "history"
+    memory_key: str = BufferOptions.memory_key
     """The key of the buffer in ``load_memory_variables``."""
-    max_token_limit: int = 2000
+    max_token_limit: int = BufferOptions.max_token_limit
     """Pruning keeps the buffer within this many tokens."""
     chat_memory: BaseChatMessageHistory = Field(default=None, exclude=True)  # type: ignore[assignment]
     """This session as an
@@ -75,38 +77,30 @@ class _EventSourcedMemory(BaseChatMemory):
         self._session()
 
     # -- the session -------------------------------------------------------------------
-    def _kind(self) -> Literal["conversation", "agent"]:
-        return "conversation"
+    # The fields handed to the core memory as they are (llm and model become counting).
+    _core_fields: ClassVar[tuple[str, ...]] = (
+        "max_token_limit",
+        "memory_key",
+        "input_key",
+        "output_key",
+    )
+    _options_type: ClassVar[type[BufferOptions]] = BufferOptions
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self) -> BufferOptions:
         model, counter = counting_for(self.llm, self.model)
-        return {
-            "max_token_limit": self.max_token_limit,
-            "model": model,
-            "token_counter": counter,
-            "memory_key": self.memory_key,
-            "input_key": self.input_key,
-            "output_key": self.output_key,
-        }
+        fields = {name: getattr(self, name) for name in self._core_fields}
+        return self._options_type(model=model, token_counter=counter, **fields)
 
     def _config(self) -> tuple[Any, ...]:
         """What the core memory is built from; a change rebuilds it."""
-        return (
-            id(self.store),
-            self.session_id,
-            id(self.llm),
-            self.model,
-            self.max_token_limit,
-            self.memory_key,
-            self.input_key,
-            self.output_key,
-        )
+        fields = tuple(getattr(self, name) for name in self._core_fields)
+        return (id(self.store), self.session_id, id(self.llm), self.model, fields)
 
     def _session(self) -> Session:
         config = self._config()
         state = self._state
         if state is None or state[0] != config:
-            session = Session(self.store, self.session_id, self._kind(), self._options())
+            session = Session(self.store, self.session_id, self._options())
             self._state = (config, session)
             # Bypasses validation on purpose: the field is ours to set.
             object.__setattr__(self, "chat_memory", EventSourcedChatMessageHistory._of(session))
@@ -198,34 +192,23 @@ class AgentTokenBufferMemory(_EventSourcedMemory):
     without its call.
     """
 
-    max_token_limit: int = 12000
-    return_messages: bool = True
-    output_key: str = "output"
-    intermediate_steps_key: str = "intermediate_steps"
+    max_token_limit: int = AgentBufferOptions.max_token_limit
+    return_messages: bool = AgentBufferOptions.return_messages
+    output_key: str = "output"  # AgentBufferOptions' default (a test checks), typed as a str
+    intermediate_steps_key: str = AgentBufferOptions.intermediate_steps_key
     """The key of the agent's steps in ``outputs``."""
-    format_as_tools: bool = False
+    format_as_tools: bool = AgentBufferOptions.format_as_tools
     """Steps as tool messages (``True``) or as OpenAI function messages."""
-    prune: Literal["langchain", "pair_safe"] = "langchain"
+    prune: PruneMode = AgentBufferOptions.prune
     """``"pair_safe"`` never leaves a tool result in the buffer without its call."""
 
-    def _kind(self) -> Literal["conversation", "agent"]:
-        return "agent"
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            **super()._options(),
-            "intermediate_steps_key": self.intermediate_steps_key,
-            "format_as_tools": self.format_as_tools,
-            "prune": self.prune,
-        }
-
-    def _config(self) -> tuple[Any, ...]:
-        return (
-            *super()._config(),
-            self.intermediate_steps_key,
-            self.format_as_tools,
-            self.prune,
-        )
+    _core_fields: ClassVar[tuple[str, ...]] = (
+        *_EventSourcedMemory._core_fields,
+        "intermediate_steps_key",
+        "format_as_tools",
+        "prune",
+    )
+    _options_type: ClassVar[type[BufferOptions]] = AgentBufferOptions
 
     def _outputs(self, outputs: Mapping[str, Any]) -> Mapping[str, Any]:
         outputs = super()._outputs(outputs)
