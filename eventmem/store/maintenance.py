@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from eventmem.audit import (
-    ChainChecker,
-    ExportReader,
-    Problem,
-    SessionFold,
-    VerifyReport,
-    export_line,
-)
+from eventmem._export_format import ExportReader, export_line
+from eventmem.audit import ChainChecker, Problem, SessionFold, VerifyReport
 from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
