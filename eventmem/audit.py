@@ -25,7 +25,6 @@ from eventmem._export_format import (
 )
 from eventmem.errors import EventmemError, InvalidInputError
 from eventmem.events import (
-    GENESIS_HASH,
     Event,
     MemoryCleared,
     StepRecorded,
@@ -36,7 +35,7 @@ from eventmem.events import (
     encode_event,
 )
 from eventmem.messages import Message, decode_trusted
-from eventmem.projection import BufferEntry, MemoryBuffer, apply
+from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.tokens import TokenCounter
 
 __all__ = [
@@ -142,18 +141,7 @@ class _FoldBuffer(MemoryBuffer):
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
-    __slots__ = (
-        "broken",
-        "buffer",
-        "created_at",
-        "first_problem",
-        "head_hash",
-        "last_kind",
-        "session_id",
-        "trusted",
-        "turn_position",
-        "version",
-    )
+    __slots__ = ("broken", "buffer", "last_kind", "session_id", "trusted")
 
     def __init__(self, session_id: str, *, trusted: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
@@ -161,12 +149,13 @@ class SessionFold:
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.version = 0
-        self.head_hash = GENESIS_HASH
-        self.created_at: int | None = None
-        self.turn_position = 0
-        self.buffer: MemoryBuffer = _FoldBuffer()
+        self.buffer: MemoryBuffer = _FoldBuffer(session_id)
         self.broken = False
+
+    @property
+    def state(self) -> HeadState:
+        """The session's head after the events folded so far."""
+        return self.buffer.state
 
     def add(
         self,
@@ -199,14 +188,15 @@ class SessionFold:
     ) -> Problem | None:
         if self.broken:
             return None
-        if position != self.version + 1:
-            expected = self.version + 1
+        state = self.buffer.state
+        if position != state.version + 1:
+            expected = state.version + 1
             return self._fail(
                 expected,
                 "missing_event",
                 f"expected position {expected}, found {position}: an event was deleted or moved",
             )
-        if chain_hash(self.head_hash, self.session_id, position, recorded_at, data) != digest:
+        if chain_hash(state.head_hash, self.session_id, position, recorded_at, data) != digest:
             return self._fail(
                 position,
                 "hash_mismatch",
@@ -239,12 +229,7 @@ class SessionFold:
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
         apply(self.buffer, event, position)
-        self.version = position
-        self.head_hash = digest
-        if self.created_at is None:
-            self.created_at = recorded_at
-        if isinstance(event, TurnSaved):
-            self.turn_position = position
+        self.buffer.state.chain(position, recorded_at, digest)
 
     def view_rows(self) -> list[tuple[str, int, int, str]]:
         """The buffer as ``view_messages`` rows: (session, seq, tokens, message JSON), the
