@@ -1,7 +1,9 @@
-"""Audit over event logs: chain verification, replay under other settings, export lines.
+"""Audit over event logs: chain verification and the fold it checks, replay under other
+settings.
 
 Pure functions over rows and events; the backend feeds them. Replay and time travel use
-`eventmem.projection.fold`, the same fold the live path applies.
+`eventmem.projection.fold`, the same fold the live path applies. The export file format
+is `eventmem._export_format` (its names are importable from here too).
 """
 
 from __future__ import annotations
@@ -12,9 +14,17 @@ from typing import Literal
 
 import msgspec
 
-from eventmem.errors import EventmemError, ImportRefusedError, InvalidInputError
+from eventmem._export_format import (
+    EXPORT_FORMAT,
+    ExportEnd,
+    ExportHeader,
+    ExportLine,
+    ExportReader,
+    export_line,
+    max_line_bytes,
+)
+from eventmem.errors import EventmemError, InvalidInputError
 from eventmem.events import (
-    GENESIS_HASH,
     Event,
     MemoryCleared,
     StepRecorded,
@@ -25,8 +35,7 @@ from eventmem.events import (
     encode_event,
 )
 from eventmem.messages import Message, decode_trusted
-from eventmem.projection import BufferEntry, MemoryBuffer, apply
-from eventmem.rules import check_time, validate_session_id
+from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.tokens import TokenCounter
 
 __all__ = [
@@ -132,18 +141,7 @@ class _FoldBuffer(MemoryBuffer):
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
-    __slots__ = (
-        "broken",
-        "buffer",
-        "created_at",
-        "first_problem",
-        "head_hash",
-        "last_kind",
-        "session_id",
-        "trusted",
-        "turn_position",
-        "version",
-    )
+    __slots__ = ("broken", "buffer", "last_kind", "session_id", "trusted")
 
     def __init__(self, session_id: str, *, trusted: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
@@ -151,12 +149,13 @@ class SessionFold:
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.version = 0
-        self.head_hash = GENESIS_HASH
-        self.created_at: int | None = None
-        self.turn_position = 0
-        self.buffer: MemoryBuffer = _FoldBuffer()
+        self.buffer: MemoryBuffer = _FoldBuffer(session_id)
         self.broken = False
+
+    @property
+    def state(self) -> HeadState:
+        """The session's head after the events folded so far."""
+        return self.buffer.state
 
     def add(
         self,
@@ -189,14 +188,15 @@ class SessionFold:
     ) -> Problem | None:
         if self.broken:
             return None
-        if position != self.version + 1:
-            expected = self.version + 1
+        state = self.buffer.state
+        if position != state.version + 1:
+            expected = state.version + 1
             return self._fail(
                 expected,
                 "missing_event",
                 f"expected position {expected}, found {position}: an event was deleted or moved",
             )
-        if chain_hash(self.head_hash, self.session_id, position, recorded_at, data) != digest:
+        if chain_hash(state.head_hash, self.session_id, position, recorded_at, data) != digest:
             return self._fail(
                 position,
                 "hash_mismatch",
@@ -229,12 +229,7 @@ class SessionFold:
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
         apply(self.buffer, event, position)
-        self.version = position
-        self.head_hash = digest
-        if self.created_at is None:
-            self.created_at = recorded_at
-        if isinstance(event, TurnSaved):
-            self.turn_position = position
+        self.buffer.state.chain(position, recorded_at, digest)
 
     def view_rows(self) -> list[tuple[str, int, int, str]]:
         """The buffer as ``view_messages`` rows: (session, seq, tokens, message JSON), the
@@ -319,222 +314,3 @@ def rewrite_for_replay(
         else:
             assert isinstance(event, (StepRecorded, MemoryCleared, TurnSaved))
             yield event
-
-
-# -- export ---------------------------------------------------------------------------
-
-EXPORT_FORMAT = "eventmem-export"
-
-
-class ExportHeader(msgspec.Struct, frozen=True):
-    """First line of an export file."""
-
-    format: str
-    version: int
-
-
-class ExportEnd(msgspec.Struct, frozen=True):
-    """Last line of an export file: how many event lines came before it. A file without
-    it (or with another count) was cut short, and is refused on import."""
-
-    end: str
-    events: int
-
-
-class ExportLine(msgspec.Struct, frozen=True):
-    """One event of an export file. ``data`` is the stored JSON, byte for byte."""
-
-    session_id: str
-    position: int
-    recorded_at: int
-    kind: str
-    hash: str
-    data: msgspec.Raw
-
-
-_encode = msgspec.json.Encoder().encode
-
-
-def export_line(
-    session_id: str, position: int, recorded_at: int, kind: str, data: bytes, digest: bytes
-) -> bytes:
-    """One JSON line; the event's stored bytes are embedded verbatim so its hash verifies."""
-    return _encode(
-        ExportLine(session_id, position, recorded_at, kind, digest.hex(), msgspec.Raw(data))
-    )
-
-
-_decode_header = msgspec.json.Decoder(ExportHeader).decode
-_decode_end = msgspec.json.Decoder(ExportEnd).decode
-_decode_line = msgspec.json.Decoder(ExportLine).decode
-_EXPORT_VERSION = 1
-_KINDS = ("turn", "step", "clear")
-_HEX = frozenset(b"0123456789abcdef")
-_BOM = b"\xef\xbb\xbf"
-# An event line is its event's data plus the envelope: the session id (1024 characters,
-# at most 6 bytes each once escaped), two integers, the kind and the hash.
-_ENVELOPE_BYTES = 64 * 1024
-_DecodeErrors = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-
-
-def max_line_bytes(max_save_bytes: int) -> int:
-    """The longest export line an import reads: one event of a save of at most
-    ``max_save_bytes``, with its envelope."""
-    return max_save_bytes + _ENVELOPE_BYTES
-
-
-class ExportReader:
-    """Reads an export file line by line, checking each line as it comes: the header,
-    every event line's envelope (the event itself is the fold's to check), and the end
-    line's count. Any fault raises `ImportRefusedError` naming the line.
-
-    ``lines`` is any iterable of ``bytes`` or ``str`` lines (a file opened in binary mode
-    is one). Only one line is held at a time, and none longer than
-    `max_line_bytes` is copied or decoded; no event may be larger than a save
-    may store (``max_save_bytes``). A reader reads its lines once.
-    """
-
-    def __init__(self, lines: Iterable[object], max_save_bytes: int) -> None:
-        self._lines = lines
-        self._max_save = max_save_bytes
-        self._max = max_line_bytes(max_save_bytes)
-        self.started = False
-
-    def events(self) -> Iterator[tuple[int, ExportLine, bytes]]:
-        """``(line number, line, data)`` for each event line, then, once the end line
-        has confirmed the count, nothing more."""
-        self.started = True
-        numbered = enumerate(self._lines, start=1)
-        for number, raw in numbered:
-            line = self._line(number, raw)
-            if line is not None:
-                self._header(number, line)
-                break
-        else:
-            raise ImportRefusedError("the file is empty; an export starts with a header line")
-        pending: tuple[int, bytes] | None = None
-        count = 0
-        for number, raw in numbered:
-            line = self._line(number, raw)
-            if line is None:
-                continue
-            if pending is not None:
-                yield self._event(*pending)
-                count += 1
-            pending = (number, line)
-        if pending is None:
-            raise ImportRefusedError(
-                "the file has a header but no end line: it was cut short (or is not a whole export)"
-            )
-        number, line = pending
-        try:
-            end = _decode_end(line)
-        except _DecodeErrors:
-            raise ImportRefusedError(
-                f"the file has no end line (line {number} is the last): it was cut short "
-                "(or is not a whole export)"
-            ) from None
-        if end.end != EXPORT_FORMAT:
-            raise ImportRefusedError(
-                f"the file has no end line (line {number}, the last, is another format's)"
-            )
-        if end.events != count:
-            raise ImportRefusedError(
-                f"the end line (line {number}) announces {end.events!r} events but the file "
-                f"holds {count}"
-            )
-
-    def _line(self, number: int, raw: object) -> bytes | None:
-        """The line as bytes (None if blank), refused if too long or not text."""
-        if isinstance(raw, str):
-            if len(raw) > self._max:  # every character takes at least one byte
-                raise self._too_long(number)
-            try:
-                raw = raw.encode()
-            except UnicodeEncodeError:
-                raise ImportRefusedError(
-                    f"line {number} is not valid Unicode (a lone surrogate)"
-                ) from None
-        elif isinstance(raw, (bytearray, memoryview)):
-            if len(raw) > self._max:
-                raise self._too_long(number)
-            raw = bytes(raw)
-        elif not isinstance(raw, bytes):
-            raise InvalidInputError(
-                f"import_events reads lines of bytes or str; line {number} is a "
-                f"{type(raw).__name__}"
-            )
-        assert isinstance(raw, bytes)
-        if len(raw) > self._max:
-            raise self._too_long(number)
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM) :]  # a byte order mark some editors write
-        if not raw or raw.isspace():
-            return None
-        return raw
-
-    def _too_long(self, number: int) -> ImportRefusedError:
-        return ImportRefusedError(
-            f"line {number} is longer than {self._max} bytes, more than any event of a save "
-            "within max_save_bytes; open the store with a larger max_save_bytes to import it"
-        )
-
-    def _header(self, number: int, line: bytes) -> None:
-        try:
-            header = _decode_header(line)
-        except _DecodeErrors:
-            raise ImportRefusedError(
-                f"line {number} is not an eventmem export header (the file is not an export)"
-            ) from None
-        if header.format != EXPORT_FORMAT:
-            raise ImportRefusedError(
-                f"unsupported export: format {header.format!r} is not an eventmem export"
-            )
-        if header.version > _EXPORT_VERSION:
-            raise ImportRefusedError(
-                f"unsupported export: format version {header.version} was written by a newer "
-                f"eventmem; this one reads version {_EXPORT_VERSION}: upgrade eventmem"
-            )
-        if header.version != _EXPORT_VERSION:
-            raise ImportRefusedError(f"unsupported export: format version {header.version}")
-
-    def _event(self, number: int, line: bytes) -> tuple[int, ExportLine, bytes]:
-        try:
-            item = _decode_line(line)
-        except _DecodeErrors as e:
-            raise ImportRefusedError(
-                f"line {number} is not an export line: {_what(line, e)}"
-            ) from None
-        try:
-            validate_session_id(item.session_id)
-            check_time(item.recorded_at)
-        except InvalidInputError as e:
-            raise ImportRefusedError(f"line {number}: {e}") from None
-        if item.kind not in _KINDS:
-            raise ImportRefusedError(
-                f"line {number}: unknown event kind {item.kind!r} (this eventmem knows "
-                f"{', '.join(_KINDS)}; a newer one may know more)"
-            )
-        if len(item.hash) != 64 or not _HEX.issuperset(item.hash.encode()):
-            raise ImportRefusedError(f"line {number}: hash must be 64 lowercase hexadecimal digits")
-        data = bytes(item.data)
-        if len(data) > self._max_save:
-            raise ImportRefusedError(
-                f"line {number}: the event is {len(data)} bytes, more than a save may store "
-                f"in this store ({self._max_save} bytes); open the store with a larger "
-                "max_save_bytes to import it"
-            )
-        return number, item, data
-
-
-def _what(line: bytes, error: Exception) -> str:
-    """Why a line is not an event line, naming the two lines that often land there."""
-    for decode, what in ((_decode_header, "a second header"), (_decode_end, "an end line")):
-        try:
-            decode(line)
-        except _DecodeErrors:
-            continue
-        return f"it is {what} (two exports joined into one file?)"
-    if isinstance(error, RecursionError):
-        return "it is nested too deeply"
-    return str(error)

@@ -1,9 +1,11 @@
 """The projection: how events turn into the buffer the model sees. Pure, no I/O.
 
 A session's buffer is the messages after its watermark. ``apply`` folds one event
-into a ``Buffer``; the live path runs it over a buffer backed by the database (which
-reads only the rows it prunes), while replay, time travel and rebuild run the very same
-function over ``MemoryBuffer``. There is no second implementation of the rules.
+into a ``Buffer`` and its ``HeadState`` (the session's scalars: one struct, one row of
+the ``sessions`` table); the live path runs it over a buffer backed by the database
+(which reads only the rows it prunes), while replay, time travel and rebuild run the
+very same function over ``MemoryBuffer``. There is no second implementation of the
+rules, and `eventmem._decide` chooses which events a write appends.
 
 The rules are LangChain's ``ConversationTokenBufferMemory``: a save appends its messages,
 then, while the buffer's token count exceeds the limit in force, the oldest message is
@@ -15,17 +17,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from eventmem.errors import CorruptDatabaseError
-from eventmem.events import Event, MemoryCleared, StepRecorded, TurnSaved
+from eventmem.events import GENESIS_HASH, Event, MemoryCleared, StepRecorded, TurnSaved
 from eventmem.messages import Message
 
 __all__ = [
+    "HEAD_FIELDS",
     "Buffer",
     "BufferEntry",
+    "HeadState",
     "MemoryBuffer",
     "apply",
     "fold",
@@ -33,17 +39,60 @@ __all__ = [
 ]
 
 
-class Buffer(Protocol):
-    """What ``apply`` needs from a buffer. Messages are numbered by ``seq``.
+# A slotted dataclass, not a msgspec Struct: the fold reads and writes these fields on
+# every event, and a Struct's attribute access made the in-memory fold ~25% slower.
+@dataclass(slots=True)
+class HeadState:
+    """A session's head: what the fold of its events knows besides the buffer's
+    messages. One field per column of the ``sessions`` table, in column order: the store
+    reads, writes and compares it by name, and its fields generate the column list.
 
-    The visible messages are those with ``watermark <= seq < next_seq``.
+    `apply` keeps the buffer's fields (``next_seq`` to ``counter``) and the held steps'
+    (``turn_position``, ``pending_steps``); `HeadState.chain` keeps the chain's
+    (``version``, ``head_hash``, ``created_at``). Messages are numbered by ``seq``; the
+    visible ones are those with ``watermark <= seq < next_seq``.
     """
 
-    watermark: int
-    next_seq: int
-    total_tokens: int  # sum of the visible messages' counts, overhead excluded
-    overhead: int
-    counter: str | None
+    session_id: str = ""
+    version: int = 0  # position of the last event
+    head_hash: bytes = GENESIS_HASH  # the last event's chain hash
+    next_seq: int = 0  # seq of the next message appended
+    watermark: int = 0  # seq of the oldest visible message
+    total_tokens: int = 0  # sum of the visible messages' counts, overhead excluded
+    overhead: int = 0  # the counting scheme's count for an empty buffer
+    counter: str | None = None  # the counting scheme of the last turn
+    created_at: int | None = None  # recorded_at of the first event
+    turn_position: int = 0  # position of the last turn
+    pending_steps: int = 0  # step events after it, held for the next turn
+
+    def chain(self, position: int, recorded_at: int, digest: bytes) -> None:
+        """Note the event appended at ``position``, at ``recorded_at``, with hash
+        ``digest``."""
+        self.version = position
+        self.head_hash = digest
+        if self.created_at is None:
+            self.created_at = recorded_at
+
+    @classmethod
+    def from_row(cls, row: Iterable[Any]) -> HeadState:
+        """The head a row of values in column order (``HEAD_FIELDS``) holds."""
+        return cls(*row)
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in column order (``HEAD_FIELDS``)."""
+        values: tuple[Any, ...] = _row_of(self)
+        return values
+
+
+# The columns of the ``sessions`` table, in order.
+HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadState))
+_row_of = attrgetter(*HEAD_FIELDS)
+
+
+class Buffer(Protocol):
+    """What ``apply`` needs from a buffer: its head, and its messages by ``seq``."""
+
+    state: HeadState
 
     def append(self, message: Message, tokens: int) -> None:
         """Add a message at ``next_seq`` and advance it."""
@@ -74,30 +123,33 @@ class Buffer(Protocol):
         ...
 
 
-def needs_recount(buffer: Buffer, counter: str) -> bool:
+def needs_recount(state: HeadState, counter: str) -> bool:
     """Whether a save counted by ``counter`` must first re-count the visible messages."""
-    return buffer.counter is not None and buffer.counter != counter and visible_count(buffer) > 0
+    return state.counter is not None and state.counter != counter and visible_count(state) > 0
 
 
-def visible_count(buffer: Buffer) -> int:
+def visible_count(state: HeadState) -> int:
     """Number of messages in the buffer."""
-    return buffer.next_seq - buffer.watermark
+    return state.next_seq - state.watermark
 
 
 def apply(buffer: Buffer, event: Event, position: int) -> None:
     """Fold the event at ``position`` of its session into ``buffer``."""
     if isinstance(event, TurnSaved):
-        _apply_turn(buffer, event)
+        _apply_turn(buffer, event, position)
     elif isinstance(event, StepRecorded):
         buffer.add_pending(position, event)
+        buffer.state.pending_steps += 1
     elif isinstance(event, MemoryCleared):
         buffer.drop_all()
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown event {type(event).__name__}")
 
 
-def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
+def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     held = buffer.take_pending()
+    state = buffer.state
+    state.turn_position, state.pending_steps = position, 0  # the held steps are its own
     messages: Sequence[Message]
     tokens: Sequence[int]
     if held or event.steps or event.abandoned:
@@ -105,20 +157,20 @@ def _apply_turn(buffer: Buffer, event: TurnSaved) -> None:
     else:  # a conversation turn: the common case, kept cheap for rebuild and verify
         messages, tokens = event.messages, event.tokens
     if event.recount is not None:
-        if len(event.recount) != visible_count(buffer):
+        if len(event.recount) != visible_count(state):
             raise CorruptDatabaseError(
                 f"recount has {len(event.recount)} counts for "
-                f"{visible_count(buffer)} visible messages"
+                f"{visible_count(state)} visible messages"
             )
         buffer.set_counts(event.recount)
-    buffer.counter = event.counter
-    buffer.overhead = event.overhead
+    state.counter = event.counter
+    state.overhead = event.overhead
     if len(messages) != len(tokens):
         raise CorruptDatabaseError(f"{len(messages)} messages but {len(tokens)} token counts")
     for message, count in zip(messages, tokens):  # noqa: B905 - lengths checked above
         buffer.append(message, count)
-    limit = event.max_token_limit - buffer.overhead
-    while buffer.total_tokens > limit and buffer.next_seq > buffer.watermark:
+    limit = event.max_token_limit - state.overhead
+    while state.total_tokens > limit and state.next_seq > state.watermark:
         buffer.drop_oldest()
     if event.prune == "pair_safe":
         for _ in range(_orphans_end(buffer.visible())):
@@ -185,41 +237,57 @@ class BufferEntry(msgspec.Struct, frozen=True, gc=False):  # untracked: see mess
     tokens: int
 
 
+T = TypeVar("T")
+
+
+class _HeadField(Generic[T]):
+    """A field of a buffer's ``HeadState``, read through the buffer. Read-only: the
+    fold writes the state itself."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, buffer: MemoryBuffer, owner: type | None = None) -> T:
+        value: T = getattr(buffer.state, self._name)
+        return value
+
+    def __set__(self, buffer: MemoryBuffer, value: T) -> None:
+        raise AttributeError(f"{self._name} is read-only; set buffer.state.{self._name}")
+
+
 class MemoryBuffer:
     """An in-memory ``Buffer`` for replay, time travel and rebuild."""
 
-    def __init__(self) -> None:
-        self.watermark = 0
-        self.next_seq = 0
-        self.total_tokens = 0
-        self.overhead = 0
-        self.counter: str | None = None
+    def __init__(self, session_id: str = "") -> None:
+        self.state = HeadState(session_id)
         self.entries: deque[BufferEntry] = deque()
         self.pending: list[tuple[int, StepRecorded]] = []
 
     def append(self, message: Message, tokens: int) -> None:
         """Add a message at ``next_seq``."""
-        self.entries.append(BufferEntry(self.next_seq, message, tokens))
-        self.next_seq += 1
-        self.total_tokens += tokens
+        state = self.state
+        self.entries.append(BufferEntry(state.next_seq, message, tokens))
+        state.next_seq += 1
+        state.total_tokens += tokens
 
     def drop_oldest(self) -> None:
         """Prune the oldest visible message."""
-        self.total_tokens -= self.entries.popleft().tokens
-        self.watermark += 1
+        state = self.state
+        state.total_tokens -= self.entries.popleft().tokens
+        state.watermark += 1
 
     def drop_all(self) -> None:
         """Prune every visible message."""
         self.entries.clear()
-        self.total_tokens = 0
-        self.watermark = self.next_seq
+        self.state.total_tokens = 0
+        self.state.watermark = self.state.next_seq
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the visible messages' counts."""
         self.entries = deque(
             BufferEntry(e.seq, e.message, t) for e, t in zip(self.entries, tokens, strict=True)
         )
-        self.total_tokens = sum(tokens)
+        self.state.total_tokens = sum(tokens)
 
     def visible(self) -> list[Message]:
         """The visible messages."""
@@ -234,10 +302,21 @@ class MemoryBuffer:
         taken, self.pending = self.pending, []
         return taken
 
+    def held(self) -> list[tuple[int, StepRecorded]]:
+        """The held steps, still held."""
+        return list(self.pending)
+
     @property
     def messages(self) -> list[Message]:
         """The visible messages, oldest first."""
         return [e.message for e in self.entries]
+
+    # The head's buffer fields, read through the buffer (callers read a folded buffer).
+    watermark = _HeadField[int]()
+    next_seq = _HeadField[int]()
+    total_tokens = _HeadField[int]()
+    overhead = _HeadField[int]()
+    counter = _HeadField[str | None]()
 
 
 def fold(events: Iterable[Event]) -> MemoryBuffer:

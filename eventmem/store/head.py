@@ -1,8 +1,9 @@
 """The live path's view of one session: its projection row as a ``Buffer``.
 
-``SessionHead`` reads the session's row once per write, fetches only the buffer
-rows it prunes, and writes its changes back on ``SessionHead.flush``; the pure
-``eventmem.projection.apply`` drives it exactly as it drives an in-memory buffer.
+``SessionHead`` reads the session's row once per write into a ``HeadState``, fetches
+only the buffer rows it prunes, and writes its changes back on ``SessionHead.flush``;
+the pure ``eventmem.projection.apply`` drives it exactly as it drives an in-memory
+buffer, and ``eventmem._decide`` reads it to choose what a write appends.
 """
 
 from __future__ import annotations
@@ -13,23 +14,16 @@ from typing import TypeVar
 
 import msgspec
 
-from eventmem.errors import ConcurrencyError
-from eventmem.events import (
-    GENESIS_HASH,
-    Event,
-    StepRecorded,
-    chain_hash,
-    decode_event,
-    encode_event,
-)
+from eventmem.events import Event, StepRecorded, chain_hash, decode_event, encode_event
 from eventmem.messages import Message, decode_trusted
+from eventmem.projection import HEAD_FIELDS, HeadState
 from eventmem.store.cache import ViewCache
 from eventmem.store.sql import HEAD_COLUMNS, Connection
 
 __all__ = [
     "HEAD_COLUMNS",
+    "INSERT_HEAD",
     "SessionHead",
-    "check_expected",
     "decode_message",
     "encode_message",
     "now_us",
@@ -38,6 +32,13 @@ __all__ = [
 
 T = TypeVar("T")
 _ROWS_PER_INSERT = 100
+
+INSERT_HEAD = f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * len(HEAD_FIELDS))})"
+# A head's identity and creation time never change once it is written.
+_UPDATED = [name for name in HEAD_FIELDS if name not in ("session_id", "created_at")]
+_UPSERT_HEAD = f"{INSERT_HEAD} ON CONFLICT (session_id) DO UPDATE SET " + ", ".join(
+    f"{name} = excluded.{name}" for name in _UPDATED
+)
 
 encode_message = msgspec.json.Encoder().encode
 _message_decoder = msgspec.json.Decoder(Message)
@@ -63,87 +64,79 @@ class SessionHead:
         self.session_id = session_id
         row = conn.read_head(session_id)
         self.exists = row is not None
-        if row is None:
-            row = (session_id, 0, GENESIS_HASH, 0, 0, 0, 0, None, None, 0, 0)
-        self.version: int = row[1]
-        self.head_hash: bytes = row[2]
-        self.next_seq: int = row[3]
-        self.watermark: int = row[4]
-        self.total_tokens: int = row[5]
-        self.overhead: int = row[6]
-        self.counter: str | None = row[7]
-        self.created_at: int | None = row[8]
-        self.turn_position: int = row[9]  # position of the last turn
-        self.pending_steps: int = row[10]  # step events after it, not yet in a turn
-        self._stored_version = self.version
-        self._stored_next_seq = self.next_seq  # rows below this are in view_messages
-        self._stored_watermark = self.watermark
+        self.state = HeadState(session_id) if row is None else HeadState.from_row(row)
+        self._stored_version = self.state.version
+        self._stored_next_seq = self.state.next_seq  # rows below this are in view_messages
+        self._stored_watermark = self.state.watermark
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
         self._new_messages: list[Message] = []
+
+    @property
+    def version(self) -> int:
+        """The session's version: the position of its last event."""
+        return self.state.version
 
     # -- Buffer protocol -------------------------------------------------------------
     def append(self, message: Message, tokens: int) -> None:
         """Add a message to the buffer (written on flush)."""
-        self._new.append((self.next_seq, tokens, encode_message(message).decode()))
+        state = self.state
+        self._new.append((state.next_seq, tokens, encode_message(message).decode()))
         self._new_messages.append(message)
-        self.next_seq += 1
-        self.total_tokens += tokens
+        state.next_seq += 1
+        state.total_tokens += tokens
 
     def drop_oldest(self) -> None:
         """Prune the oldest visible message, reading its count if it is stored."""
-        seq = self.watermark
+        state = self.state
+        seq = state.watermark
         if seq >= self._stored_next_seq:
             tokens = self._new[seq - self._stored_next_seq][1]
         else:
             tokens = self._conn.stored_count(self.session_id, seq)
-        self.total_tokens -= tokens
-        self.watermark += 1
+        state.total_tokens -= tokens
+        state.watermark += 1
 
     def drop_all(self) -> None:
         """Prune every visible message."""
-        self.watermark = self.next_seq
-        self.total_tokens = 0
+        self.state.watermark = self.state.next_seq
+        self.state.total_tokens = 0
 
     def visible(self) -> list[Message]:
         """The visible messages: the stored rows, then the ones this write added."""
         # The table holds the rows from before this write; new ones are not flushed yet.
-        first_new = max(self.watermark - self._stored_next_seq, 0)
+        first_new = max(self.state.watermark - self._stored_next_seq, 0)
         return self.visible_messages() + self._new_messages[first_new:]
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
-        """Hold a step (its event row is what is held)."""
-        self.pending_steps += 1  # the event row itself is what is held
+        """Hold a step: nothing to keep, its event row is what is held."""
 
     def take_pending(self) -> list[tuple[int, StepRecorded]]:
         """The steps recorded since the last turn, read from their events."""
-        taken: list[tuple[int, StepRecorded]] = []
-        if self.pending_steps:
+        return self.held()
+
+    def held(self) -> list[tuple[int, StepRecorded]]:
+        """The steps held for the next turn (``HeadState.pending_steps`` of them, after
+        ``HeadState.turn_position``), read from their events."""
+        held: list[tuple[int, StepRecorded]] = []
+        if self.state.pending_steps:
             for position, data in self._conn.execute(
                 "SELECT position, data FROM events WHERE session_id = ? AND position > ?"
                 " AND kind = 'step' ORDER BY position",
-                (self.session_id, self.turn_position),
+                (self.session_id, self.state.turn_position),
             ):
                 step = decode_event(data, trusted=True)
                 assert isinstance(step, StepRecorded)
-                taken.append((position, step))
-        self.pending_steps = 0
-        self.turn_position = self.version
-        return taken
-
-    def pending(self) -> list[tuple[int, StepRecorded]]:
-        """The steps held for the next turn, without releasing them."""
-        saved = (self.pending_steps, self.turn_position)
-        taken = self.take_pending()
-        self.pending_steps, self.turn_position = saved
-        return taken
+                held.append((position, step))
+        return held
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the stored counts of the visible messages."""
+        watermark = self.state.watermark
         self._conn.executemany(
             "UPDATE view_messages SET tokens = ? WHERE session_id = ? AND seq = ?",
-            [(t, self.session_id, self.watermark + i) for i, t in enumerate(tokens)],
+            [(t, self.session_id, watermark + i) for i, t in enumerate(tokens)],
         )
-        self.total_tokens = sum(tokens)
+        self.state.total_tokens = sum(tokens)
         self._conn.counts_changed(self.session_id)
 
     # -- persistence -----------------------------------------------------------------
@@ -153,7 +146,7 @@ class SessionHead:
             decode_message(row[0])
             for row in self._conn.execute(
                 "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
-                (self.session_id, self.watermark),
+                (self.session_id, self.state.watermark),
             )
         ]
 
@@ -162,8 +155,9 @@ class SessionHead:
         its encoding, if the caller already has it."""
         if data is None:
             data = encode_event(event)
-        position = self.version + 1
-        digest = chain_hash(self.head_hash, self.session_id, position, now_us, data)
+        state = self.state
+        position = state.version + 1
+        digest = chain_hash(state.head_hash, self.session_id, position, now_us, data)
         self._conn.execute(
             "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -176,9 +170,7 @@ class SessionHead:
                 digest,
             ),
         )
-        self.version, self.head_hash = position, digest
-        if self.created_at is None:
-            self.created_at = now_us
+        state.chain(position, now_us, digest)
         return position
 
     def update_cache(self, cache: ViewCache) -> None:
@@ -187,21 +179,20 @@ class SessionHead:
         cache.advance(
             self.session_id,
             self._stored_version,
-            self.version,
-            self.watermark,
+            self.state.version,
+            self.state.watermark,
             [(first_new + i, m) for i, m in enumerate(self._new_messages)],
         )
 
     def flush(self) -> None:
         """Write the buffer's changes and the session's head row."""
-        if self.watermark > self._stored_watermark and self._stored_next_seq > (
-            self._stored_watermark
-        ):
+        watermark, stored = self.state.watermark, self._stored_watermark
+        if watermark > stored and self._stored_next_seq > stored:
             self._conn.execute(
                 "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
-                (self.session_id, min(self.watermark, self._stored_next_seq)),
+                (self.session_id, min(watermark, self._stored_next_seq)),
             )
-        kept = [row for row in self._new if row[0] >= self.watermark]
+        kept = [row for row in self._new if row[0] >= watermark]
         for start in range(0, len(kept), _ROWS_PER_INSERT):
             # Multi-row statements: cheaper than executemany for the usual 2 rows, and
             # chunked to stay under SQLite's limit on bound variables.
@@ -211,40 +202,10 @@ class SessionHead:
                 + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                 [value for row in chunk for value in (self.session_id, *row)],
             )
-        row = (
-            self.session_id,
-            self.version,
-            self.head_hash,
-            self.next_seq,
-            self.watermark,
-            self.total_tokens,
-            self.overhead,
-            self.counter,
-            self.created_at,
-            self.turn_position,
-            self.pending_steps,
-        )
-        self._conn.execute(
-            f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})"
-            " ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,"
-            " head_hash = excluded.head_hash, next_seq = excluded.next_seq,"
-            " watermark = excluded.watermark, total_tokens = excluded.total_tokens,"
-            " overhead = excluded.overhead, counter = excluded.counter,"
-            " turn_position = excluded.turn_position, pending_steps = excluded.pending_steps",
-            row,
-        )
+        row = self.state.row()
+        self._conn.execute(_UPSERT_HEAD, row)
         self._conn.remember_head(row)
-        self._conn.counts_changed(self.session_id, self.watermark, [r[:2] for r in kept])
-
-
-def check_expected(head: SessionHead, expected_version: int | None) -> None:
-    """Raise [`ConcurrencyError`][eventmem.ConcurrencyError] unless the session is at
-    ``expected_version``."""
-    if expected_version is not None and expected_version != head.version:
-        raise ConcurrencyError(
-            f"session {head.session_id!r} is at version {head.version}, "
-            f"not the expected {expected_version}"
-        )
+        self._conn.counts_changed(self.session_id, watermark, [r[:2] for r in kept])
 
 
 def write_transaction(conn: Connection, body: Callable[[], T]) -> T:

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from eventmem.audit import (
-    ChainChecker,
-    ExportReader,
-    Problem,
-    SessionFold,
-    VerifyReport,
-    export_line,
-)
+from eventmem._export_format import ExportReader, export_line
+from eventmem.audit import ChainChecker, Problem, SessionFold, VerifyReport
 from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
+from eventmem.projection import HeadState
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
-from eventmem.store.head import HEAD_COLUMNS, write_transaction
+from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
 
@@ -58,48 +53,24 @@ def _event_rows(
         progress(done, total)
 
 
-def _head_row(fold: SessionFold) -> tuple[object, ...]:
-    buffer = fold.buffer
-    return (
-        fold.session_id,
-        fold.version,
-        fold.head_hash,
-        buffer.next_seq,
-        buffer.watermark,
-        buffer.total_tokens,
-        buffer.overhead,
-        buffer.counter,
-        fold.created_at,
-        fold.turn_position,
-        len(buffer.pending),
-    )
-
-
-def _view_rows(fold: SessionFold) -> list[tuple[str, int, int, str]]:
-    return fold.view_rows()
-
-
 def _write_projection(conn: Connection, fold: SessionFold) -> None:
-    conn.execute(
-        f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})", _head_row(fold)
-    )
+    conn.execute(INSERT_HEAD, fold.state.row())
     conn.executemany(
         "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
-        _view_rows(fold),
+        fold.view_rows(),
     )
 
 
-def _heads(conn: Connection) -> dict[str, tuple[object, ...]]:
-    """Every stored session head (``HEAD_COLUMNS``), by session."""
+def _heads(conn: Connection) -> dict[str, HeadState]:
+    """Every stored session head, by session (as stored: an edited row may hold values
+    of other types)."""
     return {
-        row[0]: tuple(bytes(v) if isinstance(v, bytes) else v for v in row)
+        row[0]: HeadState.from_row(bytes(v) if isinstance(v, bytes) else v for v in row)
         for row in conn.execute(f"SELECT {HEAD_COLUMNS} FROM sessions")
     }
 
 
-def _lost_events(
-    folds: dict[str, SessionFold], heads: dict[str, tuple[object, ...]]
-) -> list[Problem]:
+def _lost_events(folds: dict[str, SessionFold], heads: dict[str, HeadState]) -> list[Problem]:
     """Chain findings that only the heads show: a log cut short, or gone."""
     problems = []
     for session_id, head in heads.items():
@@ -113,33 +84,34 @@ def _lost_events(
                     "the session has a head but no events: its log was removed",
                 )
             )
-        elif not fold.broken and int(head[1]) > fold.version:  # type: ignore[call-overload]
+        elif not fold.broken and int(head.version) > fold.state.version:
             problems.append(
                 Problem(
                     session_id,
-                    fold.version + 1,
+                    fold.state.version + 1,
                     "truncated",
-                    f"the session's head names position {head[1]} but the log ends at "
-                    f"{fold.version}: events at the end were removed",
+                    f"the session's head names position {head.version} but the log ends at "
+                    f"{fold.state.version}: events at the end were removed",
                 )
             )
     return problems
 
 
 def _check_projection(
-    conn: Connection, fold: SessionFold, stored_head: tuple[object, ...] | None
+    conn: Connection, fold: SessionFold, stored_head: HeadState | None
 ) -> Problem | None:
+    version = fold.state.version
     if stored_head is None:
         return Problem(
             fold.session_id,
-            fold.version,
+            version,
             "projection_mismatch",
             "the session has events but no projection row; run rebuild",
         )
-    if stored_head != _head_row(fold):
+    if stored_head != fold.state:
         return Problem(
             fold.session_id,
-            fold.version,
+            version,
             "projection_mismatch",
             "the stored buffer head differs from the fold of the events; run rebuild",
         )
@@ -148,10 +120,10 @@ def _check_projection(
         " ORDER BY seq",
         (fold.session_id,),
     ).fetchall()
-    if stored_view != _view_rows(fold):
+    if stored_view != fold.view_rows():
         return Problem(
             fold.session_id,
-            fold.version,
+            version,
             "projection_mismatch",
             "the stored buffer differs from the fold of the events; run rebuild",
         )
@@ -239,10 +211,7 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
             if fold.session_id not in damaged:
                 _write_projection(conn, fold)
                 count += 1
-        conn.executemany(
-            f"INSERT INTO sessions ({HEAD_COLUMNS}) VALUES ({', '.join('?' * 11)})",
-            [heads[s] for s in damaged if s in heads],
-        )
+        conn.executemany(INSERT_HEAD, [heads[s].row() for s in damaged if s in heads])
         conn.executemany(
             "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
             kept_view,

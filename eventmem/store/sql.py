@@ -14,15 +14,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from eventmem.projection import HEAD_FIELDS
 from eventmem.store import migrate
 
 __all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "SQLiteConnection"]
 
-# The columns of a session's projection row, in the order SessionHead reads them.
-HEAD_COLUMNS = (
-    "session_id, version, head_hash, next_seq, watermark, total_tokens, overhead, counter,"
-    " created_at, turn_position, pending_steps"
-)
+# The columns of a session's projection row: the fields of ``HeadState``, in order.
+HEAD_COLUMNS = ", ".join(HEAD_FIELDS)
 HEAD_OF_SESSION = f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
 
 
