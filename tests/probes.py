@@ -70,3 +70,25 @@ def target_exists(target: str | os.PathLike[str]) -> bool:
         ).fetchone()
     assert row is not None
     return bool(row[0])
+
+
+def local_tcp_ports() -> list[int]:
+    """The local ports of this process's TCP sockets (Linux): to tell its own server
+    connections from those of the other processes sharing the test server."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)  # the header
+            for line in lines:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

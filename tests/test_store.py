@@ -28,7 +28,7 @@ from eventmem.store.batched import BatchedBackend
 from eventmem.store.sqlite import SQLiteBackend
 from eventmem.tokens import OpenAIChatCounter
 from tests.backends import POSTGRES_URL, backend_of, raw_database
-from tests.probes import target_exists, traced_statements
+from tests.probes import local_tcp_ports, target_exists, traced_statements
 
 pytestmark = pytest.mark.anyio
 
@@ -385,14 +385,16 @@ async def test_bad_open_options_are_refused(target: str, options: dict[str, Any]
 
 def _open_connections(target: str) -> int:
     """The connections open to the store: this process's descriptors of the SQLite file,
-    or the server's backends of eventmem's connections (all of this test's)."""
+    or the server's backends of this process's eventmem connections (other processes, a
+    second test worker say, share the server)."""
     if backend_of(target) == "sqlite":
         fds = Path("/proc/self/fd")
         return sum(1 for fd in fds.iterdir() if _points_to(fd, target))
     with psycopg.connect(POSTGRES_URL) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = 'eventmem' AND datname = current_database()"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'eventmem'"
+            " AND datname = current_database() AND client_port = ANY(%s)",
+            (local_tcp_ports(),),
         ).fetchone()
     assert row is not None
     return int(row[0])
