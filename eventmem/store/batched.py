@@ -32,6 +32,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.worker import Worker
 from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
 from eventmem.tokens import TokenCounter
 
@@ -62,6 +63,7 @@ class BatchedBackend:
         cache_sessions: int = 1024,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
         read_only: bool = False,
+        worker: Worker | None = None,
     ) -> None:
         self._where = where
         self._max_save_bytes = max_save_bytes
@@ -70,9 +72,8 @@ class BatchedBackend:
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
         self._committing = False  # a caller holds the turn to commit the queue
-        # The connection's worker: one call (a whole transaction) at a time, each on a
-        # worker thread (anyio.to_thread.run_sync with this limiter).
-        self._limiter = anyio.CapacityLimiter(1)
+        # The connection's thread: one call (a whole transaction) at a time.
+        self._worker = worker if worker is not None else Worker()
 
     async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:
         """Run ``fn(connection, *args)`` on the worker thread: one transaction.

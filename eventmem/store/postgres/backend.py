@@ -26,6 +26,7 @@ from eventmem.store.batched import BatchedBackend
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
 from eventmem.store.postgres.target import Settings, Target, connect
+from eventmem.store.worker import Worker
 
 __all__ = ["PostgresBackend"]
 
@@ -46,8 +47,9 @@ class PostgresBackend(BatchedBackend):
         settings: Settings,
         cache_sessions: int,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        worker: Worker | None = None,
     ) -> None:
-        super().__init__(target.display, cache_sessions, max_save_bytes, settings.read_only)
+        super().__init__(target.display, cache_sessions, max_save_bytes, settings.read_only, worker)
         self._pg = conn
         self._target = target
         self._settings = settings
@@ -71,9 +73,14 @@ class PostgresBackend(BatchedBackend):
         target = Target(url)
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
         settings = Settings(max(1, int(busy_timeout * 1000)), durability, read_only)
-        raw = await anyio.to_thread.run_sync(connect, target, settings, create)
+        worker = Worker()
+        try:
+            raw = await worker.run(connect, target, settings, create)
+        except BaseException:
+            worker.stop()
+            raise
         conn = PostgresConnection(raw, target.schema)
-        backend = cls(conn, target, settings, cache_sessions, max_save_bytes)
+        backend = cls(conn, target, settings, cache_sessions, max_save_bytes, worker)
         await backend._finish_open(triggers)
         return backend
 
@@ -117,7 +124,7 @@ class PostgresBackend(BatchedBackend):
 
         # Not cancellable while the thread runs: the call always ends in COMMIT or
         # ROLLBACK before the caller hears of its cancellation.
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        return await self._worker.run(call)
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
@@ -126,9 +133,13 @@ class PostgresBackend(BatchedBackend):
         pages by id outside one snapshot could pass an event that commits later."""
         if self._closed:
             raise ClosedError("the store is closed")
-        raw = await anyio.to_thread.run_sync(connect, self._target, self._settings, False)
+        worker = Worker()
+        try:
+            raw = await worker.run(connect, self._target, self._settings, False)
+        except BaseException:
+            worker.stop()
+            raise
         reader = PostgresConnection(raw, self._target.schema)
-        limiter = anyio.CapacityLimiter(1)
 
         def call(session_id: str | None, after_id: int, limit: int) -> tuple[int, list[bytes]]:
             with translated(self._where, read_only=self._read_only):
@@ -139,15 +150,14 @@ class PostgresBackend(BatchedBackend):
         async def page(
             session_id: str | None, after_id: int, limit: int
         ) -> tuple[int, list[bytes]]:
-            return await anyio.to_thread.run_sync(
-                call, session_id, after_id, limit, limiter=limiter
-            )
+            return await worker.run(call, session_id, after_id, limit)
 
         try:
             yield page
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(raw.close, limiter=limiter)
+                await worker.run(raw.close)
+                worker.stop()
 
     async def close(self) -> None:
         """Close the connection (idempotent). Shielded: a close that is cancelled still
@@ -156,7 +166,8 @@ class PostgresBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._pg.raw.close, limiter=self._limiter)
+                await self._worker.run(self._pg.raw.close)
+                self._worker.stop()
 
 
 def _abandon(conn: PostgresConnection) -> None:

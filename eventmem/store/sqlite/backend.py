@@ -1,7 +1,7 @@
 """The SQLite backend: a ``sqlite3`` connection run on a worker thread.
 
-Each operation is one plain function run on a worker thread through anyio, one at a time
-(a capacity limiter of one), so a whole transaction (BEGIN IMMEDIATE ... COMMIT) is a
+Each operation is one plain function run on the connection's own thread (see
+``eventmem.store.worker``), one at a time, so a whole transaction (BEGIN IMMEDIATE ... COMMIT) is a
 single thread hop. That keeps a save to one round trip, and means a caller cancelled
 while it awaits cannot leave a transaction half-open on the shared connection: the
 function runs to COMMIT or ROLLBACK before the caller hears of its cancellation.
@@ -29,6 +29,7 @@ from eventmem.store.sqlite.connection import SQLiteConnection
 from eventmem.store.sqlite.errors import translated
 from eventmem.store.sqlite.files import OpenPlan, check_wal, plan_open, remove_created
 from eventmem.store.sqlite.migrations import apply_migrations
+from eventmem.store.worker import Worker
 
 __all__ = ["SQLiteBackend"]
 
@@ -46,8 +47,9 @@ class SQLiteBackend(BatchedBackend):
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
         plan: OpenPlan | None = None,
         read_only: bool = False,
+        worker: Worker | None = None,
     ) -> None:
-        super().__init__(where, cache_sessions, max_save_bytes, read_only)
+        super().__init__(where, cache_sessions, max_save_bytes, read_only, worker)
         self._conn = conn
         self._plan = plan
 
@@ -71,11 +73,15 @@ class SQLiteBackend(BatchedBackend):
         busy_ms = int(busy_timeout * 1000)
         plan = await anyio.to_thread.run_sync(_prepare, where, create, read_only, busy_ms)
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
+        worker = Worker()
         try:
-            conn = await anyio.to_thread.run_sync(_connect, plan.uri, where)
-        except StorageError as e:
-            raise _with_hint(e, where, read_only) from e.__cause__
-        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only)
+            conn = await worker.run(_connect, plan.uri, where)
+        except BaseException as e:
+            worker.stop()
+            if isinstance(e, StorageError):
+                raise _with_hint(e, where, read_only) from e.__cause__
+            raise
+        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only, worker)
         try:
             await backend._run(_configure, busy_ms, synchronous, create, read_only)
         except StorageError as e:
@@ -106,7 +112,7 @@ class SQLiteBackend(BatchedBackend):
 
         # Not cancellable while the thread runs: the call always ends in COMMIT or
         # ROLLBACK before the caller hears of its cancellation.
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        return await self._worker.run(call)
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
@@ -120,8 +126,9 @@ class SQLiteBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
-                # After the call in progress, if any: the limiter lets one through.
-                await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+                # After the calls already submitted: the worker runs them in order.
+                await self._worker.run(self._conn.close)
+                self._worker.stop()
                 if self._plan is not None and self._plan.absent:
                     await anyio.to_thread.run_sync(remove_created, _target(self._where), self._plan)
 
