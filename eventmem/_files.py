@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from eventmem.errors import EventmemError
 from eventmem.store.base import is_postgres_url
-from eventmem.store.sqlite_files import COMPANIONS
+from eventmem.store.sqlite.files import COMPANIONS
 
 __all__ = ["COMPANIONS", "UnsafeOutputError", "safe_output", "store_files"]
 

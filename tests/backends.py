@@ -121,7 +121,7 @@ def _empty(target: str) -> bool:
     """Remove every session from the schema, leaving it as the migrations made it; False
     (nothing changed) if the schema is not eventmem's as the migrations made it."""
     from eventmem.store.migrate import known_migrations
-    from eventmem.store.pg_schema import trigger_findings
+    from eventmem.store.postgres.schema import trigger_findings
 
     schema = schema_of(target)
     newest = max(m.version for m in known_migrations("postgresql"))

@@ -29,11 +29,11 @@ async def traced_statements(store: eventmem.Store) -> AsyncIterator[list[str]]:
     backend = store._backend
     if not isinstance(backend, PostgresBackend):
         assert isinstance(backend, SQLiteBackend)
-        await backend._conn.set_trace_callback(statements.append)
+        await backend._run(lambda conn: conn.set_trace_callback(statements.append))
         try:
             yield statements
         finally:
-            await backend._conn.set_trace_callback(None)  # type: ignore[arg-type]
+            await backend._run(lambda conn: conn.set_trace_callback(None))
         return
 
     conn = backend._pg

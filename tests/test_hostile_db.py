@@ -142,3 +142,45 @@ async def test_copies_of_a_store_open_independently(tmp_path: Path) -> None:
     async with eventmem.open(tmp_path / "b.db") as copy:
         assert (await copy.verify()).ok
         assert len(await copy.messages("s")) > 0
+
+
+def test_sqlite_errors_are_mapped_by_their_result_code() -> None:
+    """The code SQLite reports decides the class, whatever the message says; an error
+    without a code (Python 3.10, or raised by the sqlite3 module) falls back to the
+    fixed text SQLite gives each code."""
+    from eventmem.errors import (
+        DatabaseLockedError,
+        DiskFullError,
+        NotAnEventmemDatabaseError,
+        ReadOnlyStoreError,
+        StorageError,
+    )
+    from eventmem.store.sqlite.errors import translate
+
+    def coded(code: int, message: str) -> sqlite3.Error:
+        error = sqlite3.OperationalError(message)
+        error.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return error
+
+    assert type(translate(coded(13, "no words about it"), "f")) is DiskFullError
+    assert type(translate(coded(5 | 2 << 8, "x"), "f")) is DatabaseLockedError  # extended
+    assert type(translate(coded(1, "table locked_out has no column x"), "f")) is StorageError
+    uncoded = sqlite3.OperationalError("attempt to write a readonly database")
+    assert type(translate(uncoded, "f", read_only=True)) is ReadOnlyStoreError
+    notadb = sqlite3.DatabaseError("file is not a database")
+    assert type(translate(notadb, "f")) is NotAnEventmemDatabaseError
+
+
+def test_a_real_sqlite_error_carries_the_code_it_is_mapped_by(tmp_path: Path) -> None:
+    from eventmem.errors import NotAnEventmemDatabaseError
+    from eventmem.store.sqlite.errors import translate
+
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"not a database at all, " * 100)
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError) as raised:
+            conn.execute("SELECT * FROM sqlite_master")
+    finally:
+        conn.close()
+    assert type(translate(raised.value, str(path))) is NotAnEventmemDatabaseError

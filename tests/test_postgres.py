@@ -488,3 +488,41 @@ async def test_a_connection_lost_after_commit_was_sent_is_not_run_again(
         monkeypatch.undo()
         assert await store.version("s") == 2  # committed, and only once
         assert (await store.verify()).ok
+
+
+def test_psycopg_errors_are_mapped_by_their_class() -> None:
+    from psycopg import errors as pg
+
+    from eventmem.errors import (
+        DatabaseLockedError,
+        DiskFullError,
+        MigrationError,
+        ReadOnlyDatabaseError,
+        ReadOnlyStoreError,
+        StorageError,
+    )
+    from eventmem.store.migrate import Migration, MigrationFailure
+    from eventmem.store.postgres.errors import translate, translated
+
+    assert type(translate(pg.LockNotAvailable("x"), "db")) is DatabaseLockedError
+    assert type(translate(pg.DiskFull("x"), "db")) is DiskFullError
+    readonly = pg.ReadOnlySqlTransaction("x")
+    assert type(translate(readonly, "db")) is ReadOnlyDatabaseError
+    assert type(translate(readonly, "db", read_only=True)) is ReadOnlyStoreError
+    assert str(translate(pg.SyntaxError("x"), "db")) == "db: PostgreSQL error: x"
+    assert str(translate(psycopg.OperationalError("x"), "db", connecting=True)) == (
+        "cannot connect to db: x"
+    )
+
+    def fail_in_migration(driver_error: psycopg.Error) -> None:
+        with translated("db"):
+            try:
+                raise driver_error
+            except psycopg.Error as e:
+                raise MigrationFailure(Migration(7, "seven", "")) from e
+
+    with pytest.raises(MigrationError, match="migration 0007_seven failed") as raised:
+        fail_in_migration(pg.SyntaxError("bad"))
+    assert isinstance(raised.value.__cause__, pg.SyntaxError)
+    with pytest.raises(StorageError, match="the connection failed"):
+        fail_in_migration(psycopg.OperationalError("gone"))

@@ -471,3 +471,30 @@ async def test_sqlite_durability_sets_the_sync_pragma(
             )
         )
     assert (mode, sync) == ("wal", level)
+
+
+async def test_the_worker_runs_calls_in_order_and_finishes_a_cancelled_one() -> None:
+    import threading
+    import time
+
+    from eventmem.store.worker import Worker
+
+    worker = Worker()
+    try:
+        seen: list[int] = []
+
+        def slow() -> None:
+            time.sleep(0.2)
+            seen.append(1)
+
+        threads = {await worker.run(threading.get_ident) for _ in range(3)}
+        assert len(threads) == 1
+        assert threading.get_ident() not in threads
+        with anyio.move_on_after(0.01):
+            await worker.run(slow)
+        assert seen == [1]  # the caller heard of its cancellation after the call ended
+        with pytest.raises(ZeroDivisionError):
+            await worker.run(lambda: 1 // 0)
+        assert await worker.run(sum, [1, 2]) == 3
+    finally:
+        worker.stop()

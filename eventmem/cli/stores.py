@@ -58,9 +58,9 @@ def psql_inspect(db: str, query: str) -> str:
     """A ``psql`` command running ``query`` (on ``events``) in the store's schema; ``db``
     is a URL the store opened, so psycopg is there."""
     # The store's own reading of the URL: what it connects to, and in which schema.
-    from eventmem.store.postgres import _Target
+    from eventmem.store.postgres.target import Target
 
-    target = _Target(shown(db))
+    target = Target(shown(db))
     schema = target.schema
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
         schema = '"' + schema.replace('"', '""') + '"'
@@ -72,8 +72,7 @@ def creatable(path: str) -> Path:
     """``path`` resolved, once its directory is known to exist (commands that create)."""
     resolved = Path(path).expanduser().resolve()
     if not resolved.parent.is_dir():
-        # Checked here for a clear message (and because aiosqlite's worker thread can
-        # print a stray traceback after a failed connect once the event loop is gone).
+        # checked here: the message names the missing directory, not a failed open
         raise EventmemError(f"cannot create {path}: directory {resolved.parent} does not exist")
     return resolved
 

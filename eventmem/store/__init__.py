@@ -1,1 +1,2 @@
-"""Persistence: the backend interface and its SQLite implementation."""
+"""Persistence: the backend interface, the operations both backends share, and one
+package per database (``sqlite``, ``postgres``)."""

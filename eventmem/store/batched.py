@@ -9,12 +9,12 @@ export reads one snapshot; every operation is a plain function of
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from eventmem.audit import ExportReader, VerifyReport
 from eventmem.errors import ClosedError, ReadOnlyStoreError, StorageError, UnprotectedLogError
@@ -32,6 +32,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.worker import Worker
 from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
 from eventmem.tokens import TokenCounter
 
@@ -49,7 +50,7 @@ class _Queued:
     def __init__(self, op: WriteOp) -> None:
         self.op = op
         self.outcome: int | BaseException | None = None
-        self.wake: asyncio.Future[None] | None = None
+        self.wake: anyio.Event | None = None
 
 
 class BatchedBackend:
@@ -62,6 +63,7 @@ class BatchedBackend:
         cache_sessions: int = 1024,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
         read_only: bool = False,
+        worker: Worker | None = None,
     ) -> None:
         self._where = where
         self._max_save_bytes = max_save_bytes
@@ -70,9 +72,16 @@ class BatchedBackend:
         self._cache = ViewCache(cache_sessions)
         self._queue: list[_Queued] = []
         self._committing = False  # a caller holds the turn to commit the queue
+        # The connection's thread: one call (a whole transaction) at a time.
+        self._worker = worker if worker is not None else Worker()
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, *args)`` on the connection's thread: one transaction."""
+    async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:
+        """Run ``fn(connection, *args)`` on the worker thread: one transaction.
+
+        ``pipelined`` says the operation reads none of its writes' results, so a
+        networked driver may send them without waiting for each reply (PostgreSQL's
+        pipeline mode); a backend without a network ignores it.
+        """
         raise NotImplementedError
 
     def export_snapshot(self) -> AbstractAsyncContextManager[ExportPage]:
@@ -107,25 +116,24 @@ class BatchedBackend:
         queued as one batch on the connection thread; writes queued meanwhile wait. When
         the batch ends the turn passes to the first queued caller, before the batch's
         callers are woken, so the connection thread gets the next batch at once. Each
-        waiting caller waits on a bare future (aiosqlite runs on asyncio) that is
-        resolved once: no lock is handed from caller to caller.
+        waiting caller waits on an event of its own that is set once: no lock is handed
+        from caller to caller.
         """
         self._refuse_if_read_only("a write")
         entry = _Queued(op)
         self._queue.append(entry)
         try:
             if self._committing:
-                entry.wake = asyncio.get_running_loop().create_future()
-                await entry.wake
+                entry.wake = anyio.Event()
+                await entry.wake.wait()
             else:
                 self._committing = True
-                await asyncio.sleep(0)  # callers already runnable join this batch
+                await anyio.lowlevel.checkpoint()  # callers already runnable join this batch
         except BaseException:
             if entry.outcome is None and entry in self._queue:
                 # cancelled before its batch started: it never will run
                 self._queue.remove(entry)
-                wake = entry.wake
-                if wake is None or (wake.done() and not wake.cancelled()):
+                if entry.wake is None or entry.wake.is_set():
                     self._pass_turn()  # it held the turn to commit
             raise
         if entry.outcome is None:  # this caller holds the turn: commit the queue
@@ -144,7 +152,9 @@ class BatchedBackend:
             with anyio.CancelScope(shield=True):
                 try:
                     outcomes: list[int | BaseException] = list(
-                        await self._run(write_batch, self._cache, [e.op for e in batch])
+                        await self._run(
+                            write_batch, self._cache, [e.op for e in batch], pipelined=True
+                        )
                     )
                 except Exception as e:
                     outcomes = [e] * len(batch)
@@ -159,21 +169,18 @@ class BatchedBackend:
                     )
             self._pass_turn()
             for queued in batch:
-                if queued.wake is not None and not queued.wake.done():
-                    queued.wake.set_result(None)
+                if queued.wake is not None:
+                    queued.wake.set()
 
     def _pass_turn(self) -> None:
-        """Hand the turn to commit to the first queued caller still waiting, or end it.
-        Callers cancelled while queued leave the queue here: their writes never run."""
-        queue = self._queue
-        while queue:
-            wake = queue[0].wake
+        """Hand the turn to commit to the first queued caller, or end it. (Callers
+        cancelled while queued have left the queue: their writes never run.)"""
+        if self._queue:
+            wake = self._queue[0].wake
             assert wake is not None  # only the caller holding the turn has none
-            if not wake.done():
-                wake.set_result(None)
-                return
-            queue.pop(0)
-        self._committing = False
+            wake.set()
+        else:
+            self._committing = False
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""

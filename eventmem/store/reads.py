@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
 from eventmem.events import StoredEvent, decode_event
@@ -127,15 +126,6 @@ def session_summaries(conn: Connection) -> list[SessionSummary]:
     ]
 
 
-# The schema's tables with their indexes and TOAST, and its sequences (PostgreSQL). The
-# schema is found by name: a cast to regnamespace would fold a name like "Chat" to "chat".
-_PG_SCHEMA_BYTES = """
-SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'S')
-"""
-
-
 def stats(conn: Connection) -> StoreStats:
     """Figures about the whole store, from one snapshot."""
     conn.begin_read()
@@ -154,16 +144,7 @@ def stats(conn: Connection) -> StoreStats:
         first, last = conn.execute(
             "SELECT min(recorded_at), max(recorded_at) FROM events"
         ).fetchone()
-        pages: tuple[int, int, int] | None = None
-        if isinstance(conn, sqlite3.Connection):  # the file's own figures
-            pages = (
-                int(conn.execute("PRAGMA page_size").fetchone()[0]),
-                int(conn.execute("PRAGMA page_count").fetchone()[0]),
-                int(conn.execute("PRAGMA freelist_count").fetchone()[0]),
-            )
-            storage = pages[0] * pages[1]
-        else:
-            storage = int(conn.execute(_PG_SCHEMA_BYTES).fetchone()[0])
+        storage, page_size, page_count, free = conn.storage_figures()
     finally:
         conn.execute("COMMIT")
     return StoreStats(
@@ -175,7 +156,7 @@ def stats(conn: Connection) -> StoreStats:
         first_event=_datetime(first),
         last_event=_datetime(last),
         storage_bytes=storage,
-        page_size=None if pages is None else pages[0],
-        page_count=None if pages is None else pages[1],
-        freelist_pages=None if pages is None else pages[2],
+        page_size=page_size,
+        page_count=page_count,
+        freelist_pages=free,
     )

@@ -1,27 +1,31 @@
-"""The connection interface the store's SQL is written against, and its SQLite side.
+"""The connection interface the store's SQL is written against.
 
 The store's statements (``head``, ``writes``,
 ``reads``, ``maintenance``) are plain SQL with
 ``?`` placeholders that both SQLite and PostgreSQL accept. What differs between the two
 (how a write transaction starts, how sessions are locked, how the event JSON is read as
 bytes) is a method of the connection, so those modules never ask which database it is.
-Every call runs on the backend's worker thread, a whole transaction at a time.
+Every call runs on the backend's worker thread, a whole transaction at a time. Each
+database's package (``eventmem.store.sqlite``, ``eventmem.store.postgres``) implements it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from eventmem.projection import HEAD_FIELDS
-from eventmem.store import migrate
 
-__all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "SQLiteConnection"]
+__all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "StorageFigures"]
 
 # The columns of a session's projection row: the fields of ``HeadState``, in order.
 HEAD_COLUMNS = ", ".join(HEAD_FIELDS)
 HEAD_OF_SESSION = f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
+
+
+# (storage bytes, page size, page count, free pages): the page figures are None where
+# the database has no pages of its own to count (PostgreSQL).
+StorageFigures = tuple[int, int | None, int | None, int | None]
 
 
 class Cursor(Protocol):
@@ -112,67 +116,6 @@ class Connection(Protocol):
         findings that were repaired."""
         ...
 
-
-_STREAM_CHUNK = 5000
-
-
-class SQLiteConnection(sqlite3.Connection):
-    """``sqlite3.Connection`` with the store's dialect methods (used as its factory).
-
-    A write transaction is ``BEGIN IMMEDIATE``: it takes the file's single write lock,
-    so sessions need no locks of their own.
-    """
-
-    data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
-
-    def begin_write(self) -> None:
-        """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
-        self.execute("BEGIN IMMEDIATE")
-
-    def begin_read(self) -> None:
-        """A deferred transaction: in WAL mode its reads share one snapshot."""
-        self.execute("BEGIN")
-
-    def lock_sessions(self, session_ids: Iterable[str]) -> None:
-        """Nothing to do: the write transaction holds the whole file."""
-
-    def lock_store(self) -> None:
-        """Nothing to do: the write transaction holds the whole file."""
-
-    def read_head(self, session_id: str) -> Sequence[Any] | None:
-        """One indexed lookup (in-process: cheaper than keeping rows aside)."""
-        row: Sequence[Any] | None = self.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
-        return row
-
-    def remember_head(self, row: Sequence[Any]) -> None:
-        """Nothing to keep: ``read_head`` reads the table."""
-
-    def stored_count(self, session_id: str, seq: int) -> int:
-        """One indexed lookup."""
-        count: int = self.execute(
-            "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
-            (session_id, seq),
-        ).fetchone()[0]
-        return count
-
-    def counts_changed(
-        self,
-        session_id: str,
-        watermark: int | None = None,
-        added: Iterable[tuple[int, int]] = (),
-    ) -> None:
-        """Nothing to keep: ``stored_count`` reads the table."""
-
-    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
-        """The rows, in chunks."""
-        cursor = self.execute(sql, parameters)
-        while rows := cursor.fetchmany(_STREAM_CHUNK):
-            yield rows
-
-    def trigger_findings(self) -> list[str]:
-        """From ``sqlite_master``, against the triggers the migrations create."""
-        return migrate.trigger_findings(self)
-
-    def restore_triggers(self) -> list[str]:
-        """Drop the file's triggers and create the schema's."""
-        return migrate.restore_triggers(self)
+    def storage_figures(self) -> StorageFigures:
+        """What the store occupies, for ``stats`` (inside its read transaction)."""
+        ...

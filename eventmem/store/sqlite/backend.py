@@ -1,13 +1,13 @@
-"""The SQLite backend, on aiosqlite.
+"""The SQLite backend: a ``sqlite3`` connection run on a worker thread.
 
-Each operation is one plain function run on aiosqlite's worker thread: a whole
-transaction (BEGIN IMMEDIATE ... COMMIT) is a single thread hop. That keeps a save to
-one round trip, and means a caller cancelled while it awaits cannot leave a transaction
-half-open on the shared connection: the function runs to COMMIT or ROLLBACK regardless.
-Concurrent writes are queued and committed together (see
-``_submit``).
+Each operation is one plain function run on the connection's own thread (see
+``eventmem.store.worker``), one at a time, so a whole transaction (BEGIN IMMEDIATE ... COMMIT) is a
+single thread hop. That keeps a save to one round trip, and means a caller cancelled
+while it awaits cannot leave a transaction half-open on the shared connection: the
+function runs to COMMIT or ROLLBACK before the caller hears of its cancellation.
+Concurrent writes are queued and committed together (see ``BatchedBackend._submit``).
 
-``sqlite3`` errors are translated into eventmem's in exactly one place, ``_translate``.
+``sqlite3`` errors are translated into eventmem's in ``eventmem.store.sqlite.errors``.
 """
 
 from __future__ import annotations
@@ -15,55 +15,25 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 import anyio
 
-from eventmem.errors import (
-    ClosedError,
-    CorruptDatabaseError,
-    DatabaseLockedError,
-    DiskFullError,
-    EventmemError,
-    NotAnEventmemDatabaseError,
-    ReadOnlyDatabaseError,
-    ReadOnlyStoreError,
-    StorageError,
-)
+from eventmem.errors import ClosedError, EventmemError, NotAnEventmemDatabaseError, StorageError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store.base import Backend, Durability, ExportPage, Progress, TriggerMode
+from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
 from eventmem.store.batched import BatchedBackend
-from eventmem.store.migrate import apply_migrations
-from eventmem.store.sql import SQLiteConnection
-from eventmem.store.sqlite_files import OpenPlan, check_wal, plan_open, remove_created
+from eventmem.store.sqlite.connection import SQLiteConnection
+from eventmem.store.sqlite.errors import translated
+from eventmem.store.sqlite.files import OpenPlan, check_wal, plan_open, remove_created
+from eventmem.store.sqlite.migrations import apply_migrations
+from eventmem.store.worker import Worker
 
-__all__ = ["Durability", "Progress", "SQLiteBackend"]
+__all__ = ["SQLiteBackend"]
 
 T = TypeVar("T")
-
-
-def _translate(error: sqlite3.Error, where: str) -> EventmemError:
-    """The one place sqlite3 errors become eventmem errors."""
-    text = str(error)
-    lowered = text.lower()
-    if "file is not a database" in lowered:
-        return NotAnEventmemDatabaseError(f"{where} is not a SQLite database ({text})")
-    if "malformed" in lowered or "corrupt" in lowered:
-        return CorruptDatabaseError(f"{where} is corrupt: {text}")
-    if "locked" in lowered or "busy" in lowered:
-        return DatabaseLockedError(
-            f"{where}: another connection held the write lock past the busy timeout ({text})"
-        )
-    if "readonly" in lowered or "read-only" in lowered:
-        return ReadOnlyDatabaseError(f"{where} cannot be written: {text}")
-    if "full" in lowered:
-        return DiskFullError(f"{where}: no space left, the write was rolled back ({text})")
-    if "unable to open" in lowered:
-        return StorageError(f"cannot open {where}: {text}")
-    return StorageError(f"{where}: SQLite error: {text}")
 
 
 class SQLiteBackend(BatchedBackend):
@@ -71,14 +41,15 @@ class SQLiteBackend(BatchedBackend):
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: SQLiteConnection,
         where: str,
         cache_sessions: int = 1024,
         max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
         plan: OpenPlan | None = None,
         read_only: bool = False,
+        worker: Worker | None = None,
     ) -> None:
-        super().__init__(where, cache_sessions, max_save_bytes, read_only)
+        super().__init__(where, cache_sessions, max_save_bytes, read_only, worker)
         self._conn = conn
         self._plan = plan
 
@@ -100,20 +71,17 @@ class SQLiteBackend(BatchedBackend):
         ``read_only``, open an existing store that nothing will be written to."""
         where = os.fspath(path)
         busy_ms = int(busy_timeout * 1000)
-        try:
-            plan = await anyio.to_thread.run_sync(_prepare, where, create, read_only, busy_ms)
-        except sqlite3.Error as e:
-            raise _translate(e, where) from e
+        plan = await anyio.to_thread.run_sync(_prepare, where, create, read_only, busy_ms)
         synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
-        conn = aiosqlite.connect(plan.uri, uri=True, isolation_level=None, factory=SQLiteConnection)
+        worker = Worker()
         try:
-            await conn
-        except sqlite3.Error as e:
-            # aiosqlite stops its thread on a failed connect; let it finish while the loop
-            # still runs, or it reports to a closed loop later.
-            await anyio.to_thread.run_sync(conn._thread.join, 5.0)
-            raise _with_hint(_translate(e, where), where, read_only) from e
-        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only)
+            conn = await worker.run(_connect, plan.uri, where)
+        except BaseException as e:
+            worker.stop()
+            if isinstance(e, StorageError):
+                raise _with_hint(e, where, read_only) from e.__cause__
+            raise
+        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only, worker)
         try:
             await backend._run(_configure, busy_ms, synchronous, create, read_only)
         except StorageError as e:
@@ -125,24 +93,26 @@ class SQLiteBackend(BatchedBackend):
         await backend._finish_open(triggers)
         return backend
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(sqlite3_connection, *args)`` on the connection's thread."""
+    async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:
+        """Run ``fn(connection, *args)`` on the worker thread, one call at a time
+        (``pipelined`` means nothing to SQLite: its statements do not wait on a network)."""
         if self._closed:
             raise ClosedError("the store is closed")
-        conn = self._conn
+        conn, where, read_only = self._conn, self._where, self._read_only
 
         def call() -> T:
-            raw = conn._conn  # a SQLiteConnection, kept by aiosqlite for its own thread
-            try:
-                return fn(raw, *args)
-            except sqlite3.Error as e:
-                error = _translate(e, self._where)
-                if self._read_only and isinstance(error, ReadOnlyDatabaseError):
-                    error = ReadOnlyStoreError(f"{self._where} was opened read-only: {e}")
-                raise error from e
+            with translated(where, read_only=read_only):
+                try:
+                    return fn(conn, *args)
+                except BaseException:
+                    if conn.in_transaction:  # no transaction outlives its call
+                        with suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
 
-        result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
-        return result
+        # Not cancellable while the thread runs: the call always ends in COMMIT or
+        # ROLLBACK before the caller hears of its cancellation.
+        return await self._worker.run(call)
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
@@ -156,7 +126,9 @@ class SQLiteBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
-                await self._conn.close()
+                # After the calls already submitted: the worker runs them in order.
+                await self._worker.run(self._conn.close)
+                self._worker.stop()
                 if self._plan is not None and self._plan.absent:
                     await anyio.to_thread.run_sync(remove_created, _target(self._where), self._plan)
 
@@ -182,15 +154,31 @@ def _target(where: str) -> Path:
 
 
 def _prepare(where: str, create: bool, read_only: bool, busy_timeout_ms: int) -> OpenPlan:
-    """Check the files before connecting (see `eventmem.store.sqlite_files`)."""
+    """Check the files before connecting (see `eventmem.store.sqlite.files`)."""
     if where == ":memory:":
         if read_only:
             raise StorageError("cannot open :memory: read-only: it has no store to read")
         return OpenPlan("file::memory:")
     target = _target(where)
-    plan = plan_open(target, where, create=create, read_only=read_only)
-    check_wal(target.resolve(), where, busy_timeout_ms)
+    with translated(where):
+        plan = plan_open(target, where, create=create, read_only=read_only)
+        check_wal(target.resolve(), where, busy_timeout_ms)
     return plan
+
+
+def _connect(uri: str, where: str) -> SQLiteConnection:
+    """The connection, in autocommit mode (the store's functions open transactions
+    themselves), used from one worker thread at a time."""
+    with translated(where):
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=SQLiteConnection,
+        )
+    assert isinstance(conn, SQLiteConnection)
+    return conn
 
 
 def _configure(

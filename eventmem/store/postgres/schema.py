@@ -8,7 +8,7 @@ nothing behind. The refusals are SQLite's: a newer schema, a gap in the history,
 store's table names taken by something that is not an eventmem store.
 
 It also checks and restores the triggers that keep the log immutable, as SQLite's
-``migrate`` does: PostgreSQL can disable a trigger without dropping it
+``eventmem.store.sqlite.migrations`` does: PostgreSQL can disable a trigger without dropping it
 (``ALTER TABLE events DISABLE TRIGGER``), and that counts as missing.
 """
 
@@ -22,13 +22,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from eventmem.errors import MigrationError, NotAnEventmemDatabaseError, SchemaVersionError
-from eventmem.store.migrate import Migration, check_history, known_migrations, refuse_to_migrate
+from eventmem.errors import NotAnEventmemDatabaseError, SchemaVersionError
+from eventmem.store.migrate import (
+    Migration,
+    MigrationFailure,
+    check_history,
+    known_migrations,
+    refuse_to_migrate,
+)
 
 __all__ = ["MIGRATION_LOCK", "apply_migrations", "restore_triggers", "trigger_findings"]
 
 # pg_advisory_xact_lock(classid, objid) key of the migration lock ("EVMM", 0); sessions
-# use another classid (see postgres.py), so the two never wait on each other.
+# use another classid (see ``postgres.connection``), so the two never wait on each other.
 MIGRATION_LOCK = (0x45564D4D, 0)
 _OWN_TABLES = ("eventmem_migrations", "events", "sessions", "view_messages")
 
@@ -107,11 +113,7 @@ def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> None:
                 (migration.version, migration.name),
             )
     except psycopg.Error as e:
-        if isinstance(e, psycopg.OperationalError):
-            raise  # a lost connection or a lock timeout: translated like any storage error
-        raise MigrationError(
-            f"migration {migration.version:04d}_{migration.name} failed and was rolled back: {e}"
-        ) from e
+        raise MigrationFailure(migration) from e
 
 
 # -- triggers ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from eventmem.errors import (
     SchemaVersionError,
     StorageError,
 )
-from eventmem.store.migrate import _applied_versions
+from eventmem.store.sqlite.migrations import _applied_versions
 
 __all__ = ["COMPANIONS", "OpenPlan", "check_wal", "companion", "plan_open", "remove_created"]
 

@@ -1,0 +1,184 @@
+"""The PostgreSQL backend, on psycopg 3.
+
+The store's statements and write logic are the ones SQLite runs (see
+``eventmem.store.sql``); this package supplies PostgreSQL's side of the connection
+interface (``connection``), the translation of its errors (``errors``), its migrations
+(``schema``) and opening a store from a URL (``target``). As with SQLite, each operation
+(a whole transaction) runs on a worker thread that owns the connection, so a save is one
+thread hop and a caller cancelled while it waits cannot leave a transaction half-open.
+Concurrent saves are committed in batches the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+
+from eventmem.errors import ClosedError
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
+from eventmem.store import maintenance
+from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
+from eventmem.store.batched import BatchedBackend
+from eventmem.store.postgres.connection import PostgresConnection
+from eventmem.store.postgres.errors import translated
+from eventmem.store.postgres.target import Settings, Target, connect
+from eventmem.store.worker import Worker
+
+__all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
+
+
+class PostgresBackend(BatchedBackend):
+    """Event logs and buffer projections in one schema of a PostgreSQL database.
+
+    The batching, the cache and every operation are shared with SQLite's backend; only
+    the connection differs (how it is opened, run, snapshotted and closed).
+    """
+
+    def __init__(
+        self,
+        conn: PostgresConnection,
+        target: Target,
+        settings: Settings,
+        cache_sessions: int,
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        worker: Worker | None = None,
+    ) -> None:
+        super().__init__(target.display, cache_sessions, max_save_bytes, settings.read_only, worker)
+        self._pg = conn
+        self._target = target
+        self._settings = settings
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        create: bool = True,
+        durability: Durability = "normal",
+        busy_timeout: float = 30.0,
+        cache_sessions: int = 1024,
+        triggers: TriggerMode = "require",
+        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
+        read_only: bool = False,
+    ) -> PostgresBackend:
+        """Connect, and (if ``create``) create the store's schema or bring it up to date;
+        ``triggers`` says what to do about a log whose triggers are not the schema's; with
+        ``read_only``, open an existing store in read-only sessions."""
+        target = Target(url)
+        # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
+        settings = Settings(max(1, int(busy_timeout * 1000)), durability, read_only)
+        worker = Worker()
+        try:
+            raw = await worker.run(connect, target, settings, create)
+        except BaseException:
+            worker.stop()
+            raise
+        conn = PostgresConnection(raw, target.schema)
+        backend = cls(conn, target, settings, cache_sessions, max_save_bytes, worker)
+        await backend._finish_open(triggers)
+        return backend
+
+    async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:
+        """Run ``fn(connection, *args)`` on the worker thread, one call at a time;
+        ``pipelined``: in a pipeline, where statements whose results are not read (the
+        writes) are sent without waiting, and only reads and the commit wait for the
+        server. (Verify, rebuild and export stream through a server-side cursor, which
+        a pipeline cannot hold.)"""
+        if self._closed:
+            raise ClosedError("the store is closed")
+
+        def attempt() -> T:
+            conn = self._pg
+            if conn.raw.closed:
+                # The server went away since the last call: reconnect.
+                conn.raw = connect(self._target, self._settings, False)
+            conn.start_call()
+            if not pipelined:
+                return fn(conn, *args)
+            with conn.raw.pipeline():
+                return fn(conn, *args)
+
+        def call() -> T:
+            conn = self._pg
+            with translated(self._where, read_only=self._read_only):
+                try:
+                    try:
+                        return attempt()
+                    except psycopg.OperationalError:
+                        if not conn.raw.closed or conn.commit_sent:
+                            raise
+                        # The connection died (a server restart, a failover) before this
+                        # call sent a COMMIT, so nothing of it was committed: run it
+                        # again once on a new connection, rather than fail it.
+                        _abandon(conn)
+                        return attempt()
+                except BaseException:
+                    _abandon(conn)  # no transaction outlives its call, whatever ended it
+                    raise
+
+        # Not cancellable while the thread runs: the call always ends in COMMIT or
+        # ROLLBACK before the caller hears of its cancellation.
+        return await self._worker.run(call)
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[ExportPage]:
+        """Pages read in one repeatable-read transaction on a connection of their own:
+        writers in other transactions may commit a lower id after a higher one, so
+        pages by id outside one snapshot could pass an event that commits later."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        worker = Worker()
+        try:
+            raw = await worker.run(connect, self._target, self._settings, False)
+        except BaseException:
+            worker.stop()
+            raise
+        reader = PostgresConnection(raw, self._target.schema)
+
+        def call(session_id: str | None, after_id: int, limit: int) -> tuple[int, list[bytes]]:
+            with translated(self._where, read_only=self._read_only):
+                if not reader.in_transaction:
+                    reader.begin_read()
+                return maintenance.export_page(reader, session_id, after_id, limit)
+
+        async def page(
+            session_id: str | None, after_id: int, limit: int
+        ) -> tuple[int, list[bytes]]:
+            return await worker.run(call, session_id, after_id, limit)
+
+        try:
+            yield page
+        finally:
+            with anyio.CancelScope(shield=True):
+                await worker.run(raw.close)
+                worker.stop()
+
+    async def close(self) -> None:
+        """Close the connection (idempotent). Shielded: a close that is cancelled still
+        closes the connection (waiting for a call in progress to end) before the
+        cancellation goes on."""
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self._worker.run(self._pg.raw.close)
+                self._worker.stop()
+
+
+def _abandon(conn: PostgresConnection) -> None:
+    """Roll back a transaction a failed call left open. A rollback that fails too means
+    the connection is gone: the next call reconnects, and the caller hears of the first
+    error, not of this one."""
+    if conn.in_transaction and not conn.raw.closed:
+        with suppress(psycopg.Error):
+            conn.raw.rollback()
+    conn.start_call()  # nothing read in the failed transaction is kept
+
+
+# The class implements the interface the memories and the store are written against.
+_: type[Backend] = PostgresBackend

@@ -1,0 +1,84 @@
+"""``sqlite3.Connection`` with the store's dialect methods."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from eventmem.store.sql import HEAD_OF_SESSION, StorageFigures
+from eventmem.store.sqlite import migrations
+
+__all__ = ["SQLiteConnection"]
+
+_STREAM_CHUNK = 5000
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """``sqlite3.Connection`` with the store's dialect methods (used as its factory).
+
+    A write transaction is ``BEGIN IMMEDIATE``: it takes the file's single write lock,
+    so sessions need no locks of their own.
+    """
+
+    data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
+
+    def begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
+        self.execute("BEGIN IMMEDIATE")
+
+    def begin_read(self) -> None:
+        """A deferred transaction: in WAL mode its reads share one snapshot."""
+        self.execute("BEGIN")
+
+    def lock_sessions(self, session_ids: Iterable[str]) -> None:
+        """Nothing to do: the write transaction holds the whole file."""
+
+    def lock_store(self) -> None:
+        """Nothing to do: the write transaction holds the whole file."""
+
+    def read_head(self, session_id: str) -> Sequence[Any] | None:
+        """One indexed lookup (in-process: cheaper than keeping rows aside)."""
+        row: Sequence[Any] | None = self.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
+        return row
+
+    def remember_head(self, row: Sequence[Any]) -> None:
+        """Nothing to keep: ``read_head`` reads the table."""
+
+    def stored_count(self, session_id: str, seq: int) -> int:
+        """One indexed lookup."""
+        count: int = self.execute(
+            "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
+            (session_id, seq),
+        ).fetchone()[0]
+        return count
+
+    def counts_changed(
+        self,
+        session_id: str,
+        watermark: int | None = None,
+        added: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        """Nothing to keep: ``stored_count`` reads the table."""
+
+    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows, in chunks."""
+        cursor = self.execute(sql, parameters)
+        while rows := cursor.fetchmany(_STREAM_CHUNK):
+            yield rows
+
+    def trigger_findings(self) -> list[str]:
+        """From ``sqlite_master``, against the triggers the migrations create."""
+        return migrations.trigger_findings(self)
+
+    def restore_triggers(self) -> list[str]:
+        """Drop the file's triggers and create the schema's."""
+        return migrations.restore_triggers(self)
+
+    def storage_figures(self) -> StorageFigures:
+        """The file's pages (its WAL not included)."""
+        size, count, free = (
+            int(self.execute(f"PRAGMA {name}").fetchone()[0])
+            for name in ("page_size", "page_count", "freelist_count")
+        )
+        return size * count, size, count, free
