@@ -212,7 +212,6 @@ def machine() -> dict[str, Any]:
                     mem_kib = int(line.split()[1])
     except OSError:
         pass
-    import aiosqlite
     import tiktoken
 
     return {
@@ -221,7 +220,6 @@ def machine() -> dict[str, Any]:
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "aiosqlite": getattr(aiosqlite, "__version__", "?"),
         "tiktoken": getattr(tiktoken, "__version__", "?"),
         "platform": platform.platform(),
     }

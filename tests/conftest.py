@@ -34,6 +34,11 @@ from tests.backends import (
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+# The test server need not flush its WAL to disk before each commit returns: every test's
+# data is thrown away, and a killed client (the crash tests) loses nothing the server
+# acknowledged either way. A store opened with durability="full" still turns it on.
+os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c synchronous_commit=off".strip()
+
 _DOWNLOAD_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 # Time spent per test file (setup + call + teardown of its tests, added up over the
@@ -178,5 +183,5 @@ async def store(target: str) -> AsyncIterator[eventmem.Store]:
 
 @pytest.fixture
 def anyio_backend() -> str:
-    # aiosqlite is asyncio-only.
+    # the store wakes its callers through asyncio (eventmem/store/worker.py)
     return "asyncio"
