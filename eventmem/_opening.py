@@ -8,8 +8,8 @@ from typing import Any
 
 from eventmem.api import Store
 from eventmem.errors import InvalidInputError, MissingDependencyError
-from eventmem.rules import DEFAULT_MAX_SAVE_BYTES, check_max_save_bytes
-from eventmem.store.base import Durability, TriggerMode, is_postgres_url
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
+from eventmem.store.base import Durability, OpenOptions, TriggerMode, is_postgres_url
 from eventmem.store.sqlite import SQLiteBackend
 
 __all__ = ["Opening", "open"]
@@ -23,7 +23,7 @@ class Opening:
     the block. Each ``await`` or ``async with`` opens a new connection.
     """
 
-    def __init__(self, path: str | os.PathLike[str], options: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: OpenOptions) -> None:
         self._path = path
         self._options = options
         self._store: Store | None = None
@@ -38,8 +38,8 @@ class Opening:
                 raise MissingDependencyError(
                     "a PostgreSQL store needs psycopg 3: pip install 'eventmem[postgres]'"
                 ) from e
-            return Store(await PostgresBackend.open(str(self._path), **self._options))
-        return Store(await SQLiteBackend.open(self._path, **self._options))
+            return Store(await PostgresBackend.open(str(self._path), self._options))
+        return Store(await SQLiteBackend.open(self._path, self._options))
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
@@ -105,58 +105,19 @@ def open(
 
     Every argument is checked before anything is created or connected to.
     """
-    options = {
-        "create": create,
-        "durability": durability,
-        "busy_timeout": busy_timeout,
-        "cache_sessions": cache_sessions,
-        "triggers": triggers,
-        "max_save_bytes": max_save_bytes,
-        "read_only": read_only,
-    }
-    return Opening(path, _checked(path, options))
-
-
-def _checked(path: object, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` of [`open`][eventmem.open] if each is usable (normalised), else raise
-    `InvalidInputError`."""
-    triggers, durability = options["triggers"], options["durability"]
-    if triggers not in ("require", "repair", "report"):
-        raise InvalidInputError(
-            f"triggers must be 'require', 'repair' or 'report', got {triggers!r}"
-        )
+    options = OpenOptions(
+        create=create,
+        durability=durability,
+        busy_timeout=busy_timeout,
+        cache_sessions=cache_sessions,
+        triggers=triggers,
+        max_save_bytes=max_save_bytes,
+        read_only=read_only,
+    )
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     _check_path(path)
-    for flag in ("read_only", "create"):
-        if not isinstance(options[flag], bool):
-            raise InvalidInputError(f"{flag} must be True or False, got {options[flag]!r}")
-    if durability not in ("normal", "full"):
-        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-    busy_timeout = options["busy_timeout"]
-    if (
-        isinstance(busy_timeout, bool)
-        or not isinstance(busy_timeout, (int, float))
-        or not 0 <= busy_timeout <= _MAX_BUSY_TIMEOUT  # NaN fails this too
-    ):
-        raise InvalidInputError(
-            f"busy_timeout must be a number of seconds from 0 to {_MAX_BUSY_TIMEOUT}, "
-            f"got {busy_timeout!r}"
-        )
-    cache_sessions = options["cache_sessions"]
-    if (
-        isinstance(cache_sessions, bool)
-        or not isinstance(cache_sessions, int)
-        or cache_sessions < 0
-    ):
-        raise InvalidInputError(f"cache_sessions must be an int >= 0, got {cache_sessions!r}")
-    options["busy_timeout"] = float(busy_timeout)
-    options["max_save_bytes"] = check_max_save_bytes(options["max_save_bytes"])
-    return options
-
-
-# Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
-_MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000
+    return Opening(path, options)
 
 
 def _check_path(path: str | os.PathLike[str]) -> None:

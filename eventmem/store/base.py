@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
 
 from eventmem.audit import ExportReader, VerifyReport
+from eventmem.errors import InvalidInputError
 from eventmem.events import PruneMode, StoredEvent
 from eventmem.messages import Message
+from eventmem.rules import DEFAULT_MAX_SAVE_BYTES, check_max_save_bytes
 from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
 
@@ -19,6 +22,7 @@ __all__ = [
     "Backend",
     "Durability",
     "ExportPage",
+    "OpenOptions",
     "Progress",
     "SessionSummary",
     "StepRequest",
@@ -42,6 +46,59 @@ TriggerMode = Literal["require", "repair", "report"]
 Progress = Callable[[int, int], None]
 # page(session_id or None, after_id, limit) -> (last id, export lines): Backend.export_page.
 ExportPage = Callable[[str | None, int, int], Awaitable[tuple[int, list[bytes]]]]
+
+# Both databases take the timeout in milliseconds as a signed 32-bit integer (24.8 days).
+_MAX_BUSY_TIMEOUT = (2**31 - 1) // 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenOptions:
+    """How a store is opened: the keyword arguments of `eventmem.open` (which documents
+    them), checked once, here, before anything is created or connected to; both backends
+    take them as they are."""
+
+    create: bool = True
+    durability: Durability = "normal"
+    busy_timeout: float = 30.0
+    cache_sessions: int = 1024
+    triggers: TriggerMode = "require"
+    max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.triggers not in ("require", "repair", "report"):
+            raise InvalidInputError(
+                f"triggers must be 'require', 'repair' or 'report', got {self.triggers!r}"
+            )
+        for flag in ("read_only", "create"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidInputError(
+                    f"{flag} must be True or False, got {getattr(self, flag)!r}"
+                )
+        if self.durability not in ("normal", "full"):
+            raise InvalidInputError(
+                f"durability must be 'normal' or 'full', got {self.durability!r}"
+            )
+        timeout = self.busy_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 <= timeout <= _MAX_BUSY_TIMEOUT  # NaN fails this too
+        ):
+            raise InvalidInputError(
+                f"busy_timeout must be a number of seconds from 0 to {_MAX_BUSY_TIMEOUT}, "
+                f"got {timeout!r}"
+            )
+        cache = self.cache_sessions
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
+            raise InvalidInputError(f"cache_sessions must be an int >= 0, got {cache!r}")
+        object.__setattr__(self, "busy_timeout", float(timeout))
+        object.__setattr__(self, "max_save_bytes", check_max_save_bytes(self.max_save_bytes))
+
+    @property
+    def busy_timeout_ms(self) -> int:
+        """``busy_timeout`` in whole milliseconds, as the databases take it."""
+        return int(self.busy_timeout * 1000)
 
 
 class StepRequest(msgspec.Struct, frozen=True):

@@ -21,7 +21,7 @@ import psycopg
 from eventmem.errors import ClosedError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance
-from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
+from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
@@ -55,33 +55,25 @@ class PostgresBackend(BatchedBackend):
         self._settings = settings
 
     @classmethod
-    async def open(
-        cls,
-        url: str,
-        *,
-        create: bool = True,
-        durability: Durability = "normal",
-        busy_timeout: float = 30.0,
-        cache_sessions: int = 1024,
-        triggers: TriggerMode = "require",
-        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
-        read_only: bool = False,
-    ) -> PostgresBackend:
-        """Connect, and (if ``create``) create the store's schema or bring it up to date;
-        ``triggers`` says what to do about a log whose triggers are not the schema's; with
-        ``read_only``, open an existing store in read-only sessions."""
+    async def open(cls, url: str, options: OpenOptions) -> PostgresBackend:
+        """Connect, and (if ``options.create``) create the store's schema or bring it up
+        to date; ``options.triggers`` says what to do about a log whose triggers are not
+        the schema's; with ``options.read_only``, open an existing store in read-only
+        sessions."""
         target = Target(url)
         # lock_timeout 0 would mean "wait forever"; busy_timeout 0 means "do not wait".
-        settings = Settings(max(1, int(busy_timeout * 1000)), durability, read_only)
+        settings = Settings(max(1, options.busy_timeout_ms), options.durability, options.read_only)
         worker = Worker()
         try:
-            raw = await worker.run(connect, target, settings, create)
+            raw = await worker.run(connect, target, settings, options.create)
         except BaseException:
             worker.stop()
             raise
         conn = PostgresConnection(raw, target.schema)
-        backend = cls(conn, target, settings, cache_sessions, max_save_bytes, worker)
-        await backend._finish_open(triggers)
+        backend = cls(
+            conn, target, settings, options.cache_sessions, options.max_save_bytes, worker
+        )
+        await backend._finish_open(options.triggers)
         return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:

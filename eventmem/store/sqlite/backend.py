@@ -23,7 +23,7 @@ import anyio
 
 from eventmem.errors import ClosedError, EventmemError, NotAnEventmemDatabaseError, StorageError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store.base import Backend, Durability, ExportPage, TriggerMode
+from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.sqlite.connection import SQLiteConnection
 from eventmem.store.sqlite.errors import translated
@@ -54,25 +54,14 @@ class SQLiteBackend(BatchedBackend):
         self._plan = plan
 
     @classmethod
-    async def open(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        create: bool = True,
-        durability: Durability = "normal",
-        busy_timeout: float = 30.0,
-        cache_sessions: int = 1024,
-        triggers: TriggerMode = "require",
-        max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
-        read_only: bool = False,
-    ) -> SQLiteBackend:
-        """Open (and, if ``create``, create) the database and bring its schema up to date;
-        ``triggers`` says what to do about a log whose triggers are not the schema's; with
-        ``read_only``, open an existing store that nothing will be written to."""
-        where = os.fspath(path)
-        busy_ms = int(busy_timeout * 1000)
-        plan = await anyio.to_thread.run_sync(_prepare, where, create, read_only, busy_ms)
-        synchronous = {"normal": "NORMAL", "full": "FULL"}[durability]
+    async def open(cls, path: str | os.PathLike[str], options: OpenOptions) -> SQLiteBackend:
+        """Open (and, if ``options.create``, create) the database and bring its schema up
+        to date; ``options.triggers`` says what to do about a log whose triggers are not
+        the schema's; with ``options.read_only``, open an existing store that nothing
+        will be written to."""
+        where, read_only, busy_ms = os.fspath(path), options.read_only, options.busy_timeout_ms
+        plan = await anyio.to_thread.run_sync(_prepare, where, options.create, read_only, busy_ms)
+        synchronous = {"normal": "NORMAL", "full": "FULL"}[options.durability]
         worker = Worker()
         try:
             conn = await worker.run(_connect, plan.uri, where)
@@ -81,16 +70,18 @@ class SQLiteBackend(BatchedBackend):
             if isinstance(e, StorageError):
                 raise _with_hint(e, where, read_only) from e.__cause__
             raise
-        backend = cls(conn, where, cache_sessions, max_save_bytes, plan, read_only, worker)
+        backend = cls(
+            conn, where, options.cache_sessions, options.max_save_bytes, plan, read_only, worker
+        )
         try:
-            await backend._run(_configure, busy_ms, synchronous, create, read_only)
+            await backend._run(_configure, busy_ms, synchronous, options.create, read_only)
         except StorageError as e:
             await backend.close()
             raise _with_hint(e, where, read_only) from e.__cause__
         except BaseException:
             await backend.close()
             raise
-        await backend._finish_open(triggers)
+        await backend._finish_open(options.triggers)
         return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:
