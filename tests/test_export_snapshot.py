@@ -67,6 +67,26 @@ async def test_an_export_during_concurrent_writes_imports_and_verifies(
         drop_target(copy)
 
 
+async def test_an_export_is_the_log_as_it_was_when_it_started(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events committed while the export reads its pages are not in it (so an export
+    under writers that never pause still ends)."""
+    monkeypatch.setattr(eventmem.api, "_EXPORT_PAGE", 2)
+    async with eventmem.open(target) as exporter, eventmem.open(target) as writer:
+        memory = writer.token_buffer("s", max_token_limit=60)
+        for n in range(5):
+            await memory.asave_context({"input": f"q{n}"}, {"output": f"a{n}"})
+        lines = []
+        async for line in exporter.export():
+            lines.append(line)
+            if len(lines) == 2:  # the header and the first event: one page read
+                for n in range(5, 9):
+                    await memory.asave_context({"input": f"q{n}"}, {"output": f"a{n}"})
+        assert await exporter.count_events() == 9
+    assert len(lines) == 2 + 5  # header, the five events of the start, end
+
+
 async def test_a_postgresql_export_never_passes_an_event_committed_after_its_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

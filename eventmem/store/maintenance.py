@@ -23,6 +23,7 @@ __all__ = [
     "Progress",
     "export_page",
     "import_lines",
+    "last_event_id",
     "rebuild",
     "restore_triggers",
     "trigger_findings",
@@ -233,26 +234,36 @@ def restore_triggers(conn: Connection) -> list[str]:
 
 
 def export_page(
-    conn: Connection, session_id: str | None, after_id: int, limit: int
+    conn: Connection,
+    session_id: str | None,
+    after_id: int,
+    limit: int,
+    up_to: int | None = None,
 ) -> tuple[int, list[bytes]]:
-    """Export lines of the events after global position ``after_id``, and the last id."""
-    if session_id is None:
-        rows = conn.execute(
-            f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
-            " FROM events WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
-            " FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (session_id, after_id, limit),
-        ).fetchall()
+    """Export lines of the events after global position ``after_id`` (and, with
+    ``up_to``, at or before it), and the last id."""
+    where = "id > ?"
+    parameters: list[object] = [after_id]
+    if session_id is not None:
+        where, parameters = "session_id = ? AND id > ?", [session_id, after_id]
+    if up_to is not None:
+        where, parameters = f"{where} AND id <= ?", [*parameters, up_to]
+    rows = conn.execute(
+        f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
+        f" FROM events WHERE {where} ORDER BY id LIMIT ?",
+        (*parameters, limit),
+    ).fetchall()
     lines = [
         export_line(sid, position, recorded_at, kind, data, digest)
         for _, sid, position, recorded_at, kind, data, digest in rows
     ]
     return (rows[-1][0] if rows else after_id), lines
+
+
+def last_event_id(conn: Connection) -> int:
+    """The highest global position (0 in an empty store)."""
+    row = conn.execute("SELECT max(id) FROM events").fetchone()
+    return int(row[0] or 0)
 
 
 def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tuple[int, int]:

@@ -23,6 +23,7 @@ import anyio
 
 from eventmem.errors import ClosedError, EventmemError, NotAnEventmemDatabaseError, StorageError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
+from eventmem.store import maintenance
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.sqlite.connection import SQLiteConnection
@@ -107,9 +108,18 @@ class SQLiteBackend(BatchedBackend):
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
-        """``export_page`` itself: with one writer at a time, ids are assigned in
-        commit order, so paging by id never passes an event that commits later."""
-        yield self.export_page
+        """Pages of the events committed when the export started: with one writer at a
+        time, ids are assigned in commit order, so every event up to the highest id then
+        is committed, and paging by id up to it reads the log as it was (an export under
+        writers that never pause still ends)."""
+        last = await self._run(maintenance.last_event_id)
+
+        async def page(
+            session_id: str | None, after_id: int, limit: int
+        ) -> tuple[int, list[bytes]]:
+            return await self._run(maintenance.export_page, session_id, after_id, limit, last)
+
+        yield page
 
     async def close(self) -> None:
         """Close the connection (idempotent). Shielded: a close that is cancelled still
