@@ -41,7 +41,7 @@ from eventmem.errors import (
 )
 from eventmem.events import MemoryCleared, PruneMode, StepRecorded, StoredEvent, TurnSaved
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
-from eventmem.messages import InvalidToolCall, Message, ToolCall, buffer_string
+from eventmem.messages import InvalidToolCall, Message, ToolCall, buffer_string, from_openai
 from eventmem.steps import Action
 from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
 from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory, connect
@@ -107,5 +107,6 @@ __all__ = [
     "buffer_string",
     "connect",
     "count_tokens",
+    "from_openai",
     "open",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "check_text",
     "decode_trusted",
     "from_langchain",
+    "from_openai",
     "plain_text",
 ]
 
@@ -319,6 +320,96 @@ def from_langchain(message: Any) -> Message:
         id=getattr(message, "id", None),
         invalid_tool_calls=invalid,
     )
+
+
+_FROM_OPENAI_ROLE: dict[str, Role] = {
+    "user": "human",
+    "assistant": "ai",
+    "system": "system",
+    "tool": "tool",
+    "function": "function",
+}
+# The keys each chat-completions role carries that a Message keeps.
+_OPENAI_KEYS: dict[str, frozenset[str]] = {
+    "user": frozenset({"role", "content", "name"}),
+    "system": frozenset({"role", "content", "name"}),
+    "assistant": frozenset({"role", "content", "name", "tool_calls", "function_call"}),
+    "tool": frozenset({"role", "content", "tool_call_id"}),
+    "function": frozenset({"role", "content", "name"}),
+}
+
+
+def from_openai(message: Mapping[str, Any]) -> Message:
+    """The [`Message`][eventmem.Message] for a chat-completions message dict.
+
+    The inverse of [`Message.to_openai`][eventmem.Message.to_openai]: roles ``user``,
+    ``assistant``, ``system``, ``tool`` and ``function``; an assistant's ``tool_calls``
+    become [`ToolCall`][eventmem.ToolCall]s when their ``arguments`` are a JSON object,
+    else [`InvalidToolCall`][eventmem.InvalidToolCall]s that keep the text as given. A
+    key set to ``None`` counts as absent (API replies carry ``"refusal": None``). What a
+    Message cannot hold yet (list content, the ``developer`` role, other keys with a
+    value) raises [`InvalidInputError`][eventmem.InvalidInputError] rather than being
+    dropped.
+    """
+    if not isinstance(message, Mapping):
+        raise InvalidInputError(f"an OpenAI message must be a dict, got {_type(message)}")
+    given = {key: value for key, value in message.items() if value is not None}
+    role = given.get("role")
+    if role not in _OPENAI_KEYS:
+        raise InvalidInputError(
+            f"OpenAI message role must be one of {sorted(_OPENAI_KEYS)}, got {role!r}"
+        )
+    unknown = sorted(str(key) for key in given if key not in _OPENAI_KEYS[role])
+    if unknown:
+        raise InvalidInputError(f"a {role} message with {unknown} cannot be stored")
+    content = given.get("content", "")
+    if not isinstance(content, str):
+        raise InvalidInputError(
+            f"only text content can be stored; a {role} message has content of type "
+            f"{_type(content)}"
+        )
+    tool_calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    calls = given.get("tool_calls", ())
+    if not isinstance(calls, (list, tuple)):
+        raise InvalidInputError(f"tool_calls must be a list, got {_type(calls)}")
+    for call in calls:
+        parsed = _openai_call(call)
+        if isinstance(parsed, ToolCall):
+            tool_calls.append(parsed)
+        else:
+            invalid.append(parsed)
+    function_call = given.get("function_call")
+    if function_call is not None:
+        function_call = _plain(function_call)
+    return Message(
+        role=_FROM_OPENAI_ROLE[role],
+        content=content,
+        name=given.get("name"),
+        tool_calls=tuple(tool_calls),
+        invalid_tool_calls=tuple(invalid),
+        tool_call_id=given.get("tool_call_id"),
+        function_call=function_call,
+    )
+
+
+def _openai_call(call: Any) -> ToolCall | InvalidToolCall:
+    """One entry of an assistant's ``tool_calls``."""
+    if not isinstance(call, Mapping) or call.get("type", "function") != "function":
+        raise InvalidInputError(f"a tool call must be a function call dict, got {call!r:.80}")
+    function = call.get("function")
+    if not isinstance(function, Mapping):
+        raise InvalidInputError("a tool call needs a 'function' dict with name and arguments")
+    name, arguments, call_id = function.get("name"), function.get("arguments"), call.get("id")
+    if isinstance(arguments, str) and isinstance(name, str):
+        try:
+            args = json.loads(arguments)
+        except (ValueError, RecursionError):
+            args = None
+        # Only when the text is what to_openai would write for it: else it is kept as given.
+        if isinstance(args, dict) and json.dumps(args, ensure_ascii=False) == arguments:
+            return ToolCall(name=name, args=args, id=call_id)
+    return InvalidToolCall(name=name, args=arguments, id=call_id)
 
 
 def _plain(value: Any) -> Any:
