@@ -34,13 +34,14 @@ __all__ = [
     "plain_text",
 ]
 
-Role = Literal["human", "ai", "system", "function", "tool"]
+Role = Literal["human", "ai", "system", "developer", "function", "tool"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 
 OPENAI_ROLE: dict[str, str] = {  # eventmem role -> chat-completions role
     "human": "user",
     "ai": "assistant",
     "system": "system",
+    "developer": "developer",
     "function": "function",
     "tool": "tool",
 }
@@ -120,7 +121,9 @@ class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True, gc=False)
 class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One chat message as eventmem stores it.
 
-    ``role`` is one of ``human``, ``ai``, ``system``, ``function``, ``tool``. ``name``
+    ``role`` is one of ``human``, ``ai``, ``system``, ``developer``, ``function``,
+    ``tool``; ``developer`` is OpenAI's developer role (LangChain: a ``SystemMessage``
+    with ``additional_kwargs["__openai_role__"] = "developer"``). ``name``
     is the function name of a function message (or a participant name). ``tool_calls``
     and ``function_call`` belong to ``ai`` messages; ``tool_call_id`` to ``tool``
     messages. ``id`` is the message id LangChain may carry.
@@ -154,7 +157,7 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
             and not self.tool_calls
             and type(self.invalid_tool_calls) is tuple
             and not self.invalid_tool_calls
-            and self.role in ("human", "ai", "system")
+            and self.role in ("human", "ai", "system", "developer")
         ):  # a plain text message: only its text needs checking
             if not self.content.isascii():
                 check_text(self.content, "message content")
@@ -247,6 +250,8 @@ def _prefix(role: str, human_prefix: str, ai_prefix: str) -> str:
         return human_prefix
     if role == "ai":
         return ai_prefix
+    if role == "developer":
+        return "System"  # a SystemMessage to LangChain
     return role.capitalize()  # System, Function, Tool
 
 
@@ -310,6 +315,8 @@ def from_langchain(message: Any) -> Message:
             )
             for call in getattr(message, "invalid_tool_calls", None) or ()
         )
+    if kind == "system" and extra.get("__openai_role__") == "developer":
+        kind = "developer"  # what langchain-openai sends for it
     return Message(
         role=kind,
         content=content,
@@ -326,6 +333,7 @@ _FROM_OPENAI_ROLE: dict[str, Role] = {
     "user": "human",
     "assistant": "ai",
     "system": "system",
+    "developer": "developer",
     "tool": "tool",
     "function": "function",
 }
@@ -333,6 +341,7 @@ _FROM_OPENAI_ROLE: dict[str, Role] = {
 _OPENAI_KEYS: dict[str, frozenset[str]] = {
     "user": frozenset({"role", "content", "name"}),
     "system": frozenset({"role", "content", "name"}),
+    "developer": frozenset({"role", "content", "name"}),
     "assistant": frozenset({"role", "content", "name", "tool_calls", "function_call"}),
     "tool": frozenset({"role", "content", "tool_call_id"}),
     "function": frozenset({"role", "content", "name"}),
@@ -343,13 +352,13 @@ def from_openai(message: Mapping[str, Any]) -> Message:
     """The [`Message`][eventmem.Message] for a chat-completions message dict.
 
     The inverse of [`Message.to_openai`][eventmem.Message.to_openai]: roles ``user``,
-    ``assistant``, ``system``, ``tool`` and ``function``; an assistant's ``tool_calls``
-    become [`ToolCall`][eventmem.ToolCall]s when their ``arguments`` are a JSON object,
-    else [`InvalidToolCall`][eventmem.InvalidToolCall]s that keep the text as given. A
-    key set to ``None`` counts as absent (API replies carry ``"refusal": None``). What a
-    Message cannot hold yet (list content, the ``developer`` role, other keys with a
-    value) raises [`InvalidInputError`][eventmem.InvalidInputError] rather than being
-    dropped.
+    ``assistant``, ``system``, ``developer``, ``tool`` and ``function``; an assistant's
+    ``tool_calls`` become [`ToolCall`][eventmem.ToolCall]s when their ``arguments`` are
+    a JSON object written as ``json.dumps`` writes it, else
+    [`InvalidToolCall`][eventmem.InvalidToolCall]s that keep the text as given. A key
+    set to ``None`` counts as absent (API replies carry ``"refusal": None``). What a
+    Message cannot hold yet (list content, other keys with a value) raises
+    [`InvalidInputError`][eventmem.InvalidInputError] rather than being dropped.
     """
     if not isinstance(message, Mapping):
         raise InvalidInputError(f"an OpenAI message must be a dict, got {_type(message)}")

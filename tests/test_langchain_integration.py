@@ -174,7 +174,7 @@ _args = st.dictionaries(st.text(max_size=6), _json, max_size=3)
 _opt_text = st.none() | st.text(max_size=10)
 
 
-ROLES: list[Role] = ["human", "ai", "system", "function", "tool"]
+ROLES: list[Role] = ["human", "ai", "system", "developer", "function", "tool"]
 
 
 @st.composite

@@ -147,6 +147,12 @@ def lc_cases() -> list[Any]:
         ),
         pytest.param(SystemMessage(content="You are a helpful assistant."), id="system"),
         pytest.param(SystemMessage(content=""), id="system-empty"),
+        pytest.param(
+            SystemMessage(
+                content="Answer in French.", additional_kwargs={"__openai_role__": "developer"}
+            ),
+            id="developer",
+        ),
         pytest.param(FunctionMessage(name="search", content="3 results"), id="function"),
         pytest.param(FunctionMessage(name="search", content=""), id="function-empty"),
         pytest.param(ToolMessage(content="42 °C", tool_call_id="call_1"), id="tool"),
@@ -218,15 +224,6 @@ def test_to_openai_equals_langchain_openai(message: Any) -> None:
                 strict=True,
                 raises=AssertionError,
                 reason="LangChain sends tool_calls: [] and content None; eventmem sends content ''",
-            ),
-        ),
-        pytest.param(
-            SystemMessage(content="x", additional_kwargs={"__openai_role__": "developer"}),
-            id="system-developer-role",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="LangChain sends role 'developer' for __openai_role__; eventmem 'system'",
             ),
         ),
     ],
@@ -309,7 +306,9 @@ _ANY_TEXT = st.text()
 def lc_messages(draw: st.DrawFn, text: st.SearchStrategy[str] = _ANY_TEXT) -> Any:
     """A random LangChain message of any type eventmem stores."""
     kind = draw(
-        st.sampled_from(["human", "ai", "ai-tools", "ai-function", "system", "function", "tool"])
+        st.sampled_from(
+            ["human", "ai", "ai-tools", "ai-function", "system", "developer", "function", "tool"]
+        )
     )
     content = draw(text)
     name = draw(st.none() | text.filter(bool))
@@ -337,6 +336,9 @@ def lc_messages(draw: st.DrawFn, text: st.SearchStrategy[str] = _ANY_TEXT) -> An
         return AIMessage(content=content, additional_kwargs={"function_call": call})
     if kind == "system":
         return SystemMessage(content=content, name=name)
+    if kind == "developer":
+        developer = {"__openai_role__": "developer"}
+        return SystemMessage(content=content, name=name, additional_kwargs=developer)
     if kind == "function":
         return FunctionMessage(content=content, name=draw(text.filter(bool)))
     return ToolMessage(content=content, tool_call_id=draw(text))

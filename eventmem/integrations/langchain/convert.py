@@ -35,7 +35,8 @@ def to_langchain(message: Message) -> BaseMessage:
 
     ``human`` → ``HumanMessage``, ``ai`` → ``AIMessage`` (``tool_calls``,
     ``invalid_tool_calls``, and ``additional_kwargs["function_call"]``), ``system`` →
-    ``SystemMessage``, ``function`` → ``FunctionMessage``, ``tool`` → ``ToolMessage``
+    ``SystemMessage`` (``developer``: with ``additional_kwargs["__openai_role__"]``),
+    ``function`` → ``FunctionMessage``, ``tool`` → ``ToolMessage``
     (its name in ``additional_kwargs["name"]``). Ids and names are kept.
     """
     role = message.role
@@ -67,6 +68,13 @@ def to_langchain(message: Message) -> BaseMessage:
         )
     if role == "system":
         return SystemMessage(content=message.content, name=message.name, id=message.id)
+    if role == "developer":
+        return SystemMessage(
+            content=message.content,
+            name=message.name,
+            id=message.id,
+            additional_kwargs={"__openai_role__": "developer"},
+        )
     if role == "function":
         return FunctionMessage(content=message.content, name=message.name or "", id=message.id)
     # tool: Message guarantees a tool_call_id
