@@ -832,3 +832,97 @@ def test_progress_shows_on_a_terminal_only(store_db: str) -> None:  # both backe
     assert b"\rverify: 12/12 events" in terminal
     assert terminal.endswith(b"\r")  # the line is erased before the result is printed
     assert stdout == b"ok: 3 sessions, 12 events verified\n"  # the result itself is clean
+
+
+def _on_a_terminal(args: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Run ``python -m eventmem ARGS`` with stderr on a pseudo-terminal (so its progress
+    line shows); return its exit status, stdout and what the terminal received."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "eventmem", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    ) as process:
+        os.close(secondary)
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.close()
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO once the process closed the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        stdout = process.stdout.read() if process.stdout else b""
+    os.close(primary)
+    return process.returncode, stdout, terminal
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_import_counts_only_the_events(store_db: str, tmp_path: Path, dropping: list[str]) -> None:
+    """The counts an import shows are its events: not the header, the end line, nor the
+    blank lines the import skips."""
+    lines = api(store_db, _export).splitlines(keepends=True)
+    assert len(lines) == 1 + 12 + 1
+    spaced = b"\n".join(lines[:3]) + b"".join(lines[3:]) + b"\n  \n\n"  # blank lines too
+    copy = fresh(store_db, tmp_path, "copy.db")
+    dropping.append(copy)
+    status, stdout, terminal = _on_a_terminal(["import", copy, "-"], stdin=spaced)
+    assert status == 0, terminal
+    assert stdout == f"imported 3 sessions, 12 events into {copy}\n".encode()
+    assert b"import: 12 events read; writing" in terminal
+    assert api(copy, lambda store: store.count_events()) == 12
+
+
+async def _save_many_turns(path: str, turns: int) -> None:
+    async with eventmem.open(path) as store:
+        memory = store.token_buffer("long", max_token_limit=200)
+        for i in range(turns):
+            await memory.asave_context({"input": f"{i} " + "q" * 1500}, {"output": "a" * 500})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_stops_quietly_when_the_reader_leaves(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, dropping: list[str]
+) -> None:
+    """``eventmem export DB | head -1``: once the reader has its line and closes the
+    pipe, the export ends with exit 0, nothing on stderr and the store untouched."""
+    if backend == "postgresql":
+        request.getfixturevalue("_postgres_server")
+    db = new_target(backend, tmp_path)
+    dropping.append(db)
+    anyio.run(_save_many_turns, db, 400)
+    whole = api(db, _export)
+    assert len(whole) > 8 * 65536  # far more than a pipe holds: the writer must block
+    before = api(db, _views)
+    file_before = Path(db).read_bytes() if backend == "sqlite" else b""
+
+    export = subprocess.Popen(
+        [sys.executable, "-m", "eventmem", "export", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.readline())"],
+        stdin=export.stdout,
+        stdout=subprocess.PIPE,
+    )
+    assert export.stdout is not None
+    assert export.stderr is not None
+    export.stdout.close()  # only the reader holds the pipe's reading end
+    first, _ = reader.communicate(timeout=120)
+    stderr = export.stderr.read()
+    export.stderr.close()
+    assert export.wait(timeout=120) == 0, stderr
+    assert reader.returncode == 0
+    assert first == whole.splitlines(keepends=True)[0]
+    assert stderr == b""  # no traceback, no "BrokenPipeError", no "Exception ignored"
+    assert api(db, _views) == before
+    if backend == "sqlite":
+        assert Path(db).read_bytes() == file_before
