@@ -926,3 +926,86 @@ def test_export_stops_quietly_when_the_reader_leaves(
     assert api(db, _views) == before
     if backend == "sqlite":
         assert Path(db).read_bytes() == file_before
+
+
+PAGES = [
+    ([], [1, 2, 3, 4, 5, 6]),
+    (["--limit", "2"], [1, 2]),
+    (["--offset", "4"], [5, 6]),
+    (["--limit", "2", "--offset", "1"], [2, 3]),
+    (["--limit", "9", "--offset", "3"], [4, 5, 6]),
+    (["--reverse"], [6, 5, 4, 3, 2, 1]),
+    (["--reverse", "--limit", "2"], [6, 5]),
+    (["--reverse", "--offset", "1", "--limit", "2"], [5, 4]),
+    (["--reverse", "--offset", "5", "--limit", "3"], [1]),
+    (["--offset", "6"], []),
+    (["--reverse", "--offset", "10"], []),
+    (["--limit", "0"], []),
+]
+
+
+@pytest.mark.parametrize(("args", "positions"), PAGES)
+def test_log_pages(store_db: str, tmp_path: Path, args: list[str], positions: list[int]) -> None:
+    """``--limit``, ``--offset`` and ``--reverse`` select lines of the whole log, each
+    exactly as the whole log shows it (where its messages are in the buffer now)."""
+    whole = ok("log", store_db, "agent", cwd=tmp_path).splitlines()
+    by_position = {int(line.split()[0]): line for line in whole[1:-1]}
+    assert sorted(by_position) == [1, 2, 3, 4, 5, 6]
+    text = ok("log", store_db, "agent", *args, cwd=tmp_path).splitlines()
+    assert text[0] == whole[0]
+    assert text[1:-1] == [by_position[p] for p in positions]
+    tail = whole[-1].removeprefix("6 events")
+    paged = args not in ([], ["--reverse"])  # --limit or --offset given
+    assert text[-1] == (f"{len(positions)} of 6 events shown{tail}" if paged else whole[-1])
+
+    rows = json_lines(ok("log", store_db, "agent", *args, "--json", cwd=tmp_path))
+    everything = {
+        row["position"]: row
+        for row in json_lines(ok("log", store_db, "agent", "--json", cwd=tmp_path))
+    }
+    assert rows == [everything[p] for p in positions]
+
+
+@pytest.mark.parametrize(
+    ("args", "reads"),
+    [
+        ([], 6 + 6),
+        (["--limit", "2"], 6 + 2),
+        (["--offset", "1", "--limit", "2"], 6 + 3),
+        (["--limit", "0"], 6),
+        (["--offset", "6"], 6),
+    ],
+)
+def test_log_pages_stop_reading_at_their_end(
+    store_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], reads: int
+) -> None:
+    """Past the fold that places every event, a page reads no event after its last."""
+    counted = 0
+    events = eventmem.Store.events
+
+    async def counting(self: eventmem.Store, session_id: str) -> Any:
+        nonlocal counted
+        async for event in events(self, session_id):
+            counted += 1
+            yield event
+
+    monkeypatch.setattr(eventmem.Store, "events", counting)
+    ok("log", store_db, "agent", *args, cwd=tmp_path)
+    assert counted == reads
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-1"], "argument --limit: must be >= 0, got -1"),
+        (["--offset", "-3"], "argument --offset: must be >= 0, got -3"),
+        (["--reverse", "--offset", "two"], "argument --offset: expected a whole number, got 'two'"),
+    ],
+)
+def test_log_refuses_negative_pages(
+    store_db: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("log", store_db, "agent", *args, cwd=tmp_path)
+    assert_clean_error(result, 2)
+    assert result.stdout == ""
+    assert result.stderr.endswith(f"eventmem log: error: {message}\n")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import cast
 
-from eventmem import timeline
+from eventmem import Store, timeline
 from eventmem.cli.args import add_db, add_json, add_session, model_name, non_negative_int
 from eventmem.cli.common import (
     EXIT_OK,
@@ -114,9 +115,27 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
 
 
 def configure_log(parser: argparse.ArgumentParser) -> None:
-    """Add the ``log`` arguments."""
+    """Add the ``log`` arguments, paging included."""
     add_db(parser)
     add_session(parser)
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=non_negative_int,
+        help="show at most N events (default: all)",
+    )
+    parser.add_argument(
+        "--offset",
+        metavar="K",
+        type=non_negative_int,
+        default=0,
+        help="skip the first K events (the last K with --reverse; default 0)",
+    )
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="newest first: --offset counts from the last event",
+    )
     add_json(parser, "one JSON object per event, with its full data (JSON Lines)")
 
 
@@ -150,8 +169,60 @@ def _print_event(
     )
 
 
+@dataclass(frozen=True)
+class _Page:
+    """The positions ``log`` shows of a session's ``version`` events: ``first`` to
+    ``last`` (empty when ``first > last``), newest first if ``reverse``."""
+
+    first: int
+    last: int
+    reverse: bool
+    paged: bool  # --limit or --offset given
+
+    @classmethod
+    def of(cls, version: int, args: argparse.Namespace) -> _Page:
+        """The page that ``--limit``, ``--offset`` and ``--reverse`` select."""
+        limit: int | None = args.limit
+        offset: int = args.offset
+        count = max(version - offset, 0)  # the events past the offset
+        if limit is not None:
+            count = min(count, limit)
+        paged = limit is not None or offset > 0
+        if args.reverse:
+            return cls(version - offset - count + 1, version - offset, True, paged)
+        return cls(offset + 1, offset + count, False, paged)
+
+    @property
+    def count(self) -> int:
+        """How many events the page shows."""
+        return max(self.last - self.first + 1, 0)
+
+
+async def _page_events(store: Store, session: str, page: _Page) -> AsyncIterator[StoredEvent]:
+    """The events of ``page`` in the order shown. Read from the first position (the
+    store reads a session from its start), and no further than ``page.last``; a reverse
+    page holds its events (at most ``--limit`` of them) to show them newest first."""
+    if page.count == 0:
+        return
+    held: list[StoredEvent] = []
+    events = cast(AsyncGenerator[StoredEvent, None], store.events(session))
+    async with aclosing(events):
+        async for stored in events:
+            if stored.position < page.first:
+                continue
+            if page.reverse:
+                held.append(stored)
+            else:
+                yield stored
+            if stored.position >= page.last:  # read no further (nor what came since the fold)
+                break
+    for stored in reversed(held):
+        yield stored
+
+
 async def run_log(args: argparse.Namespace) -> int:
-    """Run ``log``: every event of the session with what the buffer holds of it."""
+    """Run ``log``: the session's events (all, or a page of them) with what the buffer
+    holds of each."""
     path: str = args.db
     session: str = args.session
     pointer = arrow()
@@ -162,6 +233,7 @@ async def run_log(args: argparse.Namespace) -> int:
             placed = await timeline.placement(store, session)
         except FoldError as e:
             raise _verify_hint(e) from None
+        page = _Page.of(placed.version, args)
         width = max(len(str(placed.version)), 3)
         if not args.json:
             print(
@@ -169,15 +241,18 @@ async def run_log(args: argparse.Namespace) -> int:
                     f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
                 )
             )
-        events = cast(AsyncGenerator[StoredEvent, None], store.events(session))
-        async with aclosing(events):
-            async for stored in events:
-                if stored.position > placed.version:  # written since the fold: not placed
-                    break
+        shown = cast(AsyncGenerator[StoredEvent, None], _page_events(store, session, page))
+        async with aclosing(shown):
+            async for stored in shown:
                 _print_event(stored, placed, args.json, width, pointer)
     if not args.json:
+        shown_events = (
+            f"{page.count} of {plural(placed.version, 'event')} shown"
+            if page.paged
+            else plural(placed.version, "event")
+        )
         print(
-            f"{plural(placed.version, 'event')}; {plural(placed.next_seq, 'message')} entered "
+            f"{shown_events}; {plural(placed.next_seq, 'message')} entered "
             f"the buffer, {placed.visible} visible now"
         )
     return EXIT_OK
