@@ -1009,3 +1009,56 @@ def test_log_refuses_negative_pages(
     assert_clean_error(result, 2)
     assert result.stdout == ""
     assert result.stderr.endswith(f"eventmem log: error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "order"),
+    [
+        ([], ["chat", "restart", "agent"]),
+        (["--sort", "created"], ["chat", "restart", "agent"]),
+        (["--sort", "id"], ["agent", "chat", "restart"]),
+        (["--sort", "events"], ["agent", "chat", "restart"]),  # a tie keeps the oldest first
+        (["--sort", "last"], ["agent", "restart", "chat"]),
+        (["--sort", "last", "--limit", "2"], ["agent", "restart"]),
+        (["--sort", "id", "--limit", "1"], ["agent"]),
+        (["--limit", "2"], ["chat", "restart"]),
+        (["--limit", "3"], ["chat", "restart", "agent"]),
+        (["--limit", "0"], []),
+    ],
+)
+def test_sessions_sort_and_limit(
+    store_db: str, tmp_path: Path, args: list[str], order: list[str]
+) -> None:
+    whole = ok("sessions", store_db, cwd=tmp_path).splitlines()
+    by_id = {line.split()[0]: line for line in whole[1:-1]}
+    text = ok("sessions", store_db, *args, cwd=tmp_path).splitlines()
+    assert text[0] == whole[0]
+    assert text[1:-1] == [by_id[session] for session in order]
+    events = {"chat": 3, "restart": 3, "agent": 6}
+    if len(order) == 3:
+        assert text[-1] == "3 sessions, 12 events"
+    else:
+        shown_events = sum(events[s] for s in order)
+        assert text[-1] == f"{len(order)} of 3 sessions shown ({shown_events} events of 12)"
+
+    everything = {
+        r["session_id"]: r for r in json_lines(ok("sessions", store_db, "--json", cwd=tmp_path))
+    }
+    rows = json_lines(ok("sessions", store_db, *args, "--json", cwd=tmp_path))
+    assert rows == [everything[session] for session in order]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-1"], "argument --limit: must be >= 0, got -1"),
+        (["--sort", "tokens"], "argument --sort: invalid choice: 'tokens'"),
+    ],
+)
+def test_sessions_refuses_bad_pages(
+    store_db: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("sessions", store_db, *args, cwd=tmp_path)
+    assert_clean_error(result, 2)
+    assert result.stdout == ""
+    assert f"eventmem sessions: error: {message}" in result.stderr

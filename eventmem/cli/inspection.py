@@ -11,9 +11,10 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import cast
 
-from eventmem import Store, timeline
+from eventmem import SessionSummary, Store, timeline
 from eventmem.cli.args import add_db, add_json, add_session, model_name, non_negative_int
 from eventmem.cli.common import (
     EXIT_OK,
@@ -52,34 +53,86 @@ def _verify_hint(e: FoldError) -> EventmemError:
 # -- sessions ----------------------------------------------------------------------------
 
 
+SESSION_ORDERS = ("created", "id", "events", "last")
+
+
 def configure_sessions(parser: argparse.ArgumentParser) -> None:
     """Add the ``sessions`` arguments."""
     add_db(parser)
+    parser.add_argument(
+        "--sort",
+        choices=SESSION_ORDERS,
+        default="created",
+        help=(
+            "order: created (oldest first, the default), id (by session id), events (most "
+            "first) or last (latest activity first)"
+        ),
+    )
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=non_negative_int,
+        help="show at most N sessions, the first N in --sort order (default: all)",
+    )
     add_json(parser, "one JSON object per session (JSON Lines)")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _microseconds(moment: datetime | int | None) -> int | None:
+    """A stored time as microseconds since the epoch (a raw value is one already)."""
+    if moment is None or isinstance(moment, int):
+        return moment
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _sorted_sessions(rows: list[SessionSummary], order: str) -> list[SessionSummary]:
+    """``rows`` (oldest first) in ``order``; ties keep the oldest first."""
+    if order == "id":
+        return sorted(rows, key=lambda r: r.session_id)
+    if order == "events":
+        return sorted(rows, key=lambda r: -r.events)
+    if order == "last":
+        times = [_microseconds(r.last_activity) for r in rows]
+        # latest first; a session without events (no time) last
+        ranked = sorted(range(len(rows)), key=lambda i: (times[i] is None, -(times[i] or 0)))
+        return [rows[i] for i in ranked]
+    return rows
+
+
 async def run_sessions(args: argparse.Namespace) -> int:
-    """Run ``sessions``: one line (or JSON object) per session summary."""
+    """Run ``sessions``: one line (or JSON object) per session summary, in ``--sort``
+    order, at most ``--limit`` of them."""
     path: str = args.db
+    limit: int | None = args.limit
     async with open_existing(path, read_only=True) as store:
-        rows = await store.session_summaries()
+        every = await store.session_summaries()
+    rows = _sorted_sessions(every, args.sort)[:limit]
     if args.json:
         for row in rows:
             print_json(row)
         return EXIT_OK
-    if not rows:
+    if not every:
         print(f"no sessions in {shown(path)}")
         return EXIT_OK
     style = Style.for_stream(sys.stdout)
     names = [printable(r.session_id) for r in rows]
-    width = max(len("session"), *(len(session) for session in names))
+    width = max([len("session"), *(len(session) for session in names)])
     header = f"{'session':<{width}}  events  visible  tokens  last activity"
     print(style.dim(header))
     for session, r in zip(names, rows, strict=True):
         last = "-" if r.last_activity is None else utc_seconds(r.last_activity)
         print(f"{session:<{width}}  {r.events:>6}  {r.visible_messages:>7}  {r.tokens:>6}  {last}")
-    total = sum(r.events for r in rows)
-    print(f"{plural(len(rows), 'session')}, {plural(total, 'event')}")
+    total = sum(r.events for r in every)
+    if len(rows) < len(every):
+        shown_events = sum(r.events for r in rows)
+        print(
+            f"{len(rows)} of {plural(len(every), 'session')} shown ({plural(shown_events, 'event')}"
+            f" of {total})"
+        )
+    else:
+        print(f"{plural(len(every), 'session')}, {plural(total, 'event')}")
     return EXIT_OK
 
 
