@@ -832,3 +832,233 @@ def test_progress_shows_on_a_terminal_only(store_db: str) -> None:  # both backe
     assert b"\rverify: 12/12 events" in terminal
     assert terminal.endswith(b"\r")  # the line is erased before the result is printed
     assert stdout == b"ok: 3 sessions, 12 events verified\n"  # the result itself is clean
+
+
+def _on_a_terminal(args: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Run ``python -m eventmem ARGS`` with stderr on a pseudo-terminal (so its progress
+    line shows); return its exit status, stdout and what the terminal received."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "eventmem", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    ) as process:
+        os.close(secondary)
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.close()
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO once the process closed the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        stdout = process.stdout.read() if process.stdout else b""
+    os.close(primary)
+    return process.returncode, stdout, terminal
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_import_counts_only_the_events(store_db: str, tmp_path: Path, dropping: list[str]) -> None:
+    """The counts an import shows are its events: not the header, the end line, nor the
+    blank lines the import skips."""
+    lines = api(store_db, _export).splitlines(keepends=True)
+    assert len(lines) == 1 + 12 + 1
+    spaced = b"\n".join(lines[:3]) + b"".join(lines[3:]) + b"\n  \n\n"  # blank lines too
+    copy = fresh(store_db, tmp_path, "copy.db")
+    dropping.append(copy)
+    status, stdout, terminal = _on_a_terminal(["import", copy, "-"], stdin=spaced)
+    assert status == 0, terminal
+    assert stdout == f"imported 3 sessions, 12 events into {copy}\n".encode()
+    assert b"import: 12 events read; writing" in terminal
+    assert api(copy, lambda store: store.count_events()) == 12
+
+
+async def _save_many_turns(path: str, turns: int) -> None:
+    async with eventmem.open(path) as store:
+        memory = store.token_buffer("long", max_token_limit=200)
+        for i in range(turns):
+            await memory.asave_context({"input": f"{i} " + "q" * 1500}, {"output": "a" * 500})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_stops_quietly_when_the_reader_leaves(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, dropping: list[str]
+) -> None:
+    """``eventmem export DB | head -1``: once the reader has its line and closes the
+    pipe, the export ends with exit 0, nothing on stderr and the store untouched."""
+    if backend == "postgresql":
+        request.getfixturevalue("_postgres_server")
+    db = new_target(backend, tmp_path)
+    dropping.append(db)
+    anyio.run(_save_many_turns, db, 400)
+    whole = api(db, _export)
+    assert len(whole) > 8 * 65536  # far more than a pipe holds: the writer must block
+    before = api(db, _views)
+    file_before = Path(db).read_bytes() if backend == "sqlite" else b""
+
+    export = subprocess.Popen(
+        [sys.executable, "-m", "eventmem", "export", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.readline())"],
+        stdin=export.stdout,
+        stdout=subprocess.PIPE,
+    )
+    assert export.stdout is not None
+    assert export.stderr is not None
+    export.stdout.close()  # only the reader holds the pipe's reading end
+    first, _ = reader.communicate(timeout=120)
+    stderr = export.stderr.read()
+    export.stderr.close()
+    assert export.wait(timeout=120) == 0, stderr
+    assert reader.returncode == 0
+    assert first == whole.splitlines(keepends=True)[0]
+    assert stderr == b""  # no traceback, no "BrokenPipeError", no "Exception ignored"
+    assert api(db, _views) == before
+    if backend == "sqlite":
+        assert Path(db).read_bytes() == file_before
+
+
+PAGES = [
+    ([], [1, 2, 3, 4, 5, 6]),
+    (["--limit", "2"], [1, 2]),
+    (["--offset", "4"], [5, 6]),
+    (["--limit", "2", "--offset", "1"], [2, 3]),
+    (["--limit", "9", "--offset", "3"], [4, 5, 6]),
+    (["--reverse"], [6, 5, 4, 3, 2, 1]),
+    (["--reverse", "--limit", "2"], [6, 5]),
+    (["--reverse", "--offset", "1", "--limit", "2"], [5, 4]),
+    (["--reverse", "--offset", "5", "--limit", "3"], [1]),
+    (["--offset", "6"], []),
+    (["--reverse", "--offset", "10"], []),
+    (["--limit", "0"], []),
+]
+
+
+@pytest.mark.parametrize(("args", "positions"), PAGES)
+def test_log_pages(store_db: str, tmp_path: Path, args: list[str], positions: list[int]) -> None:
+    """``--limit``, ``--offset`` and ``--reverse`` select lines of the whole log, each
+    exactly as the whole log shows it (where its messages are in the buffer now)."""
+    whole = ok("log", store_db, "agent", cwd=tmp_path).splitlines()
+    by_position = {int(line.split()[0]): line for line in whole[1:-1]}
+    assert sorted(by_position) == [1, 2, 3, 4, 5, 6]
+    text = ok("log", store_db, "agent", *args, cwd=tmp_path).splitlines()
+    assert text[0] == whole[0]
+    assert text[1:-1] == [by_position[p] for p in positions]
+    tail = whole[-1].removeprefix("6 events")
+    paged = args not in ([], ["--reverse"])  # --limit or --offset given
+    assert text[-1] == (f"{len(positions)} of 6 events shown{tail}" if paged else whole[-1])
+
+    rows = json_lines(ok("log", store_db, "agent", *args, "--json", cwd=tmp_path))
+    everything = {
+        row["position"]: row
+        for row in json_lines(ok("log", store_db, "agent", "--json", cwd=tmp_path))
+    }
+    assert rows == [everything[p] for p in positions]
+
+
+@pytest.mark.parametrize(
+    ("args", "reads"),
+    [
+        ([], 6 + 6),
+        (["--limit", "2"], 6 + 2),
+        (["--offset", "1", "--limit", "2"], 6 + 3),
+        (["--limit", "0"], 6),
+        (["--offset", "6"], 6),
+    ],
+)
+def test_log_pages_stop_reading_at_their_end(
+    store_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], reads: int
+) -> None:
+    """Past the fold that places every event, a page reads no event after its last."""
+    counted = 0
+    events = eventmem.Store.events
+
+    async def counting(self: eventmem.Store, session_id: str) -> Any:
+        nonlocal counted
+        async for event in events(self, session_id):
+            counted += 1
+            yield event
+
+    monkeypatch.setattr(eventmem.Store, "events", counting)
+    ok("log", store_db, "agent", *args, cwd=tmp_path)
+    assert counted == reads
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-1"], "argument --limit: must be >= 0, got -1"),
+        (["--offset", "-3"], "argument --offset: must be >= 0, got -3"),
+        (["--reverse", "--offset", "two"], "argument --offset: expected a whole number, got 'two'"),
+    ],
+)
+def test_log_refuses_negative_pages(
+    store_db: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("log", store_db, "agent", *args, cwd=tmp_path)
+    assert_clean_error(result, 2)
+    assert result.stdout == ""
+    assert result.stderr.endswith(f"eventmem log: error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "order"),
+    [
+        ([], ["chat", "restart", "agent"]),
+        (["--sort", "created"], ["chat", "restart", "agent"]),
+        (["--sort", "id"], ["agent", "chat", "restart"]),
+        (["--sort", "events"], ["agent", "chat", "restart"]),  # a tie keeps the oldest first
+        (["--sort", "last"], ["agent", "restart", "chat"]),
+        (["--sort", "last", "--limit", "2"], ["agent", "restart"]),
+        (["--sort", "id", "--limit", "1"], ["agent"]),
+        (["--limit", "2"], ["chat", "restart"]),
+        (["--limit", "3"], ["chat", "restart", "agent"]),
+        (["--limit", "0"], []),
+    ],
+)
+def test_sessions_sort_and_limit(
+    store_db: str, tmp_path: Path, args: list[str], order: list[str]
+) -> None:
+    whole = ok("sessions", store_db, cwd=tmp_path).splitlines()
+    by_id = {line.split()[0]: line for line in whole[1:-1]}
+    text = ok("sessions", store_db, *args, cwd=tmp_path).splitlines()
+    assert text[0] == whole[0]
+    assert text[1:-1] == [by_id[session] for session in order]
+    events = {"chat": 3, "restart": 3, "agent": 6}
+    if len(order) == 3:
+        assert text[-1] == "3 sessions, 12 events"
+    else:
+        shown_events = sum(events[s] for s in order)
+        assert text[-1] == f"{len(order)} of 3 sessions shown ({shown_events} events of 12)"
+
+    everything = {
+        r["session_id"]: r for r in json_lines(ok("sessions", store_db, "--json", cwd=tmp_path))
+    }
+    rows = json_lines(ok("sessions", store_db, *args, "--json", cwd=tmp_path))
+    assert rows == [everything[session] for session in order]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-1"], "argument --limit: must be >= 0, got -1"),
+        (["--sort", "tokens"], "argument --sort: invalid choice: 'tokens'"),
+    ],
+)
+def test_sessions_refuses_bad_pages(
+    store_db: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("sessions", store_db, *args, cwd=tmp_path)
+    assert_clean_error(result, 2)
+    assert result.stdout == ""
+    assert f"eventmem sessions: error: {message}" in result.stderr

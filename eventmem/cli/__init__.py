@@ -17,15 +17,13 @@ Errors are printed to stderr as one line, ``eventmem: error: ...``, never a trac
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 
 import eventmem
-from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, PROG, error
+from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, PROG, discard_stdout, error
 from eventmem.cli.demo import (
     DEFAULT_DEMO_DB,
     DEFAULT_DEMO_LIMIT,
@@ -228,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(str(e))
         return EXIT_PROBLEM
     except BrokenPipeError:  # e.g. `eventmem demo | head`: the reader left, stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        discard_stdout()
         return EXIT_PROBLEM
     except OSError as e:
         error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))

@@ -19,6 +19,7 @@ __all__ = [
     "Style",
     "arrow",
     "clip",
+    "discard_stdout",
     "error",
     "plural",
     "print_json",
@@ -105,6 +106,20 @@ def write_bytes(data: bytes) -> None:
         sys.stdout.write(data.decode())
     else:
         buffer.write(data)
+
+
+def discard_stdout() -> None:
+    """Point stdout at the null device, once its reader has closed the pipe: what is
+    still buffered (flushed at exit) then goes nowhere instead of raising again."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (replaced, or closed): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fileno)
+    finally:
+        os.close(devnull)
 
 
 def print_json(value: object) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import cast
 
-from eventmem import timeline
+from eventmem import SessionSummary, Store, timeline
 from eventmem.cli.args import add_db, add_json, add_session, model_name, non_negative_int
 from eventmem.cli.common import (
     EXIT_OK,
@@ -51,34 +53,86 @@ def _verify_hint(e: FoldError) -> EventmemError:
 # -- sessions ----------------------------------------------------------------------------
 
 
+SESSION_ORDERS = ("created", "id", "events", "last")
+
+
 def configure_sessions(parser: argparse.ArgumentParser) -> None:
     """Add the ``sessions`` arguments."""
     add_db(parser)
+    parser.add_argument(
+        "--sort",
+        choices=SESSION_ORDERS,
+        default="created",
+        help=(
+            "order: created (oldest first, the default), id (by session id), events (most "
+            "first) or last (latest activity first)"
+        ),
+    )
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=non_negative_int,
+        help="show at most N sessions, the first N in --sort order (default: all)",
+    )
     add_json(parser, "one JSON object per session (JSON Lines)")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _microseconds(moment: datetime | int | None) -> int | None:
+    """A stored time as microseconds since the epoch (a raw value is one already)."""
+    if moment is None or isinstance(moment, int):
+        return moment
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _sorted_sessions(rows: list[SessionSummary], order: str) -> list[SessionSummary]:
+    """``rows`` (oldest first) in ``order``; ties keep the oldest first."""
+    if order == "id":
+        return sorted(rows, key=lambda r: r.session_id)
+    if order == "events":
+        return sorted(rows, key=lambda r: -r.events)
+    if order == "last":
+        times = [_microseconds(r.last_activity) for r in rows]
+        # latest first; a session without events (no time) last
+        ranked = sorted(range(len(rows)), key=lambda i: (times[i] is None, -(times[i] or 0)))
+        return [rows[i] for i in ranked]
+    return rows
+
+
 async def run_sessions(args: argparse.Namespace) -> int:
-    """Run ``sessions``: one line (or JSON object) per session summary."""
+    """Run ``sessions``: one line (or JSON object) per session summary, in ``--sort``
+    order, at most ``--limit`` of them."""
     path: str = args.db
+    limit: int | None = args.limit
     async with open_existing(path, read_only=True) as store:
-        rows = await store.session_summaries()
+        every = await store.session_summaries()
+    rows = _sorted_sessions(every, args.sort)[:limit]
     if args.json:
         for row in rows:
             print_json(row)
         return EXIT_OK
-    if not rows:
+    if not every:
         print(f"no sessions in {shown(path)}")
         return EXIT_OK
     style = Style.for_stream(sys.stdout)
     names = [printable(r.session_id) for r in rows]
-    width = max(len("session"), *(len(session) for session in names))
+    width = max([len("session"), *(len(session) for session in names)])
     header = f"{'session':<{width}}  events  visible  tokens  last activity"
     print(style.dim(header))
     for session, r in zip(names, rows, strict=True):
         last = "-" if r.last_activity is None else utc_seconds(r.last_activity)
         print(f"{session:<{width}}  {r.events:>6}  {r.visible_messages:>7}  {r.tokens:>6}  {last}")
-    total = sum(r.events for r in rows)
-    print(f"{plural(len(rows), 'session')}, {plural(total, 'event')}")
+    total = sum(r.events for r in every)
+    if len(rows) < len(every):
+        shown_events = sum(r.events for r in rows)
+        print(
+            f"{len(rows)} of {plural(len(every), 'session')} shown ({plural(shown_events, 'event')}"
+            f" of {total})"
+        )
+    else:
+        print(f"{plural(len(every), 'session')}, {plural(total, 'event')}")
     return EXIT_OK
 
 
@@ -114,9 +168,27 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
 
 
 def configure_log(parser: argparse.ArgumentParser) -> None:
-    """Add the ``log`` arguments."""
+    """Add the ``log`` arguments, paging included."""
     add_db(parser)
     add_session(parser)
+    parser.add_argument(
+        "--limit",
+        metavar="N",
+        type=non_negative_int,
+        help="show at most N events (default: all)",
+    )
+    parser.add_argument(
+        "--offset",
+        metavar="K",
+        type=non_negative_int,
+        default=0,
+        help="skip the first K events (the last K with --reverse; default 0)",
+    )
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="newest first: --offset counts from the last event",
+    )
     add_json(parser, "one JSON object per event, with its full data (JSON Lines)")
 
 
@@ -150,8 +222,60 @@ def _print_event(
     )
 
 
+@dataclass(frozen=True)
+class _Page:
+    """The positions ``log`` shows of a session's ``version`` events: ``first`` to
+    ``last`` (empty when ``first > last``), newest first if ``reverse``."""
+
+    first: int
+    last: int
+    reverse: bool
+    paged: bool  # --limit or --offset given
+
+    @classmethod
+    def of(cls, version: int, args: argparse.Namespace) -> _Page:
+        """The page that ``--limit``, ``--offset`` and ``--reverse`` select."""
+        limit: int | None = args.limit
+        offset: int = args.offset
+        count = max(version - offset, 0)  # the events past the offset
+        if limit is not None:
+            count = min(count, limit)
+        paged = limit is not None or offset > 0
+        if args.reverse:
+            return cls(version - offset - count + 1, version - offset, True, paged)
+        return cls(offset + 1, offset + count, False, paged)
+
+    @property
+    def count(self) -> int:
+        """How many events the page shows."""
+        return max(self.last - self.first + 1, 0)
+
+
+async def _page_events(store: Store, session: str, page: _Page) -> AsyncIterator[StoredEvent]:
+    """The events of ``page`` in the order shown. Read from the first position (the
+    store reads a session from its start), and no further than ``page.last``; a reverse
+    page holds its events (at most ``--limit`` of them) to show them newest first."""
+    if page.count == 0:
+        return
+    held: list[StoredEvent] = []
+    events = cast(AsyncGenerator[StoredEvent, None], store.events(session))
+    async with aclosing(events):
+        async for stored in events:
+            if stored.position < page.first:
+                continue
+            if page.reverse:
+                held.append(stored)
+            else:
+                yield stored
+            if stored.position >= page.last:  # read no further (nor what came since the fold)
+                break
+    for stored in reversed(held):
+        yield stored
+
+
 async def run_log(args: argparse.Namespace) -> int:
-    """Run ``log``: every event of the session with what the buffer holds of it."""
+    """Run ``log``: the session's events (all, or a page of them) with what the buffer
+    holds of each."""
     path: str = args.db
     session: str = args.session
     pointer = arrow()
@@ -162,6 +286,7 @@ async def run_log(args: argparse.Namespace) -> int:
             placed = await timeline.placement(store, session)
         except FoldError as e:
             raise _verify_hint(e) from None
+        page = _Page.of(placed.version, args)
         width = max(len(str(placed.version)), 3)
         if not args.json:
             print(
@@ -169,15 +294,18 @@ async def run_log(args: argparse.Namespace) -> int:
                     f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
                 )
             )
-        events = cast(AsyncGenerator[StoredEvent, None], store.events(session))
-        async with aclosing(events):
-            async for stored in events:
-                if stored.position > placed.version:  # written since the fold: not placed
-                    break
+        shown = cast(AsyncGenerator[StoredEvent, None], _page_events(store, session, page))
+        async with aclosing(shown):
+            async for stored in shown:
                 _print_event(stored, placed, args.json, width, pointer)
     if not args.json:
+        shown_events = (
+            f"{page.count} of {plural(placed.version, 'event')} shown"
+            if page.paged
+            else plural(placed.version, "event")
+        )
         print(
-            f"{plural(placed.version, 'event')}; {plural(placed.next_seq, 'message')} entered "
+            f"{shown_events}; {plural(placed.next_seq, 'message')} entered "
             f"the buffer, {placed.visible} visible now"
         )
     return EXIT_OK

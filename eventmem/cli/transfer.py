@@ -16,7 +16,7 @@ import eventmem
 from eventmem._files import check_stream, safe_output, store_files
 from eventmem.audit import max_line_bytes
 from eventmem.cli.args import add_db, add_json, save_bytes
-from eventmem.cli.common import EXIT_OK, Progress, plural, print_json
+from eventmem.cli.common import EXIT_OK, Progress, discard_stdout, plural, print_json
 from eventmem.cli.stores import creatable, open_existing, require_session, shown
 from eventmem.errors import EventmemError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
@@ -85,8 +85,14 @@ def run_export(args: argparse.Namespace) -> int:
         # No progress line over the export itself when both go to the same terminal.
         quiet = sys.stdout.isatty()
         sys.stdout.flush()
-        anyio.run(_export, args.db, args.session, sys.stdout.buffer, quiet, backend="asyncio")
-        sys.stdout.buffer.flush()
+        try:
+            anyio.run(_export, args.db, args.session, sys.stdout.buffer, quiet, backend="asyncio")
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            # The reader left (`eventmem export DB | head -1`): it has what it wanted, and
+            # the export, which only reads, ended its snapshot. Stop quietly; what is still
+            # buffered goes nowhere rather than into a traceback at exit.
+            discard_stdout()
         return EXIT_OK
     # Checked before the store is opened; written aside and renamed once complete, so an
     # export cut short (an error, Ctrl-C) never leaves a file that looks whole.
@@ -119,12 +125,14 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
 def _read_lines(source: BinaryIO, progress: Progress, limit: int) -> Iterator[bytes]:
     """The lines of ``source``, each read with a bound: a longer one (or a file without
     newlines, like /dev/zero) is cut at ``limit + 1`` bytes, which the import refuses."""
-    count = 0
+    count = filled = 0
     while line := source.readline(limit + 1):
         count += 1
+        if not line.isspace():  # the import skips blank lines; the others are the
+            filled += 1  # header, the events and the end line
         progress(count)
         yield line
-    progress.show(f"import: {plural(max(count - 2, 0), 'event')} checked and written")
+    progress.show(f"import: {plural(max(filled - 2, 0), 'event')} read; writing")
 
 
 def _existing_files(path: Path) -> set[Path]:
