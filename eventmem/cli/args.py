@@ -12,6 +12,7 @@ __all__ = [
     "add_db",
     "add_flag",
     "add_json",
+    "add_json_or_csv",
     "add_session",
     "model_name",
     "non_negative_int",
@@ -69,6 +70,18 @@ def add_session(parser: argparse.ArgumentParser) -> None:
 def add_json(parser: argparse.ArgumentParser, what: str) -> None:
     """Add ``--json``, which prints ``what`` instead of text."""
     parser.add_argument("--json", action="store_true", help=f"print {what} instead of text")
+
+
+def add_json_or_csv(parser: argparse.ArgumentParser, json_what: str, csv_what: str) -> None:
+    """Add ``--json`` (printing ``json_what``) and ``--csv`` (printing ``csv_what``), of
+    which at most one may be given."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help=f"print {json_what} instead of text")
+    output.add_argument(
+        "--csv",
+        action="store_true",
+        help=f"print {csv_what} as CSV (a header row, RFC 4180 quoting) instead of text",
+    )
 
 
 def add_flag(parser: argparse.ArgumentParser, flag: str, text: str) -> None:

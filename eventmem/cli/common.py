@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import msgspec
@@ -19,9 +22,11 @@ __all__ = [
     "Style",
     "arrow",
     "clip",
+    "csv_cell",
     "discard_stdout",
     "error",
     "plural",
+    "print_csv_row",
     "print_json",
     "printable",
     "utc_seconds",
@@ -126,6 +131,31 @@ def print_json(value: object) -> None:
     """Print ``value`` as one line of JSON."""
     sys.stdout.flush()
     write_bytes(_json(value) + b"\n")
+
+
+def csv_cell(value: object) -> str:
+    """``value`` as one CSV field, the value ``--json`` shows flattened to text: a string
+    as it is, a number as its digits, ``true``/``false``, an empty field for null, a time
+    as RFC 3339, and a list or object as its compact JSON."""
+    plain = msgspec.to_builtins(value)
+    if plain is None:
+        return ""
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    if isinstance(plain, str):
+        return plain
+    if isinstance(plain, int | float):
+        return str(plain)
+    return _json(plain).decode()
+
+
+def print_csv_row(cells: Sequence[object]) -> None:
+    """Print one CSV record (RFC 4180: quoted as needed, CRLF-terminated, UTF-8 whatever
+    the locale, never styled), each cell as `csv_cell` writes it."""
+    text = io.StringIO()
+    csv.writer(text).writerow([csv_cell(cell) for cell in cells])
+    sys.stdout.flush()
+    write_bytes(text.getvalue().encode())
 
 
 def error(message: str) -> None:

@@ -15,7 +15,13 @@ from datetime import datetime, timedelta, timezone
 from typing import cast
 
 from eventmem import SessionSummary, Store, timeline
-from eventmem.cli.args import add_db, add_json, add_session, model_name, non_negative_int
+from eventmem.cli.args import (
+    add_db,
+    add_json_or_csv,
+    add_session,
+    model_name,
+    non_negative_int,
+)
 from eventmem.cli.common import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -25,6 +31,7 @@ from eventmem.cli.common import (
     clip,
     error,
     plural,
+    print_csv_row,
     print_json,
     printable,
     utc_seconds,
@@ -74,8 +81,11 @@ def configure_sessions(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         help="show at most N sessions, the first N in --sort order (default: all)",
     )
-    add_json(parser, "one JSON object per session (JSON Lines)")
+    add_json_or_csv(parser, "one JSON object per session (JSON Lines)", "one row per session")
 
+
+SESSION_COLUMNS: tuple[str, ...] = SessionSummary.__struct_fields__
+"""The columns of ``sessions --csv``: the keys of its ``--json`` objects."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -112,6 +122,11 @@ async def run_sessions(args: argparse.Namespace) -> int:
     if args.json:
         for row in rows:
             print_json(row)
+        return EXIT_OK
+    if args.csv:
+        print_csv_row(SESSION_COLUMNS)
+        for row in rows:
+            print_csv_row([getattr(row, column) for column in SESSION_COLUMNS])
         return EXIT_OK
     if not every:
         print(f"no sessions in {shown(path)}")
@@ -189,31 +204,57 @@ def configure_log(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="newest first: --offset counts from the last event",
     )
-    add_json(parser, "one JSON object per event, with its full data (JSON Lines)")
+    add_json_or_csv(
+        parser,
+        "one JSON object per event, with its full data (JSON Lines)",
+        "one row per event, its data as JSON",
+    )
+
+
+LOG_COLUMNS = (
+    "session_id",
+    "position",
+    "global_position",
+    "recorded_at",
+    "kind",
+    "summary",
+    "tokens",
+    "buffer",
+    "message_visible",
+    "hash",
+    "data",
+)
+"""The columns of ``log --csv``: the keys of its ``--json`` objects."""
 
 
 def _print_event(
-    stored: StoredEvent, placed: timeline.Placement, as_json: bool, width: int, pointer: str
+    stored: StoredEvent,
+    placed: timeline.Placement,
+    args: argparse.Namespace,
+    width: int,
+    pointer: str,
 ) -> None:
     event = stored.data
     marker, flags = placed.visibility(stored.position, event)
     recorded_at = stored_time(stored.recorded_at_us)  # raw if out of range
-    if as_json:
-        print_json(
-            {
-                "session_id": stored.session_id,
-                "position": stored.position,
-                "global_position": stored.global_position,
-                "recorded_at": recorded_at,
-                "kind": stored.kind,
-                "summary": _summary(event, pointer),
-                "tokens": timeline.event_tokens(event),
-                "buffer": marker,
-                "message_visible": flags,
-                "hash": stored.hash,
-                "data": event,
-            }
-        )
+    if args.json or args.csv:
+        document = {
+            "session_id": stored.session_id,
+            "position": stored.position,
+            "global_position": stored.global_position,
+            "recorded_at": recorded_at,
+            "kind": stored.kind,
+            "summary": _summary(event, pointer),
+            "tokens": timeline.event_tokens(event),
+            "buffer": marker,
+            "message_visible": flags,
+            "hash": stored.hash,
+            "data": event,
+        }
+        if args.json:
+            print_json(document)
+        else:
+            print_csv_row([document[column] for column in LOG_COLUMNS])
         return
     print(
         f"{stored.position:>{width}}  {utc_seconds(recorded_at)}  "
@@ -288,7 +329,9 @@ async def run_log(args: argparse.Namespace) -> int:
             raise _verify_hint(e) from None
         page = _Page.of(placed.version, args)
         width = max(len(str(placed.version)), 3)
-        if not args.json:
+        if args.csv:
+            print_csv_row(LOG_COLUMNS)
+        elif not args.json:
             print(
                 style.dim(
                     f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
@@ -297,8 +340,8 @@ async def run_log(args: argparse.Namespace) -> int:
         shown = cast(AsyncGenerator[StoredEvent, None], _page_events(store, session, page))
         async with aclosing(shown):
             async for stored in shown:
-                _print_event(stored, placed, args.json, width, pointer)
-    if not args.json:
+                _print_event(stored, placed, args, width, pointer)
+    if not (args.json or args.csv):
         shown_events = (
             f"{page.count} of {plural(placed.version, 'event')} shown"
             if page.paged
@@ -336,7 +379,29 @@ def configure_buffer(parser: argparse.ArgumentParser) -> None:
         type=model_name,
         help="what-if: replay the history counting tokens for this model",
     )
-    add_json(parser, "the messages (chat-completions dicts) and the token total as JSON")
+    add_json_or_csv(
+        parser,
+        "the messages (chat-completions dicts) and the token total as JSON",
+        "one row per message, with the buffer's figures",
+    )
+
+
+BUFFER_COLUMNS = (
+    "session_id",
+    "position",
+    "events",
+    "what_if",
+    "max_token_limit",
+    "model",
+    "counter",
+    "tokens",
+)
+"""The first columns of ``buffer --csv``: the figures of its ``--json`` object, the same
+on every row."""
+MESSAGE_COLUMNS = ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
+"""The last columns of ``buffer --csv``: the keys of a chat-completions message dict
+(empty where a message has none; ``tool_calls`` and ``function_call`` as JSON)."""
+_BUFFER_FIELDS = {"events": "version"}  # column -> BufferView attribute
 
 
 def _print_view(view: BufferView, args: argparse.Namespace) -> None:
@@ -354,6 +419,13 @@ def _print_view(view: BufferView, args: argparse.Namespace) -> None:
                 "messages": [m.to_openai() for m in view.messages],
             }
         )
+        return
+    if args.csv:
+        print_csv_row([*BUFFER_COLUMNS, *MESSAGE_COLUMNS])
+        figures = [getattr(view, _BUFFER_FIELDS.get(c, c)) for c in BUFFER_COLUMNS]
+        for message in view.messages:
+            sent = message.to_openai()
+            print_csv_row([*figures, *(sent.get(column) for column in MESSAGE_COLUMNS)])
         return
     style = Style.for_stream(sys.stdout)
     print(buffer_string(view.messages) if view.messages else "(the buffer is empty)")

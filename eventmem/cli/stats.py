@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 
-from eventmem.cli.args import add_db, add_json
-from eventmem.cli.common import EXIT_OK, plural, print_json, utc_seconds
+from eventmem.cli.args import add_db, add_json_or_csv
+from eventmem.cli.common import EXIT_OK, plural, print_csv_row, print_json, utc_seconds
 from eventmem.cli.stores import open_existing, shown, wal_bytes
 from eventmem.store.base import StoreStats, is_postgres_url
 
@@ -19,7 +19,9 @@ __all__ = ["configure_stats", "run_stats"]
 def configure_stats(parser: argparse.ArgumentParser) -> None:
     """Add the ``stats`` arguments."""
     add_db(parser)
-    add_json(parser, "the figures as one JSON object")
+    add_json_or_csv(
+        parser, "the figures as one JSON object", "the figures (one row, a column each)"
+    )
 
 
 def _document(stats: StoreStats, path: str, files: tuple[int, int] | None) -> dict[str, object]:
@@ -79,11 +81,16 @@ def _rows(stats: StoreStats, path: str, files: tuple[int, int] | None) -> list[t
     ]
 
 
-async def _stats(path: str, files: tuple[int, int] | None, as_json: bool) -> int:
+async def _stats(path: str, files: tuple[int, int] | None, output: str) -> int:
     async with open_existing(path, read_only=True) as store:
         stats = await store.stats()
-    if as_json:
+    if output == "json":
         print_json(_document(stats, path, files))
+        return EXIT_OK
+    if output == "csv":
+        document = _document(stats, path, files)
+        print_csv_row(list(document))
+        print_csv_row(list(document.values()))
         return EXIT_OK
     for label, value in _rows(stats, path, files):
         print(f"{label:<15} {value}")
@@ -92,9 +99,10 @@ async def _stats(path: str, files: tuple[int, int] | None, as_json: bool) -> int
 
 def run_stats(args: argparse.Namespace) -> int:
     """Run ``stats``: the store's figures, with a SQLite file's sizes read first."""
+    output = "json" if args.json else "csv" if args.csv else "text"
     if is_postgres_url(args.db):  # no file: the schema's size is read from the server
-        return anyio.run(_stats, args.db, None, args.json, backend="asyncio")
+        return anyio.run(_stats, args.db, None, output, backend="asyncio")
     target = Path(args.db).expanduser()
     # Sizes first, as they were before the store was opened.
     files = (target.stat().st_size if target.is_file() else 0, wal_bytes(target))
-    return anyio.run(_stats, args.db, files, args.json, backend="asyncio")
+    return anyio.run(_stats, args.db, files, output, backend="asyncio")
