@@ -80,7 +80,7 @@ def add_json_or_csv(parser: argparse.ArgumentParser, json_what: str, csv_what: s
     output.add_argument(
         "--csv",
         action="store_true",
-        help=f"print {csv_what} as CSV (a header row, RFC 4180 quoting) instead of text",
+        help=f"print {csv_what} (RFC 4180), after a header row, instead of text",
     )
 
 

@@ -81,7 +81,7 @@ def configure_sessions(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         help="show at most N sessions, the first N in --sort order (default: all)",
     )
-    add_json_or_csv(parser, "one JSON object per session (JSON Lines)", "one row per session")
+    add_json_or_csv(parser, "one JSON object per session (JSON Lines)", "one CSV row per session")
 
 
 SESSION_COLUMNS: tuple[str, ...] = SessionSummary.__struct_fields__
@@ -207,7 +207,7 @@ def configure_log(parser: argparse.ArgumentParser) -> None:
     add_json_or_csv(
         parser,
         "one JSON object per event, with its full data (JSON Lines)",
-        "one row per event, its data as JSON",
+        "one CSV row per event (its data as JSON)",
     )
 
 
@@ -382,7 +382,7 @@ def configure_buffer(parser: argparse.ArgumentParser) -> None:
     add_json_or_csv(
         parser,
         "the messages (chat-completions dicts) and the token total as JSON",
-        "one row per message, with the buffer's figures",
+        "one CSV row per message, with the buffer's figures",
     )
 
 

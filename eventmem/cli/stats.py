@@ -19,9 +19,7 @@ __all__ = ["configure_stats", "run_stats"]
 def configure_stats(parser: argparse.ArgumentParser) -> None:
     """Add the ``stats`` arguments."""
     add_db(parser)
-    add_json_or_csv(
-        parser, "the figures as one JSON object", "the figures (one row, a column each)"
-    )
+    add_json_or_csv(parser, "the figures as one JSON object", "the figures as one CSV row")
 
 
 def _document(stats: StoreStats, path: str, files: tuple[int, int] | None) -> dict[str, object]:
