@@ -210,3 +210,25 @@ def test_csv_into_a_closed_pipe_ends_as_json_does(csv_db: str, args: list[str]) 
         assert done.stderr == b"", done.stderr
         ends.append(done.returncode)
     assert ends[0] == ends[1] == 1  # as main ends any output into a closed pipe
+
+
+async def _create_empty(db: str) -> None:
+    async with eventmem.open(db):
+        pass
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sessions_csv_of_an_empty_store_is_its_header(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "postgresql":
+        request.getfixturevalue("_postgres_server")
+    db = new_target(backend, tmp_path)
+    try:
+        anyio.run(_create_empty, db)
+        assert ok("sessions", db, "--json", cwd=tmp_path) == ""
+        header = ["session_id", "events", "visible_messages", "tokens", "counter"]
+        header += ["created_at", "last_activity"]
+        assert records(ok("sessions", db, "--csv", cwd=tmp_path)) == [header]
+    finally:
+        drop_target(db)
