@@ -808,27 +808,8 @@ def test_help_in_a_subprocess(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_shows_on_a_terminal_only(store_db: str) -> None:  # both backends
-    import pty
-
-    primary, secondary = pty.openpty()
-    with subprocess.Popen(
-        [sys.executable, "-m", "eventmem", "verify", store_db],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-    ) as process:
-        os.close(secondary)
-        terminal = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO once the process closed the terminal
-                break
-            if not chunk:
-                break
-            terminal += chunk
-        stdout = process.stdout.read() if process.stdout else b""
-    os.close(primary)
-    assert process.returncode == 0
+    status, stdout, terminal = _on_a_terminal(["verify", store_db])
+    assert status == 0
     assert b"\rverify: 12/12 events" in terminal
     assert terminal.endswith(b"\r")  # the line is erased before the result is printed
     assert stdout == b"ok: 3 sessions, 12 events verified\n"  # the result itself is clean
