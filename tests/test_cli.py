@@ -277,12 +277,22 @@ def store_db(
 ) -> Iterator[str]:
     """A store with a pruned chat, a cleared chat and an agent session (read-only use):
     a SQLite file named agent.db, then a PostgreSQL URL with a schema of its own."""
+    yield from populated_db(request, tmp_path_factory, _populate)
+
+
+def populated_db(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    populate: Callable[[str], Awaitable[None]],
+) -> Iterator[str]:
+    """The body of a module-wide store fixture over ``BACKENDS``: a store ``populate``
+    filled (a SQLite file named agent.db, or a PostgreSQL schema), dropped afterwards."""
     if request.param == "postgresql":
         request.getfixturevalue("_postgres_server")
         db = new_target("postgresql", tmp_path_factory.mktemp("store"))
     else:
         db = str(tmp_path_factory.mktemp("store") / "agent.db")
-    anyio.run(_populate, db)
+    anyio.run(populate, db)
     yield db
     drop_target(db)
 

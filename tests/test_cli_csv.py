@@ -20,7 +20,7 @@ import eventmem
 from eventmem.cli.common import Style
 from tests.backends import BACKENDS, drop_target, new_target
 from tests.sample_sessions import save_samples
-from tests.test_cli import assert_clean_error, json_lines, ok, run
+from tests.test_cli import assert_clean_error, json_lines, ok, populated_db, run
 
 ODD = "odd"
 ODD_TEXTS = (
@@ -44,14 +44,7 @@ def csv_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The sample sessions and one of awkward text: a SQLite file, then a PostgreSQL URL."""
-    if request.param == "postgresql":
-        request.getfixturevalue("_postgres_server")
-        db = new_target("postgresql", tmp_path_factory.mktemp("csv"))
-    else:
-        db = str(tmp_path_factory.mktemp("csv") / "agent.db")
-    anyio.run(_populate, db)
-    yield db
-    drop_target(db)
+    yield from populated_db(request, tmp_path_factory, _populate)
 
 
 def records(text: str) -> list[list[str]]:
