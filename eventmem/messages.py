@@ -37,7 +37,7 @@ __all__ = [
 Role = Literal["human", "ai", "system", "developer", "function", "tool"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 
-OPENAI_ROLE: dict[str, str] = {  # eventmem role -> chat-completions role
+OPENAI_ROLE: dict[Role, str] = {  # eventmem role -> chat-completions role
     "human": "user",
     "ai": "assistant",
     "system": "system",
@@ -329,14 +329,7 @@ def from_langchain(message: Any) -> Message:
     )
 
 
-_FROM_OPENAI_ROLE: dict[str, Role] = {
-    "user": "human",
-    "assistant": "ai",
-    "system": "system",
-    "developer": "developer",
-    "tool": "tool",
-    "function": "function",
-}
+_FROM_OPENAI_ROLE: dict[str, Role] = {sent: role for role, sent in OPENAI_ROLE.items()}
 # The keys each chat-completions role carries that a Message keeps.
 _OPENAI_KEYS: dict[str, frozenset[str]] = {
     "user": frozenset({"role", "content", "name"}),

@@ -224,7 +224,7 @@ LOG_COLUMNS = (
     "hash",
     "data",
 )
-"""The columns of ``log --csv``: the keys of its ``--json`` objects."""
+"""The keys of ``log --json``'s objects, in order, and the columns of ``log --csv``."""
 
 
 def _print_event(
@@ -238,23 +238,23 @@ def _print_event(
     marker, flags = placed.visibility(stored.position, event)
     recorded_at = stored_time(stored.recorded_at_us)  # raw if out of range
     if args.json or args.csv:
-        document = {
-            "session_id": stored.session_id,
-            "position": stored.position,
-            "global_position": stored.global_position,
-            "recorded_at": recorded_at,
-            "kind": stored.kind,
-            "summary": _summary(event, pointer),
-            "tokens": timeline.event_tokens(event),
-            "buffer": marker,
-            "message_visible": flags,
-            "hash": stored.hash,
-            "data": event,
-        }
+        values = (
+            stored.session_id,
+            stored.position,
+            stored.global_position,
+            recorded_at,
+            stored.kind,
+            _summary(event, pointer),
+            timeline.event_tokens(event),
+            marker,
+            flags,
+            stored.hash,
+            event,
+        )
         if args.json:
-            print_json(document)
+            print_json(dict(zip(LOG_COLUMNS, values, strict=True)))
         else:
-            print_csv_row([document[column] for column in LOG_COLUMNS])
+            print_csv_row(values)
         return
     print(
         f"{stored.position:>{width}}  {utc_seconds(recorded_at)}  "
