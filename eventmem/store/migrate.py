@@ -11,6 +11,7 @@ history checks); each database's package applies its own (``sqlite.migrations``,
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ def _migrations_dir(dialect: Dialect) -> Traversable:
 
 def known_migrations(dialect: Dialect = "sqlite") -> list[Migration]:
     """Every migration shipped with this eventmem for ``dialect``, in order."""
+    return list(_shipped(dialect))
+
+
+# Read once per process: the files ship with the package and do not change under it, and
+# a process that later loses access to its installation (a service that drops its
+# privileges after start-up) still opens stores.
+@functools.cache
+def _shipped(dialect: Dialect) -> tuple[Migration, ...]:
     found = []
     for entry in _migrations_dir(dialect).iterdir():
         match = _NAME.match(entry.name)
@@ -81,7 +90,7 @@ def known_migrations(dialect: Dialect = "sqlite") -> list[Migration]:
         raise MigrationError(
             f"the bundled migrations are not numbered 1..n: {[m.version for m in found]}"
         )
-    return found
+    return tuple(found)
 
 
 def refuse_to_migrate(applied: list[int], newest: int) -> ReadOnlyStoreError:
