@@ -326,9 +326,12 @@ def from_langchain(message: Any) -> Message:
     Duck-typed on LangChain's attributes (``type``, ``content``, ``name``,
     ``additional_kwargs``, ``tool_calls``, ``tool_call_id``, ``id``), so LangChain does
     not have to be installed. A streamed chunk (``AIMessageChunk`` and friends) converts
-    like the message it stands for; list content is kept as its parts. What eventmem
-    cannot store (a ``ChatMessage`` with a custom role, content that is not JSON) raises
-    `InvalidInputError`.
+    like the message it stands for; list content is kept as its parts. What LangChain
+    keeps beyond a Message's fields (``additional_kwargs``, ``response_metadata``,
+    ``usage_metadata``, a chunk's class and ``tool_call_chunks``, a tool message's
+    ``artifact`` and ``status``) goes to ``metadata["langchain"]``, from which
+    ``to_langchain`` gives it back. What eventmem cannot store (a ``ChatMessage`` with a
+    custom role, content or metadata that is not JSON) raises `InvalidInputError`.
     """
     if isinstance(message, Message):
         return message
@@ -371,6 +374,12 @@ def from_langchain(message: Any) -> Message:
         )
     if kind == "system" and extra.get("__openai_role__") == "developer":
         kind = "developer"  # what langchain-openai sends for it
+    try:
+        kept = _langchain_extras(message, extra, kind, function_call is not None)
+    except RecursionError:
+        raise NotSerializableError(
+            f"the message's metadata is nested deeper than {MAX_DEPTH} levels"
+        ) from None
     return Message(
         role=kind,
         content=content,
@@ -380,7 +389,49 @@ def from_langchain(message: Any) -> Message:
         function_call=function_call,
         id=getattr(message, "id", None),
         invalid_tool_calls=invalid,
+        metadata={"langchain": kept} if kept else None,
     )
+
+
+def _regenerated(key: str, value: Any, kind: str, took_function_call: bool) -> bool:
+    """Whether ``to_langchain`` puts this ``additional_kwargs`` entry back from the
+    Message's own fields (so it is not kept twice)."""
+    return (
+        (key == "__openai_role__" and value == "developer" and kind == "developer")
+        or (key == "function_call" and took_function_call)
+        or (key == "name" and kind == "tool" and value is not None)
+    )
+
+
+def _langchain_extras(
+    message: Any, extra: Mapping[str, Any], kind: str, took_function_call: bool
+) -> dict[str, Any]:
+    """What a LangChain message carries beyond the fields of a Message, for
+    ``to_langchain`` to give back: ``metadata["langchain"]`` (empty: nothing)."""
+    kept: dict[str, Any] = {}
+    if type(message).__name__.endswith("Chunk"):
+        kept["chunk"] = True
+    extra = {
+        key: value
+        for key, value in extra.items()
+        if not _regenerated(key, value, kind, took_function_call)
+    }
+    if extra:
+        kept["additional_kwargs"] = _plain(extra)
+    if getattr(message, "name", None) is None and extra.get("name") is not None:
+        kept["name"] = None  # the name was in additional_kwargs only
+    for field in ("response_metadata", "usage_metadata", "tool_call_chunks"):
+        value = getattr(message, field, None)
+        if value:
+            kept[field] = _plain(value)
+    for field, default in (("artifact", None), ("status", "success"), ("example", False)):
+        value = getattr(message, field, default)
+        if value is not None and value != default and kind in ("tool", "human", "ai"):
+            kept[field] = _plain(value)
+    position = getattr(message, "chunk_position", None)
+    if position is not None:
+        kept["chunk_position"] = _plain(position)
+    return kept
 
 
 _FROM_OPENAI_ROLE: dict[str, Role] = {sent: role for role, sent in OPENAI_ROLE.items()}

@@ -22,6 +22,7 @@ from typing import Any, cast
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -286,7 +287,7 @@ def test_eventmem_renders_buffers_exactly_like_get_buffer_string(
     )
 
 
-def test_provider_metadata_is_dropped_but_the_api_payload_is_identical() -> None:
+def test_provider_metadata_is_kept_and_the_api_payload_is_identical() -> None:
     # What ChatOpenAI returns: raw tool calls, refusal, response and usage metadata.
     from_api = AIMessage(
         content="",
@@ -305,8 +306,12 @@ def test_provider_metadata_is_dropped_but_the_api_payload_is_identical() -> None
         usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
     )
     assert from_api.tool_calls[0]["args"] == {"a": 1, "b": 2}
-    back = to_langchain(from_langchain(from_api))
-    assert back.response_metadata == {}
+    stored = from_langchain(from_api)
+    assert stored.metadata is not None
+    assert stored.metadata["langchain"]["usage_metadata"]["total_tokens"] == 15
+    back = to_langchain(stored)
+    assert back == from_api
+    assert back.additional_kwargs["refusal"] is None
     assert _convert_message_to_dict(back) == _convert_message_to_dict(from_api)
     llm = gpt()
     assert llm.get_num_tokens_from_messages([back]) == llm.get_num_tokens_from_messages([from_api])
@@ -318,9 +323,14 @@ def test_chunks_convert_like_the_messages_they_stand_for() -> None:
         id="run-1",
         tool_call_chunks=[tool_call_chunk(name="add", args='{"a": 1}', id="c1", index=0)],
     )
-    assert from_langchain(chunk) == Message(
+    stored = from_langchain(chunk)
+    assert msgspec.structs.replace(stored, metadata=None) == Message(
         role="ai", content="thinking", id="run-1", tool_calls=(ToolCall("add", {"a": 1}, "c1"),)
     )
+    # What LangChain keeps comes back: the chunk, with its tool call chunks as streamed.
+    back = to_langchain(stored)
+    assert isinstance(back, AIMessageChunk)
+    assert back == chunk
 
 
 def test_steps_whose_message_log_holds_chunks_are_stored(store: eventmem.SyncStore) -> None:
@@ -1070,21 +1080,23 @@ def test_runnable_with_message_history(store: eventmem.SyncStore) -> None:
         assert reply.content == f"reply number {i}"
         assert recorder.prompts[-1][1:-1] == before  # the model saw the bounded view
     view = get_history("h").messages
-    assert view[-2:] == [
-        HumanMessage(content="message number 7"),
-        AIMessage(content="reply number 7"),
+    assert [(m.type, m.content) for m in view[-2:]] == [
+        ("human", "message number 7"),
+        ("ai", "reply number 7"),
     ]
+    assert view[-1].id is not None  # what the model returned, id included
     assert gpt().get_num_tokens_from_messages(view) <= 50
     assert len(view) < 16
-    assert turns_of(store.events("h")) == ["turn"] * 8
+    assert turns_of(store.events("h")) == ["messages"] * 8  # one event per invocation
     assert store.sessions() == ["h"]
     streamed = "".join(
         str(chunk.content)
         for chunk in chain.stream({"input": "streaming"}, {"configurable": {"session_id": "h"}})
     )
-    assert get_history("h").messages[-2:] == [
-        HumanMessage(content="streaming"),
-        AIMessage(content=streamed),
+    # A streamed reply is kept as LangChain keeps it: the chunk.
+    assert [(m.type, m.content) for m in get_history("h").messages[-2:]] == [
+        ("human", "streaming"),
+        ("AIMessageChunk", streamed),
     ]
 
 
@@ -1102,7 +1114,7 @@ async def test_runnable_with_message_history_async(target: str) -> None:
             await chain.ainvoke({"input": f"message number {i}"}, config=config)
         view = await get_history("h").aget_messages()
         assert gpt().get_num_tokens_from_messages(view) <= 50
-        assert [e.kind async for e in async_store.events("h")] == ["turn"] * 6
+        assert [e.kind async for e in async_store.events("h")] == ["messages"] * 6
 
 
 def test_runnable_with_message_history_without_history_key(store: eventmem.SyncStore) -> None:
@@ -1121,42 +1133,44 @@ def test_runnable_with_message_history_without_history_key(store: eventmem.SyncS
     ]
 
 
-def test_history_stores_exchanges_and_says_what_it_cannot(store: eventmem.SyncStore) -> None:
+def test_history_stores_every_message_and_refuses_only_what_it_cannot(
+    store: eventmem.SyncStore,
+) -> None:
     history = EventSourcedChatMessageHistory(store, "s", llm=gpt())
     history.add_user_message("hi")
-    assert history.messages == [HumanMessage(content="hi")]  # waits for its reply
-    assert store.events("s") == []
+    assert history.messages == [HumanMessage(content="hi")]
+    assert turns_of(store.events("s")) == ["messages"]  # durable at once
     history.add_ai_message("hello")
-    history.add_messages([HumanMessage(content="a", id="1"), AIMessage(content="b", id="2")])
-    assert history.messages == [
-        HumanMessage(content="hi"),
-        AIMessage(content="hello"),
-        HumanMessage(content="a"),  # ids are not kept
-        AIMessage(content="b"),
+    added: list[BaseMessage] = [
+        SystemMessage(content="be nice"),
+        HumanMessage(content="a", id="1"),
+        HumanMessage(
+            content=[
+                {"type": "text", "text": "b"},
+                {"type": "image_url", "image_url": {"url": "https://x.test/c.png"}},
+            ],
+            name="ada",
+        ),
+        AIMessage(content="", tool_calls=[tool_call(name="f", args={"x": 1}, id="c1")], id="2"),
+        ToolMessage(content="r", tool_call_id="c1", artifact={"raw": [1, 2]}),
+        AIMessage(content="done", response_metadata={"finish_reason": "stop"}),
     ]
-    refused: list[list[BaseMessage]] = [
-        [SystemMessage(content="be nice")],
-        [AIMessage(content="no question")],
-        [HumanMessage(content="a"), HumanMessage(content="b")],
-        [
-            HumanMessage(content="q"),
-            AIMessage(content="", tool_calls=[tool_call(name="f", args={}, id="1")]),
-        ],
-        [HumanMessage(content="q", name="ada"), AIMessage(content="a")],
-        [
-            HumanMessage(content="q"),
-            AIMessage(content="a"),
-            ToolMessage(content="r", tool_call_id="1"),
-        ],
+    history.add_messages(added)
+    assert history.messages == [HumanMessage(content="hi"), AIMessage(content="hello"), *added]
+    again = EventSourcedChatMessageHistory(store, "s", llm=gpt())
+    assert again.messages == history.messages  # and after a restart
+    refused: list[list[Any]] = [
+        [HumanMessage(content="ok"), ChatMessage(role="critic", content="meh")],
+        [AIMessage(content="x", additional_kwargs={"parsed": object()})],
+        ["not a message"],
     ]
     for batch in refused:
         with pytest.raises(eventmem.InvalidInputError):
             history.add_messages(batch)
-    assert turns_of(store.events("s")) == ["turn", "turn"]  # nothing written by refusals
-    history.add_user_message("pending")
+    assert turns_of(store.events("s")) == ["messages"] * 3  # nothing written by refusals
     history.clear()
     assert history.messages == []
-    assert turns_of(store.events("s")) == ["turn", "turn", "clear"]
+    assert turns_of(store.events("s")) == ["messages"] * 3 + ["clear"]
 
 
 @pytest.mark.anyio

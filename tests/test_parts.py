@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -76,15 +77,15 @@ def test_a_sized_image_costs_what_openai_publishes(size: tuple[int, int]) -> Non
         {"type": "image", "source": {"type": "url", "url": "https://example.test/x.png"}},
     ],
 )
-def test_an_image_of_unknown_size_counts_as_1024_square(part: dict[str, object]) -> None:
+def test_an_image_of_unknown_size_counts_as_1024_square(part: dict[str, Any]) -> None:
     # langchain-openai would fetch the URL (or count 0 when it may not): eventmem never
     # fetches, and never counts an image as free.
-    assert image_tokens(part) == UNKNOWN_IMAGE_TOKENS == _count_image_tokens(1024, 1024)
+    assert image_tokens(dict(part)) == UNKNOWN_IMAGE_TOKENS == _count_image_tokens(1024, 1024)
 
 
 def test_every_image_shape_is_read() -> None:
     raw = base64.b64encode(png(640, 480)).decode()
-    shapes = [
+    shapes: list[dict[str, Any]] = [
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{raw}"}},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": raw}},
         {"type": "image", "base64": raw, "mime_type": "image/png"},
@@ -118,7 +119,7 @@ def test_text_parts_count_as_langchain_openai_counts_them(
 ) -> None:
     counter = eventmem.OpenAIChatCounter(model)
     message = Message(role="human", content=tuple(parts))
-    theirs = chat_openai(model).get_num_tokens_from_messages([HumanMessage(content=parts)])  # type: ignore[arg-type]
+    theirs = chat_openai(model).get_num_tokens_from_messages([HumanMessage(content=parts)])
     assert counter.overhead + counter.count_message(message) == theirs
 
 

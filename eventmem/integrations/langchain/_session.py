@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -25,9 +25,15 @@ import anyio.to_thread
 from eventmem._options import BufferOptions
 from eventmem.api import Store
 from eventmem.errors import EventmemError, InvalidInputError, SyncInAsyncContextError
+from eventmem.history import History
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory
+from eventmem.sync import (
+    SyncAgentTokenBufferMemory,
+    SyncHistory,
+    SyncStore,
+    SyncTokenBufferMemory,
+)
 
 __all__ = ["AnyStore", "Session", "check_store"]
 
@@ -99,6 +105,43 @@ class Session:
     async def asave_exchange(self, human: str, ai: str) -> None:
         """Append ``Human(human)``, ``AI(ai)`` as one turn, whatever the configured keys."""
         await self.asave_context(*self._exchange(human, ai))
+
+    def append(self, messages: Sequence[Message], *, bounded: bool) -> None:
+        """Append ``messages`` as one general event: ``bounded``, pruned to the memory's
+        limit (pair-safe, a leading system message kept); else not pruned, as LangChain's
+        chat histories append (the next save prunes, as LangChain's memories do)."""
+        history = self._history(bounded)
+        if isinstance(history, SyncHistory):
+            history.append(messages)
+        else:
+            self._blocking("add_messages", history.append, messages)
+
+    async def aappend(self, messages: Sequence[Message], *, bounded: bool) -> None:
+        """``append`` for async code."""
+        history = self._history(bounded)
+        if isinstance(history, SyncHistory):
+            await anyio.to_thread.run_sync(history.append, messages)
+            return
+        if self._async_store is not None:
+            _store_loops[self._async_store] = asyncio.get_running_loop()
+        await history.append(messages)
+
+    def _history(self, bounded: bool) -> History | SyncHistory:
+        options = self.memory.options
+        if bounded:
+            return self.store.history(
+                self.session_id,
+                max_tokens=options.max_token_limit,
+                model=options.model,
+                token_counter=options.token_counter,
+            )
+        return self.store.history(
+            self.session_id,
+            prune="langchain",
+            keep_system=False,
+            model=options.model,
+            token_counter=options.token_counter,
+        )
 
     def messages(self) -> list[Message]:
         """The token-bounded buffer."""

@@ -1,9 +1,11 @@
 """Conversion between eventmem [`Message`][eventmem.Message] and LangChain message objects.
 
-Lossless both ways for what eventmem stores: role, content, name, tool calls, invalid
-tool calls, ``function_call``, ``tool_call_id`` and message id. A tool message's name
-travels in ``additional_kwargs["name"]``, where LangChain's ``format_to_tool_messages``
-(and so ``AgentTokenBufferMemory``) puts it.
+Lossless both ways: role, content (text or parts), name, tool calls, invalid tool calls,
+``function_call``, ``tool_call_id`` and message id are a Message's fields; the rest of a
+LangChain message (``additional_kwargs``, ``response_metadata``, ``usage_metadata``, its
+chunk class, ...) travels in ``metadata["langchain"]``. A tool message's name travels in
+``additional_kwargs["name"]``, where LangChain's ``format_to_tool_messages`` (and so
+``AgentTokenBufferMemory``) puts it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     BaseMessageChunk,
     FunctionMessage,
+    FunctionMessageChunk,
     HumanMessage,
+    HumanMessageChunk,
     SystemMessage,
+    SystemMessageChunk,
     ToolMessage,
+    ToolMessageChunk,
     message_chunk_to_message,
 )
 
@@ -37,53 +44,87 @@ def to_langchain(message: Message) -> BaseMessage:
     ``invalid_tool_calls``, and ``additional_kwargs["function_call"]``), ``system`` →
     ``SystemMessage`` (``developer``: with ``additional_kwargs["__openai_role__"]``),
     ``function`` → ``FunctionMessage``, ``tool`` → ``ToolMessage``
-    (its name in ``additional_kwargs["name"]``). Ids and names are kept.
+    (its name in ``additional_kwargs["name"]``). Ids and names are kept, and what
+    ``from_langchain`` kept in ``metadata["langchain"]`` is given back: the message's
+    ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, chunk class
+    (``AIMessageChunk``, ...), ``tool_call_chunks``, and a tool message's ``artifact``
+    and ``status``.
     """
     role = message.role
-    if role == "human":
-        return HumanMessage(content=_content(message), name=message.name, id=message.id)
+    kept = _kept(message)
+    fields: dict[str, Any] = {"content": _content(message), "id": message.id}
+    extra: dict[str, Any] = {}
+    if role == "tool":
+        fields["tool_call_id"] = message.tool_call_id  # Message guarantees one
+        if message.name is not None:
+            extra["name"] = message.name
+    elif role == "function":
+        fields["name"] = message.name or ""
+    else:
+        fields["name"] = message.name
+    if role == "developer":
+        extra["__openai_role__"] = "developer"
     if role == "ai":
-        extra: dict[str, Any] = {}
         if message.function_call is not None:
             extra["function_call"] = _copy(message.function_call)
-        return AIMessage(
-            content=_content(message),
-            name=message.name,
-            id=message.id,
-            additional_kwargs=extra,
-            tool_calls=[
-                {"name": c.name, "args": _copy(c.args), "id": c.id, "type": "tool_call"}
-                for c in message.tool_calls
-            ],
-            invalid_tool_calls=[
-                {
-                    "name": c.name,
-                    "args": c.args,
-                    "id": c.id,
-                    "error": c.error,
-                    "type": "invalid_tool_call",
-                }
-                for c in message.invalid_tool_calls
-            ],
-        )
-    if role == "system":
-        return SystemMessage(content=_content(message), name=message.name, id=message.id)
-    if role == "developer":
-        return SystemMessage(
-            content=_content(message),
-            name=message.name,
-            id=message.id,
-            additional_kwargs={"__openai_role__": "developer"},
-        )
-    if role == "function":
-        return FunctionMessage(content=_content(message), name=message.name or "", id=message.id)
-    # tool: Message guarantees a tool_call_id
-    return ToolMessage(
-        content=_content(message),
-        tool_call_id=message.tool_call_id,
-        id=message.id,
-        additional_kwargs={} if message.name is None else {"name": message.name},
-    )
+        fields["tool_calls"] = [
+            {"name": c.name, "args": _copy(c.args), "id": c.id, "type": "tool_call"}
+            for c in message.tool_calls
+        ]
+        fields["invalid_tool_calls"] = [
+            {
+                "name": c.name,
+                "args": c.args,
+                "id": c.id,
+                "error": c.error,
+                "type": "invalid_tool_call",
+            }
+            for c in message.invalid_tool_calls
+        ]
+    extra.update(_copy(kept.get("additional_kwargs", {})))
+    fields["additional_kwargs"] = extra
+    if "name" in kept and role not in ("tool", "function"):
+        fields["name"] = None  # it was in additional_kwargs only
+    for field in _KEPT_FIELDS[role]:
+        if field in kept:
+            fields[field] = _copy(kept[field])
+    chunk = kept.get("chunk") is True
+    if chunk and "tool_call_chunks" in fields:
+        del fields["tool_calls"]  # the chunks are what the message held; LangChain parses them
+    if not chunk:
+        fields.pop("tool_call_chunks", None)
+        fields.pop("chunk_position", None)
+    plain, streamed = _CLASSES[role]
+    made: BaseMessage = (streamed if chunk else plain)(**fields)
+    return made
+
+
+# The message classes by role, plain and streamed (chunk).
+_CLASSES: dict[str, tuple[type[BaseMessage], type[BaseMessage]]] = {
+    "human": (HumanMessage, HumanMessageChunk),
+    "ai": (AIMessage, AIMessageChunk),
+    "system": (SystemMessage, SystemMessageChunk),
+    "developer": (SystemMessage, SystemMessageChunk),
+    "function": (FunctionMessage, FunctionMessageChunk),
+    "tool": (ToolMessage, ToolMessageChunk),
+}
+# The fields of metadata["langchain"] each class takes back (besides additional_kwargs).
+_COMMON = ("response_metadata",)
+_KEPT_FIELDS: dict[str, tuple[str, ...]] = {
+    "human": (*_COMMON, "example"),
+    "ai": (*_COMMON, "example", "usage_metadata", "tool_call_chunks", "chunk_position"),
+    "system": _COMMON,
+    "developer": _COMMON,
+    "function": _COMMON,
+    "tool": (*_COMMON, "artifact", "status"),
+}
+
+
+def _kept(message: Message) -> dict[str, Any]:
+    """``metadata["langchain"]``: what ``from_langchain`` kept (empty if nothing)."""
+    metadata = message.metadata
+    kept = metadata.get("langchain") if metadata is not None else None
+    return kept if isinstance(kept, dict) else {}
 
 
 def _content(message: Message) -> Any:

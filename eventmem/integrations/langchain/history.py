@@ -20,11 +20,11 @@ __all__ = ["EventSourcedChatMessageHistory"]
 
 
 class EventSourcedChatMessageHistory(BaseChatMessageHistory):
-    """A ``BaseChatMessageHistory`` whose messages are an eventmem session's buffer.
+    """A ``BaseChatMessageHistory`` whose messages are an eventmem session's view.
 
     For ``RunnableWithMessageHistory`` (and any code written against LangChain's chat
     history interface). ``messages`` / ``aget_messages()`` return the token-bounded
-    view, as LangChain messages: the most recent exchanges within ``max_token_limit``
+    view, as LangChain messages: the most recent messages within ``max_token_limit``
     tokens, counted like ``llm`` (or like ``ChatOpenAI(model=model)``; or with
     ``token_counter``). Everything added stays in the store's log.
 
@@ -32,13 +32,19 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
     [`eventmem.Store`][eventmem.Store] (``eventmem.open``); both the blocking and the async
     methods work with either (see the LangChain guide for the rules).
 
-    What can be added: human → AI exchanges of text messages, which is what
-    ``RunnableWithMessageHistory`` adds. Each exchange is saved as one turn and pruned
-    like ``ConversationTokenBufferMemory.save_context``. A human message added alone
-    (``add_user_message``) waits in this object, shown at the end of ``messages``,
-    until its AI reply arrives. Message ids are not kept. System, tool and function
-    messages, tool calls and names cannot be added (eventmem's public API stores
-    exchanges); [`InvalidInputError`][eventmem.InvalidInputError] says so and nothing is written.
+    Every message LangChain has can be added (system, human, AI with tool calls, tool,
+    function; text or a list of content blocks), one at a time or several in a row: each
+    ``add_messages`` call is one event, durable when it returns, and the view is then
+    pruned oldest first to the limit, never leaving a tool result without its call, and
+    keeping a system message that begins the view (see
+    [`Store.history`][eventmem.Store.history]). What LangChain keeps beyond the text
+    (ids, ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, a chunk's
+    class) comes back as it was. Only what cannot be stored (a ``ChatMessage`` with a
+    custom role, values that are not JSON) raises
+    [`InvalidInputError`][eventmem.InvalidInputError], and then nothing is written.
+
+    As the ``chat_memory`` of eventmem's memories it appends without pruning, as
+    LangChain's in-memory history does: the next ``save_context`` prunes.
     """
 
     def __init__(
@@ -58,18 +64,19 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
         options = BufferOptions(
             max_token_limit=max_token_limit, model=model, token_counter=token_counter
         )
-        self._init(Session(store, session_id, options))
+        self._init(Session(store, session_id, options), bounded=True)
 
     @classmethod
     def _of(cls, session: Session) -> EventSourcedChatMessageHistory:
-        """The history of an existing session object (the memories' ``chat_memory``)."""
+        """The history of an existing session object (the memories' ``chat_memory``):
+        it appends without pruning, like LangChain's in-memory history."""
         history = cls.__new__(cls)
-        history._init(session)
+        history._init(session, bounded=False)
         return history
 
-    def _init(self, session: Session) -> None:
+    def _init(self, session: Session, *, bounded: bool) -> None:
         self._session = session
-        self._pending: Message | None = None
+        self._bounded = bounded
 
     session_id = Mirror[str]("_session")
     """The eventmem session this history reads and writes."""
@@ -82,98 +89,38 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
         return self._session.memory.options
 
     max_token_limit = Option[int]()
-    """The buffer's token limit."""
+    """The view's token limit."""
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """The token-bounded buffer, oldest first (plus a human message awaiting its reply)."""
-        return self._render(self._session.messages())
+        """The token-bounded view, oldest first."""
+        return [to_langchain(m) for m in self._session.messages()]
 
     async def aget_messages(self) -> list[BaseMessage]:
-        """The token-bounded buffer, oldest first (plus a human message awaiting its reply)."""
-        return self._render(await self._session.amessages())
+        """The token-bounded view, oldest first."""
+        return [to_langchain(m) for m in await self._session.amessages()]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Append human → AI exchanges, one turn each (pruned to the limit)."""
-        exchanges, pending = self._exchanges(messages)
-        for human, ai in exchanges:
-            self._session.save_exchange(human, ai)
-            self._pending = None
-        self._pending = pending
+        """Append ``messages`` as one event (all or nothing), then prune the view."""
+        self._session.append(_converted(messages), bounded=self._bounded)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Append human → AI exchanges, one turn each (pruned to the limit)."""
-        exchanges, pending = self._exchanges(messages)
-        for human, ai in exchanges:
-            await self._session.asave_exchange(human, ai)
-            self._pending = None
-        self._pending = pending
+        """Append ``messages`` as one event (all or nothing), then prune the view."""
+        await self._session.aappend(_converted(messages), bounded=self._bounded)
 
     def clear(self) -> None:
-        """Empty the buffer (one ``clear`` event; the log keeps everything)."""
+        """Empty the view (one ``clear`` event; the log keeps everything)."""
         self._session.clear()
-        self._pending = None
 
     async def aclear(self) -> None:
-        """Empty the buffer (one ``clear`` event; the log keeps everything)."""
+        """Empty the view (one ``clear`` event; the log keeps everything)."""
         await self._session.aclear()
-        self._pending = None
-
-    def _render(self, stored: list[Message]) -> list[BaseMessage]:
-        if self._pending is not None:
-            stored = [*stored, self._pending]
-        return [to_langchain(m) for m in stored]
-
-    def _exchanges(
-        self, messages: Sequence[BaseMessage]
-    ) -> tuple[list[tuple[str, str]], Message | None]:
-        """Pair the messages up (checking all of them before anything is written)."""
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-            raise InvalidInputError(
-                f"messages must be a sequence of messages, got {type(messages).__name__}"
-            )
-        pending = self._pending
-        exchanges: list[tuple[str, str]] = []
-        for item in messages:
-            message = from_langchain(item)
-            _check_storable(message)
-            if message.role == "human":
-                if pending is not None:
-                    raise InvalidInputError(
-                        "two human messages in a row: each human message must be followed "
-                        "by its AI reply before the next one"
-                    )
-                pending = message
-            elif message.role == "ai":
-                if pending is None:
-                    raise InvalidInputError(
-                        "an AI message must follow the human message it answers; "
-                        "EventSourcedChatMessageHistory stores human -> AI exchanges"
-                    )
-                exchanges.append((pending.text, message.text))
-                pending = None
-            else:
-                raise InvalidInputError(
-                    f"a {message.role} message cannot be added: EventSourcedChatMessageHistory "
-                    "stores human -> AI exchanges (use AgentTokenBufferMemory for tool steps)"
-                )
-        return exchanges, pending
 
 
-def _check_storable(message: Message) -> None:
-    """Refuse what saving the exchange would silently drop (ids aside)."""
-    dropped = [
-        what
-        for what, present in (
-            ("a name", message.name is not None),
-            ("tool calls", bool(message.tool_calls or message.invalid_tool_calls)),
-            ("a function_call", message.function_call is not None),
-            ("list content", not isinstance(message.content, str)),
-        )
-        if present
-    ]
-    if dropped:
+def _converted(messages: Sequence[BaseMessage]) -> list[Message]:
+    """Every message converted (and so checked) before anything is written."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise InvalidInputError(
-            f"a {message.role} message with {' and '.join(dropped)} cannot be added: "
-            "EventSourcedChatMessageHistory stores the text of human -> AI exchanges"
+            f"messages must be a sequence of messages, got {type(messages).__name__}"
         )
+    return [from_langchain(m) for m in messages]
