@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,7 +83,7 @@ class EventmemSession:
         view = await self._history.view()
         if limit is not None and limit >= 0:
             # A negative limit is no limit, as in SQLiteSession (SQLite's LIMIT -1).
-            view = view[len(view) - limit :] if limit else []
+            view = view[max(len(view) - limit, 0) :] if limit else []
         return [_item(m) for m in view]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -117,6 +118,10 @@ def _settings(value: SessionSettings | Mapping[str, Any] | None) -> SessionSetti
     if isinstance(value, SessionSettings):
         return value
     if isinstance(value, Mapping):
+        known = {field.name for field in dataclasses.fields(SessionSettings)}
+        unknown = sorted(str(key) for key in value if key not in known)
+        if unknown:  # SessionSettings itself would ignore them
+            raise InvalidInputError(f"session_settings has no {', '.join(unknown)}")
         try:
             return SessionSettings(**value)
         except (TypeError, ValueError) as e:  # pydantic's ValidationError is a ValueError
