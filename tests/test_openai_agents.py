@@ -29,7 +29,7 @@ from agents.model_settings import ModelSettings
 from agents.models.interface import Model, ModelTracing
 from agents.tool import Tool, ToolOutputImage, ToolOutputText
 from agents.usage import Usage
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 from openai.types.responses import (
     ResponseFunctionToolCall,
@@ -819,15 +819,19 @@ def test_a_bounded_view_never_shows_a_result_without_its_call(
     async def play(target: str, max_tokens: int, run: list[list[dict[str, Any]]]) -> None:
         async with eventmem.open(target) as store:
             session = EventmemSession(new_id(), store, max_tokens=max_tokens)
-            unbounded = EventmemSession(session.session_id, store)
+            added: list[dict[str, Any]] = []
             for turn in run:
                 await session.add_items(cast(list[TResponseInputItem], turn))
+                added += turn
                 view = await session.get_items()
-                everything = await unbounded.get_items()
                 assert_pair_safe(view)
-                assert same(view, everything[len(everything) - len(view) :])  # the newest
-            while await session.pop_item() is not None:
-                assert_pair_safe(await session.get_items())
+                assert same(view, added[len(added) - len(view) :])  # the newest
+            event(f"pruned: {len(view) < len(added)}")
+            while (popped := await session.pop_item()) is not None:
+                view = await session.get_items()
+                assert_pair_safe(view)
+                assert same([*view, popped], added[len(added) - len(view) - 1 :])
+                added.pop()
 
     with fresh_target(backend, tmp_path) as target:
 
@@ -853,6 +857,22 @@ async def test_a_token_counter_bounds_the_view(store: eventmem.Store) -> None:
     assert await session.get_items() == added[-3:]
     assert await session.pop_item() == added[-1]
     assert await session.get_items() == added[-3:-1]  # what was pruned stays out of the view
+
+
+@pytest.mark.anyio
+async def test_the_bound_drops_a_result_whose_call_it_dropped(store: eventmem.Store) -> None:
+    session = EventmemSession(
+        new_id(), store, max_tokens=25, token_counter=lambda messages: 10 * len(messages)
+    )
+    added = [
+        {"role": "user", "content": "look it up"},
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "found"},
+        {"role": "assistant", "content": "Found it."},
+    ]
+    await session.add_items(cast(list[TResponseInputItem], added))
+    # the newest two would fit, but the result without its call is no valid input
+    assert await session.get_items() == added[-1:]
 
 
 # --- packaging ---------------------------------------------------------------------------
