@@ -503,8 +503,19 @@ async def test_real_items_round_trip(store: eventmem.Store) -> None:
     await session.add_items(cast(list[TResponseInputItem], SDK_ITEMS[5:] + _INPUTS))
     assert same(await session.get_items(), REAL_ITEMS)
     assert same(await session.get_items(3), REAL_ITEMS[-3:])
-    # another object on the same session, and a store opened again, see the same items
+    # another object on the same session sees the same items
     assert same(await EventmemSession(session.session_id, store).get_items(), REAL_ITEMS)
+
+
+@pytest.mark.anyio
+async def test_changing_an_added_item_changes_nothing_stored(store: eventmem.Store) -> None:
+    session = EventmemSession(new_id(), store)
+    item: dict[str, Any] = {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    await session.add_items([cast(TResponseInputItem, item)])
+    item["content"][0]["text"] = "changed"
+    assert await session.get_items() == [
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    ]
 
 
 @pytest.mark.anyio

@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "pip install 'eventmem[openai-agents]'"
     ) from e
 
-from eventmem.integrations.openai_agents.convert import METADATA_KEY, to_item, to_message
+from eventmem.integrations.openai_agents.convert import to_item, to_message
 from eventmem.integrations.openai_agents.session import EventmemSession
 
-__all__ = ["METADATA_KEY", "EventmemSession", "to_item", "to_message"]
+__all__ = ["EventmemSession", "to_item", "to_message"]

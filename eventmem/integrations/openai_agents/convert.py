@@ -1,29 +1,10 @@
 """Translation between OpenAI Agents SDK items and eventmem [`Message`][eventmem.Message]s.
 
-An item is a Responses-API input item: a plain JSON dict (a message, a ``function_call``,
-a ``function_call_output``, a ``reasoning`` item, a hosted tool's call...). Each item
-becomes one message, and the item itself travels verbatim in the message's
-``metadata["openai_agents"]``, so what is read back is exactly what was written. The
-message's other fields exist for what eventmem does with a message: count its tokens
-and keep a tool result next to its call when the view is pruned.
-
-* A message item keeps its role (``user`` → ``human``, ``assistant`` → ``ai``,
-  ``system``, ``developer``) and its content: a string as it is, a list of parts as the
-  chat-completions parts token counting knows (``input_text`` / ``output_text`` /
-  ``refusal`` → ``text``, ``input_image`` → ``image_url``, ``input_file`` → ``file``,
-  ``input_audio`` → ``input_audio``; any other part as it is).
-* A tool call (``function_call``, ``custom_tool_call``, ``computer_call``,
-  ``shell_call``, ``local_shell_call``, ``apply_patch_call``, ``tool_search_call``,
-  ``program``, ``mcp_approval_request``) is an ``ai`` message with one
-  [`ToolCall`][eventmem.ToolCall] whose id is the item's ``call_id``. A
-  ``function_call``'s ``arguments`` are parsed when they are a JSON object; otherwise
-  the call is an [`InvalidToolCall`][eventmem.InvalidToolCall] holding the text.
-* Its result (``function_call_output`` and the other ``*_output`` items,
-  ``mcp_approval_response``) is a ``tool`` message whose ``tool_call_id`` is that id.
-* Anything else the model produced (``reasoning``: its summary and reasoning text; a
-  hosted tool's call such as ``web_search_call``; an item type this module does not
-  know) is an ``ai`` message holding the item's text, as compact JSON where it has no
-  text of its own.
+An item is a Responses-API input item: a plain JSON dict. Each item becomes one
+message holding the item verbatim in ``metadata["openai_agents"]``, so what is read back
+is exactly what was written; the message's other fields are what eventmem counts tokens
+by and pairs tool calls with their results by (see
+[`to_message`][eventmem.integrations.openai_agents.to_message]).
 """
 
 from __future__ import annotations
@@ -83,8 +64,28 @@ _TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "ref
 
 
 def to_message(item: Mapping[str, Any]) -> Message:
-    """The [`Message`][eventmem.Message] for one Agents SDK item (see the module's
-    description), holding a copy of ``item`` in ``metadata["openai_agents"]``.
+    """The [`Message`][eventmem.Message] for one Agents SDK item, holding a copy of
+    ``item`` in ``metadata["openai_agents"]``.
+
+    * A message item keeps its role (``user`` → ``human``, ``assistant`` → ``ai``,
+      ``system``, ``developer``) and its content: a string as it is, a list of parts as
+      the chat-completions parts eventmem counts (``input_text``, ``output_text`` and
+      ``refusal`` → ``text``, ``input_image`` → ``image_url``, ``input_file`` →
+      ``file``, ``input_audio`` → ``input_audio``; any other part as it is).
+    * A tool call the client answers (``function_call``, ``custom_tool_call``,
+      ``computer_call``, ``shell_call``, ``local_shell_call``, ``apply_patch_call``,
+      ``tool_search_call``, ``program``, ``mcp_approval_request``) is an ``ai`` message
+      with one [`ToolCall`][eventmem.ToolCall] whose id is the item's ``call_id`` (an
+      approval request's ``id``). A ``function_call``'s ``arguments`` are parsed when
+      they are a JSON object; otherwise the call is an
+      [`InvalidToolCall`][eventmem.InvalidToolCall] holding the text.
+    * Its result (``function_call_output`` and the other ``*_output`` items,
+      ``mcp_approval_response``) is a ``tool`` message whose ``tool_call_id`` is that
+      id, so a token-bounded view never keeps a result without its call.
+    * Anything else (``reasoning``: its summary and reasoning text; a hosted tool's
+      call such as ``web_search_call``; an item type this module does not know) is an
+      ``ai`` message holding the item's text, as compact JSON where it has no text of
+      its own.
 
     Raises [`NotSerializableError`][eventmem.NotSerializableError] when the item is not
     plain JSON (dicts with str keys, lists, str, int, finite float, bool, None), and

@@ -34,9 +34,11 @@ class EventmemSession:
 
     With ``max_tokens``, ``get_items`` returns the newest items that fit in that many
     tokens, counted like ``model`` (or by ``token_counter``), and never a tool result
-    without its call: the oldest go first. ``None`` (the default) keeps them all, like
-    the SDK's ``SQLiteSession``. ``session_settings`` (a ``SessionSettings`` or a dict of
-    its fields) sets the default ``limit`` of ``get_items``, as in the SDK's sessions.
+    without its call: the oldest go first. The bound is applied as items are added and
+    what it leaves is stored, so every object on the same session id sees the same
+    items. ``None`` (the default) keeps them all, like the SDK's ``SQLiteSession``.
+    ``session_settings`` (a ``SessionSettings`` or a dict of its fields) sets the
+    default ``limit`` of ``get_items``, as in the SDK's sessions.
 
     Items must be plain JSON, as the SDK makes them: an item that is not, or is not an
     item at all, raises [`NotSerializableError`][eventmem.NotSerializableError] or
