@@ -92,7 +92,7 @@ def test_the_docs_have_samples() -> None:
 # -- each page in a fresh environment, offline ---------------------------------------------
 
 _PIP_INSTALL = re.compile(r"pip install ([^`\n]*)")
-_EVENTMEM = re.compile(r"eventmem(?:\[([a-z,]+)\])?")
+_EVENTMEM = re.compile(r"eventmem(?:\[([a-z,-]+)\])?")
 _SHELL_OPERATORS = {"&&", "||", ";", "|"}
 _PROXIES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
@@ -286,6 +286,7 @@ def test_each_page_says_what_its_samples_need() -> None:
     assert declared["langchain.md"] == Needs(
         "langchain", ("langchain-community", "sqlalchemy[asyncio]")
     )
+    assert declared["pydantic-ai.md"] == Needs("pydantic-ai", ())
     locked = _lock_blocks(ROOT / "locks" / "dev.txt")
     for need in declared.values():
         assert (ROOT / "locks" / f"{need.extra}.txt").is_file(), need

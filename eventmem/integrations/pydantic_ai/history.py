@@ -35,8 +35,9 @@ class EventmemHistory:
     counted like ``ChatOpenAI(model=model)`` (or by ``token_counter``), pruned oldest
     first, pair-safe (no tool return without its call), keeping the system prompt that
     begins the history, and starting with a request at a user prompt (responses and
-    tool returns left at the front of the view by pruning are dropped). A request some
-    of whose parts were pruned comes back with the others. The same bound for the
+    tool returns left at the front of the view by pruning are dropped; if that would
+    leave no user prompt, the latest one before the view is kept instead). A request
+    some of whose parts were pruned comes back with the others. The same bound for the
     history inside a run: [`budget`][eventmem.integrations.pydantic_ai.EventmemHistory.budget]
     (a capability) or [`processor`][eventmem.integrations.pydantic_ai.EventmemHistory.processor]
     (a history processor).
@@ -108,8 +109,37 @@ class EventmemHistory:
         """The history to pass as ``message_history=``."""
         view = await self.history.view()
         if self.max_tokens is not None:
-            view = _from_a_request(view)
+            view = await self._from_a_request(view)
         return from_eventmem(view)
+
+    async def _from_a_request(self, view: list[Message]) -> list[Message]:
+        """``view`` starting, after the system prompt that begins it, at a user prompt:
+        what pruning left before the first one (responses, tool returns) goes. With no
+        user prompt left (a long tool loop), the latest one before the view stays."""
+        first_group = _group(view[0]) if view else None
+        pinned = 0
+        while (
+            pinned < len(view)
+            and view[pinned].role == "system"
+            and _group(view[pinned]) == first_group
+        ):
+            pinned += 1
+        start = pinned
+        while start < len(view) and view[start].role not in ("human", "system"):
+            start += 1
+        if start < len(view) or pinned == len(view):
+            return view[:pinned] + view[start:]
+        # Rare (the view holds no user prompt at all), so reading the whole history
+        # here does not make a load cost O(history) in general.
+        everything = await self.history.messages()
+        cut = next(
+            (i for i in range(len(everything) - 1, -1, -1) if everything[i] == view[pinned]),
+            len(everything),
+        )
+        question = next((m for m in reversed(everything[:cut]) if m.role == "human"), None)
+        if question is None:
+            return view[:pinned]
+        return [*view[:pinned], question, *view[pinned:]]
 
     async def messages(self, as_of: int | None = None) -> list[ModelMessage]:
         """Everything saved since the last clear, unpruned, as of version ``as_of``
@@ -122,21 +152,6 @@ class EventmemHistory:
 
     def __repr__(self) -> str:
         return f"EventmemHistory({self.session_id!r}, max_tokens={self.max_tokens})"
-
-
-def _from_a_request(view: list[Message]) -> list[Message]:
-    """``view`` with what pruning left before its first user prompt dropped (responses
-    and tool returns), after the system prompt that begins it."""
-    pinned = 0
-    first_group = _group(view[0]) if view else None
-    while (
-        pinned < len(view) and view[pinned].role == "system" and _group(view[pinned]) == first_group
-    ):
-        pinned += 1
-    start = pinned
-    while start < len(view) and view[start].role not in ("human", "system"):
-        start += 1
-    return view[:pinned] + view[start:]
 
 
 def _group(message: Message) -> object:
