@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_ai import Agent
 from pydantic_ai.capabilities import ProcessHistory
+from pydantic_ai.exceptions import PydanticAIDeprecationWarning
 from pydantic_ai.messages import (
     AudioUrl,
     BinaryContent,
@@ -78,7 +79,7 @@ pytestmark = pytest.mark.anyio
 def pydantic_round_trip(messages: Sequence[ModelMessage]) -> list[ModelMessage]:
     """``messages`` through pydantic-ai's own JSON: what a lossless store returns."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # RetryPromptPart is upgraded
+        warnings.simplefilter("ignore", PydanticAIDeprecationWarning)  # RetryPromptPart is upgraded
         return ModelMessagesTypeAdapter.validate_python(
             ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
         )
@@ -108,8 +109,8 @@ _urls = st.sampled_from(["https://example.com/a.png", "https://example.com/doc.p
 
 def _retry_prompt(content: str, tool_name: str | None, tool_call_id: str) -> ModelRequestPart:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return RetryPromptPart(content, tool_name=tool_name, tool_call_id=tool_call_id)  # type: ignore[return-value]
+        warnings.simplefilter("ignore", PydanticAIDeprecationWarning)
+        return RetryPromptPart(content, tool_name=tool_name, tool_call_id=tool_call_id)
 
 
 _user_content = st.one_of(
@@ -293,10 +294,13 @@ def test_shapes_round_trip_in_memory() -> None:
     assert from_eventmem(to_eventmem(shapes)) == shapes
 
 
-@given(history=histories)
-@examples("quick", 150)
-def test_any_history_round_trips_in_memory(history: list[ModelMessage]) -> None:
-    assert from_eventmem(to_eventmem(history)) == pydantic_round_trip(history)
+def test_any_history_round_trips_in_memory(depth: str) -> None:
+    @examples(depth, 1000)
+    @given(history=histories)
+    def example(history: list[ModelMessage]) -> None:
+        assert from_eventmem(to_eventmem(history)) == pydantic_round_trip(history)
+
+    example()
 
 
 def test_a_deprecated_retry_prompt_comes_back_as_pydantic_ai_reads_it() -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import pydantic
 import pydantic_core
+from pydantic_ai.exceptions import PydanticAIDeprecationWarning
 from pydantic_ai.messages import (
     ImageUrl,
     ModelMessage,
@@ -118,7 +119,7 @@ def _load(dumped: list[dict[str, Any]], what: str) -> list[ModelMessage]:
     try:
         with warnings.catch_warnings():
             # a history from an older pydantic-ai may hold deprecated parts: upgraded here
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PydanticAIDeprecationWarning)
             return ModelMessagesTypeAdapter.validate_python(dumped)
     except pydantic.ValidationError as e:
         raise InvalidInputError(f"{what} do not validate as pydantic-ai messages: {e}") from e
@@ -136,6 +137,8 @@ def to_eventmem(messages: Sequence[ModelMessage]) -> list[Message]:
     # What pydantic-ai reads back from its own JSON: the form that is stored, so the
     # counted text is the text a later load returns.
     canonical = _load(dumped, "the messages")
+    if any(len(m.parts) != len(d["parts"]) for m, d in zip(canonical, dumped, strict=True)):
+        dumped = dump(canonical)  # reading changed the parts: store what was read
     result: list[Message] = []
     for message, data in zip(canonical, dumped, strict=True):
         envelope = {key: value for key, value in data.items() if key != "parts"}
@@ -264,7 +267,10 @@ def _response_message(message: ModelResponse) -> Message:
     for part in message.parts:
         if not isinstance(part, ToolCallPart):  # native (provider-run) calls are not paired
             continue
-        arguments = part.args_as_json_str()
+        # a string is the model's own text (pydantic-ai wraps invalid JSON when it
+        # renders one); a dict or nothing is rendered by pydantic-ai
+        raw = part.args
+        arguments = raw if isinstance(raw, str) and raw.strip() else part.args_as_json_str()
         try:
             parsed = json.loads(arguments)
         except ValueError as e:
