@@ -39,12 +39,36 @@ from eventmem.errors import (
     UnknownModelError,
     UnprotectedLogError,
 )
-from eventmem.events import MemoryCleared, PruneMode, StepRecorded, StoredEvent, TurnSaved
+from eventmem.events import (
+    MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
+    PruneMode,
+    StepRecorded,
+    StoredEvent,
+    TurnSaved,
+)
+from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
-from eventmem.messages import InvalidToolCall, Message, ToolCall, buffer_string, from_openai
+from eventmem.messages import (
+    Content,
+    ContentPart,
+    InvalidToolCall,
+    Message,
+    ToolCall,
+    buffer_string,
+    from_langchain,
+    from_openai,
+)
 from eventmem.steps import Action
 from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
-from eventmem.sync import SyncAgentTokenBufferMemory, SyncStore, SyncTokenBufferMemory, connect
+from eventmem.sync import (
+    SyncAgentTokenBufferMemory,
+    SyncHistory,
+    SyncStore,
+    SyncTokenBufferMemory,
+    connect,
+)
 from eventmem.tokens import CallableCounter, OpenAIChatCounter, TokenCounter, count_tokens
 
 __version__ = "0.1.0.dev0"
@@ -59,11 +83,16 @@ __all__ = [
     "CallableCounter",
     "ClosedError",
     "ConcurrencyError",
+    "Content",
+    "ContentPart",
     "CorruptDatabaseError",
     "DatabaseLockedError",
     "DiskFullError",
     "Durability",
     "EventmemError",
+    "History",
+    "HistoryArgs",
+    "HistoryOptions",
     "ImportRefusedError",
     "InputKeyError",
     "InputTooLargeError",
@@ -71,6 +100,8 @@ __all__ = [
     "InvalidToolCall",
     "MemoryCleared",
     "Message",
+    "MessagesAppended",
+    "MessagesRetracted",
     "MigrationError",
     "MissingDependencyError",
     "MissingKeyError",
@@ -92,6 +123,7 @@ __all__ = [
     "StoreStats",
     "StoredEvent",
     "SyncAgentTokenBufferMemory",
+    "SyncHistory",
     "SyncInAsyncContextError",
     "SyncStore",
     "SyncTokenBufferMemory",
@@ -107,6 +139,7 @@ __all__ = [
     "buffer_string",
     "connect",
     "count_tokens",
+    "from_langchain",
     "from_openai",
     "open",
 ]

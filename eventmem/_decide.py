@@ -24,20 +24,29 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eventmem.errors import ConcurrencyError, InvalidInputError
-from eventmem.events import Event, MemoryCleared, StepRecorded, TurnSaved
+from eventmem.events import (
+    Event,
+    MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
+    StepRecorded,
+    TurnSaved,
+)
 from eventmem.messages import Message
-from eventmem.projection import HeadState, needs_recount
+from eventmem.projection import HeadState, needs_recount, visible_count
 from eventmem.tokens import TokenCounter, count_each
 
 if TYPE_CHECKING:
-    from eventmem.store.base import StepRequest, TurnRequest
+    from eventmem.store.base import AppendRequest, StepRequest, TurnRequest
 
 __all__ = [
     "Counted",
     "Head",
     "check_expected",
     "count_step",
+    "decide_append",
     "decide_clear",
+    "decide_retract",
     "decide_step",
     "decide_turn",
 ]
@@ -131,6 +140,36 @@ def decide_step(
     check_expected(head.state, expected_version)
     seen = [m for _, recorded in head.held() if recorded.run == run for m in recorded.messages]
     return [_new_step(step, counted, seen, as_tools, counter, live=True, run=run)]
+
+
+def decide_append(request: AppendRequest, tokens: tuple[int, ...], head: Head) -> list[Event]:
+    """The event of one general append; ``tokens`` are the counts of its messages."""
+    state, counter = head.state, request.counter
+    check_expected(state, request.expected_version)
+    recount = None
+    if needs_recount(state, counter.name):
+        recount = count_each(counter, head.visible())
+    return [
+        MessagesAppended(
+            messages=request.messages,
+            tokens=tokens,
+            counter=counter.name,
+            overhead=counter.overhead,
+            max_tokens=request.max_tokens,
+            model=request.model,
+            recount=recount,
+            prune=request.prune,
+            keep_system=request.keep_system,
+        )
+    ]
+
+
+def decide_retract(head: Head, count: int, expected_version: int | None) -> list[Event]:
+    """The event of one pop of the newest ``count`` messages (fewer if the view holds
+    fewer; none, and no event, from an empty view)."""
+    check_expected(head.state, expected_version)
+    count = min(count, visible_count(head.state))
+    return [MessagesRetracted(count)] if count else []
 
 
 def decide_clear(head: Head, expected_version: int | None) -> list[Event]:

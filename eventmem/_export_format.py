@@ -8,10 +8,12 @@ line's envelope as it comes (the events themselves are the fold's to check).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import get_args
 
 import msgspec
 
 from eventmem.errors import ImportRefusedError, InvalidInputError
+from eventmem.events import Event
 from eventmem.rules import check_time, validate_session_id
 
 __all__ = [
@@ -69,7 +71,8 @@ _decode_header = msgspec.json.Decoder(ExportHeader).decode
 _decode_end = msgspec.json.Decoder(ExportEnd).decode
 _decode_line = msgspec.json.Decoder(ExportLine).decode
 _EXPORT_VERSION = 1
-_KINDS = ("turn", "step", "clear")
+# Every event kind: the tags of the event union.
+_KINDS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Event))
 _HEX = frozenset(b"0123456789abcdef")
 _BOM = b"\xef\xbb\xbf"
 # An event line is its event's data plus the envelope: the session id (1024 characters,

@@ -26,6 +26,7 @@ from eventmem.audit import (
 )
 from eventmem.errors import InvalidInputError
 from eventmem.events import Event, StoredEvent
+from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.projection import fold
@@ -75,6 +76,19 @@ class Store:
         """
         session_id = validate_session_id(session_id)
         return AgentTokenBufferMemory(self._backend, session_id, AgentBufferOptions(**options))
+
+    def history(self, session_id: str, **options: Unpack[HistoryArgs]) -> History:
+        """The general history of ``session_id``: any messages appended as events, and a
+        token-bounded view of them.
+
+        The options and their defaults are those of
+        [`HistoryOptions`][eventmem.HistoryOptions] (no bound by default; pair-safe
+        pruning; a system message that begins the view is kept); a bad one raises
+        `InvalidInputError`. Creating it writes nothing. A session holds one sequence of
+        messages: a history and a memory of the same session see the same view.
+        """
+        session_id = validate_session_id(session_id)
+        return History(self, session_id, HistoryOptions(**options))
 
     @overload
     def _memory(  # type: ignore[overload-overlap]  # the subclass's own memory

@@ -27,6 +27,8 @@ from eventmem.errors import EventmemError, InvalidInputError
 from eventmem.events import (
     Event,
     MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
     StepRecorded,
     TurnSaved,
     chain_hash,
@@ -107,7 +109,10 @@ class _StoredStep(StepRecorded, tag="step", frozen=True, omit_defaults=True):
 
 # The event union with the messages left undecoded. Pruning reads only the counts, and a
 # message's JSON is decoded only if it stays in the buffer (or the pair-safe rule reads it).
-_decode_stored = msgspec.json.Decoder(_StoredTurn | _StoredStep | MemoryCleared).decode
+# A general append is decoded whole: its fold reads its messages' roles.
+_decode_stored = msgspec.json.Decoder(
+    _StoredTurn | _StoredStep | MessagesAppended | MemoryCleared | MessagesRetracted
+).decode
 _decode_message = msgspec.json.Decoder(Message).decode
 _encode_message = msgspec.json.Encoder().encode
 
@@ -311,6 +316,18 @@ def rewrite_for_replay(
                 tokens=tuple(counter.count_message(m) for m in event.messages),
                 counter=counter.name,
             )
+        elif isinstance(event, MessagesAppended):
+            appended: dict[str, object] = {}
+            if max_token_limit is not None:
+                appended["max_tokens"] = max_token_limit
+            if counter is not None:
+                appended.update(
+                    tokens=tuple(counter.count_message(m) for m in event.messages),
+                    counter=counter.name,
+                    overhead=counter.overhead,
+                    recount=None,
+                )
+            yield msgspec.structs.replace(event, **appended) if appended else event
         else:
-            assert isinstance(event, (StepRecorded, MemoryCleared, TurnSaved))
+            assert isinstance(event, (StepRecorded, MemoryCleared, TurnSaved, MessagesRetracted))
             yield event

@@ -30,6 +30,8 @@ __all__ = [
     "Event",
     "EventData",
     "MemoryCleared",
+    "MessagesAppended",
+    "MessagesRetracted",
     "PruneMode",
     "StepRecorded",
     "StoredEvent",
@@ -101,7 +103,36 @@ class MemoryCleared(EventData, tag="clear", frozen=True, omit_defaults=True):
     """One ``clear()`` call: every message so far leaves the buffer (and stays in the log)."""
 
 
-Event = TurnSaved | MemoryCleared | StepRecorded
+class MessagesAppended(EventData, tag="messages", frozen=True, omit_defaults=True):
+    """One [`History.append`][eventmem.History.append]: any messages, in order, and what
+    they cost.
+
+    ``tokens[i]`` is the count of ``messages[i]`` under ``counter`` (``overhead`` its
+    count of an empty list); ``recount`` as in [`TurnSaved`][eventmem.TurnSaved].
+    ``max_tokens`` is the bound in force (``None``: no bound, nothing is pruned);
+    ``prune`` the pruning rule; ``keep_system`` pins a system or developer message that
+    begins the history (since the last clear), as ``trim_messages(include_system=True)``.
+    """
+
+    messages: tuple[Message, ...]
+    tokens: tuple[int, ...]
+    counter: str
+    overhead: int
+    max_tokens: int | None = None
+    model: str | None = None
+    recount: tuple[int, ...] | None = None
+    prune: PruneMode = "pair_safe"
+    keep_system: bool = True
+
+
+class MessagesRetracted(EventData, tag="retract", frozen=True, omit_defaults=True):
+    """One [`History.pop`][eventmem.History.pop]: the newest ``count`` messages of the
+    view leave it (and stay in the log)."""
+
+    count: int
+
+
+Event = TurnSaved | MemoryCleared | StepRecorded | MessagesAppended | MessagesRetracted
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
@@ -132,10 +163,7 @@ def check_event(event: Event) -> None:
         check_counter_name(event.counter)
         check_count(event.overhead, "overhead")
         check_limit(event.max_token_limit)
-        if event.model is not None:
-            check_text(event.model, "model")
-            if not event.model:
-                raise InvalidInputError("model must not be empty")
+        _check_model(event.model)
         if event.recount is not None:
             _check_counts(event.recount, None, "recount")
         if event.step_recount is not None:
@@ -143,6 +171,21 @@ def check_event(event: Event) -> None:
         for what, positions in (("steps", event.steps), ("abandoned", event.abandoned)):
             if list(positions) != sorted(set(positions)) or (positions and positions[0] < 1):
                 raise InvalidInputError(f"{what} must be increasing positions, got {positions}")
+    elif isinstance(event, MessagesAppended):
+        if not event.messages:
+            raise InvalidInputError("an append holds at least one message")
+        _check_counts(event.tokens, len(event.messages), "tokens")
+        check_counter_name(event.counter)
+        check_count(event.overhead, "overhead")
+        if event.max_tokens is not None:
+            check_limit(event.max_tokens)
+        _check_model(event.model)
+        if event.recount is not None:
+            _check_counts(event.recount, None, "recount")
+    elif isinstance(event, MessagesRetracted):
+        check_count(event.count, "a retracted count")
+        if event.count < 1:
+            raise InvalidInputError("a retraction takes at least one message")
     elif isinstance(event, StepRecorded):
         check_action(event.action)
         check_text(event.observation, "observation")
@@ -150,6 +193,13 @@ def check_event(event: Event) -> None:
         check_counter_name(event.counter)
         if event.run is not None:
             check_text(event.run, "run")
+
+
+def _check_model(model: str | None) -> None:
+    if model is not None:
+        check_text(model, "model")
+        if not model:
+            raise InvalidInputError("model must not be empty")
 
 
 def _check_counts(counts: tuple[int, ...], expected: int | None, what: str) -> None:
@@ -193,5 +243,6 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
     @property
     def kind(self) -> str:
-        """The event's tag: ``"turn"``, ``"step"`` or ``"clear"``."""
+        """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"`` or
+        ``"retract"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

@@ -39,7 +39,7 @@ def count_inline(counter: TokenCounter, messages: tuple[Message, ...]) -> tuple[
     (``count_all``)."""
     if (
         isinstance(counter, OpenAIChatCounter)
-        and sum([len(m.content) for m in messages]) <= _COUNT_INLINE_CHARS
+        and sum([len(m.text) for m in messages]) <= _COUNT_INLINE_CHARS
     ):
         return count_each(counter, messages)
     return None
@@ -304,7 +304,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
                 )
             steps = tuple(self._step(*split_step(step)) for step in raw)
             check_save_chars(
-                sum(len(m.content) for m in exchange) + sum(_step_chars(s) for s in steps),
+                sum(len(m.text) for m in exchange) + sum(_step_chars(s) for s in steps),
                 self._backend.max_save_bytes,
             )
             steps = tuple([await self._counted_step(step) for step in steps])
@@ -325,7 +325,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
 
 def _step_chars(step: StepRequest) -> int:
     """Characters of a step's texts: a lower bound on the bytes it stores."""
-    return len(step.observation) + sum(len(m.content) for m in step.messages)
+    return len(step.observation) + sum(len(m.text) for m in step.messages)
 
 
 def _text(values: Mapping[str, Any], key: str, where: str) -> str:

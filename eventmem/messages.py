@@ -21,6 +21,8 @@ from eventmem.errors import InvalidInputError, NotSerializableError
 __all__ = [
     "MAX_DEPTH",
     "OPENAI_ROLE",
+    "Content",
+    "ContentPart",
     "InvalidToolCall",
     "Message",
     "Role",
@@ -35,6 +37,10 @@ __all__ = [
 ]
 
 Role = Literal["human", "ai", "system", "developer", "function", "tool"]
+# A content part: a string, or a JSON object such as {"type": "text", "text": ...} or
+# {"type": "image_url", "image_url": {...}}, kept exactly as given.
+ContentPart = str | dict[str, Any]
+Content = str | tuple[ContentPart, ...]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 
 OPENAI_ROLE: dict[Role, str] = {  # eventmem role -> chat-completions role
@@ -127,16 +133,23 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     is the function name of a function message (or a participant name). ``tool_calls``
     and ``function_call`` belong to ``ai`` messages; ``tool_call_id`` to ``tool``
     messages. ``id`` is the message id LangChain may carry.
+
+    ``content`` is a string or a tuple of content parts: strings and JSON objects
+    (``{"type": "text", "text": ...}``, ``{"type": "image_url", ...}``, ...) kept exactly
+    as given (a list is taken as a tuple); [`text`][eventmem.Message.text] is its text.
+    ``metadata`` is a JSON object stored and returned verbatim and never sent or counted:
+    what an adapter needs to give a framework back its own message exactly.
     """
 
     role: Role
-    content: str
+    content: Content
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     function_call: dict[str, Any] | None = None
     id: str | None = None
     invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
+    metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Runs for every message constructed or decoded, so the common case, a plain text
@@ -157,14 +170,17 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
             and not self.tool_calls
             and type(self.invalid_tool_calls) is tuple
             and not self.invalid_tool_calls
+            and self.metadata is None
             and self.role in ("human", "ai", "system", "developer")
         ):  # a plain text message: only its text needs checking
             if not self.content.isascii():
                 check_text(self.content, "message content")
             return
+        if type(self.content) is not str and not isinstance(self.content, str):
+            self._check_parts()
         for field in ("content", "name", "tool_call_id", "id"):
             value = getattr(self, field)
-            if value is None and field != "content":
+            if value is None or (field == "content" and type(value) is tuple):
                 continue
             check_text(value, f"message {field}")
             if type(value) is not str:  # a str subclass (LangChain's TextAccessor, ...)
@@ -181,10 +197,51 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
                     f"function_call must be a dict, got {_type(self.function_call)}"
                 )
             check_json_value(self.function_call, "function_call")
+        if self.metadata is not None:
+            if type(self.metadata) is not dict:
+                raise InvalidInputError(f"metadata must be a dict, got {_type(self.metadata)}")
+            check_json_value(self.metadata, "metadata")
         if self.role == "tool" and self.tool_call_id is None:
             raise InvalidInputError("a tool message needs a tool_call_id")
         if self.role == "function" and not self.name:
             raise InvalidInputError("a function message needs a name")
+
+    def _check_parts(self) -> None:
+        parts = self.content
+        if isinstance(parts, list):
+            parts = tuple(parts)
+            msgspec.structs.force_setattr(self, "content", parts)
+        if not isinstance(parts, tuple):
+            raise InvalidInputError(
+                f"message content must be a str or a list of parts, got {_type(parts)}"
+            )
+        for index, part in enumerate(parts):
+            what = f"content part {index}"
+            if isinstance(part, str):
+                check_text(part, what)
+                if type(part) is not str:
+                    raise InvalidInputError(f"{what} is a {_type(part)}; give a plain str")
+            elif isinstance(part, dict):
+                check_json_value(part, what)
+            else:
+                raise InvalidInputError(f"{what} must be a str or a dict, got {_type(part)}")
+
+    @property
+    def text(self) -> str:
+        """The message's text: its content when that is a string, else its string parts
+        and the ``text`` of its ``{"type": "text"}`` parts, joined (LangChain's
+        ``BaseMessage.text``)."""
+        content = self.content
+        if type(content) is str:
+            return content
+        return "".join(
+            part
+            if isinstance(part, str)
+            else part["text"]
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+            else ""
+            for part in content
+        )
 
     def _check_calls(self) -> None:
         if isinstance(self.tool_calls, list):
@@ -208,7 +265,8 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
 
     def to_openai(self) -> dict[str, Any]:
         """The chat-completions dict langchain-openai sends for this message."""
-        result: dict[str, Any] = {"content": self.content}
+        content = self.content if type(self.content) is str else list(self.content)
+        result: dict[str, Any] = {"content": content}
         if self.name is not None:
             result["name"] = self.name
         result["role"] = OPENAI_ROLE[self.role]
@@ -224,15 +282,15 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
             elif self.function_call is not None:
                 result["function_call"] = self.function_call
             if "tool_calls" in result or "function_call" in result:
-                result["content"] = self.content or None
+                result["content"] = content or None
         elif self.role == "tool":
             # langchain-openai sends only these three keys for a tool message.
-            return {"content": self.content, "role": "tool", "tool_call_id": self.tool_call_id}
+            return {"content": content, "role": "tool", "tool_call_id": self.tool_call_id}
         return result
 
     def buffer_line(self, human_prefix: str = "Human", ai_prefix: str = "AI") -> str:
         """This message as one entry of LangChain's ``get_buffer_string``."""
-        line = f"{_prefix(self.role, human_prefix, ai_prefix)}: {self.content}"
+        line = f"{_prefix(self.role, human_prefix, ai_prefix)}: {self.text}"
         if self.role == "ai":
             if self.tool_calls:
                 line += str([call.to_langchain_dict() for call in self.tool_calls])
@@ -268,8 +326,9 @@ def from_langchain(message: Any) -> Message:
     Duck-typed on LangChain's attributes (``type``, ``content``, ``name``,
     ``additional_kwargs``, ``tool_calls``, ``tool_call_id``, ``id``), so LangChain does
     not have to be installed. A streamed chunk (``AIMessageChunk`` and friends) converts
-    like the message it stands for. What eventmem cannot store (non-text content, a
-    ``ChatMessage`` with a custom role) raises `InvalidInputError`.
+    like the message it stands for; list content is kept as its parts. What eventmem
+    cannot store (a ``ChatMessage`` with a custom role, content that is not JSON) raises
+    `InvalidInputError`.
     """
     if isinstance(message, Message):
         return message
@@ -281,12 +340,7 @@ def from_langchain(message: Any) -> Message:
             f"cannot convert {_type(message)} to a Message: expected a LangChain message "
             f"of type human/ai/system/function/tool, got type {kind!r}"
         )
-    content = getattr(message, "content", None)
-    if not isinstance(content, str):
-        raise InvalidInputError(
-            f"only text content can be stored; a {kind} message has content of type "
-            f"{_type(content)}"
-        )
+    content = _content(getattr(message, "content", None), kind)
     extra = getattr(message, "additional_kwargs", None) or {}
     if not isinstance(extra, Mapping):
         raise InvalidInputError("additional_kwargs must be a dict")
@@ -349,9 +403,10 @@ def from_openai(message: Mapping[str, Any]) -> Message:
     ``tool_calls`` become [`ToolCall`][eventmem.ToolCall]s when their ``arguments`` are
     a JSON object written as ``json.dumps`` writes it, else
     [`InvalidToolCall`][eventmem.InvalidToolCall]s that keep the text as given. A key
-    set to ``None`` counts as absent (API replies carry ``"refusal": None``). What a
-    Message cannot hold yet (list content, other keys with a value) raises
-    [`InvalidInputError`][eventmem.InvalidInputError] rather than being dropped.
+    set to ``None`` counts as absent (API replies carry ``"refusal": None``); list
+    content is kept as its parts. Keys a Message does not hold (``refusal`` or ``audio``
+    with a value, ...) raise [`InvalidInputError`][eventmem.InvalidInputError] rather
+    than being dropped.
     """
     if not isinstance(message, Mapping):
         raise InvalidInputError(f"an OpenAI message must be a dict, got {_type(message)}")
@@ -364,12 +419,7 @@ def from_openai(message: Mapping[str, Any]) -> Message:
     unknown = sorted(str(key) for key in given if key not in _OPENAI_KEYS[role])
     if unknown:
         raise InvalidInputError(f"a {role} message with {unknown} cannot be stored")
-    content = given.get("content", "")
-    if not isinstance(content, str):
-        raise InvalidInputError(
-            f"only text content can be stored; a {role} message has content of type "
-            f"{_type(content)}"
-        )
+    content = _content(given.get("content", ""), role)
     tool_calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     calls = given.get("tool_calls", ())
@@ -392,6 +442,23 @@ def from_openai(message: Mapping[str, Any]) -> Message:
         invalid_tool_calls=tuple(invalid),
         tool_call_id=given.get("tool_call_id"),
         function_call=function_call,
+    )
+
+
+def _content(content: Any, role: str) -> Content:
+    """A message's content as stored: a str, or its list of parts as a tuple of plain
+    JSON values (checked when the message is made)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        try:
+            return tuple(_plain(part) for part in content)
+        except RecursionError:
+            raise NotSerializableError(
+                f"content is nested deeper than {MAX_DEPTH} levels"
+            ) from None
+    raise InvalidInputError(
+        f"a {role} message's content must be a str or a list of parts, not {_type(content)}"
     )
 
 

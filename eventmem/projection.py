@@ -24,7 +24,15 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from eventmem.errors import CorruptDatabaseError
-from eventmem.events import GENESIS_HASH, Event, MemoryCleared, StepRecorded, TurnSaved
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
+    StepRecorded,
+    TurnSaved,
+)
 from eventmem.messages import Message
 
 __all__ = [
@@ -50,7 +58,9 @@ class HeadState:
     `apply` keeps the buffer's fields (``next_seq`` to ``counter``) and the held steps'
     (``turn_position``, ``pending_steps``); `HeadState.chain` keeps the chain's
     (``version``, ``head_hash``, ``created_at``). Messages are numbered by ``seq``; the
-    visible ones are those with ``watermark <= seq < next_seq``.
+    visible ones are those with ``watermark <= seq < next_seq``, and the ``pinned`` one
+    (a general append's system message, see `MessagesAppended.keep_system`) when it is
+    below the watermark.
     """
 
     session_id: str = ""
@@ -64,6 +74,7 @@ class HeadState:
     created_at: int | None = None  # recorded_at of the first event
     turn_position: int = 0  # position of the last turn
     pending_steps: int = 0  # step events after it, held for the next turn
+    pinned: int = -1  # seq of the pinned system message (kept below the watermark), or -1
 
     def chain(self, position: int, recorded_at: int, digest: bytes) -> None:
         """Note the event appended at ``position``, at ``recorded_at``, with hash
@@ -103,7 +114,21 @@ class Buffer(Protocol):
         ...
 
     def drop_all(self) -> None:
-        """Move the watermark to ``next_seq``."""
+        """Move the watermark to ``next_seq`` (and unpin: nothing stays visible)."""
+        ...
+
+    def pin_oldest(self) -> None:
+        """Move the watermark past the oldest visible message, which is the pinned one:
+        it stays visible, below the watermark."""
+        ...
+
+    def drop_pinned(self) -> None:
+        """Prune the pinned message, below the watermark, and unpin."""
+        ...
+
+    def drop_newest(self) -> None:
+        """Remove the newest visible message; its ``seq`` is the next one appended (the
+        pinned one, below the watermark, just leaves)."""
         ...
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
@@ -130,7 +155,11 @@ def needs_recount(state: HeadState, counter: str) -> bool:
 
 def visible_count(state: HeadState) -> int:
     """Number of messages in the buffer."""
-    return state.next_seq - state.watermark
+    return state.next_seq - state.watermark + (0 <= state.pinned < state.watermark)
+
+
+def _pinned_below(state: HeadState) -> bool:
+    return 0 <= state.pinned < state.watermark
 
 
 def apply(buffer: Buffer, event: Event, position: int) -> None:
@@ -140,15 +169,99 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
     elif isinstance(event, StepRecorded):
         buffer.add_pending(position, event)
         buffer.state.pending_steps += 1
+    elif isinstance(event, MessagesAppended):
+        _apply_messages(buffer, event)
+    elif isinstance(event, MessagesRetracted):
+        _apply_retract(buffer, event)
     elif isinstance(event, MemoryCleared):
         buffer.drop_all()
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown event {type(event).__name__}")
 
 
+def _recount(buffer: Buffer, recount: tuple[int, ...] | None) -> None:
+    state = buffer.state
+    if recount is not None:
+        if len(recount) != visible_count(state):
+            raise CorruptDatabaseError(
+                f"recount has {len(recount)} counts for {visible_count(state)} visible messages"
+            )
+        buffer.set_counts(recount)
+
+
+def _unpin(buffer: Buffer) -> None:
+    """Make the pinned message an ordinary one (pruned already if below the watermark)."""
+    state = buffer.state
+    if _pinned_below(state):
+        buffer.drop_pinned()
+    state.pinned = -1
+
+
+def _apply_messages(buffer: Buffer, event: MessagesAppended) -> None:
+    """A general append: the messages enter, then the oldest leave while the view is over
+    ``max_tokens``, a pinned system message excepted; pair-safe pruning then drops the
+    results whose calls left."""
+    state = buffer.state
+    _recount(buffer, event.recount)
+    state.counter = event.counter
+    state.overhead = event.overhead
+    if not event.keep_system:
+        _unpin(buffer)
+    elif (
+        state.pinned < 0
+        and state.next_seq == state.watermark  # the view is empty: this begins it
+        and event.messages
+        and event.messages[0].role in _SYSTEM_ROLES
+    ):
+        state.pinned = state.next_seq
+    if len(event.messages) != len(event.tokens):
+        raise CorruptDatabaseError(
+            f"{len(event.messages)} messages but {len(event.tokens)} token counts"
+        )
+    for message, count in zip(event.messages, event.tokens):  # noqa: B905 - checked above
+        buffer.append(message, count)
+    if event.max_tokens is None:
+        return
+    limit = event.max_tokens - state.overhead
+    pruned = False
+    while state.total_tokens > limit and state.next_seq > state.watermark:
+        _drop_unpinned(buffer)
+        pruned = True
+    if event.prune == "pair_safe" and (
+        pruned or any(m.role in ("tool", "function") for m in event.messages)
+    ):
+        first = 1 if state.pinned >= 0 else 0  # the pinned message is the oldest visible
+        for _ in range(_orphans_end(buffer.visible()[first:])):
+            _drop_unpinned(buffer)
+
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def _drop_unpinned(buffer: Buffer) -> None:
+    """Prune the oldest visible message that is not pinned."""
+    state = buffer.state
+    if state.watermark == state.pinned:
+        buffer.pin_oldest()
+    if state.next_seq > state.watermark:
+        buffer.drop_oldest()
+
+
+def _apply_retract(buffer: Buffer, event: MessagesRetracted) -> None:
+    state = buffer.state
+    if event.count < 1 or event.count > visible_count(state):
+        raise CorruptDatabaseError(
+            f"a retraction of {event.count} messages from a view of {visible_count(state)}"
+        )
+    for _ in range(event.count):
+        buffer.drop_newest()
+
+
 def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     held = buffer.take_pending()
     state = buffer.state
+    if state.pinned >= 0:
+        _unpin(buffer)  # a LangChain turn prunes as LangChain does: nothing is pinned
     state.turn_position, state.pending_steps = position, 0  # the held steps are its own
     messages: Sequence[Message]
     tokens: Sequence[int]
@@ -156,13 +269,7 @@ def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
         messages, tokens = _with_steps(held, event)
     else:  # a conversation turn: the common case, kept cheap for rebuild and verify
         messages, tokens = event.messages, event.tokens
-    if event.recount is not None:
-        if len(event.recount) != visible_count(state):
-            raise CorruptDatabaseError(
-                f"recount has {len(event.recount)} counts for "
-                f"{visible_count(state)} visible messages"
-            )
-        buffer.set_counts(event.recount)
+    _recount(buffer, event.recount)
     state.counter = event.counter
     state.overhead = event.overhead
     if len(messages) != len(tokens):
@@ -271,9 +378,13 @@ class MemoryBuffer:
         state.total_tokens += tokens
 
     def drop_oldest(self) -> None:
-        """Prune the oldest visible message."""
-        state = self.state
-        state.total_tokens -= self.entries.popleft().tokens
+        """Prune the message at the watermark (after the pinned one, if it is below)."""
+        state, entries = self.state, self.entries
+        if _pinned_below(state):
+            state.total_tokens -= entries[1].tokens
+            del entries[1]
+        else:
+            state.total_tokens -= entries.popleft().tokens
         state.watermark += 1
 
     def drop_all(self) -> None:
@@ -281,6 +392,27 @@ class MemoryBuffer:
         self.entries.clear()
         self.state.total_tokens = 0
         self.state.watermark = self.state.next_seq
+        self.state.pinned = -1
+
+    def pin_oldest(self) -> None:
+        """Keep the pinned message (the oldest entry) below the watermark."""
+        self.state.watermark += 1
+
+    def drop_pinned(self) -> None:
+        """Prune the pinned message."""
+        self.state.total_tokens -= self.entries.popleft().tokens
+        self.state.pinned = -1
+
+    def drop_newest(self) -> None:
+        """Remove the newest visible message (its ``seq`` is reused, unless it is the
+        pinned one below the watermark)."""
+        state = self.state
+        entry = self.entries.pop()
+        state.total_tokens -= entry.tokens
+        if entry.seq == state.pinned:
+            state.pinned = -1
+        if entry.seq >= state.watermark:
+            state.next_seq = entry.seq
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the visible messages' counts."""

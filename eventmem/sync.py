@@ -31,6 +31,7 @@ from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import PruneMode, StoredEvent
+from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.store.base import Progress, SessionSummary, StoreStats
@@ -39,7 +40,13 @@ from eventmem.tokens import TokenCounter
 if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
     from typing_extensions import Unpack
 
-__all__ = ["SyncAgentTokenBufferMemory", "SyncStore", "SyncTokenBufferMemory", "connect"]
+__all__ = [
+    "SyncAgentTokenBufferMemory",
+    "SyncHistory",
+    "SyncStore",
+    "SyncTokenBufferMemory",
+    "connect",
+]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -94,6 +101,11 @@ class SyncStore:
         if isinstance(options, AgentBufferOptions):
             return SyncAgentTokenBufferMemory(self, self._store._memory(session_id, options))
         return SyncTokenBufferMemory(self, self._store._memory(session_id, options))
+
+    def history(self, session_id: str, **options: Unpack[HistoryArgs]) -> SyncHistory:
+        """A blocking [`History`][eventmem.History]; options as
+        [`Store.history`][eventmem.Store.history]."""
+        return SyncHistory(self, self._store.history(session_id, **options))
 
     def events(self, session_id: str) -> list[StoredEvent]:
         """Every event of the session, in order."""
@@ -313,6 +325,52 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
             action,
             observation,
         )
+
+
+class SyncHistory:
+    """Blocking twin of [`History`][eventmem.History]."""
+
+    session_id = Mirror[str]("history")
+    """The session this history reads and writes."""
+    options = Mirror[HistoryOptions]("history")
+    """The history's options, checked when it was made."""
+    max_tokens = Mirror["int | None"]("history")
+    """The bound on the view's tokens (``None``: unbounded)."""
+    counter = Mirror[TokenCounter]("history")
+    """The token counter in force."""
+
+    def __init__(self, store: SyncStore, history: History) -> None:
+        self._store = store
+        self.history = history
+
+    def append(self, messages: Iterable[Any], *, expected_version: int | None = None) -> int:
+        """Append ``messages`` as one event; return the version (see
+        [`History.append`][eventmem.History.append])."""
+        append = partial(self.history.append, expected_version=expected_version)
+        return self._store._call("History.append", append, messages)
+
+    def view(self) -> list[Message]:
+        """The token-bounded view, oldest first."""
+        return self._store._call("History.view", self.history.view)
+
+    def pop(self, n: int = 1, *, expected_version: int | None = None) -> list[Message]:
+        """Retract the newest ``n`` messages and return them (see
+        [`History.pop`][eventmem.History.pop])."""
+        pop = partial(self.history.pop, expected_version=expected_version)
+        return self._store._call("History.pop", pop, n)
+
+    def clear(self, *, expected_version: int | None = None) -> int:
+        """Empty the view (the log keeps everything); return the version."""
+        clear = partial(self.history.clear, expected_version=expected_version)
+        return self._store._call("History.clear", clear)
+
+    def messages(self, *, as_of: int | None = None) -> list[Message]:
+        """The view now, or as it was right after position ``as_of``."""
+        return self._store._call("History.messages", partial(self.history.messages, as_of=as_of))
+
+    def version(self) -> int:
+        """The session's version (position of its last event)."""
+        return self._store._call("History.version", self.history.version)
 
 
 def _takes_the_arguments_of(

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, cast
 
 from eventmem.audit import rewrite_for_replay
 from eventmem.errors import CorruptDatabaseError, InvalidInputError
-from eventmem.events import Event, MemoryCleared, StepRecorded, StoredEvent, TurnSaved
+from eventmem.events import (
+    Event,
+    MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
+    StepRecorded,
+    StoredEvent,
+    TurnSaved,
+)
 from eventmem.messages import Message
 from eventmem.projection import Buffer, MemoryBuffer, apply
 from eventmem.tokens import resolve_counter
@@ -58,8 +66,11 @@ def fold_event(buffer: Buffer, event: Event, position: int, session_id: str) -> 
 
 
 def event_tokens(event: Event) -> int:
-    """The tokens an event's messages were counted at when it was saved (0 for a clear)."""
-    return sum(event.tokens) if isinstance(event, (TurnSaved, StepRecorded)) else 0
+    """The tokens an event's messages were counted at when it was saved (0 for a clear
+    or a pop)."""
+    if isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
+        return sum(event.tokens)
+    return 0
 
 
 def _events(store: Store, session_id: str) -> AsyncGenerator[StoredEvent, None]:
@@ -85,32 +96,41 @@ class Placement:
     abandoned: set[int] = field(default_factory=set)
     watermark: int = 0
     next_seq: int = 0
+    pinned: int = -1
 
     @property
     def visible(self) -> int:
         """How many messages the buffer holds now."""
-        return self.next_seq - self.watermark
+        return self.next_seq - self.watermark + (0 <= self.pinned < self.watermark)
 
     def visibility(self, position: int, event: Event) -> tuple[str, list[bool]]:
         """The event's marker and whether each of its messages is in the buffer now.
 
-        The marker is ``visible``, ``pruned``, ``k/n visible``, ``pending`` (a step
-        whose turn is not saved yet), ``abandoned``, or ``-`` (no messages, a clear).
+        The marker is ``visible``, ``pruned``, ``k/n visible``, ``popped`` (taken out
+        by a pop; ``, k popped`` when some were), ``pending`` (a step whose turn is not
+        saved yet), ``abandoned``, or ``-`` (no messages: a clear, a pop).
         """
-        if isinstance(event, MemoryCleared):
+        if isinstance(event, (MemoryCleared, MessagesRetracted)):
             return "-", []
         if position in self.abandoned:
             return "abandoned", [False] * len(event.messages)
         seqs = self.seqs.get(position)
         if seqs is None:
             return "pending", [False] * len(event.messages)
-        flags = [self.watermark <= seq < self.next_seq for seq in seqs]
+        flags = [self.watermark <= seq < self.next_seq or seq == self.pinned >= 0 for seq in seqs]
         if not flags:
             return "-", flags
+        popped = sum(seq == RETRACTED for seq in seqs)
+        if popped == len(seqs):
+            return "popped", flags
         shown = sum(flags)
         if shown == len(flags):
             return "visible", flags
-        return ("pruned" if shown == 0 else f"{shown}/{len(flags)} visible"), flags
+        marker = "pruned" if shown == 0 else f"{shown}/{len(flags)} visible"
+        return (f"{marker}, {popped} popped" if popped else marker), flags
+
+
+RETRACTED = -2  # the seq of a message a pop took out of the view (seqs are >= 0)
 
 
 class _PlacingBuffer(MemoryBuffer):
@@ -167,10 +187,31 @@ class _Placer:
                     placement.seqs[step_position] = tuple(buffer.placed.get(step_position, ()))
             placement.seqs[position] = tuple(buffer.placed.get(position, ()))
             buffer.forget()
+        elif isinstance(event, MessagesAppended):
+            buffer.expect(position, event.messages)
+            fold_event(buffer, event, position, self.session_id)
+            placement.seqs[position] = tuple(buffer.placed.get(position, ()))
+            buffer.forget()
+        elif isinstance(event, MessagesRetracted):
+            retracted = {e.seq for e in list(buffer.entries)[-event.count :]}
+            fold_event(buffer, event, position, self.session_id)
+            self._mark_retracted(retracted)
         else:
             fold_event(buffer, event, position, self.session_id)
         placement.version = position
         placement.watermark, placement.next_seq = buffer.watermark, buffer.next_seq
+        placement.pinned = buffer.state.pinned
+
+    def _mark_retracted(self, retracted: set[int]) -> None:
+        """Mark the ``retracted`` seqs (the newest visible ones) of the events holding
+        them: the next appends may reuse them."""
+        seqs = self.placement.seqs
+        for position in reversed(seqs):
+            placed = seqs[position]
+            if any(seq in retracted for seq in placed):
+                seqs[position] = tuple(RETRACTED if seq in retracted else seq for seq in placed)
+            elif any(seq >= 0 for seq in placed) and max(placed) < min(retracted):
+                break  # older events' seqs are lower still
 
 
 def place(events: Iterable[Event], session_id: str = "") -> Placement:
@@ -244,6 +285,8 @@ async def buffer_view(
                 fold_event(buffer, event, stored.position, session_id)
                 if isinstance(event, TurnSaved):
                     limit, recorded_model = event.max_token_limit, event.model
+                elif isinstance(event, MessagesAppended):
+                    limit, recorded_model = event.max_tokens, event.model
     messages, damaged = buffer.messages, False
     if at is None and not what_if:
         served = await store.messages(session_id)  # what a load returns now

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import tiktoken
 
+from eventmem._parts import count_parts
 from eventmem.errors import EventmemError, InvalidInputError, UnknownModelError
 from eventmem.messages import OPENAI_ROLE, Message, check_text, from_langchain
 from eventmem.rules import MAX_COUNT, check_count, check_counter_name
@@ -201,6 +202,7 @@ class OpenAIChatCounter:
             and not message.tool_calls
             and not message.invalid_tool_calls
             and message.role != "tool"
+            and type(message.content) is str
         ):
             # A plain message sends exactly {"content": ..., "role": ...}: no dict needed.
             content = message.content
@@ -219,6 +221,8 @@ class OpenAIChatCounter:
                     # an invalid tool call may lack either; LangChain would raise there
                     tokens += self._length(function["arguments"] or "")
                     tokens += self._length(function["name"] or "")
+            elif key == "content" and isinstance(value, list):
+                tokens += count_parts(value, self._length)  # see eventmem._parts
             elif value:
                 tokens += self._length(value if isinstance(value, str) else str(value))
                 if key == "name":

@@ -50,7 +50,7 @@ def _assert_idle(backend: Any) -> None:
 
 
 async def _said(store: eventmem.Store, session: str) -> list[str]:
-    return [m.content for m in await store.messages(session)]
+    return [m.text for m in await store.messages(session)]
 
 
 async def _assert_consistent(store: eventmem.Store) -> None:

@@ -380,8 +380,50 @@ CASES = [
     ),
     ImportCase("data an array", export(line("forged", 1, b"[]", kind="turn")), "does not decode"),
     ImportCase("data null", export(line("forged", 1, b"null", kind="turn")), "does not decode"),
+    ImportCase("data of an unknown kind", forged(b'{"kind":"merge","n":1}'), "unknown event kind"),
+    # -- general messages ----------------------------------------------------------------
     ImportCase(
-        "data of an unknown kind", forged(b'{"kind":"retract","n":1}'), "unknown event kind"
+        "an append of no messages",
+        forged(b'{"kind":"messages","messages":[],"tokens":[],"counter":"c","overhead":3}'),
+        "at least one message",
+    ),
+    ImportCase(
+        "an append with a count short",
+        forged(
+            b'{"kind":"messages","messages":[{"role":"human","content":"x"}],"tokens":[],'
+            b'"counter":"c","overhead":3}'
+        ),
+        "0 counts for 1 messages",
+    ),
+    ImportCase(
+        "an append with a negative bound",
+        forged(
+            b'{"kind":"messages","messages":[{"role":"human","content":"x"}],"tokens":[4],'
+            b'"counter":"c","overhead":3,"max_tokens":-1}'
+        ),
+        "max_token_limit must be >= 0",
+    ),
+    ImportCase(
+        "a content part of a wrong type",
+        forged(
+            b'{"kind":"messages","messages":[{"role":"human","content":[7]}],"tokens":[4],'
+            b'"counter":"c","overhead":3}'
+        ),
+        "does not decode",
+    ),
+    ImportCase(
+        "metadata that is not an object",
+        forged(
+            b'{"kind":"messages","messages":[{"role":"human","content":"x","metadata":[1]}],'
+            b'"tokens":[4],"counter":"c","overhead":3}'
+        ),
+        "does not decode",
+    ),
+    ImportCase("a pop of nothing", forged(b'{"kind":"retract","count":0}'), "at least one"),
+    ImportCase(
+        "a pop of more than the view holds",
+        forged(CLEAR, b'{"kind":"retract","count":1}'),
+        "does not fold",
     ),
     ImportCase(
         "data with an unknown field",

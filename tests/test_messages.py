@@ -490,9 +490,29 @@ BAD_INPUT: list[Any] = [
         id="content-bytes",
     ),
     pytest.param(
-        lambda: Message(role="human", content=cast(Any, [{"type": "text", "text": "x"}])),
+        lambda: Message(role="human", content=cast(Any, [{"type": "text", "text": b"x"}])),
+        NotSerializableError,
+        id="content-part-bytes",
+    ),
+    pytest.param(
+        lambda: Message(role="human", content=cast(Any, [3])),
         InvalidInputError,
-        id="content-list",
+        id="content-part-int",
+    ),
+    pytest.param(
+        lambda: Message(role="human", content=cast(Any, {"type": "text", "text": "x"})),
+        InvalidInputError,
+        id="content-dict",
+    ),
+    pytest.param(
+        lambda: Message(role="human", content="x", metadata=cast(Any, {"k": (1, 2)})),
+        NotSerializableError,
+        id="metadata-tuple",
+    ),
+    pytest.param(
+        lambda: Message(role="human", content="x", metadata=cast(Any, ["a"])),
+        InvalidInputError,
+        id="metadata-list",
     ),
     pytest.param(
         lambda: Message(role="human", content="x", name=cast(Any, 3)),
@@ -578,14 +598,9 @@ BAD_INPUT: list[Any] = [
         id="lc-content-lone-surrogate",
     ),
     pytest.param(
-        lambda: from_langchain(HumanMessage(content=[{"type": "text", "text": "hi"}])),
-        InvalidInputError,
-        id="lc-list-content",
-    ),
-    pytest.param(
-        lambda: from_langchain(AIMessage(content=["hi"])),
-        InvalidInputError,
-        id="lc-ai-list-content",
+        lambda: from_langchain(HumanMessage(content=[{"type": "text", "text": float("nan")}])),
+        NotSerializableError,
+        id="lc-list-content-nan",
     ),
     pytest.param(
         lambda: from_langchain(ChatMessage(role="user", content="x")),

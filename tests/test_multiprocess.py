@@ -106,7 +106,7 @@ async def _check_store(path: str, saved: Counter[tuple[str, str]]) -> None:
             assert [e.position for e in events] == list(range(1, len(events) + 1)), session
             for e in events:
                 assert isinstance(e.data, TurnSaved)
-                text = e.data.messages[0].content.removesuffix(f" {_FILLER}")
+                text = e.data.messages[0].text.removesuffix(f" {_FILLER}")
                 found[(session, text)] += 1
             assert fold([e.data for e in events]).messages == await store.messages(session)
         duplicated = {k: v for k, v in found.items() if v > 1}

@@ -104,7 +104,7 @@ def test_arguments_kept_as_text_unless_to_openai_would_write_them_so() -> None:
     [
         ("not a dict", "must be a dict"),
         ({"content": "no role"}, "role must be one of"),
-        ({"role": "user", "content": [{"type": "text", "text": "x"}]}, "only text content"),
+        ({"role": "user", "content": {"type": "text", "text": "x"}}, "a str or a list of parts"),
         ({"role": "assistant", "content": "x", "refusal": "I can't"}, r"\['refusal'\]"),
         ({"role": "tool", "content": "x"}, "tool_call_id"),
         ({"role": "user", "content": "x", "tool_call_id": "c"}, r"\['tool_call_id'\]"),

@@ -223,6 +223,7 @@ async def test_a_newer_schema_version_is_refused_on_postgres(pg_target: str) -> 
         assert db.execute("SELECT version FROM eventmem_migrations ORDER BY 1") == [
             (1,),
             (2,),
+            (3,),
             (99,),
         ]
 
@@ -248,6 +249,7 @@ async def test_connections_opening_a_new_schema_at_once_migrate_it_once(
                 assert db.execute("SELECT version FROM eventmem_migrations ORDER BY 1") == [
                     (1,),
                     (2,),
+                    (3,),
                 ]
             assert _tables(target) == OWN_TABLES
         finally:

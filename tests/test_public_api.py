@@ -20,6 +20,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "audit",
         "errors",
         "events",
+        "history",
         "memory",
         "messages",
         "projection",

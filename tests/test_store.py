@@ -98,8 +98,8 @@ async def test_sessions_are_isolated(store: eventmem.Store) -> None:
     for i in range(6):
         await a.asave_context({"input": f"a{i}"}, {"output": f"A{i}"})
         await b.asave_context({"input": f"b{i}"}, {"output": f"B{i}"})
-    assert all(m.content.lower().startswith("a") for m in await store.messages("a"))
-    assert all(m.content.lower().startswith("b") for m in await store.messages("b"))
+    assert all(m.text.lower().startswith("a") for m in await store.messages("a"))
+    assert all(m.text.lower().startswith("b") for m in await store.messages("b"))
     await a.aclear()
     assert await store.messages("a") == []
     assert len(await store.messages("b")) > 0

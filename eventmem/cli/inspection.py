@@ -38,7 +38,14 @@ from eventmem.cli.common import (
 )
 from eventmem.cli.stores import open_existing, require_session, shell_arg, shown
 from eventmem.errors import EventmemError
-from eventmem.events import Event, StepRecorded, StoredEvent, TurnSaved
+from eventmem.events import (
+    Event,
+    MessagesAppended,
+    MessagesRetracted,
+    StepRecorded,
+    StoredEvent,
+    TurnSaved,
+)
 from eventmem.messages import Message, buffer_string
 from eventmem.rules import stored_time
 from eventmem.timeline import BufferView, FoldError
@@ -156,7 +163,10 @@ async def run_sessions(args: argparse.Namespace) -> int:
 
 def _gist(message: Message, width: int) -> str:
     prefix = {"human": "Human", "ai": "AI"}.get(message.role, message.role.capitalize())
-    text = message.content
+    text = message.text
+    if not isinstance(message.content, str) and len(message.content) > (1 if text else 0):
+        kinds = [p.get("type", "?") for p in message.content if isinstance(p, dict)]
+        text += f" [{', '.join(str(k) for k in kinds if k != 'text')}]" if kinds else ""
     if not text.strip() and (message.tool_calls or message.function_call):
         names = [call.name for call in message.tool_calls]
         if message.function_call is not None:
@@ -179,6 +189,16 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
     if isinstance(event, StepRecorded):
         text = f"tool({clip(event.action.tool, width)}) {pointer} {clip(event.observation, width)}"
         return text + " (live)" if event.live else text
+    if isinstance(event, MessagesAppended):
+        messages = event.messages
+        text = _gist(messages[0], width) if messages else "(no messages)"
+        if len(messages) > 1:
+            text += f" {pointer} {_gist(messages[-1], width)}"
+            if len(messages) > 2:
+                text += f" ({len(messages)} messages)"
+        return text
+    if isinstance(event, MessagesRetracted):
+        return f"popped {plural(event.count, 'message')}"
     return "cleared"
 
 

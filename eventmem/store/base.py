@@ -19,6 +19,7 @@ from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
 
 __all__ = [
+    "AppendRequest",
     "Backend",
     "Durability",
     "ExportPage",
@@ -130,6 +131,20 @@ class TurnRequest(msgspec.Struct, frozen=True):
     tokens: tuple[int, ...] | None = None  # counts of ``messages``, if counted already
 
 
+class AppendRequest(msgspec.Struct, frozen=True):
+    """A general append: any messages, and how to count and prune the view after them
+    (see [`MessagesAppended`][eventmem.MessagesAppended])."""
+
+    messages: tuple[Message, ...]
+    counter: TokenCounter
+    max_tokens: int | None = None
+    model: str | None = None
+    prune: PruneMode = "pair_safe"
+    keep_system: bool = True
+    expected_version: int | None = None
+    tokens: tuple[int, ...] | None = None  # counts of ``messages``, if counted already
+
+
 class SessionSummary(msgspec.Struct, frozen=True):
     """One session at a glance, read from its stored head (no event is decoded)."""
 
@@ -192,6 +207,19 @@ class Backend(Protocol):
 
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a [`MemoryCleared`][eventmem.MemoryCleared]; return its position."""
+        ...
+
+    async def append_messages(self, session_id: str, request: AppendRequest) -> int:
+        """Append a [`MessagesAppended`][eventmem.MessagesAppended]; return its position."""
+        ...
+
+    async def retract(
+        self, session_id: str, count: int, expected_version: int | None = None
+    ) -> tuple[int, list[Message]]:
+        """Append a [`MessagesRetracted`][eventmem.MessagesRetracted] of the newest
+        ``count`` visible messages (fewer if fewer are visible); return the session's
+        version and the messages retracted, oldest first (none, and nothing written,
+        from an empty view)."""
         ...
 
     async def load_view(self, session_id: str) -> list[Message]:

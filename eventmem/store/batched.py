@@ -23,6 +23,7 @@ from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance, reads
 from eventmem.store.base import (
+    AppendRequest,
     ExportPage,
     Progress,
     SessionSummary,
@@ -33,7 +34,15 @@ from eventmem.store.base import (
 )
 from eventmem.store.cache import ViewCache
 from eventmem.store.worker import Worker
-from eventmem.store.writes import WriteOp, clear_op, step_op, turn_op, write_batch
+from eventmem.store.writes import (
+    WriteOp,
+    append_op,
+    clear_op,
+    retract_op,
+    step_op,
+    turn_op,
+    write_batch,
+)
 from eventmem.tokens import TokenCounter
 
 __all__ = ["BatchedBackend"]
@@ -205,6 +214,18 @@ class BatchedBackend:
     async def append_clear(self, session_id: str, expected_version: int | None = None) -> int:
         """Append a clear: the watermark moves to the end of the session."""
         return await self._submit(clear_op(session_id, expected_version))
+
+    async def append_messages(self, session_id: str, request: AppendRequest) -> int:
+        """Append a general append (its messages counted, the view pruned) atomically."""
+        return await self._submit(append_op(session_id, request, self._max_save_bytes))
+
+    async def retract(
+        self, session_id: str, count: int, expected_version: int | None = None
+    ) -> tuple[int, list[Message]]:
+        """Retract the newest ``count`` visible messages; return them."""
+        retracted: list[Message] = []
+        version = await self._submit(retract_op(session_id, count, expected_version, retracted))
+        return version, retracted
 
     # -- reads -----------------------------------------------------------------------
     async def load_view(self, session_id: str) -> list[Message]:

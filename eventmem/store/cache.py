@@ -18,12 +18,11 @@ __all__ = ["ViewCache"]
 
 
 class _Entry:
-    __slots__ = ("messages", "version", "watermark")
+    __slots__ = ("items", "version")
 
-    def __init__(self, version: int, watermark: int, messages: Iterable[Message]) -> None:
+    def __init__(self, version: int, items: Iterable[tuple[int, Message]]) -> None:
         self.version = version
-        self.watermark = watermark
-        self.messages = deque(messages)
+        self.items = deque(items)  # (seq, message) of the visible messages, in order
 
 
 class ViewCache:
@@ -39,13 +38,13 @@ class ViewCache:
         if entry is None or entry.version != version:
             return None
         self._entries.move_to_end(session_id)
-        return list(entry.messages)
+        return [message for _, message in entry.items]
 
-    def put(self, session_id: str, version: int, watermark: int, messages: list[Message]) -> None:
-        """Remember the buffer read at ``version``."""
+    def put(self, session_id: str, version: int, items: list[tuple[int, Message]]) -> None:
+        """Remember the buffer read at ``version``: its ``(seq, message)`` pairs."""
         if self.max_sessions <= 0:
             return
-        self._entries[session_id] = _Entry(version, watermark, messages)
+        self._entries[session_id] = _Entry(version, items)
         self._entries.move_to_end(session_id)
         while len(self._entries) > self.max_sessions:
             self._entries.popitem(last=False)
@@ -55,21 +54,38 @@ class ViewCache:
         session_id: str,
         from_version: int,
         to_version: int,
-        watermark: int,
+        bounds: tuple[int, int, int],
         appended: list[tuple[int, Message]],
     ) -> None:
-        """Apply a committed write: messages before ``watermark`` left, ``appended`` came."""
+        """Apply a committed write: ``bounds`` is the view's ``(watermark, pinned,
+        next_seq)`` after it, ``appended`` the messages it added with their seqs. The
+        view is then the pinned message and those with ``watermark <= seq < next_seq``.
+        """
         entry = self._entries.get(session_id)
         if entry is None:
             return
         if entry.version != from_version:
             del self._entries[session_id]  # another writer got in between: unknown delta
             return
-        while entry.watermark < watermark and entry.messages:
-            entry.messages.popleft()
-            entry.watermark += 1
-        entry.messages.extend(m for seq, m in appended if seq >= watermark)
-        entry.watermark = max(entry.watermark, watermark)
+        watermark, pinned, next_seq = bounds
+        items = entry.items
+        while items and items[-1][0] >= next_seq:  # retracted
+            items.pop()
+        kept: tuple[int, Message] | None = None
+        while items and items[0][0] < watermark:  # pruned, unless pinned
+            item = items.popleft()
+            if item[0] == pinned:
+                kept = item
+        for item in appended:
+            seq = item[0]
+            if seq >= next_seq:
+                continue
+            if seq >= watermark:
+                items.append(item)
+            elif seq == pinned:
+                kept = item
+        if kept is not None:
+            items.appendleft(kept)
         entry.version = to_version
 
     def clear(self) -> None:

@@ -68,8 +68,10 @@ class SessionHead:
         self._stored_version = self.state.version
         self._stored_next_seq = self.state.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.state.watermark
+        self._stored_pinned = self.state.pinned
         self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
         self._new_messages: list[Message] = []
+        self._retracted = False  # stored rows left the view from its end
 
     @property
     def version(self) -> int:
@@ -85,27 +87,59 @@ class SessionHead:
         state.next_seq += 1
         state.total_tokens += tokens
 
-    def drop_oldest(self) -> None:
-        """Prune the oldest visible message, reading its count if it is stored."""
-        state = self.state
-        seq = state.watermark
+    def _count(self, seq: int) -> int:
+        """The count of the visible message ``seq``: new in this write, or stored."""
         if seq >= self._stored_next_seq:
-            tokens = self._new[seq - self._stored_next_seq][1]
-        else:
-            tokens = self._conn.stored_count(self.session_id, seq)
-        state.total_tokens -= tokens
+            return self._new[seq - self._stored_next_seq][1]
+        return self._conn.stored_count(self.session_id, seq)
+
+    def drop_oldest(self) -> None:
+        """Prune the message at the watermark, reading its count if it is stored."""
+        state = self.state
+        state.total_tokens -= self._count(state.watermark)
         state.watermark += 1
 
     def drop_all(self) -> None:
         """Prune every visible message."""
         self.state.watermark = self.state.next_seq
         self.state.total_tokens = 0
+        self.state.pinned = -1
+
+    def pin_oldest(self) -> None:
+        """Keep the pinned message, at the watermark, visible below it."""
+        self.state.watermark += 1
+
+    def drop_pinned(self) -> None:
+        """Prune the pinned message (its row goes on flush)."""
+        state = self.state
+        state.total_tokens -= self._count(state.pinned)
+        state.pinned = -1
+
+    def drop_newest(self) -> None:
+        """Remove the newest visible message (a stored row goes on flush)."""
+        state = self.state
+        seq = state.next_seq - 1 if state.next_seq > state.watermark else state.pinned
+        state.total_tokens -= self._count(seq)
+        if seq >= self._stored_next_seq:
+            self._new.pop()
+            self._new_messages.pop()
+        else:
+            self._retracted = True
+        if seq == state.pinned:
+            state.pinned = -1
+        if seq >= state.watermark:
+            state.next_seq = seq
 
     def visible(self) -> list[Message]:
         """The visible messages: the stored rows, then the ones this write added."""
         # The table holds the rows from before this write; new ones are not flushed yet.
-        first_new = max(self.state.watermark - self._stored_next_seq, 0)
-        return self.visible_messages() + self._new_messages[first_new:]
+        state, stored_next = self.state, self._stored_next_seq
+        pinned = state.pinned if 0 <= state.pinned < state.watermark else -1
+        messages = self.visible_messages(min(state.next_seq, stored_next))
+        if pinned >= stored_next:
+            messages.append(self._new_messages[pinned - stored_next])
+        first_new = max(state.watermark - stored_next, 0)
+        return messages + self._new_messages[first_new : state.next_seq - stored_next]
 
     def add_pending(self, position: int, step: StepRecorded) -> None:
         """Hold a step: nothing to keep, its event row is what is held."""
@@ -140,13 +174,22 @@ class SessionHead:
         self._conn.counts_changed(self.session_id)
 
     # -- persistence -----------------------------------------------------------------
-    def visible_messages(self) -> list[Message]:
-        """The visible messages as stored (before this write's additions)."""
+    def visible_messages(self, end: int | None = None) -> list[Message]:
+        """The visible messages of the stored rows (before this write's additions), those
+        below ``end`` if given."""
+        state = self.state
+        pinned = state.pinned if 0 <= state.pinned < state.watermark else state.watermark
         return [
             decode_message(row[0])
             for row in self._conn.execute(
-                "SELECT message FROM view_messages WHERE session_id = ? AND seq >= ? ORDER BY seq",
-                (self.session_id, self.state.watermark),
+                "SELECT message FROM view_messages WHERE session_id = ?"
+                " AND (seq >= ? OR seq = ?) AND seq < ? ORDER BY seq",
+                (
+                    self.session_id,
+                    state.watermark,
+                    pinned,
+                    state.next_seq if end is None else end,
+                ),
             )
         ]
 
@@ -176,23 +219,40 @@ class SessionHead:
     def update_cache(self, cache: ViewCache) -> None:
         """Tell the cache what this (committed) write changed."""
         first_new = self._stored_next_seq
+        state = self.state
         cache.advance(
             self.session_id,
             self._stored_version,
-            self.state.version,
-            self.state.watermark,
+            state.version,
+            (state.watermark, state.pinned, state.next_seq),
             [(first_new + i, m) for i, m in enumerate(self._new_messages)],
         )
 
     def flush(self) -> None:
         """Write the buffer's changes and the session's head row."""
-        watermark, stored = self.state.watermark, self._stored_watermark
-        if watermark > stored and self._stored_next_seq > stored:
+        state = self.state
+        watermark, stored, pinned = state.watermark, self._stored_watermark, state.pinned
+        stored_pinned = self._stored_pinned
+        end = min(watermark, self._stored_next_seq)
+        if (watermark > stored and self._stored_next_seq > stored) or (
+            0 <= stored_pinned < stored and pinned != stored_pinned
+        ):
+            if 0 <= pinned < end:
+                self._conn.execute(
+                    "DELETE FROM view_messages WHERE session_id = ? AND seq < ? AND seq <> ?",
+                    (self.session_id, end, pinned),
+                )
+            else:
+                self._conn.execute(
+                    "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
+                    (self.session_id, end),
+                )
+        if self._retracted:  # (a retracted pinned row went with the pruned ones above)
             self._conn.execute(
-                "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
-                (self.session_id, min(watermark, self._stored_next_seq)),
+                "DELETE FROM view_messages WHERE session_id = ? AND seq >= ?",
+                (self.session_id, state.next_seq),
             )
-        kept = [row for row in self._new if row[0] >= watermark]
+        kept = [row for row in self._new if row[0] >= watermark or row[0] == pinned]
         for start in range(0, len(kept), _ROWS_PER_INSERT):
             # Multi-row statements: cheaper than executemany for the usual 2 rows, and
             # chunked to stay under SQLite's limit on bound variables.
@@ -202,10 +262,13 @@ class SessionHead:
                 + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                 [value for row in chunk for value in (self.session_id, *row)],
             )
-        row = self.state.row()
+        row = state.row()
         self._conn.execute(_UPSERT_HEAD, row)
         self._conn.remember_head(row)
-        self._conn.counts_changed(self.session_id, watermark, [r[:2] for r in kept])
+        if self._retracted:
+            self._conn.counts_changed(self.session_id)  # seqs are reused: forget them all
+        else:
+            self._conn.counts_changed(self.session_id, watermark, [r[:2] for r in kept])
 
 
 def write_transaction(conn: Connection, body: Callable[[], T]) -> T:

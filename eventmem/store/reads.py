@@ -10,7 +10,7 @@ from eventmem.rules import event_time, stored_time
 from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import decode_message
-from eventmem.store.sql import Connection
+from eventmem.store.sql import VIEW_START, VISIBLE, Connection
 
 __all__ = [
     "count_events",
@@ -38,17 +38,17 @@ def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Messa
     if cached is not None:
         return cached
     rows = conn.execute(
-        "SELECT s.version, s.watermark, v.message FROM sessions AS s"
-        " LEFT JOIN view_messages AS v ON v.session_id = s.session_id AND v.seq >= s.watermark"
-        " WHERE s.session_id = ? ORDER BY v.seq",
+        "SELECT s.version, v.seq, v.message FROM sessions AS s"
+        " LEFT JOIN view_messages AS v ON v.session_id = s.session_id"
+        f" AND v.seq >= {VIEW_START} WHERE s.session_id = ? ORDER BY v.seq",
         (session_id,),
     ).fetchall()
     if not rows:
         return []  # gone since the first read (a rebuild in between)
-    version, watermark = rows[0][0], rows[0][1]
-    messages = [decode_message(message) for _, _, message in rows if message is not None]
-    cache.put(session_id, version, watermark, messages)
-    return messages
+    version = rows[0][0]
+    items = [(seq, decode_message(message)) for _, seq, message in rows if message is not None]
+    cache.put(session_id, version, items)
+    return [message for _, message in items]
 
 
 def read_events(
@@ -99,8 +99,8 @@ def _datetime(micros: object) -> datetime | int | None:
     return None if micros is None else stored_time(micros)
 
 
-_SUMMARIES_SQL = """
-SELECT s.session_id, s.version, s.next_seq - s.watermark, s.total_tokens, s.overhead,
+_SUMMARIES_SQL = f"""
+SELECT s.session_id, s.version, {VISIBLE}, s.total_tokens, s.overhead,
        s.counter, s.created_at, e.recorded_at
 FROM sessions AS s
 LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
@@ -132,8 +132,8 @@ def stats(conn: Connection) -> StoreStats:
     try:
         schema_version = conn.execute("SELECT max(version) FROM eventmem_migrations").fetchone()[0]
         sessions, entered, visible = conn.execute(
-            "SELECT count(*), coalesce(sum(next_seq), 0), coalesce(sum(next_seq - watermark), 0)"
-            " FROM sessions"
+            "SELECT count(*), coalesce(sum(s.next_seq), 0), coalesce(sum(" + VISIBLE + "), 0)"
+            " FROM sessions AS s"
         ).fetchone()
         by_kind = {
             str(kind): int(count)

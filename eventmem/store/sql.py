@@ -16,11 +16,24 @@ from typing import Any, Protocol
 
 from eventmem.projection import HEAD_FIELDS
 
-__all__ = ["HEAD_COLUMNS", "HEAD_OF_SESSION", "Connection", "Cursor", "StorageFigures"]
+__all__ = [
+    "HEAD_COLUMNS",
+    "HEAD_OF_SESSION",
+    "VIEW_START",
+    "VISIBLE",
+    "Connection",
+    "Cursor",
+    "StorageFigures",
+]
 
 # The columns of a session's projection row: the fields of ``HeadState``, in order.
 HEAD_COLUMNS = ", ".join(HEAD_FIELDS)
 HEAD_OF_SESSION = f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
+# Over ``sessions AS s``: the seq of the oldest visible row (the pinned one when it is
+# below the watermark: rows between it and the watermark are gone), and how many there are.
+_PINNED_BELOW = "s.pinned >= 0 AND s.pinned < s.watermark"
+VIEW_START = f"(CASE WHEN {_PINNED_BELOW} THEN s.pinned ELSE s.watermark END)"
+VISIBLE = f"(s.next_seq - s.watermark + CASE WHEN {_PINNED_BELOW} THEN 1 ELSE 0 END)"
 
 
 # (storage bytes, page size, page count, free pages): the page figures are None where

@@ -12,18 +12,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from eventmem._decide import count_step, decide_clear, decide_step, decide_turn
+from eventmem._decide import (
+    count_step,
+    decide_append,
+    decide_clear,
+    decide_retract,
+    decide_step,
+    decide_turn,
+)
 from eventmem.errors import EventmemError
 from eventmem.events import Event, encode_event
+from eventmem.messages import Message
 from eventmem.projection import apply
 from eventmem.rules import check_save_bytes
-from eventmem.store.base import StepRequest, TurnRequest
+from eventmem.store.base import AppendRequest, StepRequest, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead, now_us, write_transaction
 from eventmem.store.sql import Connection
 from eventmem.tokens import TokenCounter, count_each
 
-__all__ = ["WriteOp", "clear_op", "step_op", "turn_op", "write_batch"]
+__all__ = [
+    "WriteOp",
+    "append_op",
+    "clear_op",
+    "retract_op",
+    "step_op",
+    "turn_op",
+    "write_batch",
+]
 
 
 # Called on the connection's thread outside any transaction (to count tokens without
@@ -100,6 +116,8 @@ def _append(head: SessionHead, events: list[Event], max_save_bytes: int | None) 
     """Append the events a decision chose, fold each, and write the head back."""
     # Every event encoded and measured before the first is written: a save too large is
     # refused whole, and alone.
+    if not events:
+        return  # nothing to write (a pop from an empty view)
     encoded = [encode_event(e) for e in events]
     if max_save_bytes is not None:
         check_save_bytes(sum([len(data) for data in encoded]), max_save_bytes)
@@ -168,6 +186,41 @@ def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
         def body() -> SessionHead:
             head = SessionHead(conn, session_id)
             _append(head, decide_clear(head, expected_version), None)  # a clear is tiny
+            return head
+
+        return body
+
+    return WriteOp(session_id, prepare)
+
+
+def append_op(session_id: str, request: AppendRequest, max_save_bytes: int) -> WriteOp:
+    """The write of one general append."""
+
+    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+        tokens = request.tokens or count_each(request.counter, request.messages)
+
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id)
+            _append(head, decide_append(request, tokens, head), max_save_bytes)
+            return head
+
+        return body
+
+    return WriteOp(session_id, prepare)
+
+
+def retract_op(
+    session_id: str, count: int, expected_version: int | None, retracted: list[Message]
+) -> WriteOp:
+    """The write of one pop; the messages it retracts are put in ``retracted``."""
+
+    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id)
+            events = decide_retract(head, count, expected_version)
+            taken = head.visible()[-count:] if events else []
+            _append(head, events, None)  # a retraction is tiny
+            retracted[:] = taken
             return head
 
         return body

@@ -41,13 +41,13 @@ def to_langchain(message: Message) -> BaseMessage:
     """
     role = message.role
     if role == "human":
-        return HumanMessage(content=message.content, name=message.name, id=message.id)
+        return HumanMessage(content=_content(message), name=message.name, id=message.id)
     if role == "ai":
         extra: dict[str, Any] = {}
         if message.function_call is not None:
             extra["function_call"] = _copy(message.function_call)
         return AIMessage(
-            content=message.content,
+            content=_content(message),
             name=message.name,
             id=message.id,
             additional_kwargs=extra,
@@ -67,23 +67,29 @@ def to_langchain(message: Message) -> BaseMessage:
             ],
         )
     if role == "system":
-        return SystemMessage(content=message.content, name=message.name, id=message.id)
+        return SystemMessage(content=_content(message), name=message.name, id=message.id)
     if role == "developer":
         return SystemMessage(
-            content=message.content,
+            content=_content(message),
             name=message.name,
             id=message.id,
             additional_kwargs={"__openai_role__": "developer"},
         )
     if role == "function":
-        return FunctionMessage(content=message.content, name=message.name or "", id=message.id)
+        return FunctionMessage(content=_content(message), name=message.name or "", id=message.id)
     # tool: Message guarantees a tool_call_id
     return ToolMessage(
-        content=message.content,
+        content=_content(message),
         tool_call_id=message.tool_call_id,
         id=message.id,
         additional_kwargs={} if message.name is None else {"name": message.name},
     )
+
+
+def _content(message: Message) -> Any:
+    """The content as LangChain holds it: a str, or a list of (copied) parts."""
+    content = message.content
+    return content if isinstance(content, str) else [_copy(part) for part in content]
 
 
 def normalize_step(step: Any) -> Any:

@@ -150,7 +150,7 @@ class EventSourcedChatMessageHistory(BaseChatMessageHistory):
                         "an AI message must follow the human message it answers; "
                         "EventSourcedChatMessageHistory stores human -> AI exchanges"
                     )
-                exchanges.append((pending.content, message.content))
+                exchanges.append((pending.text, message.text))
                 pending = None
             else:
                 raise InvalidInputError(
@@ -168,6 +168,7 @@ def _check_storable(message: Message) -> None:
             ("a name", message.name is not None),
             ("tool calls", bool(message.tool_calls or message.invalid_tool_calls)),
             ("a function_call", message.function_call is not None),
+            ("list content", not isinstance(message.content, str)),
         )
         if present
     ]

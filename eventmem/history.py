@@ -1,0 +1,178 @@
+"""The general history: any messages, a token-bounded view, pop and clear as events.
+
+[`History`][eventmem.History] is what an agent framework's memory hook calls: it
+appends any sequence of messages (system, developer, human, ai with tool calls, tool,
+function; text or content parts) as one event, pops the newest ones and clears with
+events of their own, and loads the view the model sees: the messages since the last
+clear, pruned oldest first to ``max_tokens``, by the same fold the LangChain-shaped
+memories use. The log keeps everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from eventmem.errors import InvalidInputError
+from eventmem.events import PruneMode
+from eventmem.memory import _check_version, count_all
+from eventmem.messages import Message, from_langchain, from_openai
+from eventmem.rules import check_limit, check_save_chars
+from eventmem.store.base import AppendRequest
+from eventmem.tokens import TokenCounter, resolve_counter
+
+if TYPE_CHECKING:
+    from eventmem.api import Store
+
+__all__ = ["History", "HistoryArgs", "HistoryOptions", "as_message"]
+
+_PRUNE_MODES = ("pair_safe", "langchain")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HistoryOptions:
+    """How a [`History`][eventmem.History] counts and prunes its view, checked when built.
+
+    ``max_tokens`` bounds the view's tokens (``None``: no bound, the view is every
+    message since the last clear), counted like ``ChatOpenAI(model=model)`` unless
+    ``token_counter`` counts. ``prune="pair_safe"`` (the default) never leaves a tool or
+    function result in the view without the call it answers; ``"langchain"`` prunes as
+    ``ConversationTokenBufferMemory`` does, message by message. ``keep_system`` pins a
+    system or developer message that begins the view (appended to an empty view):
+    pruning passes over it, as ``trim_messages(include_system=True)`` keeps it.
+    """
+
+    max_tokens: int | None = None
+    model: str = "gpt-4o"
+    token_counter: TokenCounter | Callable[[list[Message]], int] | None = None
+    prune: PruneMode = "pair_safe"
+    keep_system: bool = True
+    counter: TokenCounter = dataclasses.field(init=False, repr=False, compare=False)
+    recorded_model: str | None = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None:
+            if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+                raise InvalidInputError(
+                    f"max_tokens must be an int or None, got {type(self.max_tokens).__name__}"
+                )
+            object.__setattr__(self, "max_tokens", check_limit(self.max_tokens))
+        object.__setattr__(self, "counter", resolve_counter(self.model, self.token_counter))
+        recorded = str.__str__(self.model) if self.token_counter is None else None
+        object.__setattr__(self, "recorded_model", recorded)
+        if self.prune not in _PRUNE_MODES:
+            raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {self.prune!r}")
+        if not isinstance(self.keep_system, bool):
+            raise InvalidInputError(
+                f"keep_system must be a bool, got {type(self.keep_system).__name__}"
+            )
+
+
+class HistoryArgs(TypedDict, total=False):
+    """The keyword arguments of [`Store.history`][eventmem.Store.history]: the fields of
+    [`HistoryOptions`][eventmem.HistoryOptions], which holds their defaults."""
+
+    max_tokens: int | None
+    model: str
+    token_counter: TokenCounter | Callable[[list[Message]], int] | None
+    prune: PruneMode
+    keep_system: bool
+
+
+def as_message(message: Any) -> Message:
+    """A [`Message`][eventmem.Message] as given, a chat-completions dict
+    ([`from_openai`][eventmem.from_openai]), or a LangChain message
+    ([`from_langchain`][eventmem.from_langchain])."""
+    if isinstance(message, Message):
+        return message
+    if isinstance(message, Mapping):
+        return from_openai(message)
+    return from_langchain(message)
+
+
+class History:
+    """A session's general history and its token-bounded view. Get one with
+    [`Store.history`][eventmem.Store.history]; creating it writes nothing."""
+
+    def __init__(self, store: Store, session_id: str, options: HistoryOptions) -> None:
+        self._store = store
+        self.session_id = session_id
+        self.options = options
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The bound on the view's tokens (``None``: unbounded)."""
+        return self.options.max_tokens
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter in force."""
+        return self.options.counter
+
+    async def append(self, messages: Iterable[Any], *, expected_version: int | None = None) -> int:
+        """Append ``messages`` as one event (all of them or none), then prune the view;
+        return the session's version.
+
+        Each message is a [`Message`][eventmem.Message], a chat-completions dict or a
+        LangChain message (see [`as_message`][eventmem.history.as_message]); all are
+        converted and checked before anything is written. An empty list writes nothing.
+        ``expected_version`` refuses the write with `ConcurrencyError` unless the
+        session is at that version.
+        """
+        if isinstance(messages, (str, bytes, Mapping, Message)) or not isinstance(
+            messages, Iterable
+        ):
+            raise InvalidInputError(
+                f"append takes a list of messages, not a {type(messages).__name__}"
+            )
+        converted = tuple(as_message(m) for m in messages)
+        backend = self._store._backend
+        if not converted:
+            return await backend.version(self.session_id)
+        check_save_chars(sum(len(m.text) for m in converted), backend.max_save_bytes, "the append")
+        options = self.options
+        tokens = await count_all(options.counter, converted)
+        request = AppendRequest(
+            messages=converted,
+            counter=options.counter,
+            max_tokens=options.max_tokens,
+            model=options.recorded_model,
+            prune=options.prune,
+            keep_system=options.keep_system,
+            expected_version=_check_version(expected_version),
+            tokens=tokens,
+        )
+        return await backend.append_messages(self.session_id, request)
+
+    async def view(self) -> list[Message]:
+        """The view the model sees: the visible messages, oldest first."""
+        return await self._store._backend.load_view(self.session_id)
+
+    async def pop(self, n: int = 1, *, expected_version: int | None = None) -> list[Message]:
+        """Retract the newest ``n`` messages of the view with one event and return them,
+        oldest first (fewer if the view holds fewer; none, and nothing written, when it
+        is empty). They stay in the log; messages pruned before do not come back."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"n must be an int >= 1, got {n!r}")
+        _, retracted = await self._store._backend.retract(
+            self.session_id, n, _check_version(expected_version)
+        )
+        return retracted
+
+    async def clear(self, *, expected_version: int | None = None) -> int:
+        """Empty the view with one event (the log keeps everything); return the version."""
+        return await self._store._backend.append_clear(
+            self.session_id, _check_version(expected_version)
+        )
+
+    async def messages(self, *, as_of: int | None = None) -> list[Message]:
+        """The view now, or exactly as it was right after position ``as_of``."""
+        return await self._store.messages(self.session_id, as_of=as_of)
+
+    async def version(self) -> int:
+        """The session's version: the position of its last event (0: none yet)."""
+        return await self._store._backend.version(self.session_id)
+
+    def __repr__(self) -> str:
+        return f"<eventmem.History {self.session_id!r} max_tokens={self.max_tokens}>"

@@ -1,0 +1,6 @@
+-- eventmem schema 3: general messages.
+-- A general append (`messages` event) may pin the system message that begins a view:
+-- pruning passes it, and it stays visible below the watermark. The head remembers its
+-- seq (-1: none); every session written before has none.
+
+ALTER TABLE sessions ADD COLUMN pinned INTEGER NOT NULL DEFAULT -1;
