@@ -8,6 +8,7 @@ from pydantic_ai.messages import ModelMessage
 
 from eventmem.api import Store
 from eventmem.errors import InvalidInputError
+from eventmem.events import MessagesAppended
 from eventmem.integrations.pydantic_ai.convert import METADATA_KEY, from_eventmem, to_eventmem
 from eventmem.integrations.pydantic_ai.processor import TokenBoundedHistory, TokenBudget
 from eventmem.messages import Message
@@ -29,9 +30,10 @@ class EventmemHistory:
     Each [`save`][eventmem.integrations.pydantic_ai.EventmemHistory.save] is one
     atomic event; [`load`][eventmem.integrations.pydantic_ai.EventmemHistory.load]
     returns what was saved since the last
-    [`clear`][eventmem.integrations.pydantic_ai.EventmemHistory.clear], equal to it.
+    [`clear`][eventmem.integrations.pydantic_ai.EventmemHistory.clear], equal to it. The
+    log keeps every message saved (``store.events(session_id)``).
 
-    With ``max_tokens``, ``load`` returns the session's token-bounded view instead,
+    With ``max_tokens``, each save prunes the session's view, and ``load`` returns it:
     counted like ``ChatOpenAI(model=model)`` (or by ``token_counter``), pruned oldest
     first, pair-safe (no tool return without its call), keeping the system prompt that
     begins the history, and starting with a request at a user prompt (responses and
@@ -57,6 +59,7 @@ class EventmemHistory:
                 "store must be an eventmem.Store (from await eventmem.open(path)), "
                 f"got {type(store).__name__}"
             )
+        self._store = store
         self.history = store.history(
             session_id,
             max_tokens=max_tokens,
@@ -129,21 +132,29 @@ class EventmemHistory:
             start += 1
         if start < len(view) or pinned == len(view):
             return view[:pinned] + view[start:]
-        # Rare (the view holds no user prompt at all), so reading the whole history
-        # here does not make a load cost O(history) in general.
-        everything = await self.history.messages()
-        cut = next(
-            (i for i in range(len(everything) - 1, -1, -1) if everything[i] == view[pinned]),
-            len(everything),
-        )
-        question = next((m for m in reversed(everything[:cut]) if m.role == "human"), None)
+        # Rare (the view holds no user prompt at all), so reading the log here does not
+        # make a load cost O(history) in general.
+        question = await self._latest_question(view[pinned])
         if question is None:
             return view[:pinned]
         return [*view[:pinned], question, *view[pinned:]]
 
+    async def _latest_question(self, first: Message) -> Message | None:
+        """The newest ``human`` message appended before ``first``, from the log."""
+        latest: Message | None = None
+        async for event in self._store.events(self.session_id):
+            if isinstance(event.data, MessagesAppended):
+                for message in event.data.messages:
+                    if message == first:
+                        return latest
+                    if message.role == "human":
+                        latest = message
+        return None
+
     async def messages(self, as_of: int | None = None) -> list[ModelMessage]:
-        """Everything saved since the last clear, unpruned, as of version ``as_of``
-        (default: now)."""
+        """The view as it was right after version ``as_of`` (a version
+        [`save`][eventmem.integrations.pydantic_ai.EventmemHistory.save] returned), or now:
+        time travel. Unlike ``load``, the view as stored, pruning's leftovers included."""
         return from_eventmem(await self.history.messages(as_of=as_of))
 
     async def clear(self) -> int:
