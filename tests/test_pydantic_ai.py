@@ -105,7 +105,9 @@ _json: st.SearchStrategy[Any] = st.recursive(
     max_leaves=8,
 )
 _objects = st.dictionaries(st.sampled_from(["city", "q", "n", "units"]), _json, max_size=3)
-_urls = st.sampled_from(["https://example.com/a.png", "https://example.com/doc.pdf"])
+_urls = st.sampled_from(
+    ["https://example.com/a.png", "https://example.com/doc.pdf", "https://example.com/file"]
+)
 
 
 def _retry_prompt(content: str, tool_name: str | None, tool_call_id: str) -> ModelRequestPart:
@@ -120,7 +122,11 @@ _user_content = st.one_of(
     st.builds(ImageUrl, url=_urls),
     st.builds(DocumentUrl, url=_urls),
     st.builds(AudioUrl, url=st.just("https://example.com/a.mp3")),
-    st.builds(BinaryContent, data=st.binary(max_size=24), media_type=st.just("image/png")),
+    st.builds(
+        BinaryContent,
+        data=st.binary(max_size=24),
+        media_type=st.sampled_from(["image/png", "audio/wav", "application/pdf"]),
+    ),
     st.just(CachePoint()),
 )
 _request_parts: st.SearchStrategy[ModelRequestPart] = st.one_of(
@@ -287,6 +293,19 @@ def test_each_part_becomes_the_message_a_chat_api_is_sent() -> None:
     assert groups[0] == groups[1] != groups[2]
     assert len(set(groups[3:7])) == 1
     assert converted[1].metadata[METADATA_KEY]["message"]["instructions"] == "Answer in French."  # type: ignore[index]
+
+
+def test_images_count_as_images_and_their_bytes_are_not_text() -> None:
+    png = BinaryContent(b"\x89PNG" + b"\x00" * 5000, media_type="image/png")
+    (message,) = to_eventmem([ModelRequest([UserPromptPart(["Look:", png])])])
+    assert message.content == (
+        {"type": "text", "text": "Look:"},
+        {"type": "image", "mime_type": "image/png", "id": png.identifier},
+    )
+    # an image of unknown size, at high detail (eventmem's rule for content parts)
+    counter = eventmem.OpenAIChatCounter("gpt-4o")
+    text_only = to_eventmem([ModelRequest([UserPromptPart(["Look:"])])])[0]
+    assert counter.count_message(message) - counter.count_message(text_only) == 765
 
 
 def test_shapes_round_trip_in_memory() -> None:

@@ -41,6 +41,7 @@ import pydantic
 import pydantic_core
 from pydantic_ai.exceptions import PydanticAIDeprecationWarning
 from pydantic_ai.messages import (
+    BinaryContent,
     ImageUrl,
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -247,17 +248,27 @@ def _request_part_message(part: ModelRequestPart) -> Message | None:
 
 
 def _content_part(item: object) -> str | dict[str, Any]:
-    """A user content item as a chat content part: text as text, an image address as
-    OpenAI's ``image_url`` part, anything else (files, binary data, cache points) as a
-    part naming its kind (its data is in the metadata, not counted as text)."""
+    """A user content item as a chat content part, for counting: text as text, an image
+    address as OpenAI's ``image_url`` part, image bytes as an ``image`` part (counted as
+    an image of unknown size; the bytes stay in the metadata only), anything else (other
+    files, cache points) as a part naming its kind and media type."""
     if isinstance(item, str):
         return {"type": "text", "text": item}
     if isinstance(item, TextContent):
         return {"type": "text", "text": item.content}
     if isinstance(item, ImageUrl):
         return {"type": "image_url", "image_url": {"url": item.url}}
+    if isinstance(item, BinaryContent) and item.is_image:
+        return {"type": "image", "mime_type": item.media_type, "id": item.identifier}
     kind = getattr(item, "kind", None)
-    return {"type": kind if isinstance(kind, str) else type(item).__name__}
+    part: dict[str, Any] = {"type": kind if isinstance(kind, str) else type(item).__name__}
+    try:
+        media_type = getattr(item, "media_type", None)
+    except ValueError:  # a URL without a known extension: pydantic-ai cannot tell
+        media_type = None
+    if isinstance(media_type, str):
+        part["mime_type"] = media_type
+    return part
 
 
 def _response_message(message: ModelResponse) -> Message:
