@@ -453,7 +453,7 @@ async def test_the_test_model_runs_saved_and_resumed(store: eventmem.Store) -> N
 # -- the token budget --------------------------------------------------------------------
 
 
-def _check_sent(messages: list[ModelMessage]) -> None:
+def _check_sent(messages: list[ModelMessage], system: str | None = "Be brief.") -> None:
     """What every model request may be sent: a request first, the system prompt first of
     all, every tool return after its call, a request last."""
     assert isinstance(messages[0], ModelRequest)
@@ -465,9 +465,10 @@ def _check_sent(messages: list[ModelMessage]) -> None:
                 calls.add(part.tool_call_id)
             elif isinstance(part, ToolReturnPart):
                 assert part.tool_call_id in calls, part
-    first = messages[0].parts[0]
-    assert isinstance(first, SystemPromptPart)
-    assert first.content == "Be brief."
+    if system is not None:
+        first = messages[0].parts[0]
+        assert isinstance(first, SystemPromptPart)
+        assert first.content == system
 
 
 def looping_model(seen: list[list[ModelMessage]], steps: int) -> FunctionModel:
@@ -603,6 +604,126 @@ def test_trimming_in_a_tool_loop_keeps_the_question() -> None:
     tiny = token_bounded(1).trim(history)
     assert tiny[-2:] == history[-2:]
     _check_sent(tiny)
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> list[ModelMessage]:
+    """A conversation as pydantic-ai builds it: turns of a user prompt, rounds of tool
+    calls (some parallel) and their returns, and an answer; ending with the request
+    about to be sent (a new prompt, or the returns of the last calls)."""
+    words = st.integers(0, 40).map(lambda n: "word " * n)
+    history: list[ModelMessage] = []
+    first: list[ModelRequestPart] = []
+    if draw(st.booleans()):
+        first.append(SystemPromptPart(draw(words)))
+    calls = 0
+    turns = draw(st.integers(1, 4))
+    for turn in range(turns):
+        prompt = UserPromptPart(draw(words))
+        history.append(ModelRequest([*first, prompt] if turn == 0 else [prompt]))
+        rounds = draw(st.integers(0, 4))
+        for number in range(rounds):
+            ids = [f"c{calls + i}" for i in range(draw(st.integers(1, 3)))]
+            calls += len(ids)
+            history.append(
+                ModelResponse(
+                    [
+                        TextPart(draw(words)),
+                        *(ToolCallPart("lookup", {"q": draw(words)}, i) for i in ids),
+                    ]
+                )
+            )
+            history.append(ModelRequest([ToolReturnPart("lookup", draw(words), i) for i in ids]))
+            if turn == turns - 1 and number == rounds - 1 and draw(st.booleans()):
+                return history  # sent with the returns of the last calls
+        if turn < turns - 1:
+            history.append(ModelResponse([TextPart(draw(words))]))
+    return history
+
+
+def test_any_trim_is_a_history_pydantic_ai_can_send(depth: str) -> None:
+    @examples(depth, 2000)
+    @given(history=runs(), bound=st.integers(0, 600), keep_system=st.booleans())
+    def example(history: list[ModelMessage], bound: int, keep_system: bool) -> None:
+        trimmed = token_bounded(bound, keep_system=keep_system).trim(history)
+        check_trim(history, trimmed, bound)
+        system = history[0].parts[0]
+        if keep_system and isinstance(system, SystemPromptPart):
+            assert trimmed[0].parts[0] is system
+
+    example()
+
+
+def check_trim(history: list[ModelMessage], trimmed: list[ModelMessage], bound: int) -> None:
+    """The rules of a trim: the newest request kept as given, a request first, no return
+    without its call, parts kept in order and as given, the system prompt kept, a user
+    prompt first after it, and over the bound only with what must be sent."""
+    assert trimmed[-1] is history[-1]
+    assert isinstance(trimmed[0], ModelRequest)
+    calls: set[str] = set()
+    for message in trimmed:
+        for part in message.parts:
+            if isinstance(part, ToolCallPart):
+                calls.add(part.tool_call_id)
+            elif isinstance(part, ToolReturnPart):
+                assert part.tool_call_id in calls
+    kept = [id(p) for m in trimmed for p in m.parts]
+    assert [id(p) for m in history for p in m.parts if id(p) in set(kept)] == kept
+    after_system = [p for m in trimmed for p in m.parts if not isinstance(p, SystemPromptPart)]
+    assert isinstance(after_system[0], UserPromptPart)
+    if _tokens(trimmed) > bound:  # the newest exchange, its question, the system prompt
+        assert len(trimmed) <= 4
+
+
+def _is_subsequence(items: list[Any], of: list[Any]) -> bool:
+    remaining = iter(of)
+    return all(any(item == other for other in remaining) for item in items)
+
+
+def test_any_bounded_view_is_a_history_pydantic_ai_can_send(
+    backend: str, depth: str, tmp_path: Path
+) -> None:
+    async def play(target: str, saves: list[list[ModelMessage]], bound: int) -> None:
+        async with eventmem.open(target) as store:
+            history = EventmemHistory("s", store, max_tokens=bound)
+            saved: list[ModelMessage] = []
+            for batch in saves:
+                await history.save(batch)
+                saved += batch
+                view = await history.load()
+                if not view:
+                    continue
+                assert isinstance(view[0], ModelRequest)
+                _check_sent([*view, ModelRequest([UserPromptPart("next")])], system=None)
+                parts = [p for m in view for p in m.parts]
+                assert _is_subsequence(parts, [p for m in saved for p in m.parts])
+                first = saved[0].parts[0]
+                if isinstance(first, SystemPromptPart):
+                    assert parts[0] == first
+                after = [p for p in parts if not isinstance(p, SystemPromptPart)]
+                assert not after or isinstance(after[0], UserPromptPart)
+
+    @examples_for(backend, depth, sqlite=150, postgresql=50)
+    @given(
+        saves=st.lists(runs(), min_size=1, max_size=3).map(_answered),
+        bound=st.integers(0, 600),
+    )
+    def example(saves: list[list[ModelMessage]], bound: int) -> None:
+        with fresh_target(backend, tmp_path) as target:
+            anyio.run(play, target, saves, bound)
+
+    example()
+
+
+def _answered(saves: list[list[ModelMessage]]) -> list[list[ModelMessage]]:
+    """Each run as saved after it ends: answered; later runs without a system prompt."""
+    result = []
+    for number, run in enumerate(saves):
+        run = [*run, ModelResponse([TextPart("the answer")])]
+        if number:
+            run[0] = ModelRequest([p for p in run[0].parts if not isinstance(p, SystemPromptPart)])
+        result.append(run)
+    return result
 
 
 def test_keep_system_false_lets_the_system_prompt_go() -> None:
