@@ -717,12 +717,15 @@ def test_any_bounded_view_is_a_history_pydantic_ai_can_send(
 
 def _answered(saves: list[list[ModelMessage]]) -> list[list[ModelMessage]]:
     """Each run as saved after it ends: answered; later runs without a system prompt."""
-    result = []
+    result: list[list[ModelMessage]] = []
     for number, run in enumerate(saves):
-        run = [*run, ModelResponse([TextPart("the answer")])]
+        opening = run[0]
+        assert isinstance(opening, ModelRequest)
         if number:
-            run[0] = ModelRequest([p for p in run[0].parts if not isinstance(p, SystemPromptPart)])
-        result.append(run)
+            opening = ModelRequest(
+                [p for p in opening.parts if not isinstance(p, SystemPromptPart)]
+            )
+        result.append([opening, *run[1:], ModelResponse([TextPart("the answer")])])
     return result
 
 
