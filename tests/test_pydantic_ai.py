@@ -501,6 +501,18 @@ def lookup_agent(seen: list[list[ModelMessage]], steps: int, **kwargs: Any) -> A
     return agent
 
 
+async def test_clear_and_time_travel(store: eventmem.Store) -> None:
+    history = EventmemHistory("s", store)
+    shapes = _shapes()
+    first = await history.save(shapes[:2])
+    await history.clear()
+    assert await history.load() == []
+    await history.save(shapes[2:4])
+    assert await history.load() == shapes[2:4]
+    assert await history.messages(as_of=first) == shapes[:2]
+    assert await history.save([]) == await store.version("s")  # nothing written
+
+
 @pytest.mark.parametrize("bound", [60, 150, 400])
 async def test_the_budget_keeps_pairs_and_the_run_whole(store: eventmem.Store, bound: int) -> None:
     seen: list[list[ModelMessage]] = []
@@ -727,6 +739,12 @@ def _answered(saves: list[list[ModelMessage]]) -> list[list[ModelMessage]]:
             )
         result.append([opening, *run[1:], ModelResponse([TextPart("the answer")])])
     return result
+
+
+def test_trimming_a_history_of_a_system_prompt_alone_keeps_it() -> None:
+    history: list[ModelMessage] = [ModelRequest([SystemPromptPart("Be brief. " * 50)])]
+    assert token_bounded(5).trim(history) == history
+    assert token_bounded(5).trim([]) == []
 
 
 def test_keep_system_false_lets_the_system_prompt_go() -> None:

@@ -8,7 +8,7 @@ from pydantic_ai.messages import ModelMessage
 
 from eventmem.api import Store
 from eventmem.errors import InvalidInputError
-from eventmem.events import MessagesAppended
+from eventmem.events import MemoryCleared, MessagesAppended
 from eventmem.integrations.pydantic_ai.convert import METADATA_KEY, from_eventmem, to_eventmem
 from eventmem.integrations.pydantic_ai.processor import TokenBoundedHistory, TokenBudget
 from eventmem.messages import Message
@@ -69,8 +69,12 @@ class EventmemHistory:
             keep_system=True,
         )
         """The core [`History`][eventmem.History] of the session, in eventmem messages."""
-        self.max_tokens = max_tokens
         self._model, self._token_counter = model, token_counter
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The bound on the session's view (``None``: none)."""
+        return self.history.max_tokens
 
     @property
     def session_id(self) -> str:
@@ -96,11 +100,12 @@ class EventmemHistory:
         )
 
     def _bound(self) -> int:
-        if self.max_tokens is None:
+        bound = self.max_tokens
+        if bound is None:
             raise InvalidInputError(
                 "this history has no max_tokens; pass max_tokens= or use TokenBudget(...)"
             )
-        return self.max_tokens
+        return bound
 
     async def save(self, messages: Sequence[ModelMessage]) -> int:
         """Append ``messages`` (e.g. ``result.new_messages()``) as one event; the
@@ -140,10 +145,13 @@ class EventmemHistory:
         return [*view[:pinned], question, *view[pinned:]]
 
     async def _latest_question(self, first: Message) -> Message | None:
-        """The newest ``human`` message appended before ``first``, from the log."""
+        """The newest ``human`` message appended since the last clear and before
+        ``first``, from the log."""
         latest: Message | None = None
         async for event in self._store.events(self.session_id):
-            if isinstance(event.data, MessagesAppended):
+            if isinstance(event.data, MemoryCleared):
+                latest = None
+            elif isinstance(event.data, MessagesAppended):
                 for message in event.data.messages:
                     if message == first:
                         return latest

@@ -187,6 +187,8 @@ def _kept(
     if not found:
         return []
     pinned = _pinned(found, keep_system, given)
+    if pinned == len(found):  # nothing but the system prompt
+        return list(range(pinned))
     floor = max(_floor(found, given), pinned)
     fixed = sum(tokens[:pinned])
     start = _to_opener(found, _cut(tokens, pinned, floor, fixed, limit), floor)
