@@ -62,6 +62,17 @@ async def test_a_schema_1_database_upgrades_and_keeps_its_history(tmp_path: Path
         mem = store.token_buffer("support-7", max_token_limit=60)
         await mem.asave_context({"input": "and order #446?"}, {"output": "tomorrow"})
         assert (await store.messages("support-7"))[-1].content == "tomorrow"
+        # Sessions written before general messages take them: the system message that
+        # begins an empty view is pinned, one added to a view in progress is not.
+        system = eventmem.Message(role="system", content="You are the support desk.")
+        for session in ("other", "support-7"):
+            history = store.history(session, max_tokens=40)
+            await history.append([system])
+            for i in range(4):
+                await history.append([eventmem.Message(role="human", content=f"hello {i}")])
+        assert (await store.messages("other"))[0] == system
+        assert system not in await store.messages("support-7")
+        assert (await store.verify()).ok
     assert _migrations(path) == [(m.version, m.name) for m in known_migrations()]
 
 
