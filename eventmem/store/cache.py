@@ -40,6 +40,14 @@ class ViewCache:
         self._entries.move_to_end(session_id)
         return [message for _, message in entry.items]
 
+    def items(self, session_id: str, version: int) -> list[tuple[int, Message]] | None:
+        """The cached ``(seq, message)`` pairs if they are the buffer at ``version``
+        (for a write reading its session's view; the order of eviction is the loads')."""
+        entry = self._entries.get(session_id)
+        if entry is None or entry.version != version:
+            return None
+        return list(entry.items)
+
     def put(self, session_id: str, version: int, items: list[tuple[int, Message]]) -> None:
         """Remember the buffer read at ``version``: its ``(seq, message)`` pairs."""
         if self.max_sessions <= 0:

@@ -59,8 +59,9 @@ class SessionHead:
     of the live path: it reads only the rows it prunes and writes its changes on flush.
     """
 
-    def __init__(self, conn: Connection, session_id: str) -> None:
+    def __init__(self, conn: Connection, session_id: str, cache: ViewCache | None = None) -> None:
         self._conn = conn
+        self._cache = cache
         self.session_id = session_id
         row = conn.read_head(session_id)
         self.exists = row is not None
@@ -176,20 +177,28 @@ class SessionHead:
     # -- persistence -----------------------------------------------------------------
     def visible_messages(self, end: int | None = None) -> list[Message]:
         """The visible messages of the stored rows (before this write's additions), those
-        below ``end`` if given."""
+        below ``end`` if given: from the cache when it holds the stored version (no row
+        read, nothing decoded), else from the table."""
         state = self.state
         pinned = state.pinned if 0 <= state.pinned < state.watermark else state.watermark
+        stop = state.next_seq if end is None else end
+        cached = (
+            None
+            if self._cache is None
+            else self._cache.items(self.session_id, self._stored_version)
+        )
+        if cached is not None:
+            return [
+                message
+                for seq, message in cached
+                if (seq >= state.watermark or seq == pinned) and seq < stop
+            ]
         return [
             decode_message(row[0])
             for row in self._conn.execute(
                 "SELECT message FROM view_messages WHERE session_id = ?"
                 " AND (seq >= ? OR seq = ?) AND seq < ? ORDER BY seq",
-                (
-                    self.session_id,
-                    state.watermark,
-                    pinned,
-                    state.next_seq if end is None else end,
-                ),
+                (self.session_id, state.watermark, pinned, stop),
             )
         ]
 

@@ -43,8 +43,9 @@ __all__ = [
 
 
 # Called on the connection's thread outside any transaction (to count tokens without
-# holding a lock), it returns the body to run inside the batch's transaction.
-Prepare = Callable[[Connection], Callable[[], SessionHead]]
+# holding a lock), it returns the body to run inside the batch's transaction. The cache
+# lets a body read the session's visible messages without reading their rows.
+Prepare = Callable[[Connection, ViewCache], Callable[[], SessionHead]]
 
 
 class WriteOp(NamedTuple):
@@ -68,7 +69,7 @@ def write_batch(
     bodies: list[Callable[[], SessionHead] | EventmemError] = []
     for op in ops:
         try:
-            bodies.append(op.prepare(conn))
+            bodies.append(op.prepare(conn, cache))
         except EventmemError as e:
             bodies.append(e)
     outcomes: list[SessionHead | EventmemError] = []
@@ -131,13 +132,13 @@ def _append(head: SessionHead, events: list[Event], max_save_bytes: int | None) 
 def turn_op(session_id: str, turn: TurnRequest, max_save_bytes: int) -> WriteOp:
     """The write of one ``save_context`` (its new steps as events of their own)."""
 
-    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         # Counted here, outside the transaction: counting must not hold the lock.
         tokens = turn.tokens or count_each(turn.counter, turn.messages)
         step_counts = [count_step(turn.counter, step) for step in turn.steps or ()]
 
         def body() -> SessionHead:
-            head = SessionHead(conn, session_id)
+            head = SessionHead(conn, session_id, cache)
             _append(head, decide_turn(turn, tokens, step_counts, head), max_save_bytes)
             return head
 
@@ -157,11 +158,11 @@ def step_op(
 ) -> WriteOp:
     """The write of one step recorded live."""
 
-    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         counted = count_step(counter, step)
 
         def body() -> SessionHead:
-            head = SessionHead(conn, session_id)
+            head = SessionHead(conn, session_id, cache)
             events = decide_step(
                 step,
                 counted,
@@ -182,9 +183,9 @@ def step_op(
 def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
     """The write of one ``clear``."""
 
-    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
-            head = SessionHead(conn, session_id)
+            head = SessionHead(conn, session_id, cache)
             _append(head, decide_clear(head, expected_version), None)  # a clear is tiny
             return head
 
@@ -196,11 +197,11 @@ def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
 def append_op(session_id: str, request: AppendRequest, max_save_bytes: int) -> WriteOp:
     """The write of one general append."""
 
-    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         tokens = request.tokens or count_each(request.counter, request.messages)
 
         def body() -> SessionHead:
-            head = SessionHead(conn, session_id)
+            head = SessionHead(conn, session_id, cache)
             _append(head, decide_append(request, tokens, head), max_save_bytes)
             return head
 
@@ -214,9 +215,9 @@ def retract_op(
 ) -> WriteOp:
     """The write of one pop; the messages it retracts are put in ``retracted``."""
 
-    def prepare(conn: Connection) -> Callable[[], SessionHead]:
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
-            head = SessionHead(conn, session_id)
+            head = SessionHead(conn, session_id, cache)
             events = decide_retract(head, count, expected_version)
             taken = head.visible()[-count:] if events else []
             _append(head, events, None)  # a retraction is tiny
