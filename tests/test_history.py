@@ -181,13 +181,14 @@ def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
     return ops
 
 
-async def play(target: str, start: Options, run: list[tuple[str, Any]]) -> None:
+async def play(target: str, start: Options, run: list[tuple[str, Any]], cache: int) -> None:
     """Play ``run``, checking the view after every operation against the model; then time
-    travel, verify and rebuild over everything it wrote."""
+    travel, verify and rebuild over everything it wrote. ``cache``: the store's
+    ``cache_sessions`` (0: every read and write reads the rows)."""
     model = ViewModel()
     opts = start
     views: dict[int, list[Message]] = {}
-    store = await eventmem.open(target)
+    store = await eventmem.open(target, cache_sessions=cache)
     try:
         history = store.history(SESSION, **vars(opts))
         for op, arg in run:
@@ -209,7 +210,7 @@ async def play(target: str, start: Options, run: list[tuple[str, Any]]) -> None:
                 continue
             else:
                 await store.aclose()
-                store = await eventmem.open(target)
+                store = await eventmem.open(target, cache_sessions=cache)
                 history = store.history(SESSION, **vars(opts))
                 continue
             view = await history.view()
@@ -228,10 +229,10 @@ async def play(target: str, start: Options, run: list[tuple[str, Any]]) -> None:
 
 def test_the_view_follows_the_documented_rules(backend: str, depth: str, tmp_path: Path) -> None:
     @examples_for(backend, depth, sqlite=120, postgresql=40)
-    @given(start=options, run=operations())
-    def example(start: Options, run: list[tuple[str, Any]]) -> None:
+    @given(start=options, run=operations(), cache=st.sampled_from([1024, 0]))
+    def example(start: Options, run: list[tuple[str, Any]], cache: int) -> None:
         with fresh_target(backend, tmp_path) as target:
-            anyio.run(play, target, start, run)
+            anyio.run(play, target, start, run, cache)
 
     example()
 
