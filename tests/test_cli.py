@@ -440,6 +440,54 @@ def test_log_table(store_db: str, tmp_path: Path) -> None:
     assert rows[4][5] == "Human: And Spain? → AI: Madrid. (1 abandoned)"
 
 
+def test_general_messages_in_the_log_buffer_verify_and_export(target: str, tmp_path: Path) -> None:
+    system = eventmem.Message(role="system", content="You are terse.")
+    with eventmem.connect(target) as store:
+        history = store.history("g", max_tokens=90)
+        history.append(
+            [
+                system,
+                eventmem.Message(
+                    role="human",
+                    content=(
+                        "look",
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "https://x.test/a.png", "detail": "low"},
+                        },
+                    ),
+                ),
+            ]
+        )
+        for i in range(4):
+            call = eventmem.ToolCall(name="search", args={"q": i}, id=f"c{i}")
+            history.append(
+                [
+                    eventmem.Message(role="ai", content="", tool_calls=(call,)),
+                    eventmem.Message(role="tool", content=f"result {i} " * 3, tool_call_id=f"c{i}"),
+                ]
+            )
+        history.pop()
+        view = history.view()
+    lines = ok("log", target, "g", cwd=tmp_path).splitlines()[1:-1]
+    assert [line.split()[2] for line in lines] == ["messages"] * 5 + ["retract"]
+    # The pinned system message stays; the oldest pairs went whole; the pop is marked.
+    assert "1/2 visible  System: You are terse. → Human: look [image_url]" in lines[0]
+    assert [" pruned " in line for line in lines[1:4]] == [True, True, False]
+    assert "1/2 visible, 1 popped  AI: calls search → Tool: result 3" in lines[4]
+    assert lines[5].endswith("popped 1 message")
+    shown = json_lines(ok("buffer", target, "g", "--json", cwd=tmp_path))
+    assert len(shown) == 1 and len(shown[0]["messages"]) == len(view)
+    assert ok("verify", target, cwd=tmp_path).startswith("ok:")
+    exported = ok("export", target, cwd=tmp_path)
+    (tmp_path / "g.jsonl").write_text(exported)
+    copy = str(tmp_path / "copy.db")
+    ok("import", copy, "g.jsonl", cwd=tmp_path)
+    with eventmem.connect(copy) as store:
+        assert store.history("g").view() == view
+        assert store.verify().ok
+
+
 @pytest.mark.parametrize("session", SESSIONS)
 def test_log_json(store_db: str, session: str, tmp_path: Path) -> None:
     async def expected(
