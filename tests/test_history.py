@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, trim
 import eventmem
 from eventmem import InvalidToolCall, Message, ToolCall
 from tests.backends import BACKENDS, fresh_target
+from tests.probes import traced_statements
 from tests.reference import examples, examples_for
 
 pytestmark = pytest.mark.anyio
@@ -482,3 +483,32 @@ async def test_exports_with_general_messages_import_elsewhere(
                 assert await copied.view() == await history.view()
                 for p, view in enumerate(view_before, start=1):
                     assert await copied.messages(as_of=p) == view
+
+
+async def test_a_bounded_append_costs_the_same_late_as_early(
+    store: eventmem.Store, depth: str
+) -> None:
+    """A pair-safe, pinned, bounded append reads no event and the same statements after
+    a long history as after a short one; with the view loaded (the agent loop: append,
+    then view), it reads none of the view's messages either."""
+    history = store.history(SESSION, max_tokens=200)
+    await history.append([SYSTEM])
+    last = 400 if depth == "full" else 100
+
+    async def traced_append(i: int) -> list[str]:
+        await history.view()
+        async with traced_statements(store) as statements:
+            await history.append([Message(role="human", content=f"question {i}"), *call(i)])
+        assert statements
+        return [s for s in statements if not s.startswith("PRAGMA")]
+
+    for i in range(20):
+        await history.append([Message(role="human", content=f"question {i}"), *call(i)])
+    early = await traced_append(20)
+    for i in range(21, last):
+        await history.append([Message(role="human", content=f"question {i}"), *call(i)])
+    late = await traced_append(last)
+    assert len(late) == len(early)
+    assert not any("FROM events" in s for s in early + late)
+    assert not any("SELECT message FROM view_messages" in s for s in early + late)
+    assert (await history.view())[0] == SYSTEM
