@@ -44,6 +44,7 @@ __all__ = [
     "apply",
     "fold",
     "needs_recount",
+    "orphaned_prefix",
 ]
 
 
@@ -231,7 +232,7 @@ def _apply_messages(buffer: Buffer, event: MessagesAppended) -> None:
         pruned or any(m.role in ("tool", "function") for m in event.messages)
     ):
         first = 1 if state.pinned >= 0 else 0  # the pinned message is the oldest visible
-        for _ in range(_orphans_end(buffer.visible()[first:])):
+        for _ in range(orphaned_prefix(buffer.visible()[first:])):
             _drop_unpinned(buffer)
 
 
@@ -280,12 +281,13 @@ def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     while state.total_tokens > limit and state.next_seq > state.watermark:
         buffer.drop_oldest()
     if event.prune == "pair_safe":
-        for _ in range(_orphans_end(buffer.visible())):
+        for _ in range(orphaned_prefix(buffer.visible())):
             buffer.drop_oldest()
 
 
-def _orphans_end(messages: list[Message]) -> int:
-    """How many leading messages to drop so no tool/function result outlives its call.
+def orphaned_prefix(messages: Sequence[Message]) -> int:
+    """How many leading messages to drop so no tool/function result outlives its call:
+    the pair-safe rule, for adapters that trim a framework's own history the same way.
 
     A result whose call is not visible before it is an orphan the OpenAI API rejects
     with a 400. Dropping up to an orphan can orphan later results of the calls it drops,

@@ -38,7 +38,7 @@ from pydantic_ai.tools import RunContext
 from eventmem.errors import InvalidInputError
 from eventmem.integrations.pydantic_ai.convert import Entry, check_model_messages, entries
 from eventmem.messages import Message
-from eventmem.projection import _orphans_end
+from eventmem.projection import orphaned_prefix
 from eventmem.rules import check_limit
 from eventmem.tokens import TokenCounter, count_each, resolve_counter
 
@@ -228,7 +228,7 @@ def _cut(tokens: tuple[int, ...], start: int, floor: int, fixed: int, limit: int
 
 def _pair_safe(found: list[Entry], start: int, floor: int) -> int:
     """``start`` moved past tool returns whose calls are cut (never past ``floor``)."""
-    return min(start + _orphans_end([e.message for e in found[start:floor]]), floor)
+    return min(start + orphaned_prefix([e.message for e in found[start:floor]]), floor)
 
 
 def rebuild(
