@@ -284,6 +284,22 @@ async def test_statements_per_save_do_not_grow_with_history(
     assert not any("FROM events" in s for s in early + late)  # the history is never read
 
 
+async def test_pruning_deletes_a_bounded_range_of_rows(store: eventmem.Store) -> None:
+    # A delete open below would walk every dead row PostgreSQL has not vacuumed yet:
+    # per-save cost would grow with the history while autovacuum is off or behind.
+    mem = store.token_buffer("s", max_token_limit=60)
+    history = store.history("h", max_tokens=60)
+    await history.append([eventmem.Message(role="system", content="Be brief.")])
+    deletes: list[str] = []
+    for i in range(12):
+        async with traced_statements(store) as statements:
+            await mem.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+            await history.append([eventmem.Message(role="human", content=f"question {i}")])
+        deletes += [s for s in statements if s.startswith("DELETE FROM view_messages")]
+    assert deletes  # the saves pruned
+    assert all("seq >= " in s and "seq < " in s for s in deletes), deletes
+
+
 async def test_the_projection_keeps_only_the_visible_rows(
     store: eventmem.Store, target: str, depth: str
 ) -> None:

@@ -246,15 +246,19 @@ class SessionHead:
         if (watermark > stored and self._stored_next_seq > stored) or (
             0 <= stored_pinned < stored and pinned != stored_pinned
         ):
+            # From the oldest stored row up: no row is below it, and a range open below
+            # would walk every dead row PostgreSQL has not vacuumed yet.
+            start = stored_pinned if 0 <= stored_pinned < stored else stored
             if 0 <= pinned < end:
                 self._conn.execute(
-                    "DELETE FROM view_messages WHERE session_id = ? AND seq < ? AND seq <> ?",
-                    (self.session_id, end, pinned),
+                    "DELETE FROM view_messages WHERE session_id = ? AND seq >= ? AND seq < ?"
+                    " AND seq <> ?",
+                    (self.session_id, start, end, pinned),
                 )
             else:
                 self._conn.execute(
-                    "DELETE FROM view_messages WHERE session_id = ? AND seq < ?",
-                    (self.session_id, end),
+                    "DELETE FROM view_messages WHERE session_id = ? AND seq >= ? AND seq < ?",
+                    (self.session_id, start, end),
                 )
         if self._retracted:  # (a retracted pinned row went with the pruned ones above)
             self._conn.execute(
