@@ -297,37 +297,22 @@ def rewrite_for_replay(
 ) -> Iterator[Event]:
     """The events as if saved with another limit and/or counting scheme (what-if replay)."""
     for event in events:
-        if isinstance(event, TurnSaved):
+        if isinstance(event, (TurnSaved, MessagesAppended)):
+            turn = isinstance(event, TurnSaved)
             changes: dict[str, object] = {}
             if max_token_limit is not None:
-                changes["max_token_limit"] = max_token_limit
+                changes["max_token_limit" if turn else "max_tokens"] = max_token_limit
             if counter is not None:
-                changes.update(
-                    tokens=tuple(counter.count_message(m) for m in event.messages),
-                    counter=counter.name,
-                    overhead=counter.overhead,
-                    recount=None,
-                    step_recount=None,
-                )
+                changes.update(_counted(event.messages, counter), overhead=counter.overhead)
+                changes.update(recount=None, **({"step_recount": None} if turn else {}))
             yield msgspec.structs.replace(event, **changes) if changes else event
         elif isinstance(event, StepRecorded) and counter is not None:
-            yield msgspec.structs.replace(
-                event,
-                tokens=tuple(counter.count_message(m) for m in event.messages),
-                counter=counter.name,
-            )
-        elif isinstance(event, MessagesAppended):
-            appended: dict[str, object] = {}
-            if max_token_limit is not None:
-                appended["max_tokens"] = max_token_limit
-            if counter is not None:
-                appended.update(
-                    tokens=tuple(counter.count_message(m) for m in event.messages),
-                    counter=counter.name,
-                    overhead=counter.overhead,
-                    recount=None,
-                )
-            yield msgspec.structs.replace(event, **appended) if appended else event
+            yield msgspec.structs.replace(event, **_counted(event.messages, counter))
         else:
-            assert isinstance(event, (StepRecorded, MemoryCleared, TurnSaved, MessagesRetracted))
+            assert isinstance(event, (StepRecorded, MemoryCleared, MessagesRetracted))
             yield event
+
+
+def _counted(messages: Iterable[Message], counter: TokenCounter) -> dict[str, object]:
+    """The fields of an event's counts, recounted by ``counter``."""
+    return {"tokens": tuple(counter.count_message(m) for m in messages), "counter": counter.name}

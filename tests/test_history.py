@@ -512,3 +512,18 @@ async def test_a_bounded_append_costs_the_same_late_as_early(
     assert not any("FROM events" in s for s in early + late)
     assert not any("SELECT message FROM view_messages" in s for s in early + late)
     assert (await history.view())[0] == SYSTEM
+
+
+async def test_replay_applies_another_bound_and_tokenizer_to_appends(
+    store: eventmem.Store,
+) -> None:
+    unbounded = store.history(SESSION)
+    bounded = store.history("bounded", max_tokens=100, model="gpt-4")
+    for history in (unbounded, bounded):
+        await history.append([SYSTEM])
+        for i in range(6):
+            await history.append([Message(role="human", content=f"question {i}"), *call(i)])
+    assert len(await unbounded.view()) == 1 + 6 * 3
+    replayed = await store.replay(SESSION, max_token_limit=100, model="gpt-4")
+    assert replayed == await bounded.view()
+    assert await unbounded.view() != replayed  # nothing was written
