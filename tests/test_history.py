@@ -527,3 +527,35 @@ async def test_replay_applies_another_bound_and_tokenizer_to_appends(
     replayed = await store.replay(SESSION, max_token_limit=100, model="gpt-4")
     assert replayed == await bounded.view()
     assert await unbounded.view() != replayed  # nothing was written
+
+
+async def test_hostile_parts_and_metadata_are_refused_quickly_and_write_nothing(
+    store: eventmem.Store,
+) -> None:
+    history = store.history(SESSION, max_tokens=1000)
+    huge = "data:image/png;base64," + "A" * (store.max_save_bytes + 10)
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(eventmem.messages.MAX_DEPTH + 5):
+        node["x"] = {}
+        node = node["x"]
+    cases: list[tuple[Any, type[Exception]]] = [
+        (
+            Message(role="human", content=({"type": "image_url", "image_url": {"url": huge}},)),
+            eventmem.InputTooLargeError,
+        ),
+        (
+            Message(role="human", content="x", metadata={"blob": "y" * store.max_save_bytes}),
+            eventmem.InputTooLargeError,
+        ),
+        ({"role": "user", "content": [deep]}, eventmem.NotSerializableError),
+        (
+            {"role": "user", "content": [{"type": "text", "text": "\ud800"}]},
+            eventmem.NotSerializableError,
+        ),
+        ({"role": "user", "content": "ok", "metadata": {"k": 1}}, eventmem.InvalidInputError),
+    ]
+    for message, error in cases:
+        with pytest.raises(error):
+            await history.append([Message(role="human", content="fine"), message])
+    assert await store.version(SESSION) == 0
