@@ -35,6 +35,7 @@ from pydantic import Field
 import eventmem
 from eventmem.events import MessagesAppended
 from eventmem.integrations.langchain import EventmemMiddleware, to_langchain
+from eventmem.integrations.langchain.convert import message_of
 
 SYSTEM = "You add numbers."
 
@@ -460,3 +461,14 @@ async def test_blocking_runs_inside_an_event_loop_are_refused(store: eventmem.St
     with pytest.raises(eventmem.SyncInAsyncContextError):
         agent.invoke({"messages": [HumanMessage("hello")]}, thread("t"))
     assert await store.version("s") == 0
+
+
+def test_a_tool_message_name_comes_back_where_it_was() -> None:
+    """LangChain 1.x tools put their name in the ``name`` field; ``format_to_tool_messages``
+    in ``additional_kwargs``. Both are the Message's name, and come back as they were."""
+    as_field = ToolMessage("3", tool_call_id="c1", name="add", id="t1")
+    as_kwarg = ToolMessage("3", tool_call_id="c1", additional_kwargs={"name": "add"}, id="t2")
+    for message in (as_field, as_kwarg):
+        converted = message_of(message)
+        assert converted.name == "add"
+        assert to_langchain(converted) == message
