@@ -472,3 +472,24 @@ def test_a_tool_message_name_comes_back_where_it_was() -> None:
         converted = message_of(message)
         assert converted.name == "add"
         assert to_langchain(converted) == message
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_runs_on_one_session_lose_and_double_nothing(
+    store: eventmem.Store,
+) -> None:
+    middleware = EventmemMiddleware(store, "shared")
+    states: list[dict[str, Any]] = []
+
+    async def run(i: int) -> None:
+        agent = agent_for(scripted(f"answer {i}"), middleware, checkpointer=False)
+        states.append(await agent.ainvoke({"messages": [HumanMessage(f"question {i}")]}))
+
+    async with anyio.create_task_group() as group:
+        for i in range(4):
+            group.start_soon(run, i)
+    log = logged([event async for event in store.events("shared")])
+    assert_once(log)
+    assert sorted(str(m.id) for m in log) == sorted(
+        str(m.id) for state in states for m in state["messages"]
+    )
