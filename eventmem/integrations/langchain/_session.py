@@ -35,7 +35,7 @@ from eventmem.sync import (
     SyncTokenBufferMemory,
 )
 
-__all__ = ["AnyStore", "Session", "check_store"]
+__all__ = ["AnyStore", "Session", "call_blocking", "check_store", "note_loop"]
 
 AnyStore = SyncStore | Store
 
@@ -51,6 +51,34 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def note_loop(store: Store) -> None:
+    """Remember the running loop (if any) as ``store``'s, for blocking calls from other
+    threads."""
+    loop = _running_loop()
+    if loop is not None:
+        _store_loops[store] = loop
+
+
+def call_blocking(store: Store, op: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run the coroutine function ``fn(*args)`` of the async ``store`` from blocking code:
+    on the store's loop, waited for from this thread (see the module's rules)."""
+    if _running_loop() is not None:
+        raise SyncInAsyncContextError(
+            f"a blocking call ({op}) was made from inside a running event loop; use the "
+            "async methods (aload_memory_variables, asave_context, aclear, "
+            "aget_messages, aadd_messages, ainvoke)"
+        )
+    loop = _store_loops.get(store)
+    if loop is None or loop.is_closed() or not loop.is_running():
+        raise EventmemError(
+            f"{op} blocks, and this memory's store is an async eventmem.Store with no "
+            "running event loop known to serve it (it was never used from its loop, "
+            "or the loop has stopped); in blocking code use a store from "
+            "eventmem.connect(path)"
+        )
+    return asyncio.run_coroutine_threadsafe(fn(*args), loop).result()
 
 
 def check_store(store: object) -> AnyStore:
@@ -123,7 +151,7 @@ class Session:
             await anyio.to_thread.run_sync(history.append, messages)
             return
         if self._async_store is not None:
-            _store_loops[self._async_store] = asyncio.get_running_loop()
+            note_loop(self._async_store)
         await history.append(messages)
 
     def _history(self, bounded: bool) -> History | SyncHistory:
@@ -193,22 +221,10 @@ class Session:
             # worker thread, never on the caller's loop.
             return await anyio.to_thread.run_sync(getattr(self._sync, op), *args)
         if self._async_store is not None:
-            _store_loops[self._async_store] = asyncio.get_running_loop()
+            note_loop(self._async_store)
         return await getattr(self.memory, "a" + op)(*args)
 
     def _blocking(self, op: str, fn: Callable[..., Any], *args: Any) -> Any:
-        if _running_loop() is not None:
-            raise SyncInAsyncContextError(
-                f"a blocking call ({op}) was made from inside a running event loop; use the "
-                "async methods (aload_memory_variables, asave_context, aclear, "
-                "aget_messages, aadd_messages)"
-            )
-        loop = None if self._async_store is None else _store_loops.get(self._async_store)
-        if loop is None or loop.is_closed() or not loop.is_running():
-            raise EventmemError(
-                f"{op} blocks, and this memory's store is an async eventmem.Store with no "
-                "running event loop known to serve it (it was never used from its loop, "
-                "or the loop has stopped); in blocking code use a store from "
-                "eventmem.connect(path)"
-            )
-        return asyncio.run_coroutine_threadsafe(fn(*args), loop).result()
+        if self._async_store is None:  # pragma: no cover - the sync store never blocks here
+            raise TypeError("only an async store's calls are submitted to its loop")
+        return call_blocking(self._async_store, op, fn, *args)
