@@ -420,6 +420,8 @@ def _langchain_extras(
         kept["additional_kwargs"] = _plain(extra)
     if getattr(message, "name", None) is None and extra.get("name") is not None:
         kept["name"] = None  # the name was in additional_kwargs only
+    elif kind == "tool" and getattr(message, "name", None) is not None:
+        kept["name_field"] = True  # a tool's name in its field (LangChain 1.x tools)
     for field in ("response_metadata", "usage_metadata", "tool_call_chunks"):
         value = getattr(message, field, None)
         if value:

@@ -477,7 +477,8 @@ def test_general_messages_in_the_log_buffer_verify_and_export(target: str, tmp_p
     assert "1/2 visible, 1 popped  AI: calls search → Tool: result 3" in lines[4]
     assert lines[5].endswith("popped 1 message")
     shown = json_lines(ok("buffer", target, "g", "--json", cwd=tmp_path))
-    assert len(shown) == 1 and len(shown[0]["messages"]) == len(view)
+    assert len(shown) == 1
+    assert len(shown[0]["messages"]) == len(view)
     assert ok("verify", target, cwd=tmp_path).startswith("ok:")
     exported = ok("export", target, cwd=tmp_path)
     (tmp_path / "g.jsonl").write_text(exported)

@@ -34,8 +34,7 @@ from pydantic import Field
 
 import eventmem
 from eventmem.events import MessagesAppended
-from eventmem.integrations.langchain import EventmemMiddleware, to_langchain
-from eventmem.integrations.langchain.convert import message_of
+from eventmem.integrations.langchain import EventmemMiddleware, from_langchain, to_langchain
 
 SYSTEM = "You add numbers."
 
@@ -469,7 +468,7 @@ def test_a_tool_message_name_comes_back_where_it_was() -> None:
     as_field = ToolMessage("3", tool_call_id="c1", name="add", id="t1")
     as_kwarg = ToolMessage("3", tool_call_id="c1", additional_kwargs={"name": "add"}, id="t2")
     for message in (as_field, as_kwarg):
-        converted = message_of(message)
+        converted = from_langchain(message)
         assert converted.name == "add"
         assert to_langchain(converted) == message
 

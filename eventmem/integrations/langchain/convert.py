@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgspec
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -35,7 +34,7 @@ from eventmem.messages import (
     from_langchain,  # re-exported: one conversion, not two
 )
 
-__all__ = ["from_langchain", "message_of", "normalize_step", "plain_values", "to_langchain"]
+__all__ = ["from_langchain", "normalize_step", "plain_values", "to_langchain"]
 
 
 def to_langchain(message: Message) -> BaseMessage:
@@ -127,23 +126,6 @@ _KEPT_FIELDS: dict[str, tuple[str, ...]] = {
 # In metadata["langchain"] of a tool message: its name was the message's ``name`` field
 # (where LangGraph's ToolNode puts it), not ``additional_kwargs["name"]``.
 _NAME_FIELD = "name_field"
-
-
-def message_of(message: Any) -> Message:
-    """[`from_langchain`][eventmem.from_langchain], keeping also where a tool message's
-    name was: its ``name`` field (LangChain 1.x tools) or ``additional_kwargs["name"]``
-    (``format_to_tool_messages``), so that ``to_langchain`` gives back an equal message
-    in both cases."""
-    converted = from_langchain(message)
-    if (
-        converted.role != "tool"
-        or isinstance(message, Message)
-        or getattr(message, "name", None) is None
-    ):
-        return converted
-    metadata = dict(converted.metadata or {})
-    metadata["langchain"] = {**_kept(converted), _NAME_FIELD: True}
-    return msgspec.structs.replace(converted, metadata=metadata)
 
 
 def _kept(message: Message) -> dict[str, Any]:

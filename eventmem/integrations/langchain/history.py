@@ -11,7 +11,7 @@ from langchain_core.messages import BaseMessage
 from eventmem._options import BufferOptions, Mirror, Option
 from eventmem.errors import InvalidInputError
 from eventmem.integrations.langchain._session import AnyStore, Session
-from eventmem.integrations.langchain.convert import message_of, to_langchain
+from eventmem.integrations.langchain.convert import from_langchain, to_langchain
 from eventmem.integrations.langchain.counting import counting_for
 from eventmem.messages import Message
 from eventmem.tokens import TokenCounter
@@ -123,4 +123,4 @@ def _converted(messages: Sequence[BaseMessage]) -> list[Message]:
         raise InvalidInputError(
             f"messages must be a sequence of messages, got {type(messages).__name__}"
         )
-    return [message_of(m) for m in messages]
+    return [from_langchain(m) for m in messages]

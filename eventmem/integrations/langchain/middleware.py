@@ -43,7 +43,7 @@ from eventmem.integrations.langchain._session import (
     check_store,
     note_loop,
 )
-from eventmem.integrations.langchain.convert import message_of, to_langchain
+from eventmem.integrations.langchain.convert import from_langchain, to_langchain
 from eventmem.integrations.langchain.counting import counting_for
 from eventmem.messages import Message
 from eventmem.sync import SyncHistory, SyncStore
@@ -255,7 +255,7 @@ class EventmemMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             if message.id in known:
                 continue
             known.add(message.id)
-            pending.append(message_of(message))
+            pending.append(from_langchain(message))
         return pending
 
     def _learn(self, session_id: str, events: Iterable[StoredEvent]) -> None:
