@@ -104,10 +104,12 @@ class Store:
             return AgentTokenBufferMemory(self._backend, session_id, options)
         return TokenBufferMemory(self._backend, session_id, options)
 
-    async def events(self, session_id: str) -> AsyncIterator[StoredEvent]:
-        """Every event of the session, in order (read in pages, not all at once)."""
+    async def events(self, session_id: str, *, after: int = 0) -> AsyncIterator[StoredEvent]:
+        """Every event of the session after position ``after`` (0: all of them), in order
+        (read in pages, not all at once; an index lookup finds the first)."""
         session_id = validate_session_id(session_id)
-        after = 0
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidInputError(f"after must be a position (an int >= 0), got {after!r}")
         while True:
             page = await self._backend.read_events(session_id, after, _EVENT_PAGE)
             for event in page:

@@ -107,11 +107,11 @@ class SyncStore:
         [`Store.history`][eventmem.Store.history]."""
         return SyncHistory(self, self._store.history(session_id, **options))
 
-    def events(self, session_id: str) -> list[StoredEvent]:
-        """Every event of the session, in order."""
+    def events(self, session_id: str, *, after: int = 0) -> list[StoredEvent]:
+        """Every event of the session after position ``after`` (0: all), in order."""
 
         async def collect() -> list[StoredEvent]:
-            return [event async for event in self._store.events(session_id)]
+            return [event async for event in self._store.events(session_id, after=after)]
 
         return self._call("SyncStore.events", collect)
 

@@ -559,3 +559,14 @@ async def test_hostile_parts_and_metadata_are_refused_quickly_and_write_nothing(
         with pytest.raises(error):
             await history.append([Message(role="human", content="fine"), message])
     assert await store.version(SESSION) == 0
+
+
+async def test_events_after_a_position_are_read_from_there(store: eventmem.Store) -> None:
+    history = store.history(SESSION)
+    for i in range(7):
+        await history.append([Message(role="human", content=str(i))])
+    assert [e.position async for e in store.events(SESSION, after=4)] == [5, 6, 7]
+    assert [e.position async for e in store.events(SESSION, after=7)] == []
+    for bad in (-1, True, "3"):
+        with pytest.raises(eventmem.InvalidInputError):
+            [e async for e in store.events(SESSION, after=bad)]  # type: ignore[arg-type]

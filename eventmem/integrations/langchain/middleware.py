@@ -14,8 +14,8 @@ it an id):
 A message is recorded once: the ids of the messages in the session's log are read once
 per process and session, then kept up to date by this object's own appends. Every
 append names the version it expects, so an append by anyone else in between (another
-process on the same session, a ``clear``) makes it read the new events and try again,
-instead of storing a message twice.
+process on the same session, a ``clear``) makes it read the events appended since (and
+only those) and try again, instead of storing a message twice.
 """
 
 from __future__ import annotations
@@ -340,12 +340,13 @@ class EventmemMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         return _BlockingHistory(self.store, history)
 
     def _blocking_events(self, session_id: str) -> list[StoredEvent]:
-        store = self.store
+        """The events this object does not know yet."""
+        store, after = self.store, self._version(session_id) or 0
         if isinstance(store, SyncStore):
-            return store.events(session_id)
+            return store.events(session_id, after=after)
 
         async def collect() -> list[StoredEvent]:
-            return [event async for event in store.events(session_id)]
+            return [event async for event in store.events(session_id, after=after)]
 
         events: list[StoredEvent] = call_blocking(store, "Store.events", collect)
         return events
@@ -358,8 +359,10 @@ class EventmemMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         return history
 
     async def _async_events(self, session_id: str) -> list[StoredEvent]:
+        """The events this object does not know yet."""
         assert isinstance(self.store, Store)
-        return [event async for event in self.store.events(session_id)]
+        after = self._version(session_id) or 0
+        return [event async for event in self.store.events(session_id, after=after)]
 
     def __repr__(self) -> str:
         return f"EventmemMiddleware(session_id={self.session_id!r}, max_tokens={self.max_tokens})"
