@@ -32,7 +32,7 @@ from eventmem.events import (
     StepRecorded,
     TurnSaved,
 )
-from eventmem.messages import Message
+from eventmem.messages import Message, stored_tuple
 from eventmem.projection import HeadState, needs_recount, visible_count
 from eventmem.tokens import TokenCounter, count_each
 
@@ -97,7 +97,7 @@ def decide_turn(
     if needs_recount(state, counter.name):
         recount = count_each(counter, head.visible())
     held = head.held()
-    abandoned = tuple(p for p, step in held if step.run != turn.run)
+    abandoned = stored_tuple(p for p, step in held if step.run != turn.run)
     live = [(p, step) for p, step in held if step.run == turn.run]
     new_steps: tuple[StepRequest, ...] = ()
     if turn.steps is not None:
@@ -118,7 +118,7 @@ def decide_turn(
         max_token_limit=turn.max_token_limit,
         model=turn.model,
         recount=recount,
-        steps=tuple(position for position, _ in steps),
+        steps=stored_tuple(position for position, _ in steps),
         step_recount=_step_recount(steps, counter),
         prune=turn.prune,
         abandoned=abandoned,

@@ -34,6 +34,7 @@ __all__ = [
     "from_langchain",
     "from_openai",
     "plain_text",
+    "stored_tuple",
 ]
 
 Role = Literal["human", "ai", "system", "developer", "function", "tool"]
@@ -70,6 +71,14 @@ class _Trust(threading.local):
 
 _trusted = _Trust()
 T = TypeVar("T")
+
+
+def stored_tuple(items: Iterable[T]) -> tuple[T, ...]:
+    """``tuple(items)`` for a struct field whose default is ``()``. msgspec leaves a
+    default out of the JSON only when the value *is* the default object, and on Python
+    3.10 ``tuple()`` of an empty iterator is a new empty tuple, written as ``[]``: the
+    bytes would then differ from those a decoded event encodes to (verify, import)."""
+    return tuple(items) or ()
 
 
 def decode_trusted(decode: Callable[[bytes | str], T], data: bytes | str) -> T:
@@ -124,6 +133,11 @@ class InvalidToolCall(msgspec.Struct, frozen=True, omit_defaults=True, gc=False)
                 check_text(value, f"invalid tool call {field}")
 
 
+# The default of Message's call fields: the only empty tuple the plain-text fast path
+# lets through (see stored_tuple).
+_NO_CALLS: tuple[()] = ()
+
+
 class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One chat message as eventmem stores it.
 
@@ -166,10 +180,8 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
             and self.tool_call_id is None
             and self.id is None
             and self.function_call is None
-            and type(self.tool_calls) is tuple
-            and not self.tool_calls
-            and type(self.invalid_tool_calls) is tuple
-            and not self.invalid_tool_calls
+            and self.tool_calls is _NO_CALLS
+            and self.invalid_tool_calls is _NO_CALLS
             and self.metadata is None
             and self.role in ("human", "ai", "system", "developer")
         ):  # a plain text message: only its text needs checking
@@ -187,8 +199,8 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
                 msgspec.structs.force_setattr(self, field, str.__str__(value))
         if self.tool_calls or self.invalid_tool_calls:
             self._check_calls()
-        elif type(self.tool_calls) is not tuple or type(self.invalid_tool_calls) is not tuple:
-            self._check_calls()  # an empty list: normalise it
+        elif self.tool_calls is not _NO_CALLS or self.invalid_tool_calls is not _NO_CALLS:
+            self._check_calls()  # an empty list, or another empty tuple: normalise it
         if self.function_call is not None:
             if self.role != "ai":
                 raise InvalidInputError(f"only ai messages carry function_call, not {self.role}")
@@ -244,15 +256,15 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
         )
 
     def _check_calls(self) -> None:
-        if isinstance(self.tool_calls, list):
-            msgspec.structs.force_setattr(self, "tool_calls", tuple(self.tool_calls))
+        if isinstance(self.tool_calls, (list, tuple)):
+            msgspec.structs.force_setattr(self, "tool_calls", stored_tuple(self.tool_calls))
         if not isinstance(self.tool_calls, tuple) or not all(
             isinstance(call, ToolCall) for call in self.tool_calls
         ):
             raise InvalidInputError("message tool_calls must be a sequence of ToolCall")
-        if isinstance(self.invalid_tool_calls, list):
+        if isinstance(self.invalid_tool_calls, (list, tuple)):
             msgspec.structs.force_setattr(
-                self, "invalid_tool_calls", tuple(self.invalid_tool_calls)
+                self, "invalid_tool_calls", stored_tuple(self.invalid_tool_calls)
             )
         if not isinstance(self.invalid_tool_calls, tuple) or not all(
             isinstance(call, InvalidToolCall) for call in self.invalid_tool_calls

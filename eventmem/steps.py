@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from eventmem.errors import InvalidInputError, NotSerializableError
-from eventmem.messages import Message, check_json_value, from_langchain, plain_text
+from eventmem.messages import Message, check_json_value, from_langchain, plain_text, stored_tuple
 
 __all__ = ["Action", "ActionKind", "check_action", "format_step", "observation_text", "to_action"]
 
@@ -72,7 +72,7 @@ def to_action(source: Any) -> Action:
     has_log = _has(source, "message_log")
     if has_log and (raw_log is None or isinstance(raw_log, (str, bytes, Mapping))):
         raise InvalidInputError("action message_log must be a list of messages")
-    message_log = tuple(from_langchain(m) for m in raw_log or ())
+    message_log = stored_tuple(from_langchain(m) for m in raw_log or ())
     tool_call_id = _field(source, "tool_call_id", None)
     is_tool = _has(source, "tool_call_id")
     if is_tool and not isinstance(tool_call_id, str):
@@ -113,6 +113,8 @@ def check_action(action: Action) -> Action:
     given = (action.tool, action.log, action.tool_call_id)
     if any(type(v) is not str for v in given if v is not None):  # str subclasses
         action = msgspec.structs.replace(action, tool=tool, log=log, tool_call_id=call_id)
+    if (message_log := stored_tuple(action.message_log)) is not action.message_log:
+        action = msgspec.structs.replace(action, message_log=message_log)
     return action
 
 

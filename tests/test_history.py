@@ -10,7 +10,7 @@ against LangChain's own ``trim_messages(include_system=True)``.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,11 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from langchain_core.agents import AgentAction
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, trim_messages
 
 import eventmem
-from eventmem import InvalidToolCall, Message, ToolCall
+from eventmem import Action, InvalidToolCall, Message, ToolCall
 from tests.backends import BACKENDS, fresh_target
 from tests.probes import traced_statements
 from tests.reference import examples, examples_for
@@ -570,3 +571,35 @@ async def test_events_after_a_position_are_read_from_there(store: eventmem.Store
     for bad in (-1, True, "3"):
         with pytest.raises(eventmem.InvalidInputError):
             [e async for e in store.events(SESSION, after=bad)]  # type: ignore[arg-type]
+
+
+async def test_empty_tuples_are_written_as_the_defaults_they_equal(
+    store: eventmem.Store, tmp_path: Path
+) -> None:
+    # On Python 3.10 tuple() of an empty iterator is an empty tuple other than the ()
+    # default, which the encoder would write out as []; the log and the buffer must
+    # still be the JSON a decoded event encodes to, or verify and import disagree.
+    def empty() -> Iterator[Any]:
+        yield from ()
+
+    history = store.history(SESSION)
+    await history.append(
+        [
+            Message(role="ai", content="plain", tool_calls=tuple(empty())),
+            Message(role="ai", content="", id="m", invalid_tool_calls=tuple(empty())),
+            AIMessage(content="from LangChain"),
+        ]
+    )
+    await store.token_buffer("turns").asave_context({"input": "hi"}, {"output": "hello"})
+    by_hand = Action(tool="lookup", tool_input="x", log="looking", message_log=tuple(empty()))
+    steps = [(AgentAction(tool="lookup", tool_input="y", log="again"), "found"), (by_hand, "ok")]
+    await store.agent_token_buffer("agent").asave_context(
+        {"input": "find"}, {"output": "done", "intermediate_steps": steps}
+    )
+    assert (await store.verify()).ok
+    lines = [line async for line in store.export()]
+    assert not any(b"[]" in line for line in lines)
+    with fresh_target("sqlite", tmp_path) as elsewhere:
+        async with eventmem.open(elsewhere) as copy:
+            assert await copy.import_events(lines) == (3, 5)
+            assert await copy.messages(SESSION) == await history.view()
