@@ -40,7 +40,9 @@ class HistoryOptions:
     function result in the view without the call it answers; ``"langchain"`` prunes as
     ``ConversationTokenBufferMemory`` does, message by message. ``keep_system`` pins a
     system or developer message that begins the view (appended to an empty view):
-    pruning passes over it, as ``trim_messages(include_system=True)`` keeps it.
+    pruning passes over it, as ``trim_messages(include_system=True)`` keeps it. An append
+    with ``keep_system=False`` gives the pin up: a pinned message that pruning had passed
+    over (that only the pin kept) leaves the view then.
     """
 
     max_tokens: int | None = None

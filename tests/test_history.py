@@ -44,12 +44,15 @@ class ViewModel:
 
     view: list[Message] = field(default_factory=list)
     pinned: bool = False  # view[0] is the pinned system message
+    passed: bool = False  # pruning has passed over it: only the pin keeps it
 
     def append(
         self, messages: Sequence[Message], max_tokens: int | None, prune: str, keep: bool
     ) -> None:
         if not keep:
-            self.pinned = False
+            if self.pinned and self.passed:  # giving up the pin prunes what it kept
+                del self.view[0]
+            self.pinned = self.passed = False
         elif not self.view and not self.pinned and messages[0].role in ("system", "developer"):
             self.pinned = True
         self.view.extend(messages)
@@ -57,22 +60,25 @@ class ViewModel:
             return
         first = 1 if self.pinned else 0
         pruned = False
+        if self.pinned and self._tokens() > max_tokens:
+            self.passed = True
         while self._tokens() > max_tokens and len(self.view) > first:
             del self.view[first]
             pruned = True
         if prune == "pair_safe" and (pruned or any(m.role in RESULT_ROLES for m in messages)):
             while (cut := _last_orphan(self.view[first:])) >= 0:
                 del self.view[first : first + cut + 1]
+                self.passed = self.passed or self.pinned
 
     def pop(self, n: int) -> list[Message]:
         taken = self.view[-n:] if n <= len(self.view) else list(self.view)
         del self.view[len(self.view) - len(taken) :]
         if not self.view:
-            self.pinned = False
+            self.pinned = self.passed = False
         return taken
 
     def clear(self) -> None:
-        self.view, self.pinned = [], False
+        self.view, self.pinned, self.passed = [], False, False
 
     def _tokens(self) -> int:
         return COUNTER.overhead + sum(COUNTER.count_message(m) for m in self.view)
@@ -230,7 +236,7 @@ async def play(target: str, start: Options, run: list[tuple[str, Any]], cache: i
 
 
 def test_the_view_follows_the_documented_rules(backend: str, depth: str, tmp_path: Path) -> None:
-    @examples_for(backend, depth, sqlite=120, postgresql=40)
+    @examples_for(backend, depth, sqlite=300, postgresql=80)
     @given(start=options, run=operations(), cache=st.sampled_from([1024, 0]))
     def example(start: Options, run: list[tuple[str, Any]], cache: int) -> None:
         with fresh_target(backend, tmp_path) as target:
