@@ -23,7 +23,7 @@ import anyio
 import pytest
 
 if sys.version_info < (3, 11):  # the pydantic-ai extra installs nothing there
-    pytest.skip("pydantic-ai 2.62+ needs Python 3.11+", allow_module_level=True)
+    pytest.importorskip("pydantic_ai", reason="pydantic-ai 2.62+ needs Python 3.11+")
 
 from hypothesis import given
 from hypothesis import strategies as st
