@@ -91,6 +91,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _TESTS_PER_FILE[path] += 1
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``@pytest.mark.postgres_sample(n)``: of a test's PostgreSQL cases the fast loop runs
+    one in ``n`` (the rest are marked slow, so the complete run still has every one). For
+    wide case tables whose logic does not depend on the backend: every case still runs on
+    SQLite in the fast loop, and PostgreSQL still sees a spread of them."""
+    seen: defaultdict[str, int] = defaultdict(int)
+    for item in items:
+        marker = item.get_closest_marker("postgres_sample")
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None or "postgresql" not in callspec.params.values():
+            continue
+        function = item.nodeid.split("[", 1)[0]
+        if seen[function] % int(marker.args[0]):
+            item.add_marker(pytest.mark.slow)
+        seen[function] += 1
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     drop_pool()
 

@@ -228,6 +228,7 @@ def test_random_agent_runs_match_langchain(backend: str, depth: str, tmp_path: P
     example()
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.anyio
 @pytest.mark.parametrize("format_as_tools", [True, False])
 @pytest.mark.parametrize("return_messages", [True, False])
@@ -467,6 +468,7 @@ MISMATCHES: dict[str, Callable[[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] 
 }
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.anyio
 @pytest.mark.parametrize("format_as_tools", [True, False])
 @pytest.mark.parametrize("mismatch", list(MISMATCHES))
@@ -803,6 +805,7 @@ async def _seeded(store: eventmem.Store, format_as_tools: bool) -> eventmem.Agen
     return mem
 
 
+@pytest.mark.postgres_sample(5)
 @pytest.mark.anyio
 @pytest.mark.parametrize(("format_as_tools", "action", "observation"), BAD_STEPS)
 @pytest.mark.parametrize("how", ["arecord_step", "asave_context"])
@@ -842,6 +845,7 @@ BAD_OUTPUTS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.postgres_sample(5)
 @pytest.mark.anyio
 @pytest.mark.parametrize("format_as_tools", [True, False])
 @pytest.mark.parametrize("case", list(BAD_OUTPUTS))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import eventmem
@@ -54,3 +56,16 @@ def test_every_module_is_on_the_page() -> None:
 def test_the_check_would_catch_a_stale_name() -> None:
     assert not _resolves("eventmem.store.no_such_module")
     assert not _resolves("eventmem.projection.no_such_rule")
+
+
+def test_the_core_imports_no_framework() -> None:
+    """Adapters are optional extras: ``import eventmem`` (the CLI and the integrations
+    package too) loads no agent framework, so a store costs no framework's import time and
+    works where none is installed."""
+    code = (
+        "import sys, eventmem, eventmem.cli, eventmem.integrations\n"
+        "frameworks = ('langchain', 'langgraph', 'agents', 'pydantic_ai', 'openai')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0].startswith(frameworks))\n"
+        "assert loaded == [], loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PAGE.parents[1])

@@ -53,6 +53,7 @@ SAVE_CASES: list[tuple[str, Any, Any, type[eventmem.EventmemError]]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("inputs", "outputs", "error"),
     [case[1:] for case in SAVE_CASES],
@@ -131,6 +132,7 @@ BAD_OPTIONS: list[tuple[str, Callable[[eventmem.Store], object]]] = [
 ]
 
 
+@pytest.mark.postgres_sample(5)
 @pytest.mark.parametrize("make", [c[1] for c in BAD_OPTIONS], ids=[c[0] for c in BAD_OPTIONS])
 async def test_bad_memory_options_are_refused(
     store: eventmem.Store, make: Callable[[eventmem.Store], object]

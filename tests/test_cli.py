@@ -984,6 +984,7 @@ PAGES = [
 ]
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize(("args", "positions"), PAGES)
 def test_log_pages(store_db: str, tmp_path: Path, args: list[str], positions: list[int]) -> None:
     """``--limit``, ``--offset`` and ``--reverse`` select lines of the whole log, each
@@ -1051,6 +1052,7 @@ def test_log_refuses_negative_pages(
     assert result.stderr.endswith(f"eventmem log: error: {message}\n")
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize(
     ("args", "order"),
     [

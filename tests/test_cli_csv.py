@@ -109,6 +109,7 @@ LOG_ARGS = [
 ]
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize("session", ["chat", "restart", "agent", ODD])
 @pytest.mark.parametrize("args", LOG_ARGS)
 def test_log_csv_is_the_json(csv_db: str, tmp_path: Path, session: str, args: list[str]) -> None:
@@ -125,6 +126,7 @@ def test_log_csv_keeps_awkward_text_whole(csv_db: str, tmp_path: Path) -> None:
     assert tuple(texts) == ODD_TEXTS
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize("session", ["chat", "restart", "agent", ODD])
 @pytest.mark.parametrize("args", [[], ["--at", "1"], ["--limit", "1000", "--model", "gpt-4"]])
 def test_buffer_csv_is_the_json(csv_db: str, tmp_path: Path, session: str, args: list[str]) -> None:
@@ -181,6 +183,7 @@ def test_csv_is_never_styled(
     assert "\033" not in ok(command, csv_db, *rest, "--csv", cwd=tmp_path)
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize("args", [["sessions"], ["log", ODD], ["buffer", ODD], ["stats"]])
 def test_csv_into_a_closed_pipe_ends_as_json_does(csv_db: str, args: list[str]) -> None:
     """Written into a pipe whose reader is gone, ``--csv`` stops as ``--json`` does: the

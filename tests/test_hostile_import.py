@@ -615,6 +615,7 @@ def test_the_corpus_is_large() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
+@pytest.mark.postgres_sample(5)
 @pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 async def test_hostile_import(target: str, case: ImportCase) -> None:

@@ -390,6 +390,7 @@ def test_the_corpus_is_large() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
+@pytest.mark.postgres_sample(5)
 @pytest.mark.parametrize(
     "case",
     [

@@ -369,6 +369,7 @@ def test_key_errors_are_the_builtin_exceptions_langchain_raises() -> None:
     assert issubclass(eventmem.MissingKeyError, KeyError)
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.anyio
 @pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
@@ -390,6 +391,7 @@ async def test_key_rules_match_langchain(target: str, case: KeyCase) -> None:
         assert len(events) == (1 if case.error else 2)  # nothing written on error
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.reuses_schema
 @pytest.mark.parametrize("case", KEY_CASES.values(), ids=KEY_CASES.keys())
 def test_key_rules_match_langchain_sync(target: str, case: KeyCase) -> None:

@@ -11,7 +11,6 @@ agent running. Bad input raises eventmem's errors and writes nothing.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -815,11 +814,6 @@ async def test_messages_not_written_by_the_adapter_are_refused(store: eventmem.S
 
 
 # -- packaging ---------------------------------------------------------------------------
-
-
-def test_eventmem_does_not_import_pydantic_ai() -> None:
-    code = "import sys, eventmem; sys.exit('pydantic_ai' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_processors_are_async_for_pydantic_ai() -> None:
