@@ -23,8 +23,12 @@ from eventmem._export_format import (
     export_line,
     max_line_bytes,
 )
+from eventmem.checkpoint_index import CheckpointIndex
 from eventmem.errors import EventmemError, InvalidInputError
 from eventmem.events import (
+    CheckpointSaved,
+    CheckpointsDeleted,
+    CheckpointWritesSaved,
     Event,
     MemoryCleared,
     MessagesAppended,
@@ -111,7 +115,14 @@ class _StoredStep(StepRecorded, tag="step", frozen=True, omit_defaults=True):
 # message's JSON is decoded only if it stays in the buffer (or the pair-safe rule reads it).
 # A general append is decoded whole: its fold reads its messages' roles.
 _decode_stored = msgspec.json.Decoder(
-    _StoredTurn | _StoredStep | MessagesAppended | MemoryCleared | MessagesRetracted
+    _StoredTurn
+    | _StoredStep
+    | MessagesAppended
+    | MemoryCleared
+    | MessagesRetracted
+    | CheckpointSaved
+    | CheckpointWritesSaved
+    | CheckpointsDeleted
 ).decode
 _decode_message = msgspec.json.Decoder(Message).decode
 _encode_message = msgspec.json.Encoder().encode
@@ -146,7 +157,7 @@ class _FoldBuffer(MemoryBuffer):
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
-    __slots__ = ("broken", "buffer", "last_kind", "session_id", "trusted")
+    __slots__ = ("broken", "buffer", "checkpoints", "last_kind", "session_id", "trusted")
 
     def __init__(self, session_id: str, *, trusted: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
@@ -155,6 +166,7 @@ class SessionFold:
         self.trusted = trusted
         self.last_kind = ""
         self.buffer: MemoryBuffer = _FoldBuffer(session_id)
+        self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
 
     @property
@@ -234,6 +246,7 @@ class SessionFold:
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
         apply(self.buffer, event, position)
+        self.checkpoints.apply(event, position)
         self.buffer.state.chain(position, recorded_at, digest)
 
     def view_rows(self) -> list[tuple[str, int, int, str]]:
@@ -309,8 +322,7 @@ def rewrite_for_replay(
         elif isinstance(event, StepRecorded) and counter is not None:
             yield msgspec.structs.replace(event, **_counted(event.messages, counter))
         else:
-            assert isinstance(event, (StepRecorded, MemoryCleared, MessagesRetracted))
-            yield event
+            yield event  # a step, a clear, a retraction or a checkpoint event
 
 
 def _counted(messages: Iterable[Message], counter: TokenCounter) -> dict[str, object]:

@@ -26,7 +26,14 @@ from eventmem.rules import check_count, check_counter_name, check_limit
 from eventmem.steps import Action, check_action
 
 __all__ = [
+    "CHECKPOINT_KINDS",
     "GENESIS_HASH",
+    "Blob",
+    "ChannelValue",
+    "CheckpointSaved",
+    "CheckpointWrite",
+    "CheckpointWritesSaved",
+    "CheckpointsDeleted",
     "Event",
     "EventData",
     "MemoryCleared",
@@ -36,6 +43,7 @@ __all__ = [
     "StepRecorded",
     "StoredEvent",
     "TurnSaved",
+    "Version",
     "chain_hash",
     "check_event",
     "decode_event",
@@ -132,7 +140,110 @@ class MessagesRetracted(EventData, tag="retract", frozen=True, omit_defaults=Tru
     count: int
 
 
-Event = TurnSaved | MemoryCleared | StepRecorded | MessagesAppended | MessagesRetracted
+# -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------------
+# A version of a LangGraph channel: an int, a float or a str, as the saver made it.
+Version = int | float | str
+
+
+class Blob(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A value as a checkpoint serializer wrote it: its type tag and its bytes (opaque to
+    eventmem, base64 in the event's JSON)."""
+
+    type: str
+    data: bytes
+
+
+class ChannelValue(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
+    """The value of ``channel`` at ``version``, stored by the checkpoint that made it.
+
+    ``value`` holds a whole value. A list is stored as its ``items`` instead, one blob per
+    item: with ``extends`` naming an earlier version of the same channel (same thread and
+    namespace), the value is that version's list followed by these items (a delta: a
+    message list grows by its new messages only); without it, the list is these items.
+    Neither: the channel has no value at this version (it was emptied).
+    """
+
+    channel: str
+    version: Version
+    value: Blob | None = None
+    items: tuple[Blob, ...] | None = None
+    extends: Version | None = None
+
+
+class CheckpointSaved(EventData, tag="checkpoint", frozen=True, omit_defaults=True):
+    """One LangGraph ``put``: checkpoint ``checkpoint_id`` of namespace ``ns``.
+
+    ``checkpoint`` is the serialized checkpoint without its channel values and versions;
+    ``versions`` are its channel versions, and ``values`` the values of the versions this
+    checkpoint made (the others are stored by the checkpoints that made them).
+    ``metadata`` is the serialized metadata; ``step``, ``source`` and ``run_id`` repeat
+    three of its fields in plain form, for the log and for ``delete_for_runs``.
+    """
+
+    ns: str
+    checkpoint_id: str
+    checkpoint: Blob
+    metadata: Blob
+    versions: dict[str, Version] = {}
+    values: tuple[ChannelValue, ...] = ()
+    parent_id: str | None = None
+    step: int | None = None
+    source: str | None = None
+    run_id: str | None = None
+
+
+class CheckpointWrite(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One pending write of a task: its index (LangGraph's, special channels negative),
+    its channel and the serialized value."""
+
+    idx: int
+    channel: str
+    value: Blob
+
+
+class CheckpointWritesSaved(EventData, tag="writes", frozen=True, omit_defaults=True):
+    """One LangGraph ``put_writes``: a task's writes against checkpoint ``checkpoint_id``.
+
+    A write whose ``(task_id, idx)`` the checkpoint already holds is kept as the first
+    one for ``idx >= 0`` and replaced for a negative (special) ``idx``, as LangGraph's
+    savers do; the log keeps both either way.
+    """
+
+    ns: str
+    checkpoint_id: str
+    task_id: str
+    writes: tuple[CheckpointWrite, ...]
+    task_path: str = ""
+
+
+class CheckpointsDeleted(EventData, tag="checkpoints_deleted", frozen=True, omit_defaults=True):
+    """A tombstone: checkpoints leave every read of the thread (and stay in the log).
+
+    ``everything``: the whole thread (``delete_thread``, or ``prune`` with the
+    ``"delete"`` strategy); otherwise the ``(ns, checkpoint_id)`` pairs listed, with their
+    writes. ``reason`` names the call: ``"delete_thread"``, ``"delete_for_runs"`` (then
+    ``run_ids`` are the runs asked for) or ``"prune"``.
+    """
+
+    reason: Literal["delete_thread", "delete_for_runs", "prune"]
+    everything: bool = False
+    checkpoints: tuple[tuple[str, str], ...] = ()
+    run_ids: tuple[str, ...] = ()
+
+
+CheckpointEvent = CheckpointSaved | CheckpointWritesSaved | CheckpointsDeleted
+CHECKPOINT_KINDS = ("checkpoint", "writes", "checkpoints_deleted")
+
+Event = (
+    TurnSaved
+    | MemoryCleared
+    | StepRecorded
+    | MessagesAppended
+    | MessagesRetracted
+    | CheckpointSaved
+    | CheckpointWritesSaved
+    | CheckpointsDeleted
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
@@ -186,6 +297,8 @@ def check_event(event: Event) -> None:
         check_count(event.count, "a retracted count")
         if event.count < 1:
             raise InvalidInputError("a retraction takes at least one message")
+    elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
+        _check_checkpoint_event(event)
     elif isinstance(event, StepRecorded):
         check_action(event.action)
         check_text(event.observation, "observation")
@@ -193,6 +306,41 @@ def check_event(event: Event) -> None:
         check_counter_name(event.counter)
         if event.run is not None:
             check_text(event.run, "run")
+
+
+def _check_checkpoint_event(event: CheckpointEvent) -> None:
+    """The text of a checkpoint event is storable, and it names what it says it does."""
+    if isinstance(event, CheckpointSaved):
+        texts = [event.ns, event.checkpoint_id, event.checkpoint.type, event.metadata.type]
+        texts += [t for t in (event.parent_id, event.source, event.run_id) if t is not None]
+        texts += list(event.versions)
+        for value in event.values:
+            texts.append(value.channel)
+            if value.value is not None and value.items is not None:
+                raise InvalidInputError("a channel value is a whole value or items, not both")
+            if value.extends is not None and value.items is None:
+                raise InvalidInputError("only a list (items) extends an earlier version")
+            if event.versions.get(value.channel) != value.version:
+                raise InvalidInputError(
+                    f"channel {value.channel!r} has a value at a version the checkpoint "
+                    "does not hold"
+                )
+        if len({v.channel for v in event.values}) != len(event.values):
+            raise InvalidInputError("a checkpoint stores each channel's value once")
+        if not event.checkpoint_id:
+            raise InvalidInputError("a checkpoint id must not be empty")
+    elif isinstance(event, CheckpointWritesSaved):
+        texts = [event.ns, event.checkpoint_id, event.task_id, event.task_path]
+        for write in event.writes:
+            texts += [write.channel, write.value.type]
+    else:
+        texts = [text for pair in event.checkpoints for text in pair] + list(event.run_ids)
+        if event.everything and event.checkpoints:
+            raise InvalidInputError("a tombstone names checkpoints or the whole thread")
+    for text in texts:
+        check_text(text, "a checkpoint field")
+        if "\x00" in text:  # PostgreSQL's text cannot hold it
+            raise InvalidInputError("a checkpoint field must not contain NUL characters")
 
 
 def _check_model(model: str | None) -> None:
@@ -243,6 +391,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
     @property
     def kind(self) -> str:
-        """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"`` or
-        ``"retract"``."""
+        """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"``,
+        ``"retract"``, or a LangGraph checkpoint's ``"checkpoint"``, ``"writes"`` and
+        ``"checkpoints_deleted"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

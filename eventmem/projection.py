@@ -26,6 +26,9 @@ import msgspec
 from eventmem.errors import CorruptDatabaseError
 from eventmem.events import (
     GENESIS_HASH,
+    CheckpointSaved,
+    CheckpointsDeleted,
+    CheckpointWritesSaved,
     Event,
     MemoryCleared,
     MessagesAppended,
@@ -176,6 +179,8 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         _apply_retract(buffer, event)
     elif isinstance(event, MemoryCleared):
         buffer.drop_all()
+    elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
+        pass  # a LangGraph checkpoint: its own projection (eventmem.checkpoint_index)
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown event {type(event).__name__}")
 

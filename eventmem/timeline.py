@@ -20,7 +20,6 @@ from eventmem.audit import rewrite_for_replay
 from eventmem.errors import CorruptDatabaseError, InvalidInputError
 from eventmem.events import (
     Event,
-    MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
     StepRecorded,
@@ -108,9 +107,10 @@ class Placement:
 
         The marker is ``visible``, ``pruned``, ``k/n visible``, ``popped`` (taken out
         by a pop; ``, k popped`` when some were), ``pending`` (a step whose turn is not
-        saved yet), ``abandoned``, or ``-`` (no messages: a clear, a pop).
+        saved yet), ``abandoned``, or ``-`` (no messages: a clear, a pop, a LangGraph
+        checkpoint event).
         """
-        if isinstance(event, (MemoryCleared, MessagesRetracted)):
+        if not isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
             return "-", []
         if position in self.abandoned:
             return "abandoned", [False] * len(event.messages)

@@ -21,7 +21,7 @@ from eventmem.errors import ClosedError, ReadOnlyStoreError, StorageError, Unpro
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import maintenance, reads
+from eventmem.store import checkpoints, maintenance, reads
 from eventmem.store.base import (
     AppendRequest,
     ExportPage,
@@ -79,6 +79,7 @@ class BatchedBackend:
         self._read_only = read_only
         self._closed = False
         self._cache = ViewCache(cache_sessions)
+        self._lists = checkpoints.ListCache()  # checkpoint lists rebuilt from their deltas
         self._queue: list[_Queued] = []
         self._committing = False  # a caller holds the turn to commit the queue
         # The connection's thread: one call (a whole transaction) at a time.
@@ -227,6 +228,19 @@ class BatchedBackend:
         version = await self._submit(retract_op(session_id, count, expected_version, retracted))
         return version, retracted
 
+    # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------
+    async def checkpoint_write(self, session_id: str, decide: checkpoints.Decide) -> int:
+        """Append the checkpoint events ``decide`` chooses inside the write's transaction
+        (see ``checkpoints.checkpoint_op``); return the session's version."""
+        return await self._submit(
+            checkpoints.checkpoint_op(session_id, decide, self._max_save_bytes)
+        )
+
+    async def checkpoint_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the checkpoint read ``fn(connection, lists, *args)`` on the connection's
+        thread (``lists``: the cache of lists rebuilt from deltas)."""
+        return await self._run(fn, self._lists, *args)
+
     # -- reads -----------------------------------------------------------------------
     async def load_view(self, session_id: str) -> list[Message]:
         """The visible messages of the session."""
@@ -254,6 +268,7 @@ class BatchedBackend:
     async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt."""
         self._refuse_if_read_only("rebuild")
+        self._lists.clear()
         return await self._run(maintenance.rebuild, self._cache, progress, force)
 
     async def repair_triggers(self) -> list[str]:
@@ -297,6 +312,7 @@ class BatchedBackend:
         """Import an export file in one transaction, read on the connection's thread
         (so reading it never blocks the event loop): (sessions, events)."""
         self._refuse_if_read_only("an import")
+        self._lists.clear()
         return await self._run(maintenance.import_lines, self._cache, reader)
 
     async def count_events(self) -> int:

@@ -13,6 +13,7 @@ from eventmem._export_format import ExportReader, export_line
 from eventmem.audit import ChainChecker, Problem, SessionFold, VerifyReport
 from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
 from eventmem.projection import HeadState
+from eventmem.store import checkpoints
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
@@ -60,6 +61,7 @@ def _write_projection(conn: Connection, fold: SessionFold) -> None:
         "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
         fold.view_rows(),
     )
+    checkpoints.write_index(conn, fold.checkpoints)
 
 
 def _heads(conn: Connection) -> dict[str, HeadState]:
@@ -128,6 +130,13 @@ def _check_projection(
             "projection_mismatch",
             "the stored buffer differs from the fold of the events; run rebuild",
         )
+    if checkpoints.read_index(conn, fold.session_id) != checkpoints.index_rows(fold.checkpoints):
+        return Problem(
+            fold.session_id,
+            version,
+            "projection_mismatch",
+            "the stored checkpoint index differs from the fold of the events; run rebuild",
+        )
     return None
 
 
@@ -149,7 +158,10 @@ def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
                 continue
             if problem := _check_projection(conn, fold, heads.get(fold.session_id)):
                 problems.append(problem)
-        for (session_id,) in conn.execute("SELECT DISTINCT session_id FROM view_messages"):
+        for (session_id,) in conn.execute(
+            "SELECT session_id FROM view_messages UNION SELECT session_id FROM lg_checkpoints"
+            " UNION SELECT session_id FROM lg_values UNION SELECT session_id FROM lg_writes"
+        ):
             if session_id not in folds and session_id not in heads:
                 problems.append(
                     Problem(
@@ -205,8 +217,10 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
                 (session_id,),
             ).fetchall()
         ]
+        kept_index = [checkpoints.read_index(conn, session_id) for session_id in damaged]
         conn.execute("DELETE FROM view_messages")
         conn.execute("DELETE FROM sessions")
+        checkpoints.delete_index(conn, None)
         count = 0
         for fold in folds.values():
             if fold.session_id not in damaged:
@@ -217,6 +231,8 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
             "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
             kept_view,
         )
+        for rows in kept_index:
+            checkpoints.insert_index_rows(conn, rows)
         return count
 
     return write_transaction(conn, body)
@@ -310,6 +326,7 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
         for fold in folds.values():
             conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
             conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
+            checkpoints.delete_index(conn, fold.session_id)
             _write_projection(conn, fold)
         return len(folds), written
 

@@ -1,9 +1,10 @@
 """One session of a store, reachable from blocking and from async code.
 
 LangChain calls a memory's blocking methods (``chain.invoke``) and its async ones
-(``chain.ainvoke``). eventmem has two stores: [`SyncStore`][eventmem.SyncStore]
-(``eventmem.connect``: its event loop runs in a private thread) and the async
-[`Store`][eventmem.Store] (``eventmem.open``: it lives on the application's loop).
+(``chain.ainvoke``). eventmem has two stores (``eventmem.integrations._stores``):
+[`SyncStore`][eventmem.SyncStore] (``eventmem.connect``: its event loop runs in a private
+thread) and the async [`Store`][eventmem.Store] (``eventmem.open``: it lives on the
+application's loop).
 
 * SyncStore: blocking calls go straight to it. Async calls run that blocking call in a
   worker thread (``anyio.to_thread``), so the caller's loop keeps running meanwhile.
@@ -15,8 +16,6 @@ LangChain calls a memory's blocking methods (``chain.invoke``) and its async one
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,8 +23,8 @@ import anyio.to_thread
 
 from eventmem._options import BufferOptions
 from eventmem.api import Store
-from eventmem.errors import EventmemError, InvalidInputError, SyncInAsyncContextError
 from eventmem.history import History
+from eventmem.integrations._stores import AnyStore, call_blocking, check_store, note_loop
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.sync import (
@@ -36,60 +35,6 @@ from eventmem.sync import (
 )
 
 __all__ = ["AnyStore", "Session", "call_blocking", "check_store", "note_loop"]
-
-AnyStore = SyncStore | Store
-
-# The event loop each async Store was last seen used on, so that a memory created in a
-# worker thread can still reach its store's loop. (A Store does not expose its loop.)
-_store_loops: weakref.WeakKeyDictionary[Store, asyncio.AbstractEventLoop] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def note_loop(store: Store) -> None:
-    """Remember the running loop (if any) as ``store``'s, for blocking calls from other
-    threads."""
-    loop = _running_loop()
-    if loop is not None:
-        _store_loops[store] = loop
-
-
-def call_blocking(store: Store, op: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run the coroutine function ``fn(*args)`` of the async ``store`` from blocking code:
-    on the store's loop, waited for from this thread (see the module's rules)."""
-    if _running_loop() is not None:
-        raise SyncInAsyncContextError(
-            f"a blocking call ({op}) was made from inside a running event loop; use the "
-            "async methods (aload_memory_variables, asave_context, aclear, "
-            "aget_messages, aadd_messages, ainvoke)"
-        )
-    loop = _store_loops.get(store)
-    if loop is None or loop.is_closed() or not loop.is_running():
-        raise EventmemError(
-            f"{op} blocks, and this memory's store is an async eventmem.Store with no "
-            "running event loop known to serve it (it was never used from its loop, "
-            "or the loop has stopped); in blocking code use a store from "
-            "eventmem.connect(path)"
-        )
-    return asyncio.run_coroutine_threadsafe(fn(*args), loop).result()
-
-
-def check_store(store: object) -> AnyStore:
-    """``store`` if it is an eventmem store, else a clear
-    [`InvalidInputError`][eventmem.InvalidInputError]."""
-    if isinstance(store, (SyncStore, Store)):
-        return store
-    raise InvalidInputError(
-        "store must be an eventmem.SyncStore (from eventmem.connect(path)) or an "
-        f"eventmem.Store (from await eventmem.open(path)), got {type(store).__name__}"
-    )
 
 
 class Session:
@@ -108,9 +53,7 @@ class Session:
             self._sync = None
             self._async_store = store
             self.memory = store._memory(session_id, options)
-            loop = _running_loop()
-            if loop is not None:
-                _store_loops[store] = loop
+            note_loop(store)
 
     @property
     def session_id(self) -> str:

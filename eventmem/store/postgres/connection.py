@@ -187,7 +187,10 @@ class PostgresConnection:
 
     def lock_store(self) -> None:
         """Keep writers out of every table until the transaction ends (reads go on)."""
-        self.raw.execute("LOCK TABLE events, sessions, view_messages IN SHARE ROW EXCLUSIVE MODE")
+        self.raw.execute(
+            "LOCK TABLE events, sessions, view_messages, lg_checkpoints, lg_values, lg_writes"
+            " IN SHARE ROW EXCLUSIVE MODE"
+        )
 
     def trigger_findings(self) -> list[str]:
         """From ``pg_trigger`` (disabled ones included), against the migrations'."""

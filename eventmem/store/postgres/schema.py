@@ -36,7 +36,15 @@ __all__ = ["MIGRATION_LOCK", "apply_migrations", "restore_triggers", "trigger_fi
 # pg_advisory_xact_lock(classid, objid) key of the migration lock ("EVMM", 0); sessions
 # use another classid (see ``postgres.connection``), so the two never wait on each other.
 MIGRATION_LOCK = (0x45564D4D, 0)
-_OWN_TABLES = ("eventmem_migrations", "events", "sessions", "view_messages")
+_OWN_TABLES = (
+    "eventmem_migrations",
+    "events",
+    "sessions",
+    "view_messages",
+    "lg_checkpoints",
+    "lg_values",
+    "lg_writes",
+)
 
 
 def _applied_versions(conn: psycopg.Connection[Any], schema: str) -> list[int] | None:
