@@ -84,6 +84,9 @@ def test_the_stored_union_covers_every_event_kind() -> None:
         eventmem.MessagesAppended,
         MemoryCleared,
         eventmem.MessagesRetracted,
+        eventmem.CheckpointSaved,
+        eventmem.CheckpointWritesSaved,
+        eventmem.CheckpointsDeleted,
     }
     assert {tag(c) for c in stored} == {tag(c) for c in get_args(Event)}
     assert msgspec.structs.fields(_StoredTurn)[1:] == msgspec.structs.fields(TurnSaved)[1:]

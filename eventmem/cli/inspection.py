@@ -39,6 +39,9 @@ from eventmem.cli.common import (
 from eventmem.cli.stores import open_existing, require_session, shell_arg, shown
 from eventmem.errors import EventmemError
 from eventmem.events import (
+    CheckpointSaved,
+    CheckpointsDeleted,
+    CheckpointWritesSaved,
     Event,
     MessagesAppended,
     MessagesRetracted,
@@ -199,7 +202,40 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
         return text
     if isinstance(event, MessagesRetracted):
         return f"popped {plural(event.count, 'message')}"
+    if isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
+        return _checkpoint_summary(event, width)
     return "cleared"
+
+
+def _checkpoint_summary(
+    event: CheckpointSaved | CheckpointWritesSaved | CheckpointsDeleted, width: int
+) -> str:
+    """A LangGraph checkpoint event in a line: what it stores, not its serialized bytes."""
+    if isinstance(event, CheckpointsDeleted):
+        what = (
+            "the whole thread" if event.everything else plural(len(event.checkpoints), "checkpoint")
+        )
+        runs = f" of {plural(len(event.run_ids), 'run')}" if event.run_ids else ""
+        return f"{event.reason}: hid {what}{runs}"
+    ns = f" ns {clip(event.ns, width)}" if event.ns else ""
+    if isinstance(event, CheckpointWritesSaved):
+        channels = ", ".join(clip(w.channel, width) for w in event.writes)
+        return (
+            f"task {clip(event.task_id, 12)} on {clip(event.checkpoint_id, 40)}{ns}: "
+            f"{plural(len(event.writes), 'write')} ({channels})"
+        )
+    step = f" step {event.step}" if event.step is not None else ""
+    source = f" {clip(event.source, width)}" if event.source else ""
+    changed = []
+    for value in event.values:
+        name = clip(value.channel, width)
+        if value.items is not None:
+            count = len(value.items)
+            changed.append(f"{name} +{count}" if value.extends is not None else f"{name} [{count}]")
+        else:
+            changed.append(name if value.value is not None else f"{name} emptied")
+    values = f": {', '.join(changed)}" if changed else ""
+    return f"{clip(event.checkpoint_id, 40)}{ns}{step}{source}{values}"
 
 
 def configure_log(parser: argparse.ArgumentParser) -> None:

@@ -467,26 +467,21 @@ def read_checkpoints(
 
     def body() -> StoredCheckpoint | None:
         if checkpoint_id is None:
-            rows = [
-                (cid, position)
-                for cid, position in conn.execute(
-                    "SELECT checkpoint_id, position FROM lg_checkpoints"
-                    " WHERE session_id = ? AND ns = ?",
-                    (session_id, ns),
-                )
-            ]
-            if not rows:
-                return None
-            position = max(rows)[1]  # checkpoint ids sort in time order
+            # checkpoint ids sort in time order (byte order in both databases)
+            row = conn.execute(
+                "SELECT position FROM lg_checkpoints WHERE session_id = ? AND ns = ?"
+                " ORDER BY checkpoint_id DESC LIMIT 1",
+                (session_id, ns),
+            ).fetchone()
         else:
             row = conn.execute(
                 "SELECT position FROM lg_checkpoints WHERE session_id = ? AND ns = ?"
                 " AND checkpoint_id = ?",
                 (session_id, ns, checkpoint_id),
             ).fetchone()
-            if row is None:
-                return None
-            position = row[0]
+        if row is None:
+            return None
+        position = row[0]
         found: StoredCheckpoint = _Reader(conn, lists).checkpoint(session_id, position)
         return found
 
@@ -509,51 +504,36 @@ def list_checkpoints(
     ``(checkpoint_id, session_id, ns)`` of the previous page."""
 
     def body() -> list[StoredCheckpoint]:
-        where, args = [], []
-        for column, value in (("session_id", session_id), ("ns", ns)):
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("session_id", session_id),
+            ("ns", ns),
+            ("checkpoint_id", checkpoint_id),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        if checkpoint_id is not None:
-            where.append("checkpoint_id = ?")
-            args.append(checkpoint_id)
-        sql = "SELECT checkpoint_id, session_id, ns, position FROM lg_checkpoints"
+        if before is not None:
+            where.append("checkpoint_id < ?")
+            args.append(before)
+        if after is not None:
+            # keyset paging, in the order below (text compares byte by byte in both)
+            where.append(
+                "(checkpoint_id < ? OR (checkpoint_id = ? AND (session_id > ?"
+                " OR (session_id = ? AND ns > ?))))"
+            )
+            args += [after[0], after[0], after[1], after[1], after[2]]
+        sql = "SELECT session_id, position FROM lg_checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = [tuple(row) for row in conn.execute(sql, args)]
-        # Sorted here, by code point, whatever collation the database's text has.
-        rows.sort(key=lambda r: (_Descending(r[0]), r[1], r[2]))
-        if before is not None:
-            rows = [r for r in rows if r[0] < before]
-        if after is not None:
-            key = (_Descending(after[0]), after[1], after[2])
-            rows = [r for r in rows if (_Descending(r[0]), r[1], r[2]) > key]
+        sql += " ORDER BY checkpoint_id DESC, session_id, ns LIMIT ?"
+        rows = conn.execute(sql, [*args, limit]).fetchall()
         reader = _Reader(conn, lists)
-        return [reader.checkpoint(r[1], r[3]) for r in rows[:limit]]
+        return [reader.checkpoint(sid, position) for sid, position in rows]
 
     found: list[StoredCheckpoint] = _in_snapshot(conn, body)
     return found
-
-
-class _Descending:
-    """A str that sorts backwards."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __lt__(self, other: _Descending) -> bool:
-        return self.text > other.text
-
-    def __gt__(self, other: _Descending) -> bool:
-        return self.text < other.text
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Descending) and self.text == other.text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
 
 
 def thread_events(conn: Connection, session_id: str) -> list[StoredCheckpoint]:

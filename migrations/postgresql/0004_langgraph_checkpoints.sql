@@ -1,16 +1,19 @@
 -- eventmem schema 4 for PostgreSQL: LangGraph checkpoints (eventmem.integrations.langgraph).
 -- (as migrations/sqlite/0004_langgraph_checkpoints.sql).
 -- Checkpoint events live in the events table like every other event; these tables are
--- their lookup projection (named lg_* so that a schema LangGraph's own PostgresSaver
--- uses, with its checkpoints/checkpoint_blobs/checkpoint_writes, can hold them too): which event holds each visible checkpoint, each stored channel
--- value and each pending write. Like sessions and view_messages they are recomputed from
--- the events by rebuild and checked against them by verify.
+-- their lookup projection: which event holds each visible checkpoint, each stored
+-- channel value and each pending write. Like sessions and view_messages they are
+-- recomputed from the events by rebuild and checked against them by verify. (Named lg_*
+-- so that a schema LangGraph's own PostgresSaver uses, with its checkpoints,
+-- checkpoint_blobs and checkpoint_writes tables, can hold them too.)
 
 CREATE TABLE lg_checkpoints (
-    session_id    TEXT    NOT NULL,  -- the LangGraph thread
-    ns            TEXT    NOT NULL,
-    checkpoint_id TEXT    NOT NULL,
-    position      BIGINT  NOT NULL,  -- the event that put it
+    -- Compared byte by byte ("C"), as SQLite does: checkpoint ids sort in time order
+    -- and list() pages by them, whatever collation the database's text has.
+    session_id    TEXT COLLATE "C" NOT NULL,  -- the LangGraph thread
+    ns            TEXT COLLATE "C" NOT NULL,
+    checkpoint_id TEXT COLLATE "C" NOT NULL,
+    position      BIGINT NOT NULL,  -- the event that put it
     parent_id     TEXT,
     run_id        TEXT,
     PRIMARY KEY (session_id, ns, checkpoint_id)

@@ -1,9 +1,10 @@
 -- eventmem schema 4 for SQLite: LangGraph checkpoints (eventmem.integrations.langgraph).
 -- Checkpoint events live in the events table like every other event; these tables are
--- their lookup projection (named lg_* so that a schema LangGraph's own PostgresSaver
--- uses, with its checkpoints/checkpoint_blobs/checkpoint_writes, can hold them too): which event holds each visible checkpoint, each stored channel
--- value and each pending write. Like sessions and view_messages they are recomputed from
--- the events by rebuild and checked against them by verify.
+-- their lookup projection: which event holds each visible checkpoint, each stored
+-- channel value and each pending write. Like sessions and view_messages they are
+-- recomputed from the events by rebuild and checked against them by verify. (Named lg_*
+-- so that a schema LangGraph's own PostgresSaver uses, with its checkpoints,
+-- checkpoint_blobs and checkpoint_writes tables, can hold them too.)
 
 CREATE TABLE lg_checkpoints (
     session_id    TEXT    NOT NULL,  -- the LangGraph thread
