@@ -170,6 +170,7 @@ class BatchedBackend:
                     outcomes = [e] * len(batch)
             for queued, outcome in zip(batch, outcomes, strict=True):
                 queued.outcome = outcome
+            self._after_writes(len(batch))
         finally:
             for queued in batch:
                 if queued.outcome is None:  # interrupted (KeyboardInterrupt, ...)
@@ -181,6 +182,10 @@ class BatchedBackend:
             for queued in batch:
                 if queued.wake is not None:
                     queued.wake.set()
+
+    def _after_writes(self, count: int) -> None:
+        """Told after each batch (``count`` writes) and after a rebuild or an import
+        (a large ``count``): a backend with housekeeping to schedule does it here."""
 
     def _pass_turn(self) -> None:
         """Hand the turn to commit to the first queued caller, or end it. (Callers
@@ -269,7 +274,10 @@ class BatchedBackend:
         """Recompute the projections from the events; return the number rebuilt."""
         self._refuse_if_read_only("rebuild")
         self._lists.clear()
-        return await self._run(maintenance.rebuild, self._cache, progress, force)
+        try:
+            return await self._run(maintenance.rebuild, self._cache, progress, force)
+        finally:
+            self._after_writes(1_000_000)
 
     async def repair_triggers(self) -> list[str]:
         """Make the log's triggers the schema's again; return what was wrong."""
@@ -313,7 +321,10 @@ class BatchedBackend:
         (so reading it never blocks the event loop): (sessions, events)."""
         self._refuse_if_read_only("an import")
         self._lists.clear()
-        return await self._run(maintenance.import_lines, self._cache, reader)
+        try:
+            return await self._run(maintenance.import_lines, self._cache, reader)
+        finally:
+            self._after_writes(1_000_000)
 
     async def count_events(self) -> int:
         """Number of events in the store."""

@@ -30,6 +30,7 @@ from eventmem.store.sqlite.connection import SQLiteConnection
 from eventmem.store.sqlite.errors import translated
 from eventmem.store.sqlite.files import OpenPlan, check_wal, plan_open, remove_created
 from eventmem.store.sqlite.migrations import apply_migrations
+from eventmem.store.sqlite.wal import WRITES_PER_CHECKPOINT, WalCheckpointer
 from eventmem.store.worker import Worker
 
 __all__ = ["SQLiteBackend"]
@@ -53,6 +54,14 @@ class SQLiteBackend(BatchedBackend):
         super().__init__(where, cache_sessions, max_save_bytes, read_only, worker)
         self._conn = conn
         self._plan = plan
+        # Checkpoints out of the callers' saves (see eventmem.store.sqlite.wal); the
+        # writes since the last one asked for.
+        self._checkpointer = (
+            None
+            if read_only or plan is None or plan.uri.startswith("file::memory:")
+            else WalCheckpointer(plan.uri)
+        )
+        self._unchecked_writes = 0
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], options: OpenOptions) -> SQLiteBackend:
@@ -106,6 +115,15 @@ class SQLiteBackend(BatchedBackend):
         # ROLLBACK before the caller hears of its cancellation.
         return await self._worker.run(call)
 
+    def _after_writes(self, count: int) -> None:
+        """Ask for a WAL checkpoint every ``WRITES_PER_CHECKPOINT`` writes."""
+        if self._checkpointer is None:
+            return
+        self._unchecked_writes += count
+        if self._unchecked_writes >= WRITES_PER_CHECKPOINT:
+            self._unchecked_writes = 0
+            self._checkpointer.request()
+
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
         """Pages of the events committed when the export started: with one writer at a
@@ -127,6 +145,10 @@ class SQLiteBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
+                if self._checkpointer is not None:
+                    # Its connection closes first, so the store's own is the last one:
+                    # that one checkpoints the WAL a final time and removes it.
+                    await anyio.to_thread.run_sync(self._checkpointer.stop)
                 # After the calls already submitted: the worker runs them in order.
                 await self._worker.run(self._conn.close)
                 self._worker.stop()
@@ -193,6 +215,8 @@ def _configure(
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    # Checkpoints run on a thread of their own (eventmem.store.sqlite.wal), not in a save.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
 
 
 # The class implements the interface the memories and the store are written against.
