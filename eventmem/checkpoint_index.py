@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from eventmem.errors import InvalidInputError
 from eventmem.events import (
     CheckpointSaved,
     CheckpointsDeleted,
@@ -49,13 +50,23 @@ class CheckpointIndex:
         self.writes: dict[tuple[str, str, str, int], tuple[int, int]] = {}
 
     def apply(self, event: Event, position: int) -> None:
-        """Fold the event at ``position``."""
+        """Fold the event at ``position``; a delta on a version the thread does not hold
+        is refused (`InvalidInputError`), as the live path refuses to write one."""
         if isinstance(event, CheckpointSaved):
             self.checkpoints[(event.ns, event.checkpoint_id)] = (
                 position,
                 event.parent_id,
                 event.run_id,
             )
+            for value in event.values:
+                if value.extends is not None and (
+                    (event.ns, value.channel, version_key(value.extends)) not in self.blobs
+                ):
+                    # what the live path refuses before writing (StaleBaseError)
+                    raise InvalidInputError(
+                        f"channel {value.channel!r} extends version {value.extends!r}, "
+                        "which the thread does not hold"
+                    )
             for value in event.values:
                 self.blobs[(event.ns, value.channel, version_key(value.version))] = position
         elif isinstance(event, CheckpointWritesSaved):

@@ -157,6 +157,23 @@ class ImportCase:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# A LangGraph thread: a checkpoint holding a list of one item, a task's write, a checkpoint
+# adding one item to that list, and a prune tombstone.
+CHECKPOINT = (
+    b'{"kind":"checkpoint","ns":"","checkpoint_id":"c1","checkpoint":["json","e30="],'
+    b'"metadata":["json","e30="],"versions":{"messages":1},'
+    b'"values":[["messages",1,null,[["json","QQ=="]],null]]}'
+)
+WRITES = (
+    b'{"kind":"writes","ns":"","checkpoint_id":"c1","task_id":"t",'
+    b'"writes":[[0,"messages",["json","W10="]]]}'
+)
+DELTA = (
+    b'{"kind":"checkpoint","ns":"","checkpoint_id":"c2","checkpoint":["json","e30="],'
+    b'"metadata":["json","e30="],"versions":{"messages":2},'
+    b'"values":[["messages",2,null,[["json","Qg=="]],1]],"parent_id":"c1"}'
+)
+PRUNED = b'{"kind":"checkpoints_deleted","reason":"prune","checkpoints":[["","c1"]]}'
 GOOD = forged(TURN, CLEAR, TURN)
 R = eventmem.ImportRefusedError
 INVALID = eventmem.InvalidInputError
@@ -424,6 +441,60 @@ CASES = [
         "a pop of more than the view holds",
         forged(CLEAR, b'{"kind":"retract","count":1}'),
         "does not fold",
+    ),
+    # LangGraph checkpoint events (eventmem.integrations.langgraph)
+    ImportCase(
+        "a thread of checkpoints, writes, a delta and a tombstone",
+        forged(CHECKPOINT, WRITES, DELTA, PRUNED),
+        error=None,
+    ),
+    ImportCase(
+        "a checkpoint value at a version it does not hold",
+        forged(replaced(CHECKPOINT, b'"versions":{"messages":1}', b'"versions":{"messages":2}')),
+        "does not hold",
+    ),
+    ImportCase(
+        "a checkpoint value both whole and items",
+        forged(replaced(CHECKPOINT, b'["messages",1,null,', b'["messages",1,["json","e30="],')),
+        "not both",
+    ),
+    ImportCase(
+        "a delta on a version the thread does not hold",
+        forged(replaced(CHECKPOINT, b'"QQ=="]],null]]', b'"QQ=="]],0]]')),
+        "does not fold",
+    ),
+    ImportCase("a delta before its base", forged(DELTA, CHECKPOINT), "does not fold"),
+    ImportCase(
+        "a checkpoint value stored twice",
+        forged(replaced(CHECKPOINT, b'"values":[', b'"values":[["messages",1],')),
+        "once",
+    ),
+    ImportCase(
+        "a checkpoint id that is empty",
+        forged(replaced(CHECKPOINT, b'"checkpoint_id":"c1"', b'"checkpoint_id":""')),
+        "must not be empty",
+    ),
+    ImportCase(
+        "a namespace with a NUL",
+        forged(replaced(CHECKPOINT, b'"ns":""', b'"ns":"a\\u0000b"')),
+        "NUL",
+    ),
+    ImportCase(
+        "a tombstone naming the thread and checkpoints",
+        forged(
+            CHECKPOINT, replaced(PRUNED, b'"reason":"prune"', b'"reason":"prune","everything":true')
+        ),
+        "names checkpoints or",
+    ),
+    ImportCase(
+        "a tombstone with an unknown reason",
+        forged(CHECKPOINT, replaced(PRUNED, b'"prune"', b'"vacuum"')),
+        "does not decode",
+    ),
+    ImportCase(
+        "a write that is not a triple",
+        forged(CHECKPOINT, replaced(WRITES, b'[0,"messages",["json","W10="]]', b'[0,"messages"]')),
+        "does not decode",
     ),
     ImportCase(
         "data with an unknown field",
