@@ -12,6 +12,7 @@ model sees is a projection of the log, pruned oldest-first to ``max_token_limit`
 
 from eventmem._opening import Opening, open
 from eventmem._options import AgentBufferArgs, AgentBufferOptions, BufferArgs, BufferOptions
+from eventmem.anchors import Anchor, AnchoredHead, AnchorKey
 from eventmem.api import Store
 from eventmem.audit import Problem, VerifyReport
 from eventmem.errors import (
@@ -84,6 +85,9 @@ __all__ = [
     "AgentBufferArgs",
     "AgentBufferOptions",
     "AgentTokenBufferMemory",
+    "Anchor",
+    "AnchorKey",
+    "AnchoredHead",
     "Blob",
     "BufferArgs",
     "BufferOptions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -16,11 +17,13 @@ from eventmem._options import (
     BufferOptions,
     Mirror,
 )
+from eventmem.anchors import Anchor, AnchoredHead, AnchorKey, sign_heads, signature_ok
 from eventmem.audit import (
     EXPORT_FORMAT,
     ExportEnd,
     ExportHeader,
     ExportReader,
+    Problem,
     VerifyReport,
     rewrite_for_replay,
 )
@@ -30,7 +33,7 @@ from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
 from eventmem.projection import fold
-from eventmem.rules import check_limit, validate_session_id
+from eventmem.rules import check_limit, stored_time, validate_session_id
 from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
 from eventmem.tokens import TokenCounter, resolve_counter
 
@@ -162,15 +165,102 @@ class Store:
         events = [e.data async for e in self.events(session_id)]
         return fold(rewrite_for_replay(events, max_token_limit, counter)).messages
 
-    async def verify(self, *, progress: Progress | None = None) -> VerifyReport:
+    async def verify(
+        self,
+        *,
+        progress: Progress | None = None,
+        anchors: Iterable[Anchor] = (),
+        key: AnchorKey | None = None,
+    ) -> VerifyReport:
         """Check the whole store: the triggers that keep the log immutable, every hash
         chain, and every projection row (session heads and buffer rows, also those of
         sessions without events) against the fold of the events.
 
+        With ``anchors`` (from [`anchor`][eventmem.Store.anchor]) and the ``key`` that
+        signed them, also check each anchor's signature and that every session it holds
+        still has an event at the anchored position, with the anchored hash: this finds
+        what the chain alone cannot (a cut tail, a deleted session, a history rewritten
+        and chained again).
+
         ``report.problems`` names the first bad position of each damaged session. What
         the chain can and cannot prove: ``docs/operations.md``.
         """
-        return await self._backend.verify(progress)
+        anchors = list(anchors)
+        if anchors and key is None:
+            raise InvalidInputError("checking anchors needs the key that signed them")
+        for anchor in anchors:
+            if not isinstance(anchor, Anchor):
+                raise InvalidInputError(
+                    f"anchors are eventmem.Anchor objects, got {type(anchor).__name__}"
+                )
+        report = await self._backend.verify(progress)
+        for anchor in anchors:
+            report.problems.extend(await self._anchor_problems(anchor, key))
+        return report
+
+    async def anchor(self, key: AnchorKey) -> Anchor:
+        """Sign every session's head (its last position and that event's hash) with
+        ``key``: an HMAC secret (``bytes``, 16 or more) or an Ed25519 private key from
+        ``cryptography``. Keep the anchor outside the store; pass it to
+        [`verify`][eventmem.Store.verify] later. The key is not kept anywhere."""
+        heads = [
+            AnchoredHead(session_id, position, digest.hex())
+            for session_id, position, digest in await self._backend.anchor_heads()
+        ]
+        return sign_heads(heads, key, time.time_ns() // 1000)
+
+    async def _anchor_problems(self, anchor: Anchor, key: AnchorKey) -> list[Problem]:
+        def utc_text(micros: int) -> str:
+            moment = stored_time(micros)
+            return str(moment) if isinstance(moment, int) else moment.isoformat()
+
+        if not signature_ok(anchor, key):
+            return [
+                Problem(
+                    "",
+                    0,
+                    "anchor_signature",
+                    f"the anchor made {utc_text(anchor.created_at)} (key {anchor.key_id}) "
+                    "does not check with this key: it was altered or forged, or another key "
+                    "signed it",
+                )
+            ]
+        found = await self._backend.anchored_state(
+            [(head.session_id, head.position) for head in anchor.heads]
+        )
+        problems = []
+        for head, (last, digest) in zip(anchor.heads, found, strict=True):
+            if last == 0:
+                problems.append(
+                    Problem(
+                        head.session_id,
+                        1,
+                        "anchor_session_missing",
+                        f"the anchor holds this session at position {head.position}, but the "
+                        "store has no event of it: the session was deleted",
+                    )
+                )
+            elif last < head.position:
+                problems.append(
+                    Problem(
+                        head.session_id,
+                        last + 1,
+                        "anchor_truncated",
+                        f"the anchor holds this session at position {head.position}, but its "
+                        f"log ends at {last}: events at the end were removed",
+                    )
+                )
+            elif digest is None or digest.hex() != head.hash:
+                problems.append(
+                    Problem(
+                        head.session_id,
+                        head.position,
+                        "anchor_rewritten",
+                        "the event at the anchored position is not the anchored one: the "
+                        "history up to it was changed (and chained again)",
+                    )
+                )
+        return problems
 
     async def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events alone; return how many sessions were

@@ -68,6 +68,10 @@ ProblemKind = Literal[
     "projection_mismatch",
     "orphan_projection",
     "trigger_mismatch",
+    "anchor_signature",
+    "anchor_session_missing",
+    "anchor_truncated",
+    "anchor_rewritten",
 ]
 
 
@@ -76,7 +80,11 @@ class Problem(msgspec.Struct, frozen=True):
     session.
 
     A finding about the whole store (``trigger_mismatch``: the log's immutability
-    triggers are missing, disabled or changed) has an empty ``session_id`` and position 0.
+    triggers are missing, disabled or changed; ``anchor_signature``: an anchor that the
+    key did not sign, or that was altered) has an empty ``session_id`` and position 0.
+    The ``anchor_*`` kinds compare the store with an anchor (``eventmem.anchors``): a
+    session it holds is gone (``anchor_session_missing``), ends before the anchored
+    position (``anchor_truncated``), or has another event there (``anchor_rewritten``).
     """
 
     session_id: str

@@ -27,6 +27,7 @@ from eventmem._options import (
     BufferOptions,
     Mirror,
 )
+from eventmem.anchors import Anchor, AnchorKey
 from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import ClosedError, SyncInAsyncContextError
@@ -147,11 +148,22 @@ class SyncStore:
         """The number of events in the store."""
         return self._call("SyncStore.count_events", self._store.count_events)
 
-    def verify(self, *, progress: Progress | None = None) -> VerifyReport:
-        """Check the triggers, every hash chain, session head and projection row (see
-        [`Store.verify`][eventmem.Store.verify]); ``progress(done, total)`` is called
-        from the store's thread."""
-        return self._call("SyncStore.verify", partial(self._store.verify, progress=progress))
+    def verify(
+        self,
+        *,
+        progress: Progress | None = None,
+        anchors: Iterable[Anchor] = (),
+        key: AnchorKey | None = None,
+    ) -> VerifyReport:
+        """Check the triggers, every hash chain, session head and projection row, and any
+        ``anchors`` with their ``key`` (see [`Store.verify`][eventmem.Store.verify]);
+        ``progress(done, total)`` is called from the store's thread."""
+        verify = partial(self._store.verify, progress=progress, anchors=list(anchors), key=key)
+        return self._call("SyncStore.verify", verify)
+
+    def anchor(self, key: AnchorKey) -> Anchor:
+        """Sign every session's head with ``key`` (see [`Store.anchor`][eventmem.Store.anchor])."""
+        return self._call("SyncStore.anchor", self._store.anchor, key)
 
     def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt. Chain

@@ -24,6 +24,7 @@ COMMANDS = [
     ["log"],
     ["buffer"],
     ["verify"],
+    ["anchor"],
     ["rebuild"],
     ["export"],
     ["import"],

@@ -23,6 +23,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "history",
         "memory",
         "messages",
+        "anchors",
         "checkpoint_index",
         "projection",
         "rules",

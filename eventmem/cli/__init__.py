@@ -2,10 +2,10 @@
 
 Each command group has a module that parses its arguments and prints what the public
 API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `integrity`
-(``verify``, ``rebuild``), `transfer` (``export``, ``import``) and `stats`; `common` and
-`stores` hold what they share. Each command is a `Command` listed in ``COMMANDS``: it
-adds its arguments to a subparser and names the function that runs it. A command
-returns its exit status:
+(``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``)
+and `stats`; `common` and `stores` hold what they share. Each command is a `Command`
+listed in ``COMMANDS``: it adds its arguments to a subparser and names the function that
+runs it. A command returns its exit status:
 
 * 0 -- everything is fine;
 * 1 -- a problem was found (any [`EventmemError`][eventmem.EventmemError], an unreadable file...);
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import anyio
 
 import eventmem
+from eventmem.cli.anchoring import configure_anchor, run_anchor
 from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, PROG, discard_stdout, error
 from eventmem.cli.demo import (
     DEFAULT_DEMO_DB,
@@ -131,6 +132,19 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_verify,
         run=run_verify,
+    ),
+    Command(
+        name="anchor",
+        help="sign every session's head with a key, for 'verify --anchors' later",
+        description=(
+            "Write an anchor: each session's last position and that event's hash, signed "
+            "with --key-file (an HMAC secret, or a PEM Ed25519 private key). Keep it away "
+            "from the store; 'verify DB --anchors FILE --key-file KEY' then finds what the "
+            "hash chain alone cannot: a cut tail, a deleted session, a re-chained history. "
+            "The key is never printed."
+        ),
+        configure=configure_anchor,
+        run=run_anchor,
     ),
     Command(
         name="rebuild",

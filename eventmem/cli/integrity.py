@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from eventmem.audit import Problem, VerifyReport
+from eventmem.cli.anchoring import add_key_file, load_anchors, load_key
 from eventmem.cli.args import add_db, add_flag, add_json
 from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, PROG, Progress, plural, print_json
 from eventmem.cli.stores import open_existing, shell_arg
+from eventmem.errors import InvalidInputError
 
 __all__ = ["configure_rebuild", "configure_verify", "run_rebuild", "run_verify"]
 
@@ -24,6 +26,15 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
         "first restore the triggers that keep the log immutable, if they are missing, "
         "disabled or changed (each one restored is printed)",
     )
+    parser.add_argument(
+        "--anchors",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="also check the anchor in FILE (from 'eventmem anchor'; repeatable): finds a "
+        "cut tail, a deleted session or a re-chained history; needs --key-file",
+    )
+    add_key_file(parser, required=False)
     add_json(parser, "the report as one JSON object")
 
 
@@ -41,8 +52,10 @@ def _print_report(report: VerifyReport) -> None:
         print(_problem_text(problem))
     damaged = len({p.session_id for p in report.problems if p.session_id})
     places = [plural(damaged, "session")] if damaged else []
-    if any(not p.session_id for p in report.problems):
+    if any(p.kind == "trigger_mismatch" for p in report.problems):
         places.append("the store's triggers")
+    if any(p.kind == "anchor_signature" for p in report.problems):
+        places.append("the anchors")
     print(
         f"{plural(len(report.problems), 'problem')} in {' and '.join(places)} ({checked} checked)"
     )
@@ -51,12 +64,16 @@ def _print_report(report: VerifyReport) -> None:
 async def run_verify(args: argparse.Namespace) -> int:
     """Run ``verify``: the report of `eventmem.Store.verify`; exit 1 on any problem."""
     repair: bool = args.repair_triggers
+    if args.anchors and args.key_file is None:
+        raise InvalidInputError("--anchors needs --key-file: the key that signed them")
+    anchors = load_anchors(args.anchors)
+    key = load_key(args.key_file, signing=False) if args.key_file is not None else None
     # Opened as it is: a log whose triggers are off is what verify is there to report;
     # read-only unless asked to repair them.
     async with open_existing(args.db, triggers="report", read_only=not repair) as store:
         repaired = await store.repair_triggers() if repair else []
         with Progress.for_command("verify", quiet=args.json) as progress:
-            report = await store.verify(progress=progress)
+            report = await store.verify(progress=progress, anchors=anchors, key=key)
     if args.json:
         document: dict[str, object] = {
             "ok": report.ok,

@@ -244,6 +244,15 @@ class Backend(Protocol):
         """Number of events in the store."""
         ...
 
+    async def anchor_heads(self) -> list[tuple[str, int, bytes]]:
+        """Each session's last event as the log holds it: (session, position, hash)."""
+        ...
+
+    async def anchored_state(self, heads: list[tuple[str, int]]) -> list[tuple[int, bytes | None]]:
+        """For each ``(session, position)``: the session's last position now (0: none)
+        and the hash of its event at ``position`` (None: there is no such event)."""
+        ...
+
     async def verify(self, progress: Progress | None = None) -> VerifyReport:
         """Check the triggers, every hash chain, session head and projection row."""
         ...

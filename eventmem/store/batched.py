@@ -326,6 +326,15 @@ class BatchedBackend:
         finally:
             self._after_writes(1_000_000)
 
+    async def anchor_heads(self) -> list[tuple[str, int, bytes]]:
+        """Each session's last event: (session, position, hash)."""
+        return await self._run(maintenance.anchor_heads)
+
+    async def anchored_state(self, heads: list[tuple[str, int]]) -> list[tuple[int, bytes | None]]:
+        """For each anchored ``(session, position)``: its last position now, and the
+        hash of its event at ``position`` (None if there is none)."""
+        return await self._run(maintenance.anchored_state, heads)
+
     async def count_events(self) -> int:
         """Number of events in the store."""
         return await self._run(reads.count_events)

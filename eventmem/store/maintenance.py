@@ -22,6 +22,8 @@ from eventmem.store.sql import Connection
 
 __all__ = [
     "Progress",
+    "anchor_heads",
+    "anchored_state",
     "export_page",
     "import_lines",
     "last_event_id",
@@ -347,3 +349,42 @@ def _insert_events(conn: Connection, rows: list[tuple[str, int, str, int, str, b
         )
         rows.clear()
     return count
+
+
+def anchor_heads(conn: Connection) -> list[tuple[str, int, bytes]]:
+    """Each session's last event, as the log holds it: (session, position, hash), read
+    in one snapshot."""
+    conn.begin_read()
+    try:
+        return [
+            (sid, position, bytes(digest))
+            for sid, position, digest in conn.execute(
+                "SELECT e.session_id, e.position, e.hash FROM events AS e JOIN"
+                " (SELECT session_id, max(position) AS last FROM events GROUP BY session_id)"
+                " AS m ON e.session_id = m.session_id AND e.position = m.last"
+            )
+        ]
+    finally:
+        conn.execute("COMMIT")
+
+
+def anchored_state(
+    conn: Connection, heads: list[tuple[str, int]]
+) -> list[tuple[int, bytes | None]]:
+    """For each ``(session, position)``: the session's last position now (0: no events)
+    and the hash of its event at ``position`` (None: there is none), in one snapshot."""
+    conn.begin_read()
+    try:
+        found = []
+        for session_id, position in heads:
+            last = conn.execute(
+                "SELECT max(position) FROM events WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            row = conn.execute(
+                "SELECT hash FROM events WHERE session_id = ? AND position = ?",
+                (session_id, position),
+            ).fetchone()
+            found.append((int(last[0] or 0), None if row is None else bytes(row[0])))
+        return found
+    finally:
+        conn.execute("COMMIT")
