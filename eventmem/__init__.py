@@ -67,6 +67,7 @@ from eventmem.messages import (
     from_langchain,
     from_openai,
 )
+from eventmem.providers import Provider
 from eventmem.steps import Action
 from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
 from eventmem.sync import (
@@ -127,6 +128,7 @@ __all__ = [
     "Opening",
     "Problem",
     "Progress",
+    "Provider",
     "PruneMode",
     "ReadOnlyDatabaseError",
     "ReadOnlyStoreError",

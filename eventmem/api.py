@@ -28,11 +28,19 @@ from eventmem.audit import (
     rewrite_for_replay,
 )
 from eventmem.errors import InvalidInputError
-from eventmem.events import Event, StoredEvent
+from eventmem.events import (
+    Event,
+    MemoryCleared,
+    MessagesAppended,
+    MessagesRetracted,
+    StoredEvent,
+    TurnSaved,
+)
 from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
-from eventmem.projection import fold
+from eventmem.projection import MemoryBuffer, apply, fold
+from eventmem.providers import PROVIDERS, Provider, rejection
 from eventmem.rules import check_limit, stored_time, validate_session_id
 from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
 from eventmem.tokens import TokenCounter, resolve_counter
@@ -171,10 +179,17 @@ class Store:
         progress: Progress | None = None,
         anchors: Iterable[Anchor] = (),
         key: AnchorKey | None = None,
+        provider: Provider | None = None,
     ) -> VerifyReport:
         """Check the whole store: the triggers that keep the log immutable, every hash
         chain, and every projection row (session heads and buffer rows, also those of
         sessions without events) against the fold of the events.
+
+        With ``provider`` (``"openai"`` or ``"anthropic"``), also replay every past view of
+        every session and report, as ``provider_rejects``, the first position of each run
+        of views that provider's API would have refused (an orphaned tool result, a call
+        without its result, a system message out of place...: the rules are those of
+        ``eventmem.providers``).
 
         With ``anchors`` (from [`anchor`][eventmem.Store.anchor]) and the ``key`` that
         signed them, also check each anchor's signature and that every session it holds
@@ -193,10 +208,55 @@ class Store:
                 raise InvalidInputError(
                     f"anchors are eventmem.Anchor objects, got {type(anchor).__name__}"
                 )
+        if provider is not None and provider not in PROVIDERS:
+            raise InvalidInputError(
+                f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}"
+            )
         report = await self._backend.verify(progress)
         for anchor in anchors:
             report.problems.extend(await self._anchor_problems(anchor, key))
+        if provider is not None:
+            broken = {p.session_id for p in report.problems if p.session_id}
+            for session_id in await self.sessions():
+                if session_id not in broken:  # a damaged chain's views prove nothing
+                    report.problems.extend(await self._provider_problems(session_id, provider))
         return report
+
+    async def _provider_problems(self, session_id: str, provider: Provider) -> list[Problem]:
+        """Each run of views of the session that ``provider`` would refuse, at its start."""
+        buffer = MemoryBuffer(session_id)
+        problems: list[Problem] = []
+        run: tuple[int, str, int] | None = None  # (first position, reason, views after it)
+
+        def close_run() -> None:
+            if run is not None:
+                first, reason, more = run
+                also = f" (and the {more} view(s) after it)" if more else ""
+                problems.append(
+                    Problem(
+                        session_id,
+                        first,
+                        "provider_rejects",
+                        f"{provider} would refuse the view after this event{also}: {reason}",
+                    )
+                )
+
+        async for stored in self.events(session_id):
+            apply(buffer, stored.data, stored.position)
+            if not isinstance(
+                stored.data, (TurnSaved, MessagesAppended, MessagesRetracted, MemoryCleared)
+            ):
+                continue  # a step waiting for its turn, a checkpoint: the view is the same
+            reason = rejection(buffer.visible(), provider)
+            if reason is None:
+                close_run()
+                run = None
+            elif run is None:
+                run = (stored.position, reason, 0)
+            else:
+                run = (run[0], run[1], run[2] + 1)
+        close_run()
+        return problems
 
     async def anchor(self, key: AnchorKey) -> Anchor:
         """Sign every session's head (its last position and that event's hash) with

@@ -72,6 +72,7 @@ ProblemKind = Literal[
     "anchor_session_missing",
     "anchor_truncated",
     "anchor_rewritten",
+    "provider_rejects",
 ]
 
 
@@ -85,6 +86,8 @@ class Problem(msgspec.Struct, frozen=True):
     The ``anchor_*`` kinds compare the store with an anchor (``eventmem.anchors``): a
     session it holds is gone (``anchor_session_missing``), ends before the anchored
     position (``anchor_truncated``), or has another event there (``anchor_rewritten``).
+    ``provider_rejects`` (asked for with ``provider=``): from this position on, a view
+    that the provider's API would have refused.
     """
 
     session_id: str

@@ -35,6 +35,7 @@ from eventmem.events import PruneMode, StoredEvent
 from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
+from eventmem.providers import Provider
 from eventmem.store.base import Progress, SessionSummary, StoreStats
 from eventmem.tokens import TokenCounter
 
@@ -154,11 +155,19 @@ class SyncStore:
         progress: Progress | None = None,
         anchors: Iterable[Anchor] = (),
         key: AnchorKey | None = None,
+        provider: Provider | None = None,
     ) -> VerifyReport:
-        """Check the triggers, every hash chain, session head and projection row, and any
-        ``anchors`` with their ``key`` (see [`Store.verify`][eventmem.Store.verify]);
-        ``progress(done, total)`` is called from the store's thread."""
-        verify = partial(self._store.verify, progress=progress, anchors=list(anchors), key=key)
+        """Check the triggers, every hash chain, session head and projection row, any
+        ``anchors`` with their ``key``, and with ``provider`` every past view (see
+        [`Store.verify`][eventmem.Store.verify]); ``progress(done, total)`` is called
+        from the store's thread."""
+        verify = partial(
+            self._store.verify,
+            progress=progress,
+            anchors=list(anchors),
+            key=key,
+            provider=provider,
+        )
         return self._call("SyncStore.verify", verify)
 
     def anchor(self, key: AnchorKey) -> Anchor:

@@ -10,6 +10,7 @@ from eventmem.cli.args import add_db, add_flag, add_json
 from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, PROG, Progress, plural, print_json
 from eventmem.cli.stores import open_existing, shell_arg
 from eventmem.errors import InvalidInputError
+from eventmem.providers import PROVIDERS
 
 __all__ = ["configure_rebuild", "configure_verify", "run_rebuild", "run_verify"]
 
@@ -35,6 +36,12 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
         "cut tail, a deleted session or a re-chained history; needs --key-file",
     )
     add_key_file(parser, required=False)
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        help="also replay every past view of every session and report those this "
+        "provider's API would refuse (orphaned tool results, calls without results, ...)",
+    )
     add_json(parser, "the report as one JSON object")
 
 
@@ -73,7 +80,9 @@ async def run_verify(args: argparse.Namespace) -> int:
     async with open_existing(args.db, triggers="report", read_only=not repair) as store:
         repaired = await store.repair_triggers() if repair else []
         with Progress.for_command("verify", quiet=args.json) as progress:
-            report = await store.verify(progress=progress, anchors=anchors, key=key)
+            report = await store.verify(
+                progress=progress, anchors=anchors, key=key, provider=args.provider
+            )
     if args.json:
         document: dict[str, object] = {
             "ok": report.ok,
