@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import sys
 
@@ -74,12 +73,13 @@ def _loopback(host: str) -> bool:
 
 async def run_ui(args: argparse.Namespace) -> int:
     """Run ``ui``: serve the store read-only until interrupted."""
-    if any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn")):
+    try:
+        import uvicorn
+
+        from eventmem.ui.app import LOOPBACK_HOSTS, create_app
+    except ImportError:
         error(_MISSING_EXTRA)
         return EXIT_USAGE
-    import uvicorn
-
-    from eventmem.ui.app import LOOPBACK_HOSTS, create_app
 
     path: str = args.db
     host: str = args.host
@@ -91,8 +91,7 @@ async def run_ui(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     shown_host = f"[{host}]" if ":" in host else host
     print(
-        f"serving {shown(path)} read-only at http://{shown_host}:{args.port}/ "
-        "(Ctrl-C stops it)",
+        f"serving {shown(path)} read-only at http://{shown_host}:{args.port}/ (Ctrl-C stops it)",
         flush=True,
     )
     if not _loopback(host):
