@@ -28,6 +28,8 @@ COMMANDS = [
     ["export"],
     ["import"],
     ["stats"],
+    ["ui"],
+    ["report"],
 ]
 
 
