@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import anyio
@@ -18,9 +19,11 @@ import pytest
 from starlette.testclient import TestClient
 
 import eventmem
+from eventmem.events import EventData, StoredEvent
+from eventmem.ui import pages
 from eventmem.ui.app import create_app, mask
 from eventmem.ui.html import CSP, asset
-from tests.backends import new_target
+from tests.backends import new_target, raw_database
 from tests.files import snapshot
 from tests.test_cli import assert_clean_error, populated_db, run
 from tests.viewer_store import HOSTILE, fill_viewer_store
@@ -400,3 +403,74 @@ def test_ui_refuses_a_missing_store_before_serving(tmp_path: Path) -> None:
     assert_clean_error(result, 1)
     assert not (tmp_path / "absent.db").exists()
     assert run("ui", "x.db", "--port", "70000", cwd=tmp_path).returncode == 2
+
+
+# -- long and damaged sessions ------------------------------------------------------------------
+
+
+def test_long_sessions_are_paged(target: str) -> None:
+    async def fill() -> None:
+        async with eventmem.open(target) as store:
+            history = store.history("long")
+            for i in range(130):
+                await history.append(
+                    [
+                        {"role": "user", "content": f"q{i}"},
+                        {"role": "assistant", "content": f"a{i}"},
+                    ]
+                )
+
+    anyio.run(fill)
+    with TestClient(create_app(target), base_url=_LOCAL) as client:
+        first = _get(client, "/timeline", id="long")
+        assert re.findall(r'<tr id="e(\d+)"', first) == [str(n) for n in range(1, 101)]
+        assert 'href="/timeline?id=long&amp;from=101"' in first
+        second = _get(client, "/timeline", id="long", **{"from": 101})
+        assert len(re.findall(r'<tr id="e(\d+)"', second)) == 30
+        newest = _get(client, "/buffer", id="long")  # 260 messages: the last page first
+        assert re.findall(r'<div class="msg seen" id="m(\d+)"', newest)[0] == "200"
+        assert "messages 201\u2013260 of 260" in newest
+        oldest = _get(client, "/buffer", id="long", page=1)
+        assert len(re.findall(r'class="msg seen"', oldest)) == 200
+        chart = _get(client, "/session", id="long")
+        assert "no limit" not in chart  # no limit is drawn: no bound
+        assert 'class="limit"' not in chart
+
+
+def test_a_damaged_session_names_its_first_bad_position(target: str) -> None:
+    anyio.run(_fill, target)
+    with raw_database(target) as raw:
+        raw.allow_tampering()
+        raw.execute(
+            "UPDATE events SET recorded_at = recorded_at + 1"
+            " WHERE session_id = 'tools' AND position = 3"
+        )
+        raw.restore_triggers()
+    with TestClient(create_app(target), base_url=_LOCAL) as client:
+        page = _get(client, "/session", id="tools")
+        assert "verify failed (first bad position: 3)" in page
+        assert '<b>hash_mismatch</b> at <a href="/timeline?id=tools#e3">position 3</a>' in page
+        assert "verified" in _get(client, "/session", id="chat")
+
+
+class _FutureEvent(EventData, tag="fork", frozen=True):
+    """A kind of event a later eventmem might write (the viewer cannot know it)."""
+
+    parent: str
+
+
+def test_an_event_of_an_unknown_kind_is_shown_as_its_data() -> None:
+    stored = StoredEvent(
+        session_id="s",
+        position=1,
+        global_position=1,
+        recorded_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        data=_FutureEvent(parent="<main>"),  # type: ignore[arg-type]
+        hash="00",
+        recorded_at_us=1_767_225_600_000_000,
+    )
+    row = pages.event_rows([stored], pages.Links())
+    assert '<span class="kind">fork</span>' in row
+    assert "an event of a kind this eventmem does not know (fork)" in row
+    assert "&quot;parent&quot;: &quot;&lt;main&gt;&quot;" in row
+    assert "2026-01-01 00:00:00Z" in row

@@ -360,7 +360,8 @@ def event_summary(event: Event) -> str:
         return f"popped {event.count} message{'s' if event.count != 1 else ''}"
     if isinstance(event, MemoryCleared):
         return "cleared the buffer"
-    return f"a {type(event).__name__} event"  # a kind this viewer does not know
+    kind = getattr(event.__struct_config__, "tag", None) or type(event).__name__
+    return f"an event of a kind this eventmem does not know ({kind})"
 
 
 def _event_detail(event: Event) -> str:
