@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, overload
 
 import msgspec
 
@@ -42,9 +42,6 @@ __all__ = ["Store"]
 
 _EVENT_PAGE = 500
 _MAX_PAGE = 2**62  # offsets and limits past this are no page of any store
-
-SessionOrder = Literal["created", "id", "events", "tokens", "last"]
-"""The orders of [`Store.session_page`][eventmem.Store.session_page]."""
 _EXPORT_PAGE = 5000
 
 
@@ -267,7 +264,7 @@ class Store:
         self,
         *,
         search: str = "",
-        order: SessionOrder = "created",
+        order: str = "created",
         descending: bool = False,
         offset: int = 0,
         limit: int = 50,

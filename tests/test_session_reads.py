@@ -122,3 +122,18 @@ async def test_verify_session_finds_a_damaged_buffer_row_and_a_cut_log(target: s
         agent = await store.verify_session("agent")
         assert [(p.position, p.kind) for p in agent.problems] == [(6, "truncated")]
         assert (await store.verify_session("chat")).ok
+
+
+def test_the_blocking_store_pages_and_verifies_a_session(target: str) -> None:
+    with eventmem.connect(target) as store:
+        for session in ("one", "two", "three"):
+            store.token_buffer(session, max_token_limit=100).save_context(
+                {"input": session}, {"output": "ok"}
+            )
+        assert store.session_page(search="t", order="id") == (
+            2,
+            [s for s in store.session_summaries() if s.session_id in ("three", "two")][::-1],
+        )
+        assert store.verify_session("two").ok
+        with pytest.raises(eventmem.InvalidInputError):
+            store.session_page(order="nope")

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import html
 import re
+import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -474,3 +477,36 @@ def test_an_event_of_an_unknown_kind_is_shown_as_its_data() -> None:
     assert "an event of a kind this eventmem does not know (fork)" in row
     assert "&quot;parent&quot;: &quot;&lt;main&gt;&quot;" in row
     assert "2026-01-01 00:00:00Z" in row
+
+
+@pytest.mark.slow
+def test_the_command_serves_until_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    anyio.run(_fill, str(db))
+    before = snapshot(tmp_path)
+    script = Path(sys.executable).with_name("eventmem")
+    server = subprocess.Popen(
+        [str(script), "ui", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        found = re.search(r"read-only at (http://127\.0\.0\.1:\d+/) ", line)
+        assert found is not None, line
+        with urllib.request.urlopen(found.group(1) + "session?id=tools", timeout=30) as page:
+            assert page.status == 200
+            assert "verified" in page.read().decode()
+        post = urllib.request.Request(found.group(1), data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=30)
+        refused.value.close()
+        assert refused.value.code == 405
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, errors = server.communicate(timeout=30)
+    assert server.returncode == 130, errors  # interrupted, as every command
+    assert errors == "eventmem: error: interrupted\n"
+    assert snapshot(tmp_path) == before

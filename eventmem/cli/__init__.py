@@ -193,7 +193,7 @@ COMMANDS: tuple[Command, ...] = (
             "each session's timeline, its buffer at any position (pruned messages greyed "
             "with the reason), the diff of two positions' buffers, a token-use chart and "
             "the session's verify status. Only GET is served; the store is opened "
-            "read-only. Needs the 'ui' extra: pip install 'eventmem[ui]'."
+            "read-only. Needs the 'ui' extra (Starlette and uvicorn; see docs/ui.md)."
         ),
         configure=configure_ui,
         run=run_ui,

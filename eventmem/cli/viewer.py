@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 
 from eventmem._files import check_output, safe_output
 from eventmem.cli.args import add_db, add_session
 from eventmem.cli.common import EXIT_OK, EXIT_USAGE, PROG, error, printable
 from eventmem.cli.stores import open_existing, require_session, shown
+from eventmem.errors import EventmemError
 
 __all__ = [
     "DEFAULT_HOST",
@@ -87,16 +89,28 @@ async def run_ui(args: argparse.Namespace) -> int:
         pass  # a missing store or a bad URL is refused here, as one line
     hosts = (*LOOPBACK_HOSTS, host) if _loopback(host) else None
     app = create_app(path, hosts=hosts)
-    config = uvicorn.Config(app, host=host, port=args.port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    shown_host = f"[{host}]" if ":" in host else host
-    print(
-        f"serving {shown(path)} read-only at http://{shown_host}:{args.port}/ (Ctrl-C stops it)",
-        flush=True,
-    )
-    if not _loopback(host):
-        print(f"{PROG}: warning: {host} is reachable from other machines", file=sys.stderr)
-    await server.serve()
+    # Bound here, not by uvicorn: a port in use is one error line, and --port 0's port
+    # is known before the address is printed.
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host.strip("[]"), args.port))
+        except OSError as e:
+            raise EventmemError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
+        listener.listen(128)  # connections wait from now on, while the app starts
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        shown_host = f"[{host.strip('[]')}]" if ":" in host else host
+        print(
+            f"serving {shown(path)} read-only at http://{shown_host}:{port}/ (Ctrl-C stops it)",
+            flush=True,
+        )
+        if not _loopback(host):
+            print(f"{PROG}: warning: {host} is reachable from other machines", file=sys.stderr)
+        await server.serve(sockets=[listener])  # Ctrl-C: it stops, then main says so (130)
+    finally:
+        listener.close()
     return EXIT_OK
 
 

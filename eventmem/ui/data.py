@@ -16,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from eventmem.api import SessionOrder, Store
+from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import EventmemError
 from eventmem.events import MessagesAppended, StoredEvent, TurnSaved
@@ -183,7 +183,7 @@ class SessionPage:
 
 
 async def session_page(
-    store: Store, *, search: str, order: SessionOrder, descending: bool, page: int, size: int
+    store: Store, *, search: str, order: str, descending: bool, page: int, size: int
 ) -> SessionPage:
     """Page ``page`` (1-based) of ``size`` sessions, sorted and filtered by the store."""
     matching, rows = await store.session_page(
