@@ -43,6 +43,7 @@ from eventmem.projection import MemoryBuffer, apply, fold
 from eventmem.providers import PROVIDERS, Provider, rejection
 from eventmem.rules import check_limit, stored_time, validate_session_id
 from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
+from eventmem.store.reads import SESSION_ORDERS
 from eventmem.tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
 __all__ = ["Store"]
 
 _EVENT_PAGE = 500
+_MAX_PAGE = 2**62  # offsets and limits past this are no page of any store
 _EXPORT_PAGE = 5000
 
 
@@ -322,6 +324,13 @@ class Store:
                 )
         return problems
 
+    async def verify_session(self, session_id: str) -> VerifyReport:
+        """[`verify`][eventmem.Store.verify] for one session: the log's triggers, the
+        session's hash chain, and its head and buffer rows against the fold of its
+        events. Reads only that session's rows, so it costs its events, not the store's.
+        An unknown session is fine (nothing to find, ``report.sessions == 0``)."""
+        return await self._backend.verify_session(validate_session_id(session_id))
+
     async def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events alone; return how many sessions were
         rebuilt.
@@ -400,6 +409,37 @@ class Store:
         buffer's stored token count and counting scheme, its first and last event's time.
         Read from the stored heads, so it costs one row per session, not a fold."""
         return await self._backend.session_summaries()
+
+    async def session_page(
+        self,
+        *,
+        search: str = "",
+        order: str = "created",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[int, list[SessionSummary]]:
+        """One page of [`session_summaries`][eventmem.Store.session_summaries], sorted,
+        filtered and cut by the database: ``(matching, rows)``, where ``matching`` counts
+        the sessions whose id contains ``search`` (ignoring ASCII case; ``""``: all) and
+        ``rows`` are at most ``limit`` of them after the first ``offset``, in ``order``:
+        ``"created"`` (oldest first), ``"id"``, ``"events"``, ``"tokens"`` or ``"last"``
+        (last activity; sessions without events last). ``descending`` reverses it (ties
+        stay oldest first). Costs the page, not the store: one read snapshot."""
+        if not isinstance(search, str):
+            raise InvalidInputError(f"search must be a str, got {search!r}")
+        if order not in SESSION_ORDERS:
+            raise InvalidInputError(
+                f"order must be one of {', '.join(SESSION_ORDERS)}, got {order!r}"
+            )
+        if not isinstance(descending, bool):
+            raise InvalidInputError(f"descending must be a bool, got {descending!r}")
+        for name, value in (("offset", offset), ("limit", limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_PAGE:
+                raise InvalidInputError(
+                    f"{name} must be an int from 0 to {_MAX_PAGE}, got {value!r}"
+                )
+        return await self._backend.session_page(search, order, descending, offset, limit)
 
     async def stats(self) -> StoreStats:
         """Figures about the whole store, from one snapshot: schema version, sessions,

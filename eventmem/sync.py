@@ -174,6 +174,13 @@ class SyncStore:
         """Sign every session's head with ``key`` (see [`Store.anchor`][eventmem.Store.anchor])."""
         return self._call("SyncStore.anchor", self._store.anchor, key)
 
+    def verify_session(self, session_id: str) -> VerifyReport:
+        """One session's checks: the triggers, its chain, its head and buffer rows (see
+        [`Store.verify_session`][eventmem.Store.verify_session])."""
+        return self._call(
+            "SyncStore.verify_session", partial(self._store.verify_session, session_id)
+        )
+
     def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt. Chain
         findings refuse it unless ``force`` (see [`Store.rebuild`][eventmem.Store.rebuild])."""
@@ -214,6 +221,30 @@ class SyncStore:
         """Every session at a glance, oldest first (see
         [`Store.session_summaries`][eventmem.Store.session_summaries])."""
         return self._call("SyncStore.session_summaries", self._store.session_summaries)
+
+    def session_page(
+        self,
+        *,
+        search: str = "",
+        order: str = "created",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[int, list[SessionSummary]]:
+        """How many sessions match ``search``, and one page of their summaries, sorted
+        and cut by the database (see
+        [`Store.session_page`][eventmem.Store.session_page])."""
+        return self._call(
+            "SyncStore.session_page",
+            partial(
+                self._store.session_page,
+                search=search,
+                order=order,
+                descending=descending,
+                offset=offset,
+                limit=limit,
+            ),
+        )
 
     def stats(self) -> StoreStats:
         """Figures about the whole store (see [`Store.stats`][eventmem.Store.stats])."""

@@ -64,7 +64,8 @@ def test_the_core_imports_no_framework() -> None:
     works where none is installed."""
     code = (
         "import sys, eventmem, eventmem.cli, eventmem.integrations\n"
-        "frameworks = ('langchain', 'langgraph', 'agents', 'pydantic_ai', 'openai')\n"
+        "frameworks = ('langchain', 'langgraph', 'agents', 'pydantic_ai', 'openai',\n"
+        "              'starlette', 'uvicorn')\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0].startswith(frameworks))\n"
         "assert loaded == [], loaded\n"
     )

@@ -29,6 +29,8 @@ COMMANDS = [
     ["export"],
     ["import"],
     ["stats"],
+    ["ui"],
+    ["report"],
 ]
 
 

@@ -47,6 +47,9 @@ def test_the_wheel_ships_encodings_migrations_and_types(wheel: Path) -> None:
         "eventmem/migrations/sqlite/0001_initial.sql",
         "eventmem/migrations/postgresql/0001_initial.sql",
         "eventmem/py.typed",
+        "eventmem/ui/static/viewer.css",
+        "eventmem/ui/static/viewer.js",
+        "eventmem/ui/static/favicon.svg",
     ]:
         assert required in names
 

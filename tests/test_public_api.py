@@ -45,6 +45,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
     assert modules <= public_modules | {
         "cli",
         "integrations",
+        "ui",
     }
 
 

@@ -2,10 +2,10 @@
 
 Each command group has a module that parses its arguments and prints what the public
 API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `integrity`
-(``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``)
-and `stats`; `common` and `stores` hold what they share. Each command is a `Command`
-listed in ``COMMANDS``: it adds its arguments to a subparser and names the function that
-runs it. A command returns its exit status:
+(``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``),
+`stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what they share.
+Each command is a `Command` listed in ``COMMANDS``: it adds its arguments to a subparser
+and names the function that runs it. A command returns its exit status:
 
 * 0 -- everything is fine;
 * 1 -- a problem was found (any [`EventmemError`][eventmem.EventmemError], an unreadable file...);
@@ -43,6 +43,7 @@ from eventmem.cli.inspection import (
 from eventmem.cli.integrity import configure_rebuild, configure_verify, run_rebuild, run_verify
 from eventmem.cli.stats import configure_stats, run_stats
 from eventmem.cli.transfer import configure_export, configure_import, run_export, run_import
+from eventmem.cli.viewer import configure_report, configure_ui, run_report, run_ui
 from eventmem.errors import EventmemError
 
 __all__ = [
@@ -195,6 +196,33 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_stats,
         run=run_stats,
+    ),
+    Command(
+        name="ui",
+        help="browse the store in a local, read-only web viewer (needs eventmem[ui])",
+        description=(
+            "Serve a read-only web viewer of DB_OR_URL on 127.0.0.1 (this machine only, "
+            "unless --host says otherwise): the sessions (searchable, sortable, paged), "
+            "each session's timeline, its buffer at any position (pruned messages greyed "
+            "with the reason), the diff of two positions' buffers, a token-use chart and "
+            "the session's verify status. Only GET is served; the store is opened "
+            "read-only. Needs the 'ui' extra (Starlette and uvicorn; see docs/ui.md)."
+        ),
+        configure=configure_ui,
+        run=run_ui,
+    ),
+    Command(
+        name="report",
+        help="write one session's viewer pages as a self-contained HTML file",
+        description=(
+            "Write SESSION's overview (verify status, token chart), its buffer at the last "
+            "position and its whole timeline as one HTML file that loads nothing (styles "
+            "and script inlined; works offline). FILE is written aside and renamed once "
+            "complete; it is refused if it is (or resolves to) DB or one of its -wal/-shm "
+            "files, any SQLite database, a directory, or an existing file without --force."
+        ),
+        configure=configure_report,
+        run=run_report,
     ),
 )
 

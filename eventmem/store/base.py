@@ -257,6 +257,10 @@ class Backend(Protocol):
         """Check the triggers, every hash chain, session head and projection row."""
         ...
 
+    async def verify_session(self, session_id: str) -> VerifyReport:
+        """`verify` for one session (and the triggers)."""
+        ...
+
     async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number of sessions
         rebuilt. Chain findings refuse it unless ``force`` (then they are left as found)."""
@@ -303,6 +307,12 @@ class Backend(Protocol):
 
     async def session_summaries(self) -> list[SessionSummary]:
         """Every session's summary, oldest first."""
+        ...
+
+    async def session_page(
+        self, search: str, order: str, descending: bool, offset: int, limit: int
+    ) -> tuple[int, list[SessionSummary]]:
+        """How many sessions' ids contain ``search``, and a page of their summaries."""
         ...
 
     async def stats(self) -> StoreStats:

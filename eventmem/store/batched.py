@@ -270,6 +270,10 @@ class BatchedBackend:
         """Check the triggers, every chain, head and projection row against the events."""
         return await self._run(maintenance.verify, progress)
 
+    async def verify_session(self, session_id: str) -> VerifyReport:
+        """`verify` for one session (and the triggers), reading only its rows."""
+        return await self._run(maintenance.verify_session, session_id)
+
     async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
         """Recompute the projections from the events; return the number rebuilt."""
         self._refuse_if_read_only("rebuild")
@@ -352,6 +356,12 @@ class BatchedBackend:
     async def session_summaries(self) -> list[SessionSummary]:
         """Every session's summary, oldest first."""
         return await self._run(reads.session_summaries)
+
+    async def session_page(
+        self, search: str, order: str, descending: bool, offset: int, limit: int
+    ) -> tuple[int, list[SessionSummary]]:
+        """The matching sessions' count and one page of their summaries."""
+        return await self._run(reads.session_page, search, order, descending, offset, limit)
 
     async def stats(self) -> StoreStats:
         """Figures about the whole store, from one snapshot."""

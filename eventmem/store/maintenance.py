@@ -31,6 +31,7 @@ __all__ = [
     "restore_triggers",
     "trigger_findings",
     "verify",
+    "verify_session",
 ]
 
 _PROGRESS_EVERY = 20_000
@@ -165,6 +166,62 @@ def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
             " UNION SELECT session_id FROM lg_values UNION SELECT session_id FROM lg_writes"
         ):
             if session_id not in folds and session_id not in heads:
+                problems.append(
+                    Problem(
+                        session_id,
+                        0,
+                        "projection_mismatch",
+                        "the session has buffer rows but neither events nor a head: they "
+                        "were put there outside eventmem; run rebuild",
+                    )
+                )
+    finally:
+        conn.execute("COMMIT")
+    return checker.report
+
+
+def verify_session(conn: Connection, session_id: str) -> VerifyReport:
+    """`verify` for one session: the triggers, its chain, and its head and buffer rows
+    against the fold, in one read snapshot (reading only this session's rows)."""
+    conn.begin_read()
+    try:
+        checker = ChainChecker(trusted=True)
+        problems = checker.report.problems
+        problems.extend(Problem("", 0, "trigger_mismatch", f) for f in conn.trigger_findings())
+        checker.feed(
+            row
+            for rows in conn.stream(
+                f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind"
+                " FROM events WHERE session_id = ? ORDER BY position",
+                (session_id,),
+            )
+            for row in rows
+        )
+        row = conn.execute(
+            f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        heads = (
+            {}
+            if row is None
+            else {
+                session_id: HeadState.from_row(bytes(v) if isinstance(v, bytes) else v for v in row)
+            }
+        )
+        lost = _lost_events(checker.folds, heads)
+        problems.extend(lost)
+        fold = checker.folds.get(session_id)
+        problem = (
+            _check_projection(conn, fold, heads.get(session_id))
+            if fold is not None and not fold.broken and not lost
+            else None
+        )
+        if problem is not None:
+            problems.append(problem)
+        if fold is None and not heads:
+            stray = conn.execute(
+                "SELECT count(*) FROM view_messages WHERE session_id = ?", (session_id,)
+            ).fetchone()[0]
+            if stray:
                 problems.append(
                     Problem(
                         session_id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from eventmem.events import StoredEvent, decode_event
 from eventmem.messages import Message
@@ -17,6 +19,7 @@ __all__ = [
     "load_view",
     "read_events",
     "session_ids",
+    "session_page",
     "session_summaries",
     "stats",
     "version",
@@ -99,31 +102,74 @@ def _datetime(micros: object) -> datetime | int | None:
     return None if micros is None else stored_time(micros)
 
 
-_SUMMARIES_SQL = f"""
+_SUMMARY_COLUMNS = f"""
 SELECT s.session_id, s.version, {VISIBLE}, s.total_tokens, s.overhead,
        s.counter, s.created_at, e.recorded_at
 FROM sessions AS s
 LEFT JOIN events AS e ON e.session_id = s.session_id AND e.position = s.version
-ORDER BY s.created_at, s.session_id
 """
+_SUMMARIES_SQL = _SUMMARY_COLUMNS + "ORDER BY s.created_at, s.session_id"
+
+
+def _summary(row: Sequence[Any]) -> SessionSummary:
+    """A row of ``_SUMMARY_COLUMNS`` as a summary."""
+    session_id, events, visible, tokens, overhead, counter, created, last = row
+    return SessionSummary(
+        session_id=session_id,
+        events=int(events),
+        visible_messages=int(visible),
+        tokens=int(tokens) + int(overhead),  # added here: in SQL it could overflow
+        counter=counter,
+        created_at=_datetime(created),
+        last_activity=_datetime(last),
+    )
 
 
 def session_summaries(conn: Connection) -> list[SessionSummary]:
     """Every session's summary from its head row (and its last event's time), oldest first."""
-    return [
-        SessionSummary(
-            session_id=session_id,
-            events=int(events),
-            visible_messages=int(visible),
-            tokens=int(tokens) + int(overhead),  # added here: in SQL it could overflow
-            counter=counter,
-            created_at=_datetime(created),
-            last_activity=_datetime(last),
-        )
-        for session_id, events, visible, tokens, overhead, counter, created, last in conn.execute(
-            _SUMMARIES_SQL
-        )
-    ]
+    return [_summary(row) for row in conn.execute(_SUMMARIES_SQL)]
+
+
+SESSION_ORDERS = {
+    "created": "s.created_at {d}, s.session_id {d}",
+    "id": "s.session_id {d}",
+    "events": "s.version {d}, s.created_at, s.session_id",
+    "tokens": "s.total_tokens {d}, s.overhead {d}, s.created_at, s.session_id",
+    # a session without events (no time) last, either way
+    "last": "(e.recorded_at IS NULL), e.recorded_at {d}, s.created_at, s.session_id",
+}
+"""The orders `session_page` sorts by, and their SQL (``{d}``: ASC or DESC)."""
+
+
+def _like_pattern(search: str) -> str:
+    """A LIKE pattern matching ``search`` anywhere, its wildcards taken literally."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.translate(_ASCII_LOWER)}%"
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def session_page(
+    conn: Connection, search: str, order: str, descending: bool, offset: int, limit: int
+) -> tuple[int, list[SessionSummary]]:
+    """How many sessions' ids contain ``search`` (ignoring ASCII case), and ``limit`` of
+    their summaries after the first ``offset`` in ``order``, from one snapshot: sorted,
+    filtered and cut in SQL, so a page costs its rows, not the store's."""
+    direction = "DESC" if descending else "ASC"
+    where = " WHERE lower(s.session_id) LIKE ? ESCAPE '\\'" if search else ""
+    parameters = (_like_pattern(search),) if search else ()
+    conn.begin_read()
+    try:
+        total = conn.execute("SELECT count(*) FROM sessions AS s" + where, parameters).fetchone()[0]
+        rows = conn.execute(
+            f"{_SUMMARY_COLUMNS}{where} ORDER BY {SESSION_ORDERS[order].format(d=direction)}"
+            " LIMIT ? OFFSET ?",
+            (*parameters, limit, offset),
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return int(total), [_summary(row) for row in rows]
 
 
 def stats(conn: Connection) -> StoreStats:
