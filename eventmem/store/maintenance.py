@@ -166,18 +166,20 @@ def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
             " UNION SELECT session_id FROM lg_values UNION SELECT session_id FROM lg_writes"
         ):
             if session_id not in folds and session_id not in heads:
-                problems.append(
-                    Problem(
-                        session_id,
-                        0,
-                        "projection_mismatch",
-                        "the session has buffer rows but neither events nor a head: they "
-                        "were put there outside eventmem; run rebuild",
-                    )
-                )
+                problems.append(_stray_rows(session_id))
     finally:
         conn.execute("COMMIT")
     return checker.report
+
+
+def _stray_rows(session_id: str) -> Problem:
+    return Problem(
+        session_id,
+        0,
+        "projection_mismatch",
+        "the session has buffer or checkpoint index rows but neither events nor a head: "
+        "they were put there outside eventmem; run rebuild",
+    )
 
 
 def verify_session(conn: Connection, session_id: str) -> VerifyReport:
@@ -221,16 +223,8 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
             stray = conn.execute(
                 "SELECT count(*) FROM view_messages WHERE session_id = ?", (session_id,)
             ).fetchone()[0]
-            if stray:
-                problems.append(
-                    Problem(
-                        session_id,
-                        0,
-                        "projection_mismatch",
-                        "the session has buffer rows but neither events nor a head: they "
-                        "were put there outside eventmem; run rebuild",
-                    )
-                )
+            if stray or checkpoints.has_index(conn, session_id):
+                problems.append(_stray_rows(session_id))
     finally:
         conn.execute("COMMIT")
     return checker.report
