@@ -320,6 +320,8 @@ def _check_checkpoint_event(event: CheckpointEvent) -> None:
                 raise InvalidInputError("a channel value is a whole value or items, not both")
             if value.extends is not None and value.items is None:
                 raise InvalidInputError("only a list (items) extends an earlier version")
+            if value.extends is not None and value.extends == value.version:
+                raise InvalidInputError("a channel version cannot extend itself")
             if event.versions.get(value.channel) != value.version:
                 raise InvalidInputError(
                     f"channel {value.channel!r} has a value at a version the checkpoint "

@@ -380,8 +380,16 @@ class _Reader:
             return cached
         # Walk back to the whole list, then add the deltas oldest first.
         chain = [value]
+        seen = {position}
         while chain[-1].extends is not None:
             base = self._value_event(session_id, ns, channel, chain[-1].extends)
+            if base is not None and base[0] in seen:
+                raise CorruptDatabaseError(
+                    f"session {session_id!r}: channel {channel!r} extends itself through "
+                    f"position {base[0]}; run 'eventmem verify'"
+                )
+            if base is not None:
+                seen.add(base[0])
             if base is None or base[1].items is None:
                 raise CorruptDatabaseError(
                     f"session {session_id!r}: channel {channel!r} extends version "

@@ -14,6 +14,7 @@ a list reads at most about twice its size).
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from collections import OrderedDict
@@ -46,8 +47,10 @@ from eventmem.events import (
     CheckpointWrite,
     CheckpointWritesSaved,
     Event,
+    check_event,
 )
 from eventmem.integrations._stores import AnyStore, call_blocking, check_store, note_loop
+from eventmem.messages import check_text
 from eventmem.rules import validate_session_id
 from eventmem.store import checkpoints as stored
 from eventmem.store.batched import BatchedBackend
@@ -102,18 +105,41 @@ def _thread(config: RunnableConfig, what: str = "config") -> str:
     return validate_session_id(thread_id)
 
 
+def _text(value: object, what: str) -> str:
+    """``value`` if it is a str the store can hold (valid Unicode, no NUL)."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a str, got {type(value).__name__}")
+    check_text(value, what)
+    if "\x00" in value:  # PostgreSQL's text cannot hold it: refused on both backends
+        raise InvalidInputError(f"{what} must not contain NUL characters")
+    return value
+
+
+def _checkpoint_id(config: RunnableConfig | None) -> str | None:
+    found = get_checkpoint_id(config) if config is not None else None
+    return None if found is None else _text(found, "checkpoint_id")
+
+
 def _ns(config: RunnableConfig) -> str:
-    ns = (config.get("configurable") or {}).get("checkpoint_ns", "")
-    if not isinstance(ns, str):
-        raise InvalidInputError(f"checkpoint_ns must be a str, got {type(ns).__name__}")
-    return ns
+    return _text((config.get("configurable") or {}).get("checkpoint_ns", ""), "checkpoint_ns")
 
 
-def _check_version(channel: str, version: object) -> None:
+def _check_version(channel: object, version: object) -> None:
+    _text(channel, "a channel name")
     if isinstance(version, bool) or not isinstance(version, (int, float, str)):
         raise InvalidInputError(
             f"channel {channel!r} has version {version!r}: a version is an int, float or str"
         )
+    if isinstance(version, float) and not math.isfinite(version):
+        raise InvalidInputError(f"channel {channel!r} has version {version!r}: not a number")
+    if isinstance(version, int) and not -(2**63) <= version < 2**63:
+        raise InvalidInputError(f"channel {channel!r} has version {version}: beyond 64 bits")
+    if isinstance(version, str):
+        _text(version, "a channel version")
+
+
+def _is_int64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -175,9 +201,10 @@ class EventmemSaver(BaseCheckpointSaver[str]):
         rest: dict[str, Any] = dict(checkpoint)
         values = rest.pop("channel_values", {}) or {}
         versions = dict(rest.pop("channel_versions", {}) or {})
-        checkpoint_id = checkpoint["id"]
-        if not isinstance(checkpoint_id, str) or not checkpoint_id:
-            raise InvalidInputError("a checkpoint's id must be a non-empty str")
+        checkpoint_id = _text(checkpoint.get("id"), "a checkpoint's id")
+        if not checkpoint_id:
+            raise InvalidInputError("a checkpoint's id must not be empty")
+        parent_id = None if parent_id is None else _text(parent_id, "the parent checkpoint_id")
         for channel, version in versions.items():
             _check_version(channel, version)
         full_metadata = get_checkpoint_metadata(config, metadata)
@@ -190,10 +217,14 @@ class EventmemSaver(BaseCheckpointSaver[str]):
             checkpoint=Blob(*self.serde.dumps_typed(rest)),
             metadata=Blob(*self.serde.dumps_typed(full_metadata)),
             versions=versions,
-            parent_id=parent_id if isinstance(parent_id, str) else None,
-            step=step if isinstance(step, int) and not isinstance(step, bool) else None,
+            parent_id=parent_id,
+            step=step if _is_int64(step) else None,  # (the metadata keeps any step)
             source=source if isinstance(source, str) else None,
-            run_id=str(run_id) if isinstance(run_id, (str, uuid.UUID)) else None,
+            run_id=(
+                _text(str(run_id), "metadata's run_id")
+                if isinstance(run_id, (str, uuid.UUID))
+                else None
+            ),
         )
         changed = {
             channel: version for channel, version in new_versions.items() if channel in versions
@@ -234,7 +265,11 @@ class EventmemSaver(BaseCheckpointSaver[str]):
                 continue
             key = (thread_id, base.ns, channel)
             previous = self._lists.get(key) if deltas else None
-            if previous is not None and _extends(value, previous.items):
+            if (
+                previous is not None
+                and previous.version != version  # a version never extends itself
+                and _extends(value, previous.items)
+            ):
                 added = len(value) - len(previous.items)
                 whole = len(previous.items) - previous.delta_items
                 if previous.delta_items + added <= max(whole, _MIN_CHAIN):
@@ -269,9 +304,13 @@ class EventmemSaver(BaseCheckpointSaver[str]):
         task_path: str,
     ) -> None:
         thread_id, ns = _thread(config), _ns(config)
-        checkpoint_id = (config.get("configurable") or {}).get("checkpoint_id")
-        if not isinstance(checkpoint_id, str) or not checkpoint_id:
+        checkpoint_id = _checkpoint_id(config)
+        if not checkpoint_id:
             raise InvalidInputError("put_writes needs the config of a checkpoint (its id)")
+        _text(task_id, "task_id")
+        _text(task_path, "task_path")
+        for channel, _ in writes:
+            _text(channel, "a write's channel")
         if not writes:
             return
         event = CheckpointWritesSaved(
@@ -289,7 +328,7 @@ class EventmemSaver(BaseCheckpointSaver[str]):
     async def _get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id, ns = _thread(config), _ns(config)
         found = await self._backend.checkpoint_read(
-            stored.read_checkpoints, thread_id, ns, get_checkpoint_id(config)
+            stored.read_checkpoints, thread_id, ns, _checkpoint_id(config)
         )
         if found is None:
             return None
@@ -305,8 +344,10 @@ class EventmemSaver(BaseCheckpointSaver[str]):
         thread_id = _thread(config) if config is not None else None
         configurable = (config or {}).get("configurable") or {}
         ns = configurable.get("checkpoint_ns")
-        checkpoint_id = get_checkpoint_id(config) if config is not None else None
-        before_id = get_checkpoint_id(before) if before is not None else None
+        if ns is not None:
+            _text(ns, "checkpoint_ns")
+        checkpoint_id = _checkpoint_id(config)
+        before_id = _checkpoint_id(before)
         left = limit
         after: tuple[str, str, str] | None = None
         while left is None or left > 0:
@@ -342,7 +383,7 @@ class EventmemSaver(BaseCheckpointSaver[str]):
         await self._write(thread_id, _tombstone_all("delete_thread"))
 
     async def _delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        runs = tuple(str(r) for r in run_ids)
+        runs = tuple(_text(str(r), "a run id") for r in run_ids)
         if not runs:
             return
         threads = await self._backend.checkpoint_read(_runs_sessions, runs)
@@ -375,15 +416,32 @@ class EventmemSaver(BaseCheckpointSaver[str]):
 
     # -- plumbing ----------------------------------------------------------------------
     async def _write(self, thread_id: str, decide: stored.Decide) -> None:
-        await self._backend.checkpoint_write(thread_id, decide)
+        def checked(conn: Connection, head: SessionHead) -> list[Event]:
+            events = decide(conn, head)
+            for event in events:  # the rules an import of it obeys: refused, not written
+                check_event(event)
+            return events
+
+        await self._backend.checkpoint_write(thread_id, checked)
 
     async def _write_each(
         self, thread_ids: Sequence[str], decide_for: Callable[[str], stored.Decide]
     ) -> None:
-        """One write per thread, submitted together (so they commit as one batch)."""
+        """One write per thread, submitted together (so they commit as one batch); the
+        first error any of them raised is raised as it is (not in an exception group)."""
+        errors: list[Exception] = []
+
+        async def write(thread_id: str) -> None:
+            try:
+                await self._write(thread_id, decide_for(thread_id))
+            except Exception as e:  # every write still runs to its end
+                errors.append(e)
+
         async with anyio.create_task_group() as group:
             for thread_id in dict.fromkeys(thread_ids):
-                group.start_soon(self._write, thread_id, decide_for(thread_id))
+                group.start_soon(write, thread_id)
+        if errors:
+            raise errors[0]
 
     def _tuple(self, found: stored.StoredCheckpoint, *, remember: bool) -> CheckpointTuple:
         loads = self.serde.loads_typed
