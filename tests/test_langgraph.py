@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import Counter
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,7 @@ import eventmem
 from eventmem.integrations.langgraph import EventmemSaver
 from eventmem.rules import MAX_SESSION_ID_LENGTH
 from tests.backends import backend_of, fresh_target, raw_database
-from tests.test_cli import ok
+from tests.test_cli import ok, run
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS_PER_TURN = 5  # input, the question, the tool call, the tool's result, the answer
@@ -377,12 +378,18 @@ def _run_one_turn(target: str, thread: str = "t") -> Any:
         return graph.get_state(config(thread))
 
 
-def test_verify_covers_checkpoint_events_and_names_a_tampered_one(target: str) -> None:
+def test_verify_covers_checkpoint_events_and_names_a_tampered_one(
+    target: str, tmp_path: Path
+) -> None:
     _run_one_turn(target)
     with eventmem.connect(target) as store:
         report = store.verify()
         assert report.ok, report.problems
         assert report.events == store.count_events() == len(store.events("t"))
+    assert ok("verify", target, cwd=tmp_path) == (
+        f"ok: 1 session, {report.events} events verified\n"
+    )
+    with eventmem.connect(target) as store:
         victim = [e for e in store.events("t") if e.kind == "checkpoint"][2]
         assert isinstance(victim.data, eventmem.CheckpointSaved)
         real = victim.data.checkpoint_id
@@ -402,6 +409,9 @@ def test_verify_covers_checkpoint_events_and_names_a_tampered_one(target: str) -
         assert {p.session_id for p in problems} == {"t"}
         with pytest.raises(eventmem.RebuildRefusedError):
             store.rebuild()
+    result = run("verify", target, cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert result.stdout.startswith(f"session t position {victim.position}: hash_mismatch: ")
 
 
 def test_a_lost_lookup_row_is_found_and_rebuild_restores_it(target: str) -> None:
@@ -476,10 +486,17 @@ def test_log_shows_checkpoint_events_readably(target: str, tmp_path: Path) -> No
         graph.invoke({"messages": [HumanMessage("q2")]}, config("t"))
         events = store.events("t")
         saver.prune(["t"])
-        pruned = store.events("t")[-1]
+        # a subgraph's checkpoint and writes: its namespace is named
+        inner: RunnableConfig = {"configurable": {"thread_id": "t", "checkpoint_ns": "inner"}}
+        inner = saver.put(inner, _checkpoint(), METADATA, {"messages": "1"})
+        saver.put_writes(inner, [("messages", "x"), ("branch:to:model", None)], "inner-task")
+        logged = store.events("t")[len(events) :]
     lines = _log_lines(target, "t", tmp_path)
-    assert len(lines) == len(events) + 1  # one line per event
-    for event, line in zip([*events, pruned], lines, strict=True):
+    assert len(lines) == len(events) + 3  # one line per event
+    assert "ns inner" in lines[-2]
+    assert "ns inner" in lines[-1]
+    assert "2 writes (messages, branch:to:model)" in lines[-1]
+    for event, line in zip([*events, *logged], lines, strict=True):
         assert line.split()[0] == str(event.position)
         assert event.kind in line.split()
         data = event.data
@@ -510,7 +527,7 @@ def test_log_shows_checkpoint_events_readably(target: str, tmp_path: Path) -> No
     }
     assert "messages [1]" in steps[0]
     assert all("messages +1" in steps[step] for step in (1, 2, 3))
-    assert lines[-1].endswith(f"prune: hid {2 * CHECKPOINTS_PER_TURN - 1} checkpoints")
+    assert lines[-3].endswith(f"prune: hid {2 * CHECKPOINTS_PER_TURN - 1} checkpoints")
 
 
 # -- hostile inputs ---------------------------------------------------------------------
@@ -740,10 +757,13 @@ def _run_processes(target: str, tmp_path: Path, processes: int, threads: int, tu
     assert not errors, errors[:5]
     assert len(runs) == processes * threads * turns
     anyio.run(_check_runs, target, shared, runs, backend="asyncio")
+    # runs that began on a checkpoint another run also began on: concurrent writers
+    starts = Counter((r["thread"], r["run"][0][1]) for r in runs)
+    forked = sum(n for n in starts.values() if n > 1)
     print(
         f"{backend_of(target)}: {processes} processes x {threads} shared threads x {turns} "
         f"turns: {sum(len(r['run']) for r in runs)} checkpoints in "
-        f"{time.monotonic() - started:.1f} s"
+        f"{time.monotonic() - started:.1f} s; {forked} runs began on a shared checkpoint"
     )
 
 
