@@ -250,6 +250,83 @@ def test_a_new_process_continues_the_thread(target: str) -> None:
         assert store.verify().ok
 
 
+def test_the_async_graph_methods_work_on_a_blocking_store(target: str) -> None:
+    """A saver over ``eventmem.connect`` also serves ``ainvoke`` (its async methods run the
+    blocking ones in a worker thread), and a later blocking run continues the thread."""
+
+    async def ask() -> Any:
+        graph = agent(EventmemSaver(store), "q1")
+        await graph.ainvoke({"messages": [HumanMessage("q1")]}, config("t"))
+        return [s async for s in graph.aget_state_history(config("t"))]
+
+    with eventmem.connect(target) as store:
+        history = anyio.run(ask, backend="asyncio")
+        assert_linear_history(history, CHECKPOINTS_PER_TURN)
+        graph = agent(EventmemSaver(store), "q2")
+        done = graph.invoke({"messages": [HumanMessage("q2")]}, config("t"))
+        assert said(done["messages"]) == turn("q1") + turn("q2")
+        assert store.verify().ok
+
+
+@pytest.mark.anyio
+async def test_a_blocking_run_on_an_async_store_in_its_loop_is_refused(target: str) -> None:
+    async with eventmem.open(target) as store:
+        graph = agent(EventmemSaver(store), "q1")
+        with pytest.raises(eventmem.SyncInAsyncContextError):
+            graph.invoke({"messages": [HumanMessage("q1")]}, config("t"))
+        assert await store.count_events() == 0
+
+
+@pytest.mark.anyio
+async def test_a_copied_thread_continues_and_a_deleted_one_starts_over(target: str) -> None:
+    async with eventmem.open(target) as store:
+        saver = EventmemSaver(store)
+        graph = agent(saver, "q1", "q2", "q3")
+        await graph.ainvoke({"messages": [HumanMessage("q1")]}, config("a"))
+        original = [snapshot_key(s) for s in await ahistory(graph, "a")]
+        await saver.acopy_thread("a", "b")
+        copied = await ahistory(graph, "b")
+        assert [k[1:] for k in map(snapshot_key, copied)] == [k[1:] for k in original]
+        done = await graph.ainvoke({"messages": [HumanMessage("q2")]}, config("b"))
+        assert said(done["messages"]) == turn("q1") + turn("q2")
+        assert [snapshot_key(s) for s in await ahistory(graph, "a")] == original
+
+        await saver.adelete_thread("a")
+        assert await ahistory(graph, "a") == []
+        assert (await graph.aget_state(config("a"))).values == {}
+        again = await graph.ainvoke({"messages": [HumanMessage("q3")]}, config("a"))
+        assert said(again["messages"]) == turn("q3")
+        kinds = [e.kind async for e in store.events("a")]
+        assert kinds.count("checkpoints_deleted") == 1
+        assert kinds.count("checkpoint") == 2 * CHECKPOINTS_PER_TURN  # the log keeps both
+        assert (await store.verify()).ok
+
+
+@pytest.mark.anyio
+async def test_a_delta_on_a_version_another_saver_deleted_is_stored_whole(target: str) -> None:
+    """Saver A last wrote the list at a version saver B has since deleted: A's next put
+    cannot extend it and stores the list whole."""
+    async with eventmem.open(target) as one, eventmem.open(target) as other:
+        a, b = EventmemSaver(one), EventmemSaver(other)
+        first = _checkpoint()
+        stored = await a.aput(config("t"), first, METADATA, {"messages": "1"})
+        await b.adelete_thread("t")
+        second = _checkpoint()
+        second["channel_values"] = {"messages": [HumanMessage("hi", id="h1"), AIMessage("yo")]}
+        second["channel_versions"] = {"messages": "2"}
+        again = await a.aput(stored, second, METADATA, {"messages": "2"})
+        found = await b.aget_tuple(again)
+        assert found is not None
+        assert found.checkpoint["channel_values"] == second["channel_values"]
+        last = [e.data async for e in one.events("t")][-1]
+        assert isinstance(last, eventmem.CheckpointSaved)
+        [value] = last.values
+        assert value.extends is None
+        assert value.items is not None
+        assert len(value.items) == 2
+        assert (await one.verify()).ok
+
+
 # -- 4b: interrupts -------------------------------------------------------------------------
 
 
