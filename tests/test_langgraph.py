@@ -691,6 +691,74 @@ async def test_other_bad_arguments_are_refused_and_write_nothing(store: eventmem
     assert found.checkpoint["channel_values"] == {"messages": [HumanMessage("hi", id="h1")]}
 
 
+def _ns_config(ns: object) -> Any:
+    return {"configurable": {"thread_id": "t", "checkpoint_ns": ns}}
+
+
+def _id_config(checkpoint: object) -> Any:
+    return {"configurable": {"thread_id": "t", "checkpoint_id": checkpoint}}
+
+
+def _with(**changes: Any) -> Any:
+    checkpoint = _checkpoint()
+    checkpoint.update(changes)
+    return checkpoint
+
+
+# Inputs the saver passes on unchecked: PostgreSQL refuses a NUL in text and compares text
+# with an int not at all (StorageError), SQLite stores or matches them (written, or
+# nothing found); LangGraph's own types say they are str.
+UNCHECKED: list[tuple[str, Any]] = [
+    ("ns with NUL (put)", lambda s, c: s.aput(_ns_config("a\x00b"), _checkpoint(), METADATA, {})),
+    ("checkpoint id with NUL", lambda s, c: s.aput(c, _with(id="x\x00"), METADATA, {})),
+    (
+        "channel with NUL",
+        lambda s, c: s.aput(
+            c,
+            _with(channel_versions={"m\x00": "2"}, channel_values={"m\x00": 1}),
+            METADATA,
+            {"m\x00": "2"},
+        ),
+    ),
+    ("task id with NUL", lambda s, c: s.aput_writes(c, [("messages", 1)], "task\x00")),
+    (
+        "write's checkpoint id with NUL",
+        lambda s, c: s.aput_writes(_id_config("c\x00"), [("messages", 1)], "t"),
+    ),
+    ("run id with NUL", lambda s, c: s.adelete_for_runs(["r\x00"])),
+    ("task id an int", lambda s, c: s.aput_writes(c, [("messages", 1)], 5)),
+    ("task path an int", lambda s, c: s.aput_writes(c, [("messages", 1)], "task", 7)),
+    ("write channel an int", lambda s, c: s.aput_writes(c, [(5, 1)], "task")),
+    ("ns an int (list)", lambda s, c: s.alist(_ns_config(7)).__anext__()),
+    ("checkpoint id an int (get)", lambda s, c: s.aget_tuple(_id_config(5))),
+    ("before an int (list)", lambda s, c: s.alist(c, before=_id_config(5)).__anext__()),
+    (
+        "step beyond 64 bits",
+        lambda s, c: s.aput(c, _with(id="step"), {**METADATA, "step": 2**70}, {}),
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="EventmemSaver does not check these inputs (checkpoint_ns only on put/get, not "
+    "NUL; checkpoint ids, channels, task ids and paths, run ids not at all): on PostgreSQL "
+    "they raise StorageError from the server, on SQLite they are stored or silently match "
+    "nothing, metadata's step beyond 64 bits raises a bare TypeError",
+)
+@pytest.mark.parametrize("call", [u[1] for u in UNCHECKED], ids=[u[0] for u in UNCHECKED])
+async def test_unchecked_inputs_are_refused_alike_on_both_backends(
+    store: eventmem.Store, call: Any
+) -> None:
+    saver = EventmemSaver(store)
+    stored = await saver.aput(config("t"), _checkpoint(), METADATA, {"messages": "1"})
+    before = await store.count_events()
+    with pytest.raises(eventmem.InvalidInputError):
+        await call(saver, stored)
+    assert await store.count_events() == before
+
+
 @pytest.mark.anyio
 async def test_a_read_only_store_refuses_every_write_and_still_reads(target: str) -> None:
     before = await anyio.to_thread.run_sync(_run_one_turn, target)
