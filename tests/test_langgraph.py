@@ -14,6 +14,7 @@ lose and reorder nothing; hostile inputs raise typed errors and write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -757,6 +758,53 @@ async def test_unchecked_inputs_are_refused_alike_on_both_backends(
     with pytest.raises(eventmem.InvalidInputError):
         await call(saver, stored)
     assert await store.count_events() == before
+
+
+def _repeat_a_list_version(target: str) -> None:
+    """Run in a new Python process: two puts naming the same new version of a list
+    channel, then read the thread's newest checkpoint; print its values (JSON)."""
+
+    async def main() -> None:
+        async with eventmem.open(target) as store:
+            saver = EventmemSaver(store)
+            stored = await saver.aput(config("t"), _checkpoint(), METADATA, {"messages": "1"})
+            with contextlib.suppress(eventmem.InvalidInputError):  # refused is fine too
+                await saver.aput(stored, _checkpoint(), METADATA, {"messages": "1"})
+            found = await saver.aget_tuple(config("t"))
+            assert found is not None
+            values = found.checkpoint["channel_values"]["messages"]
+            print(json.dumps([m.model_dump() for m in values]))
+
+    anyio.run(main, backend="asyncio")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a put whose new_versions repeats the version the saver last wrote of a list "
+    "channel is stored as a delta extending itself (extends == version); the lg_values row "
+    "then names that event, and every read of the checkpoint walks the delta chain "
+    "forever (_Reader.channel, memory growing); verify reports nothing",
+)
+def test_a_put_repeating_a_list_version_leaves_the_thread_readable(target: str) -> None:
+    code = (
+        "import sys; from tests.test_langgraph import _repeat_a_list_version; "
+        "_repeat_a_list_version(sys.argv[1])"
+    )
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", code, target],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading the checkpoint did not finish in 20 s")
+    assert child.returncode == 0, child.stderr
+    [message] = json.loads(child.stdout)
+    assert message["content"] == "hi"
 
 
 @pytest.mark.anyio
