@@ -706,9 +706,9 @@ def _with(**changes: Any) -> Any:
     return checkpoint
 
 
-# Inputs the saver passes on unchecked: PostgreSQL refuses a NUL in text and compares text
-# with an int not at all (StorageError), SQLite stores or matches them (written, or
-# nothing found); LangGraph's own types say they are str.
+# Inputs a saver must check itself: unchecked, PostgreSQL would refuse a NUL in text and
+# compare text with an int not at all (StorageError) while SQLite would store or match
+# them; LangGraph's own types say they are str. Refused alike, and nothing written.
 UNCHECKED: list[tuple[str, Any]] = [
     ("ns with NUL (put)", lambda s, c: s.aput(_ns_config("a\x00b"), _checkpoint(), METADATA, {})),
     ("checkpoint id with NUL", lambda s, c: s.aput(c, _with(id="x\x00"), METADATA, {})),
@@ -741,13 +741,6 @@ UNCHECKED: list[tuple[str, Any]] = [
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="EventmemSaver does not check these inputs (checkpoint_ns only on put/get, not "
-    "NUL; checkpoint ids, channels, task ids and paths, run ids not at all): on PostgreSQL "
-    "they raise StorageError from the server, on SQLite they are stored or silently match "
-    "nothing, metadata's step beyond 64 bits raises a bare TypeError",
-)
 @pytest.mark.parametrize("call", [u[1] for u in UNCHECKED], ids=[u[0] for u in UNCHECKED])
 async def test_unchecked_inputs_are_refused_alike_on_both_backends(
     store: eventmem.Store, call: Any
@@ -760,8 +753,8 @@ async def test_unchecked_inputs_are_refused_alike_on_both_backends(
     assert await store.count_events() == before
 
 
-# Calls the saver accepts today that append an event the store cannot decode: verify
-# then reports it "undecodable", for good (the log is immutable).
+# Calls that, unchecked, would append an event the store cannot decode (verify would
+# report the thread "undecodable" for good: the log is immutable).
 UNDECODABLE: list[tuple[str, Any]] = [
     ("task id an int", lambda s, c: s.aput_writes(c, [("messages", 1)], 5)),
     ("task path an int", lambda s, c: s.aput_writes(c, [("messages", 1)], "task", 7)),
@@ -782,12 +775,6 @@ UNDECODABLE: list[tuple[str, Any]] = [
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="EventmemSaver appends these as events that do not decode (a non-str task id, "
-    "task path or write channel; a NaN or infinite channel version, encoded as null): "
-    "verify reports the thread 'undecodable' from then on",
-)
 @pytest.mark.parametrize("call", [u[1] for u in UNDECODABLE], ids=[u[0] for u in UNDECODABLE])
 async def test_no_call_appends_an_event_verify_cannot_decode(
     store: eventmem.Store, call: Any
@@ -819,13 +806,6 @@ def _repeat_a_list_version(target: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a put whose new_versions repeats the version the saver last wrote of a list "
-    "channel is stored as a delta extending itself (extends == version); the lg_values row "
-    "then names that event, and every read of the checkpoint walks the delta chain "
-    "forever (_Reader.channel, memory growing); verify reports nothing",
-)
 def test_a_put_repeating_a_list_version_leaves_the_thread_readable(target: str) -> None:
     code = (
         "import sys; from tests.test_langgraph import _repeat_a_list_version; "
@@ -871,12 +851,6 @@ async def test_a_read_only_store_refuses_every_write_and_still_reads(target: str
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="prune and delete_for_runs write through EventmemSaver._write_each, an anyio "
-    "task group, so the typed error a write raises (ReadOnlyStoreError here) reaches the "
-    "caller wrapped in an ExceptionGroup",
-)
 @pytest.mark.parametrize("call", ["prune keep_latest", "prune delete", "delete_for_runs"])
 async def test_a_read_only_store_refuses_prune_and_delete_for_runs_with_a_typed_error(
     target: str, call: str

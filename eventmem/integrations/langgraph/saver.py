@@ -38,7 +38,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from eventmem.api import Store
-from eventmem.errors import InvalidInputError
+from eventmem.errors import InvalidInputError, NotSerializableError
 from eventmem.events import (
     Blob,
     ChannelValue,
@@ -214,8 +214,8 @@ class EventmemSaver(BaseCheckpointSaver[str]):
         base = CheckpointSaved(
             ns=ns,
             checkpoint_id=checkpoint_id,
-            checkpoint=Blob(*self.serde.dumps_typed(rest)),
-            metadata=Blob(*self.serde.dumps_typed(full_metadata)),
+            checkpoint=_blob(self, rest),
+            metadata=_blob(self, full_metadata),
             versions=versions,
             parent_id=parent_id,
             step=step if _is_int64(step) else None,  # (the metadata keeps any step)
@@ -252,7 +252,11 @@ class EventmemSaver(BaseCheckpointSaver[str]):
     ) -> tuple[CheckpointSaved, dict[tuple[str, str, str], _ListState]]:
         """``base`` with the values of the channels this checkpoint changed, and the list
         states to remember once it is written."""
-        dumps = self.serde.dumps_typed
+
+        def dumps(value: Any) -> tuple[str, bytes]:
+            blob = _blob(self, value)
+            return blob.type, blob.data
+
         stored_values: list[ChannelValue] = []
         lists: dict[tuple[str, str, str], _ListState] = {}
         for channel, version in changed.items():
@@ -674,7 +678,12 @@ def _thread_events(conn: Connection, lists: stored.ListCache, thread_id: str) ->
 
 
 def _blob(saver: EventmemSaver, value: Any) -> Blob:
-    return Blob(*saver.serde.dumps_typed(value))
+    try:
+        kind, data = saver.serde.dumps_typed(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        # the serializer's refusal, typed (nothing was written)
+        raise NotSerializableError(f"LangGraph's serializer cannot write a value: {e}") from e
+    return Blob(kind, data)
 
 
 def _replace(event: CheckpointSaved, **changes: Any) -> CheckpointSaved:
