@@ -1020,8 +1020,9 @@ async def _check_runs(target: str, threads: list[str], runs: list[dict[str, Any]
             assert len(first) >= 1  # some process began the thread
 
 
+@pytest.mark.slow  # each process imports LangGraph: ~9 s
 def test_two_processes_share_threads_and_lose_nothing(target: str, tmp_path: Path) -> None:
-    """The quick variant: 2 processes, each asking on the same 4 threads at once."""
+    """The short variant: 2 processes, each asking on the same 4 threads at once."""
     _run_processes(target, tmp_path, processes=2, threads=4, turns=2)
 
 
