@@ -236,6 +236,7 @@ def test_the_langchain_history_is_traced(db_path: Any, spans: InMemorySpanExport
     assert append.parent.span_id == caller.get_span_context().span_id
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_without_opentelemetry_nothing_is_imported_and_all_works(tmp_path: Any) -> None:
     code = (
         "import sys, asyncio\n"
