@@ -28,17 +28,19 @@ ON: bool = importlib.util.find_spec("opentelemetry") is not None
 """Whether opentelemetry is installed (looked up once; call sites test it)."""
 
 _trace: Any = None  # the opentelemetry.trace module, imported by the first span
+_the_tracer: Any = None  # its tracer "eventmem" (a proxy until a provider is set)
 
 
 def _tracer() -> Any:
-    global _trace
-    if _trace is None:
+    global _trace, _the_tracer
+    if _the_tracer is None:
         from opentelemetry import trace
 
-        _trace = trace
-    from eventmem import __version__
+        from eventmem import __version__
 
-    return _trace.get_tracer("eventmem", __version__)
+        _trace = trace
+        _the_tracer = trace.get_tracer("eventmem", __version__)
+    return _the_tracer
 
 
 def _backend_name(backend: Backend) -> str:
