@@ -1,7 +1,7 @@
 """What tracing costs per turn: save_context + load_memory_variables, four ways, one run.
 
-* ``main``: the code of the git ref ``--baseline`` (default ``main``, unpacked with
-  ``git archive``), which has no tracing hooks at all;
+* ``main``: the code of the git ref ``--baseline`` (default: the commit of ``main`` this
+  branch started from; unpacked with ``git archive``), which has no tracing hooks at all;
 * ``absent``: this tree with opentelemetry hidden (``sys.modules['opentelemetry'] =
   None``): the hooks cost an attribute check each;
 * ``noop``: opentelemetry-api installed, no tracer provider set (the API's no-op spans);
@@ -11,8 +11,7 @@
 Each variant runs in a fresh process per round (rounds interleave the variants, so drift
 on a shared machine hits all of them); a process pre-fills its memory until it prunes,
 then times blocks of turns. Figures are the median and the 10th percentile (the least
-disturbed blocks) of the per-block means; ratios are
-against ``main`` from the same run.
+disturbed blocks) of the per-block means; ratios are against ``main`` from the same run.
 
     .venv/bin/python benchmarks/tracing.py [--quick] [--baseline REF]
 """
@@ -85,7 +84,9 @@ def worker(variant: str, path: str, blocks: int, turns: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--baseline", default="main", help="git ref without the hooks")
+    parser.add_argument(
+        "--baseline", help="git ref without the hooks (default: where HEAD left main)"
+    )
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -93,15 +94,25 @@ def main() -> None:
         worker(variant, path, int(blocks), int(turns))
         return
     rounds, blocks, turns = (2, 3, 50) if args.quick else (10, 4, 100)
+    ref = (
+        args.baseline
+        or subprocess.run(
+            ["git", "-C", str(ROOT), "merge-base", "main", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     work = Path(tempfile.mkdtemp(prefix="eventmem-bench-tracing-"))
     baseline = work / "baseline"
     baseline.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", args.baseline, "eventmem", "migrations"],
+        ["git", "-C", str(ROOT), "archive", ref, "eventmem", "migrations"],
         check=True,
         capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+    print(f"baseline: {ref}")
     print(f"load average before: {os.getloadavg()}")
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(rounds):
