@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, overload
 
 import msgspec
 
+from eventmem import _tracing
 from eventmem._options import (
     AgentBufferArgs,
     AgentBufferOptions,
@@ -131,12 +132,16 @@ class Store:
                 return
             after = page[-1].position
 
+    @_tracing.load
     async def messages(self, session_id: str, *, as_of: int | None = None) -> list[Message]:
         """The session's buffer: now, or exactly as a load right after position ``as_of``
         returned it (time travel; folds the events up to there)."""
         session_id = validate_session_id(session_id)
         if as_of is None:
-            return await self._backend.load_view(session_id)
+            messages = await self._backend.load_view(session_id)
+            if _tracing.ON:
+                await _tracing.viewed(self._backend, session_id, messages)
+            return messages
         if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
             raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")
         version = await self._backend.version(session_id)
@@ -150,7 +155,10 @@ class Store:
                 session_id, len(events), min(_EVENT_PAGE, as_of - len(events))
             )
             events.extend(e.data for e in page)
-        return fold(events).messages
+        messages = fold(events).messages
+        if _tracing.ON:
+            await _tracing.viewed(self._backend, session_id, messages, as_of)
+        return messages
 
     async def replay(
         self,
@@ -175,6 +183,7 @@ class Store:
         events = [e.data async for e in self.events(session_id)]
         return fold(rewrite_for_replay(events, max_token_limit, counter)).messages
 
+    @_tracing.verify
     async def verify(
         self,
         *,
@@ -324,6 +333,7 @@ class Store:
                 )
         return problems
 
+    @_tracing.verify
     async def verify_session(self, session_id: str) -> VerifyReport:
         """[`verify`][eventmem.Store.verify] for one session: the log's triggers, the
         session's hash chain, and its head and buffer rows against the fold of its

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from eventmem import _tracing
 from eventmem.errors import InvalidInputError
 from eventmem.events import PruneMode
 from eventmem.memory import _check_version, count_all
@@ -112,6 +113,7 @@ class History:
         """The token counter in force."""
         return self.options.counter
 
+    @_tracing.save("append")
     async def append(self, messages: Iterable[Any], *, expected_version: int | None = None) -> int:
         """Append ``messages`` as one event (all of them or none), then prune the view;
         return the session's version.
@@ -131,7 +133,10 @@ class History:
         converted = tuple(as_message(m) for m in messages)
         backend = self._store._backend
         if not converted:
-            return await backend.version(self.session_id)
+            version = await backend.version(self.session_id)
+            if _tracing.ON:
+                await _tracing.wrote(backend, self.session_id, version)
+            return version
         check_save_chars(sum(len(m.text) for m in converted), backend.max_save_bytes, "the append")
         options = self.options
         tokens = await count_all(options.counter, converted)
@@ -145,28 +150,43 @@ class History:
             expected_version=_check_version(expected_version),
             tokens=tokens,
         )
-        return await backend.append_messages(self.session_id, request)
+        position = await backend.append_messages(self.session_id, request)
+        if _tracing.ON:
+            await _tracing.wrote(backend, self.session_id, position)
+        return position
 
+    @_tracing.load
     async def view(self) -> list[Message]:
         """The view the model sees: the visible messages, oldest first."""
-        return await self._store._backend.load_view(self.session_id)
+        backend = self._store._backend
+        messages = await backend.load_view(self.session_id)
+        if _tracing.ON:
+            await _tracing.viewed(backend, self.session_id, messages)
+        return messages
 
+    @_tracing.save("pop")
     async def pop(self, n: int = 1, *, expected_version: int | None = None) -> list[Message]:
         """Retract the newest ``n`` messages of the view with one event and return them,
         oldest first (fewer if the view holds fewer; none, and nothing written, when it
         is empty). They stay in the log; messages pruned before do not come back."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInputError(f"n must be an int >= 1, got {n!r}")
-        _, retracted = await self._store._backend.retract(
+        backend = self._store._backend
+        position, retracted = await backend.retract(
             self.session_id, n, _check_version(expected_version)
         )
+        if _tracing.ON:
+            await _tracing.wrote(backend, self.session_id, position)
         return retracted
 
+    @_tracing.save("clear")
     async def clear(self, *, expected_version: int | None = None) -> int:
         """Empty the view with one event (the log keeps everything); return the version."""
-        return await self._store._backend.append_clear(
-            self.session_id, _check_version(expected_version)
-        )
+        backend = self._store._backend
+        position = await backend.append_clear(self.session_id, _check_version(expected_version))
+        if _tracing.ON:
+            await _tracing.wrote(backend, self.session_id, position)
+        return position
 
     async def messages(self, *, as_of: int | None = None) -> list[Message]:
         """The view now, or exactly as it was right after position ``as_of``."""

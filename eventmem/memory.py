@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from eventmem import _tracing
 from eventmem._options import AgentBufferOptions, BufferOptions, Option
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
@@ -141,9 +142,13 @@ class _TokenBuffer:
         check_save_chars(len(human) + len(ai), self._backend.max_save_bytes)
         return Message(role="human", content=human), Message(role="ai", content=ai)
 
+    @_tracing.load
     async def amessages(self) -> list[Message]:
         """The buffer as messages."""
-        return await self._backend.load_view(self.session_id)
+        messages = await self._backend.load_view(self.session_id)
+        if _tracing.ON:
+            await _tracing.viewed(self._backend, self.session_id, messages)
+        return messages
 
     async def abuffer_as_str(self) -> str:
         """The buffer as LangChain's ``get_buffer_string`` renders it."""
@@ -159,13 +164,18 @@ class _TokenBuffer:
             return {self.memory_key: messages}
         return {self.memory_key: buffer_string(messages, self.human_prefix, self.ai_prefix)}
 
+    @_tracing.save("clear")
     async def aclear(self, *, expected_version: int | None = None) -> None:
         """Empty the buffer (one event; the cleared messages stay in the log).
 
         With ``expected_version``, raise [`ConcurrencyError`][eventmem.ConcurrencyError] (and write
         nothing) unless the session is still at that version.
         """
-        await self._backend.append_clear(self.session_id, _check_version(expected_version))
+        position = await self._backend.append_clear(
+            self.session_id, _check_version(expected_version)
+        )
+        if _tracing.ON:
+            await _tracing.wrote(self._backend, self.session_id, position)
 
     async def aversion(self) -> int:
         """The session's version: the position of its last event (0 if none)."""
@@ -187,6 +197,7 @@ class TokenBufferMemory(_TokenBuffer):
     oldest message leaves the buffer (it stays in the log). Loading never prunes.
     """
 
+    @_tracing.save("save_context")
     async def asave_context(
         self,
         inputs: Mapping[str, Any],
@@ -213,7 +224,9 @@ class TokenBufferMemory(_TokenBuffer):
             expected_version=_check_version(expected_version),
             tokens=tokens,
         )
-        await self._backend.append_turn(self.session_id, turn)
+        position = await self._backend.append_turn(self.session_id, turn)
+        if _tracing.ON:
+            await _tracing.wrote(self._backend, self.session_id, position)
 
 
 class AgentTokenBufferMemory(_TokenBuffer):
@@ -259,6 +272,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
         tokens = await count_all(self.counter, step.messages)
         return msgspec.structs.replace(step, tokens=tokens)
 
+    @_tracing.save("record_step")
     async def arecord_step(
         self, action: Any, observation: Any, *, expected_version: int | None = None
     ) -> int:
@@ -271,7 +285,7 @@ class AgentTokenBufferMemory(_TokenBuffer):
         kept in the log but left out of the next turn. Returns the step's position.
         """
         step = await self._counted_step(self._step(action, observation))
-        return await self._backend.append_step(
+        position = await self._backend.append_step(
             self.session_id,
             step,
             self.counter,
@@ -279,7 +293,11 @@ class AgentTokenBufferMemory(_TokenBuffer):
             self.run_id,
             _check_version(expected_version),
         )
+        if _tracing.ON:
+            await _tracing.wrote(self._backend, self.session_id, position)
+        return position
 
+    @_tracing.save("save_context")
     async def asave_context(
         self,
         inputs: Mapping[str, Any],
@@ -320,7 +338,9 @@ class AgentTokenBufferMemory(_TokenBuffer):
             run=self.run_id,
             expected_version=_check_version(expected_version),
         )
-        await self._backend.append_turn(self.session_id, turn)
+        position = await self._backend.append_turn(self.session_id, turn)
+        if _tracing.ON:
+            await _tracing.wrote(self._backend, self.session_id, position)
 
 
 def _step_chars(step: StepRequest) -> int:

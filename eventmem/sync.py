@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from eventmem import _tracing
 from eventmem._opening import open as open_store
 from eventmem._options import (
     AgentBufferArgs,
@@ -80,6 +81,8 @@ class SyncStore:
         _refuse_inside_event_loop(what)
         if self._portal_cm is None:
             raise ClosedError("the store is closed")
+        if _tracing.ON:
+            fn = _tracing.carry(fn)  # the spans on the store's loop nest under the caller's
         return self._portal.call(fn, *args)
 
     def token_buffer(self, session_id: str, **options: Unpack[BufferArgs]) -> SyncTokenBufferMemory:

@@ -65,7 +65,7 @@ def test_the_core_imports_no_framework() -> None:
     code = (
         "import sys, eventmem, eventmem.cli, eventmem.integrations\n"
         "frameworks = ('langchain', 'langgraph', 'agents', 'pydantic_ai', 'openai',\n"
-        "              'starlette', 'uvicorn')\n"
+        "              'starlette', 'uvicorn', 'opentelemetry')\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0].startswith(frameworks))\n"
         "assert loaded == [], loaded\n"
     )

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from eventmem import _tracing
 from eventmem.api import Store
 from eventmem.errors import EventmemError, InvalidInputError, SyncInAsyncContextError
 from eventmem.sync import SyncStore
@@ -62,6 +63,8 @@ def call_blocking(store: Store, op: str, fn: Callable[..., Any], *args: Any) -> 
             "or the loop has stopped); in blocking code use a store from "
             "eventmem.connect(path)"
         )
+    if _tracing.ON:
+        fn = _tracing.carry(fn)  # the spans on the store's loop nest under the caller's
     return asyncio.run_coroutine_threadsafe(fn(*args), loop).result()
 
 
