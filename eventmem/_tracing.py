@@ -120,7 +120,8 @@ async def viewed(
     backend: Backend, session_id: str, messages: Sequence[object], as_of: int | None = None
 ) -> None:
     """Note on the current span the view returned: its message count, and the position and
-    hash of the event it is the view after (``as_of``, else the head read right after)."""
+    hash of the event it is the view after (``as_of``: the version read with the view, or
+    the position asked for; else the head read right after)."""
     span = _trace.get_current_span()
     if span.is_recording():
         span.set_attribute("eventmem.view.messages", len(messages))

@@ -138,9 +138,10 @@ class Store:
         returned it (time travel; folds the events up to there)."""
         session_id = validate_session_id(session_id)
         if as_of is None:
-            messages = await self._backend.load_view(session_id)
-            if _tracing.ON:
-                await _tracing.viewed(self._backend, session_id, messages)
+            if not _tracing.ON:
+                return await self._backend.load_view(session_id)
+            version, messages = await self._backend.load_view_at(session_id)
+            await _tracing.viewed(self._backend, session_id, messages, version)
             return messages
         if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
             raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")

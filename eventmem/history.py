@@ -159,9 +159,11 @@ class History:
     async def view(self) -> list[Message]:
         """The view the model sees: the visible messages, oldest first."""
         backend = self._store._backend
-        messages = await backend.load_view(self.session_id)
         if _tracing.ON:
-            await _tracing.viewed(backend, self.session_id, messages)
+            version, messages = await backend.load_view_at(self.session_id)
+            await _tracing.viewed(backend, self.session_id, messages, version)
+        else:
+            messages = await backend.load_view(self.session_id)
         return messages
 
     @_tracing.save("pop")

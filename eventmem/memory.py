@@ -145,9 +145,10 @@ class _TokenBuffer:
     @_tracing.load
     async def amessages(self) -> list[Message]:
         """The buffer as messages."""
-        messages = await self._backend.load_view(self.session_id)
-        if _tracing.ON:
-            await _tracing.viewed(self._backend, self.session_id, messages)
+        if not _tracing.ON:
+            return await self._backend.load_view(self.session_id)
+        version, messages = await self._backend.load_view_at(self.session_id)
+        await _tracing.viewed(self._backend, self.session_id, messages, version)
         return messages
 
     async def abuffer_as_str(self) -> str:

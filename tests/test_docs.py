@@ -289,6 +289,7 @@ def test_each_page_says_what_its_samples_need() -> None:
     assert declared["openai-agents.md"] == Needs("openai-agents", ())
     assert declared["pydantic-ai.md"] == Needs("pydantic-ai", ())
     assert declared["langgraph.md"] == Needs("langgraph", ())
+    assert declared["tracing.md"] == Needs("otel", ("opentelemetry-sdk",))
     locked = _lock_blocks(ROOT / "locks" / "dev.txt")
     for need in declared.values():
         assert (ROOT / "locks" / f"{need.extra}.txt").is_file(), need

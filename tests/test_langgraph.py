@@ -1031,3 +1031,35 @@ def test_four_processes_on_twenty_shared_threads_lose_nothing(target: str, tmp_p
     """4 processes, each running a task on every one of the same 20 threads at once, so
     every thread has 4 writers in 4 processes and every process 20 concurrent writers."""
     _run_processes(target, tmp_path, processes=4, threads=20, turns=3)
+
+
+@pytest.mark.anyio
+@pytest.mark.reuses_schema
+async def test_a_long_list_grows_by_deltas_when_a_whole_copy_would_not_fit(target: str) -> None:
+    """The saver copies a list whole now and then (so a read walks a short chain), but
+    never a copy too big for one event: a long thread goes on by deltas instead of every
+    put being refused with InputTooLargeError."""
+    async with eventmem.open(target, max_save_bytes=64 * 1024) as store:
+        saver = EventmemSaver(store)
+        messages: list[Any] = []
+        stored = config("long")
+        version: str | None = None
+        for step in range(150):  # ~300 messages of ~400 bytes: far more than 64 KiB in all
+            messages = [
+                *messages,
+                HumanMessage(f"{step} " + "question " * 40, id=f"h{step}"),
+                AIMessage(f"{step} " + "answer " * 40, id=f"a{step}"),
+            ]
+            checkpoint = empty_checkpoint()
+            version = saver.get_next_version(version, None)
+            checkpoint["channel_values"] = {"messages": messages}
+            checkpoint["channel_versions"] = {"messages": version}
+            stored = await saver.aput(stored, checkpoint, METADATA, {"messages": version})
+        found = await saver.aget_tuple(config("long"))
+        assert found is not None
+        assert found.checkpoint["channel_values"]["messages"] == messages
+        assert (await store.verify()).ok
+    async with eventmem.open(target) as store:  # a new process: nothing cached
+        found = await EventmemSaver(store).aget_tuple(config("long"))
+        assert found is not None
+        assert found.checkpoint["channel_values"]["messages"] == messages

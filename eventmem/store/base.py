@@ -226,6 +226,11 @@ class Backend(Protocol):
         """The session's visible messages, oldest first (empty for an unknown session)."""
         ...
 
+    async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
+        """`load_view`, with the session's version the view is the one after, read in
+        the same snapshot (0 for an unknown session)."""
+        ...
+
     async def read_events(
         self, session_id: str, after_position: int, limit: int
     ) -> list[StoredEvent]:

@@ -251,6 +251,10 @@ class BatchedBackend:
         """The visible messages of the session."""
         return await self._run(reads.load_view, self._cache, session_id)
 
+    async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
+        """The visible messages, and the version they are the view after (one snapshot)."""
+        return await self._run(reads.load_view_at, self._cache, session_id)
+
     async def read_events(
         self, session_id: str, after_position: int, limit: int
     ) -> list[StoredEvent]:

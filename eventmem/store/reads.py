@@ -17,6 +17,7 @@ from eventmem.store.sql import VIEW_START, VISIBLE, Connection
 __all__ = [
     "count_events",
     "load_view",
+    "load_view_at",
     "read_events",
     "session_ids",
     "session_page",
@@ -32,14 +33,19 @@ def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Messa
     Each path is one statement, so it reads one snapshot without a transaction (and,
     over a network, costs one round trip when the cache is current).
     """
+    return load_view_at(conn, cache, session_id)[1]
+
+
+def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[int, list[Message]]:
+    """`load_view`, with the session's version the view is the one after (0: none)."""
     row = conn.execute(
         "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
-        return []
+        return 0, []
     cached = cache.get(session_id, row[0])
     if cached is not None:
-        return cached
+        return int(row[0]), cached
     rows = conn.execute(
         "SELECT s.version, v.seq, v.message FROM sessions AS s"
         " LEFT JOIN view_messages AS v ON v.session_id = s.session_id"
@@ -47,11 +53,11 @@ def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Messa
         (session_id,),
     ).fetchall()
     if not rows:
-        return []  # gone since the first read (a rebuild in between)
+        return 0, []  # gone since the first read (a rebuild in between)
     version = rows[0][0]
     items = [(seq, decode_message(message)) for _, seq, message in rows if message is not None]
     cache.put(session_id, version, items)
-    return [message for _, message in items]
+    return int(version), [message for _, message in items]
 
 
 def read_events(

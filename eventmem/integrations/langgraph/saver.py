@@ -9,7 +9,9 @@ their lookup projection (``eventmem.store.checkpoints``). The serializer is Lang
 A list-valued channel (the message list) is stored as the items new since the version
 this saver last wrote or read (a delta), or whole when it does not extend that version,
 and whole again once its deltas hold more items than its last whole copy (so rebuilding
-a list reads at most about twice its size).
+a list reads at most about twice its size) unless that copy would take more than a
+quarter of what one event may hold (``max_save_bytes``): a long list then goes on by
+deltas alone.
 """
 
 from __future__ import annotations
@@ -276,8 +278,10 @@ class EventmemSaver(BaseCheckpointSaver[str]):
             ):
                 added = len(value) - len(previous.items)
                 whole = len(previous.items) - previous.delta_items
-                if previous.delta_items + added <= max(whole, _MIN_CHAIN):
-                    new = tuple(Blob(*dumps(item)) for item in value[len(previous.items) :])
+                new = tuple(Blob(*dumps(item)) for item in value[len(previous.items) :])
+                if previous.delta_items + added <= max(whole, _MIN_CHAIN) or (
+                    self._too_big_to_copy(new, len(value))
+                ):
                     stored_values.append(
                         ChannelValue(channel, version, items=new, extends=previous.version)
                     )
@@ -288,6 +292,17 @@ class EventmemSaver(BaseCheckpointSaver[str]):
             lists[key] = _ListState(version, list(value), 0)
         event: CheckpointSaved = _replace(base, values=tuple(stored_values))
         return event, lists
+
+    def _too_big_to_copy(self, sample: tuple[Blob, ...], length: int) -> bool:
+        """Whether a whole copy of a list of ``length`` items like ``sample`` would take
+        more than a quarter of what one event may hold (``max_save_bytes``): then the
+        list goes on growing by deltas, and a read walks a longer chain, rather than a
+        put being refused."""
+        if not sample:
+            return False
+        # base64 (4/3) and the JSON around each item, over the sample's mean size
+        per_item = sum(len(blob.data) for blob in sample) / len(sample) * 4 / 3 + 16
+        return per_item * length > self._backend.max_save_bytes / 4
 
     def _remember(self, key: tuple[str, str, str], state: _ListState) -> None:
         self._lists[key] = state
