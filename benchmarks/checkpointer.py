@@ -130,6 +130,7 @@ class Contender:
         self.step = 0
         self.config: dict[str, Any] = {"configurable": {"thread_id": THREAD, "checkpoint_ns": ""}}
         self.versions: dict[str, Any] = {}
+        self.messages: list[Any] = []  # the channel's value, as the graph holds it
         self.schema = f"lgbench_{kind.split('-')[0]}_{uuid.uuid4().hex[:8]}"
         self.path = work / f"{kind}.db"
 
@@ -151,7 +152,10 @@ class Contender:
         from langgraph.checkpoint.base.id import uuid6
 
         saver = self.saver
-        values = messages.upto(step)
+        if step == self.step + 1:  # the graph's list (as it read it, if it did) + 2
+            values = [*self.messages, *messages.upto(step)[-2:]]
+        else:  # a jump: the whole list of that size
+            values = messages.upto(step)
         if "checkpoint_id" in self.config["configurable"]:
             await saver.aput_writes(
                 self.config,
@@ -181,11 +185,18 @@ class Contender:
         metadata = {"source": "loop", "step": step, "parents": {}}
         self.config = await saver.aput(self.config, checkpoint, metadata, new)
         self.step = step
+        self.messages = values
 
     async def latest(self) -> Any:
         return await self.saver.aget_tuple(
             {"configurable": {"thread_id": THREAD, "checkpoint_ns": ""}}
         )
+
+    async def resume(self) -> None:
+        """Read the latest checkpoint, as a new run of the graph does, and go on from the
+        messages read (so the next put holds those objects, as a graph's would)."""
+        found = await self.latest()
+        self.messages = found.checkpoint["channel_values"]["messages"]
 
     def disk_bytes(self) -> dict[str, int]:
         if self.kind.endswith("sqlite"):
@@ -269,7 +280,7 @@ async def measure_steps(
         for c in order:
             step = c.step + 1
             write = await timed(lambda c=c, step=step: c.advance(messages, step))
-            read = await timed(c.latest)
+            read = await timed(c.resume)
             if round_:
                 out[c.kind]["write_put"].append(write)
                 out[c.kind]["get"].append(read)
@@ -362,16 +373,18 @@ async def real_graph_check(contenders: list[Contender], steps: int) -> dict[str,
 def peer_projection(
     measured: dict[int, dict[str, Any]], sizes: list[int], fit: list[int], size: int
 ) -> int:
-    """A peer's bytes at ``size`` steps: ``a * steps + b * L(steps)``, with ``L`` the
-    serialized message lists it stores (``stored_list_bytes``), ``a`` (per checkpoint:
-    its row, metadata, writes, index entries) and ``b`` (bytes on disk per serialized
-    byte: page fill, compression) fitted on the two measured sizes ``fit``."""
+    """A peer's bytes at ``size`` steps: ``base + a * steps + b * L(steps)``, with
+    ``base`` its bytes before the thread (measured), ``L`` the serialized message lists it
+    stores (``stored_list_bytes``), ``a`` (per checkpoint: its row, metadata, writes,
+    index entries) and ``b`` (bytes on disk per serialized byte: page fill, compression)
+    fitted on the two measured sizes ``fit``."""
     (n1, n2) = fit
-    y1, y2 = measured[n1]["bytes"], measured[n2]["bytes"]
+    base = measured[0]["bytes"]
+    y1, y2 = measured[n1]["bytes"] - base, measured[n2]["bytes"] - base
     l1, l2 = stored_list_bytes(sizes, n1), stored_list_bytes(sizes, n2)
     b = (y2 * n1 - y1 * n2) / (l2 * n1 - l1 * n2)
     a = (y1 - b * l1) / n1
-    return round(a * size + b * stored_list_bytes(sizes, size))
+    return round(base + a * size + b * stored_list_bytes(sizes, size))
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -391,7 +404,10 @@ async def run(quick: bool) -> dict[str, Any]:
             await c.open()
         results["real_graph"] = await real_graph_check(contenders, 3)
         print(f"real graph, 3 ReAct steps on every saver: {results['real_graph']}", flush=True)
-        history: dict[str, dict[int, dict[str, Any]]] = {c.kind: {} for c in contenders}
+        history: dict[str, dict[int, dict[str, Any]]] = {
+            c.kind: {0: {"bytes": sum(c.disk_bytes().values())}} for c in contenders
+        }
+        results["bytes_before_thread"] = {k: v[0]["bytes"] for k, v in history.items()}
         for size in sizes:
             entry: dict[str, Any] = {"contenders": {}}
             for c in contenders:
