@@ -26,10 +26,10 @@ At each size (10, 100, 1,000, 5,000 steps; --quick: 10, 100, 300):
 The peers are built step by step up to 1,000 steps (--quick: 100); past that, their
 thread jumps: one checkpoint holding the whole list of the size (what a resumed thread of
 that size is), so their step time is measured on a list of the same length, and their
-bytes are projected (not measured): measured bytes at the last built size x the ratio of
-the serialized message lists they would have stored (computed exactly, message by
-message). The projection is checked against a measured size (it predicts the last built
-size from the one before).
+bytes are projected (not measured): their bytes before the thread + a x steps + b x the
+serialized message lists they would have stored (computed message by message), a and b
+fitted on the last two built sizes. The projection is checked against a measured size
+(fitted on the two sizes before, it predicts the last built one).
 
 Then, at the largest size, ``aget_tuple`` from a new saver in a new process (its first
 read: no cache of the saver's; the OS page cache is warm), several times, and a check
