@@ -202,7 +202,12 @@ class Contender:
         if self.kind.endswith("sqlite"):
             conn = sqlite3.connect(self.path)
             try:
-                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                conn.execute("PRAGMA busy_timeout = 5000")
+                for _ in range(50):  # eventmem may be checkpointing on its own thread
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if not busy:
+                        break
+                    time.sleep(0.1)
             finally:
                 conn.close()
             if busy:
