@@ -9,8 +9,8 @@ is `eventmem._export_format` (its names are importable from here too).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 import msgspec
 
@@ -42,6 +42,7 @@ from eventmem.events import (
 )
 from eventmem.messages import Message, decode_trusted
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
+from eventmem.store.view_rows import ViewRow
 from eventmem.tokens import TokenCounter
 
 __all__ = [
@@ -160,7 +161,8 @@ class _FoldBuffer(MemoryBuffer):
     def visible(self) -> list[Message]:
         """The visible messages, decoded (the pair-safe rule reads them)."""
         self.entries = deque(
-            BufferEntry(e.seq, _as_message(e.message), e.tokens) for e in self.entries
+            BufferEntry(e.seq, _as_message(e.message), e.tokens, e.position, e.index)
+            for e in self.entries
         )
         return super().visible()
 
@@ -260,14 +262,34 @@ class SessionFold:
         self.checkpoints.apply(event, position)
         self.buffer.state.chain(position, recorded_at, digest)
 
-    def view_rows(self) -> list[tuple[str, int, int, str]]:
-        """The buffer as ``view_messages`` rows: (session, seq, tokens, message JSON), the
-        JSON being the canonical encoding of the decoded message, as the live path writes."""
+    def view_rows(self) -> list[ViewRow]:
+        """The buffer as ``view_messages`` rows, as the live path writes them: (session,
+        seq, tokens, position, idx, None), each pointing at the event holding its text."""
         session_id = self.session_id
         return [
-            (session_id, e.seq, e.tokens, _encode_message(_as_message(e.message)).decode())
-            for e in self.buffer.entries
+            (session_id, e.seq, e.tokens, e.position, e.index, None) for e in self.buffer.entries
         ]
+
+    def view_differs(self, stored: list[Sequence[Any]]) -> bool:
+        """Whether stored ``view_messages`` rows (``ROW_COLUMNS``, in seq order) are not
+        this buffer's. A row from before schema 5 holds its message instead of pointing
+        at it: it matches when the message is the one the fold has there."""
+        entries = self.buffer.entries
+        if len(stored) != len(entries):
+            return True
+        for row, entry in zip(stored, entries, strict=True):
+            session_id, seq, tokens, position, idx, message = row
+            if (session_id, seq, tokens) != (self.session_id, entry.seq, entry.tokens):
+                return True
+            if position is None:
+                if (
+                    idx is not None
+                    or message != _encode_message(_as_message(entry.message)).decode()
+                ):
+                    return True
+            elif (position, idx, message) != (entry.position, entry.index, None):
+                return True
+        return False
 
     def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
         self.broken = True

@@ -109,8 +109,9 @@ class Buffer(Protocol):
 
     state: HeadState
 
-    def append(self, message: Message, tokens: int) -> None:
-        """Add a message at ``next_seq`` and advance it."""
+    def append(self, message: Message, tokens: int, position: int, index: int) -> None:
+        """Add a message at ``next_seq`` and advance it; it is ``messages[index]`` of the
+        session's event at ``position`` (where a stored buffer finds its text)."""
         ...
 
     def drop_oldest(self) -> None:
@@ -174,7 +175,7 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         buffer.add_pending(position, event)
         buffer.state.pending_steps += 1
     elif isinstance(event, MessagesAppended):
-        _apply_messages(buffer, event)
+        _apply_messages(buffer, event, position)
     elif isinstance(event, MessagesRetracted):
         _apply_retract(buffer, event)
     elif isinstance(event, MemoryCleared):
@@ -203,7 +204,7 @@ def _unpin(buffer: Buffer) -> None:
     state.pinned = -1
 
 
-def _apply_messages(buffer: Buffer, event: MessagesAppended) -> None:
+def _apply_messages(buffer: Buffer, event: MessagesAppended, position: int) -> None:
     """A general append: the messages enter, then the oldest leave while the view is over
     ``max_tokens``, a pinned system message excepted; pair-safe pruning then drops the
     results whose calls left."""
@@ -224,8 +225,8 @@ def _apply_messages(buffer: Buffer, event: MessagesAppended) -> None:
         raise CorruptDatabaseError(
             f"{len(event.messages)} messages but {len(event.tokens)} token counts"
         )
-    for message, count in zip(event.messages, event.tokens):  # noqa: B905 - checked above
-        buffer.append(message, count)
+    for index, (message, count) in enumerate(zip(event.messages, event.tokens)):  # noqa: B905
+        buffer.append(message, count, position, index)  # (lengths checked above)
     if event.max_tokens is None:
         return
     limit = event.max_tokens - state.overhead
@@ -269,19 +270,22 @@ def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     if state.pinned >= 0:
         _unpin(buffer)  # a LangChain turn prunes as LangChain does: nothing is pinned
     state.turn_position, state.pending_steps = position, 0  # the held steps are its own
-    messages: Sequence[Message]
-    tokens: Sequence[int]
-    if held or event.steps or event.abandoned:
-        messages, tokens = _with_steps(held, event)
-    else:  # a conversation turn: the common case, kept cheap for rebuild and verify
-        messages, tokens = event.messages, event.tokens
     _recount(buffer, event.recount)
     state.counter = event.counter
     state.overhead = event.overhead
-    if len(messages) != len(tokens):
-        raise CorruptDatabaseError(f"{len(messages)} messages but {len(tokens)} token counts")
-    for message, count in zip(messages, tokens):  # noqa: B905 - lengths checked above
-        buffer.append(message, count)
+    if held or event.steps or event.abandoned:
+        messages, tokens, sources = _with_steps(held, event, position)
+        if len(messages) != len(tokens):
+            raise CorruptDatabaseError(f"{len(messages)} messages but {len(tokens)} token counts")
+        for message, count, (source, index) in zip(messages, tokens, sources):  # noqa: B905
+            buffer.append(message, count, source, index)
+    else:  # a conversation turn: the common case, kept cheap for rebuild and verify
+        if len(event.messages) != len(event.tokens):
+            raise CorruptDatabaseError(
+                f"{len(event.messages)} messages but {len(event.tokens)} token counts"
+            )
+        for index, (message, count) in enumerate(zip(event.messages, event.tokens)):  # noqa: B905
+            buffer.append(message, count, position, index)
     limit = event.max_token_limit - state.overhead
     while state.total_tokens > limit and state.next_seq > state.watermark:
         buffer.drop_oldest()
@@ -321,9 +325,10 @@ def orphaned_prefix(messages: Sequence[Message]) -> int:
 
 
 def _with_steps(
-    held: list[tuple[int, StepRecorded]], event: TurnSaved
-) -> tuple[list[Message], list[int]]:
-    """The turn's messages in buffer order (input, its steps, output) and their counts."""
+    held: list[tuple[int, StepRecorded]], event: TurnSaved, position: int
+) -> tuple[list[Message], list[int], list[tuple[int, int]]]:
+    """The turn's messages in buffer order (input, its steps, output), their counts, and
+    where each is held: (position of its event, index in the event's messages)."""
     pending = [(p, step) for p, step in held if p not in event.abandoned]
     if tuple(p for p, _ in pending) != event.steps or len(held) - len(pending) != len(
         event.abandoned
@@ -338,17 +343,22 @@ def _with_steps(
         if event.step_recount is not None
         else [t for _, step in pending for t in step.tokens]
     )
+    step_sources = [(p, index) for p, step in pending for index in range(len(step.messages))]
+    own = [(position, index) for index in range(len(event.messages))]
     messages = [*event.messages[:1], *step_messages, *event.messages[1:]]
     tokens = [*event.tokens[:1], *step_tokens, *event.tokens[1:]]
-    return messages, tokens
+    return messages, tokens, [*own[:1], *step_sources, *own[1:]]
 
 
 class BufferEntry(msgspec.Struct, frozen=True, gc=False):  # untracked: see messages.py
-    """A visible message with its sequence number and token count."""
+    """A visible message with its sequence number and token count, and where the log
+    holds it: ``messages[index]`` of the session's event at ``position``."""
 
     seq: int
     message: Message
     tokens: int
+    position: int = 0
+    index: int = 0
 
 
 T = TypeVar("T")
@@ -377,10 +387,10 @@ class MemoryBuffer:
         self.entries: deque[BufferEntry] = deque()
         self.pending: list[tuple[int, StepRecorded]] = []
 
-    def append(self, message: Message, tokens: int) -> None:
-        """Add a message at ``next_seq``."""
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
+        """Add a message at ``next_seq`` (``messages[index]`` of the event at ``position``)."""
         state = self.state
-        self.entries.append(BufferEntry(state.next_seq, message, tokens))
+        self.entries.append(BufferEntry(state.next_seq, message, tokens, position, index))
         state.next_seq += 1
         state.total_tokens += tokens
 
@@ -424,7 +434,8 @@ class MemoryBuffer:
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the visible messages' counts."""
         self.entries = deque(
-            BufferEntry(e.seq, e.message, t) for e, t in zip(self.entries, tokens, strict=True)
+            BufferEntry(e.seq, e.message, t, e.position, e.index)
+            for e, t in zip(self.entries, tokens, strict=True)
         )
         self.state.total_tokens = sum(tokens)
 

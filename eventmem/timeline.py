@@ -10,7 +10,6 @@ stores, and it writes nothing.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -134,34 +133,21 @@ RETRACTED = -2  # the seq of a message a pop took out of the view (seqs are >= 0
 
 
 class _PlacingBuffer(MemoryBuffer):
-    """A `MemoryBuffer` that notes which event each appended message came from.
-
-    Before a turn is folded, the messages it may append (its own and its held steps')
-    are registered by identity: `apply` appends the very message objects of the events.
-    """
+    """A `MemoryBuffer` that notes which event each appended message came from (`apply`
+    names it with each message)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._origins: dict[int, deque[int]] = {}  # id(message) -> positions holding it
         self.placed: dict[int, list[int]] = {}  # position -> seqs its messages got
 
-    def expect(self, position: int, messages: Iterable[Message]) -> None:
-        """Note that ``messages`` (of the event at ``position``) may be appended next."""
-        for message in messages:
-            self._origins.setdefault(id(message), deque()).append(position)
-
     def forget(self) -> None:
-        """Drop what `expect` noted and `placed`, once a turn is folded."""
-        self._origins.clear()
+        """Drop what was `placed`, once a turn is folded."""
         self.placed.clear()
 
-    def append(self, message: Message, tokens: int) -> None:
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         """Add a message, noting its ``seq`` under the event it came from."""
-        origins = self._origins.get(id(message))
-        if not origins:  # pragma: no cover - apply appended a message of no event
-            raise CorruptDatabaseError(f"cannot place a {message.role} message")
-        self.placed.setdefault(origins.popleft(), []).append(self.next_seq)
-        super().append(message, tokens)
+        self.placed.setdefault(position, []).append(self.next_seq)
+        super().append(message, tokens, position, index)
 
 
 class _Placer:
@@ -176,9 +162,6 @@ class _Placer:
         buffer, placement = self.buffer, self.placement
         if isinstance(event, TurnSaved):
             held = [step_position for step_position, _ in buffer.pending]
-            for step_position, step in buffer.pending:
-                buffer.expect(step_position, step.messages)
-            buffer.expect(position, event.messages)
             fold_event(buffer, event, position, self.session_id)
             for step_position in held:
                 if step_position in event.abandoned:
@@ -188,7 +171,6 @@ class _Placer:
             placement.seqs[position] = tuple(buffer.placed.get(position, ()))
             buffer.forget()
         elif isinstance(event, MessagesAppended):
-            buffer.expect(position, event.messages)
             fold_event(buffer, event, position, self.session_id)
             placement.seqs[position] = tuple(buffer.placed.get(position, ()))
             buffer.forget()

@@ -248,7 +248,10 @@ async def test_a_tampered_projection_is_found(target: str) -> None:
     [
         "DELETE FROM view_messages",
         "DELETE FROM sessions",
-        'UPDATE view_messages SET message = \'{"role":"human","content":"forged"}\'',
+        # a row holding a forged message instead of pointing at the log (as before schema 5)
+        "UPDATE view_messages SET position = NULL, idx = NULL,"
+        ' message = \'{"role":"human","content":"forged"}\'',
+        "UPDATE view_messages SET idx = idx + 1",
         "UPDATE sessions SET watermark = 0, total_tokens = 7",
     ],
 )

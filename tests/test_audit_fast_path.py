@@ -29,6 +29,8 @@ from eventmem.events import (
     GENESIS_HASH,
     Event,
     MemoryCleared,
+    MessagesAppended,
+    StepRecorded,
     TurnSaved,
     chain_hash,
     decode_event,
@@ -131,8 +133,12 @@ async def test_fold_stored_gives_the_rows_of_the_checked_fold(tmp_path: Path) ->
         expected = fold(events[session_id])
         assert a.view_rows() == b.view_rows()
         assert [row[1:] for row in b.view_rows()] == [
-            (e.seq, e.tokens, _canonical(e.message)) for e in expected.entries
+            (e.seq, e.tokens, e.position, e.index, None) for e in expected.entries
         ]
+        for e in expected.entries:  # each row points at the event holding its message
+            holder = events[session_id][e.position - 1]
+            assert isinstance(holder, (TurnSaved, StepRecorded, MessagesAppended))
+            assert _canonical(holder.messages[e.index]) == _canonical(e.message)
         for attr in ("watermark", "next_seq", "total_tokens", "overhead", "counter"):
             assert getattr(b.buffer, attr) == getattr(expected, attr), attr
         assert len(b.buffer.pending) == len(expected.pending)
@@ -199,10 +205,8 @@ async def test_non_canonical_event_json_rebuilds_to_canonical_rows(tmp_path: Pat
     async with eventmem.open(db) as store:
         assert await store.rebuild() == 1
         imported = _table(db, "SELECT * FROM view_messages ORDER BY seq")
-        assert [row[3] for row in imported] == [
-            '{"role":"human","content":"📦 x"}',
-            '{"role":"ai","content":"a/b"}',
-        ]
+        # the rows point at the second event's messages; their text is read from it
+        assert [row[3:] for row in imported] == [(2, 0, None), (2, 1, None)]
         assert (await store.verify()).ok
         assert await store.rebuild() == 1
         assert _table(db, "SELECT * FROM view_messages ORDER BY seq") == imported

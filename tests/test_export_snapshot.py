@@ -137,5 +137,5 @@ async def test_a_postgresql_export_never_passes_an_event_committed_after_its_pag
 _COPIED = {
     "events": "session_id, position, kind, recorded_at, data, hash",
     "sessions": HEAD_COLUMNS,
-    "view_messages": "session_id, seq, tokens, message",
+    "view_messages": "session_id, seq, tokens, position, idx, message",
 }

@@ -185,7 +185,8 @@ async def test_a_stored_buffer_that_differs_from_the_fold_is_damaged(db_path: Pa
         await _populate(store)
         folded = await store.messages("chat")
     with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE view_messages SET message = replace(message, 'City', 'Town')")
+        # each row now names its turn's other message (a turn holds a human and an ai one)
+        conn.execute("UPDATE view_messages SET idx = 1 - idx")
     conn.close()
     async with eventmem.open(db_path, read_only=True) as store:
         view = await timeline.buffer_view(store, "chat")
@@ -195,7 +196,7 @@ async def test_a_stored_buffer_that_differs_from_the_fold_is_damaged(db_path: Pa
 
 
 class _Refusing(MemoryBuffer):
-    def append(self, message: Message, tokens: int) -> None:
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         raise ValueError("no room")
 
 

@@ -12,20 +12,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import msgspec
-
 from eventmem.events import Event, StepRecorded, chain_hash, decode_event, encode_event
-from eventmem.messages import Message, decode_trusted
+from eventmem.messages import Message
 from eventmem.projection import HEAD_FIELDS, HeadState
 from eventmem.store.cache import ViewCache
 from eventmem.store.sql import HEAD_COLUMNS, Connection
+from eventmem.store.view_rows import ROW_COLUMNS, resolve
 
 __all__ = [
     "HEAD_COLUMNS",
     "INSERT_HEAD",
+    "VIEW_ROWS",
     "SessionHead",
-    "decode_message",
-    "encode_message",
     "now_us",
     "write_transaction",
 ]
@@ -40,13 +38,13 @@ _UPSERT_HEAD = f"{INSERT_HEAD} ON CONFLICT (session_id) DO UPDATE SET " + ", ".j
     f"{name} = excluded.{name}" for name in _UPDATED
 )
 
-encode_message = msgspec.json.Encoder().encode
-_message_decoder = msgspec.json.Decoder(Message)
-
-
-def decode_message(data: bytes | str) -> Message:
-    """A buffer row's message (written, so validated, by eventmem itself)."""
-    return decode_trusted(_message_decoder.decode, data)
+# The buffer rows of a session (``(seq, position, idx, message, data)``, for
+# ``view_rows.resolve``) joined to the events that hold their text.
+VIEW_ROWS = (
+    "SELECT v.seq, v.position, v.idx, v.message, e.data FROM view_messages AS v"
+    " LEFT JOIN events AS e ON e.session_id = v.session_id AND e.position = v.position"
+)
+_INSERT_ROWS = f"INSERT INTO view_messages ({ROW_COLUMNS}) VALUES "
 
 
 def now_us() -> int:
@@ -70,7 +68,7 @@ class SessionHead:
         self._stored_next_seq = self.state.next_seq  # rows below this are in view_messages
         self._stored_watermark = self.state.watermark
         self._stored_pinned = self.state.pinned
-        self._new: list[tuple[int, int, str]] = []  # (seq, tokens, message json)
+        self._new: list[tuple[int, int, int, int]] = []  # (seq, tokens, position, idx)
         self._new_messages: list[Message] = []
         self._retracted = False  # stored rows left the view from its end
 
@@ -80,10 +78,11 @@ class SessionHead:
         return self.state.version
 
     # -- Buffer protocol -------------------------------------------------------------
-    def append(self, message: Message, tokens: int) -> None:
-        """Add a message to the buffer (written on flush)."""
+    def append(self, message: Message, tokens: int, position: int, index: int) -> None:
+        """Add a message to the buffer (its row, pointing at its event, is written on
+        flush)."""
         state = self.state
-        self._new.append((state.next_seq, tokens, encode_message(message).decode()))
+        self._new.append((state.next_seq, tokens, position, index))
         self._new_messages.append(message)
         state.next_seq += 1
         state.total_tokens += tokens
@@ -193,14 +192,12 @@ class SessionHead:
                 for seq, message in cached
                 if (seq >= state.watermark or seq == pinned) and seq < stop
             ]
-        return [
-            decode_message(row[0])
-            for row in self._conn.execute(
-                "SELECT message FROM view_messages WHERE session_id = ?"
-                " AND (seq >= ? OR seq = ?) AND seq < ? ORDER BY seq",
-                (self.session_id, state.watermark, pinned, stop),
-            )
-        ]
+        rows = self._conn.execute(
+            f"{VIEW_ROWS} WHERE v.session_id = ? AND (v.seq >= ? OR v.seq = ?) AND v.seq < ?"
+            " ORDER BY v.seq",
+            (self.session_id, state.watermark, pinned, stop),
+        )
+        return [message for _, message in resolve(rows)]
 
     def append_event(self, event: Event, now_us: int, data: bytes | None = None) -> int:
         """Insert the next event of the session, chained to the previous one; ``data`` is
@@ -271,8 +268,7 @@ class SessionHead:
             # chunked to stay under SQLite's limit on bound variables.
             chunk = kept[start : start + _ROWS_PER_INSERT]
             self._conn.execute(
-                "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES "
-                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                _INSERT_ROWS + ", ".join(["(?, ?, ?, ?, ?, NULL)"] * len(chunk)),
                 [value for row in chunk for value in (self.session_id, *row)],
             )
         row = state.row()

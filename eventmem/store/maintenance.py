@@ -19,6 +19,7 @@ from eventmem.store.cache import ViewCache
 from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
+from eventmem.store.view_rows import INSERT_ROW, ROW_COLUMNS
 
 __all__ = [
     "Progress",
@@ -60,10 +61,7 @@ def _event_rows(
 
 def _write_projection(conn: Connection, fold: SessionFold) -> None:
     conn.execute(INSERT_HEAD, fold.state.row())
-    conn.executemany(
-        "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
-        fold.view_rows(),
-    )
+    conn.executemany(INSERT_ROW, fold.view_rows())
     checkpoints.write_index(conn, fold.checkpoints)
 
 
@@ -122,11 +120,10 @@ def _check_projection(
             "the stored buffer head differs from the fold of the events; run rebuild",
         )
     stored_view = conn.execute(
-        "SELECT session_id, seq, tokens, message FROM view_messages WHERE session_id = ?"
-        " ORDER BY seq",
+        f"SELECT {ROW_COLUMNS} FROM view_messages WHERE session_id = ? ORDER BY seq",
         (fold.session_id,),
     ).fetchall()
-    if stored_view != fold.view_rows():
+    if fold.view_differs(stored_view):
         return Problem(
             fold.session_id,
             version,
@@ -266,8 +263,7 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
             row
             for session_id in damaged
             for row in conn.execute(
-                "SELECT session_id, seq, tokens, message FROM view_messages WHERE session_id = ?",
-                (session_id,),
+                f"SELECT {ROW_COLUMNS} FROM view_messages WHERE session_id = ?", (session_id,)
             ).fetchall()
         ]
         kept_index = [checkpoints.read_index(conn, session_id) for session_id in damaged]
@@ -280,10 +276,7 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
                 _write_projection(conn, fold)
                 count += 1
         conn.executemany(INSERT_HEAD, [heads[s].row() for s in damaged if s in heads])
-        conn.executemany(
-            "INSERT INTO view_messages (session_id, seq, tokens, message) VALUES (?, ?, ?, ?)",
-            kept_view,
-        )
+        conn.executemany(INSERT_ROW, kept_view)
         for rows in kept_index:
             checkpoints.insert_index_rows(conn, rows)
         return count

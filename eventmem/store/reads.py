@@ -11,8 +11,8 @@ from eventmem.messages import Message
 from eventmem.rules import event_time, stored_time
 from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
-from eventmem.store.head import decode_message
 from eventmem.store.sql import VIEW_START, VISIBLE, Connection
+from eventmem.store.view_rows import resolve
 
 __all__ = [
     "count_events",
@@ -47,15 +47,17 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
     if cached is not None:
         return int(row[0]), cached
     rows = conn.execute(
-        "SELECT s.version, v.seq, v.message FROM sessions AS s"
+        "SELECT s.version, v.seq, v.position, v.idx, v.message, e.data FROM sessions AS s"
         " LEFT JOIN view_messages AS v ON v.session_id = s.session_id"
-        f" AND v.seq >= {VIEW_START} WHERE s.session_id = ? ORDER BY v.seq",
+        f" AND v.seq >= {VIEW_START}"
+        " LEFT JOIN events AS e ON e.session_id = v.session_id AND e.position = v.position"
+        " WHERE s.session_id = ? ORDER BY v.seq",
         (session_id,),
     ).fetchall()
     if not rows:
         return 0, []  # gone since the first read (a rebuild in between)
     version = rows[0][0]
-    items = [(seq, decode_message(message)) for _, seq, message in rows if message is not None]
+    items = resolve(row[1:] for row in rows if row[1] is not None)
     cache.put(session_id, version, items)
     return int(version), [message for _, message in items]
 

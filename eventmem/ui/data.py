@@ -77,12 +77,12 @@ class _TracingBuffer(MemoryBuffer):
         entry = self._live.pop(seq)
         entry.left, entry.left_at = why, self.position
 
-    def append(self, message: Message, tokens: int) -> None:
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         """Add a message, and its entry."""
         entry = Entry(len(self.all), message, tokens, self.position)
         self._live[self.state.next_seq] = entry
         self.all.append(entry)
-        super().append(message, tokens)
+        super().append(message, tokens, position, index)
 
     def drop_oldest(self) -> None:
         """Prune the oldest (unpinned) message."""
