@@ -68,9 +68,7 @@ async def _postgres_size(url: str, texts: list[tuple[str, str]], turns: int) -> 
 
 def _raw_bytes(texts: list[tuple[str, str]], turns: int) -> int:
     # the turns fill() saves: session n takes texts from offset n * 7919, one per turn
-    picked = [
-        texts[(n * 7919 + i) % len(texts)] for n in range(turns // 100) for i in range(100)
-    ]
+    picked = [texts[(n * 7919 + i) % len(texts)] for n in range(turns // 100) for i in range(100)]
     return sum(len(a.encode()) + len(b.encode()) for a, b in picked)
 
 

@@ -17,13 +17,17 @@ import pytest
 import eventmem
 import eventmem.store.batched
 from eventmem.projection import fold
+from eventmem.store.sqlite.backend import SQLiteBackend
 from eventmem.store.writes import write_batch
 
 pytestmark = pytest.mark.anyio
 
 
 def _held_batches(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[int]]:
-    """Make each batch wait for ``release`` on the connection thread; record batch sizes."""
+    """Make each batch wait for ``release`` on the connection thread; record batch sizes.
+    (A lone SQLite write would run on the caller's thread: here every batch goes to the
+    connection thread, the path under test; tests/test_inline_writes.py has the other.)"""
+    monkeypatch.setattr(SQLiteBackend, "_write_inline", lambda self, ops: None)
     release = threading.Event()
     sizes: list[int] = []
 
@@ -171,6 +175,7 @@ async def test_a_failed_batch_reaches_every_caller_in_it_and_the_next_batch_runs
             return write_batch(conn, cache, ops)
 
         monkeypatch.setattr(eventmem.store.batched, "write_batch", second_fails)
+        monkeypatch.setattr(SQLiteBackend, "_write_inline", lambda self, ops: None)
         outcomes: dict[int, str] = {}
 
         async def save(n: int) -> None:

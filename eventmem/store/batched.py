@@ -17,7 +17,13 @@ import anyio
 import anyio.lowlevel
 
 from eventmem.audit import ExportReader, VerifyReport
-from eventmem.errors import ClosedError, ReadOnlyStoreError, StorageError, UnprotectedLogError
+from eventmem.errors import (
+    ClosedError,
+    EventmemError,
+    ReadOnlyStoreError,
+    StorageError,
+    UnprotectedLogError,
+)
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
@@ -162,9 +168,7 @@ class BatchedBackend:
             with anyio.CancelScope(shield=True):
                 try:
                     outcomes: list[int | BaseException] = list(
-                        await self._run(
-                            write_batch, self._cache, [e.op for e in batch], pipelined=True
-                        )
+                        await self._run_writes([e.op for e in batch])
                     )
                 except Exception as e:
                     outcomes = [e] * len(batch)
@@ -182,6 +186,10 @@ class BatchedBackend:
             for queued in batch:
                 if queued.wake is not None:
                     queued.wake.set()
+
+    async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
+        """One batch of writes in one transaction, on the connection's thread."""
+        return await self._run(write_batch, self._cache, ops, pipelined=True)
 
     def _after_writes(self, count: int) -> None:
         """Told after each batch (``count`` writes) and after a rebuild or an import
@@ -249,11 +257,21 @@ class BatchedBackend:
     # -- reads -----------------------------------------------------------------------
     async def load_view(self, session_id: str) -> list[Message]:
         """The visible messages of the session."""
-        return await self._run(reads.load_view, self._cache, session_id)
+        return (await self.load_view_at(session_id))[1]
 
     async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
         """The visible messages, and the version they are the view after (one snapshot)."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        served = self._cached_view(session_id)
+        if served is not None:
+            return served
         return await self._run(reads.load_view_at, self._cache, session_id)
+
+    def _cached_view(self, session_id: str) -> tuple[int, list[Message]] | None:
+        """The view served from the cache without a thread hop, where the backend can
+        read the session's version cheaply on the caller's thread (None: ask the worker)."""
+        return None
 
     async def read_events(
         self, session_id: str, after_position: int, limit: int

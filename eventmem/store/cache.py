@@ -3,12 +3,14 @@
 Loads are the hot path of every agent turn. A cached buffer is served only when the
 session's stored version (read in the same round trip) still equals the cached one, so
 writes by other connections or processes are never missed; a save by this connection
-updates the entry with its own delta instead of invalidating it. Used only from the
-backend's connection thread, so it needs no lock.
+updates the entry with its own delta instead of invalidating it. The backend's
+connection thread fills and advances it; a SQLite store also serves loads from it on the
+caller's thread, so every method holds the cache's lock (uncontended: a fraction of a µs).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 
@@ -31,31 +33,35 @@ class ViewCache:
     def __init__(self, max_sessions: int = 1024) -> None:
         self.max_sessions = max_sessions
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, session_id: str, version: int) -> list[Message] | None:
         """The cached buffer if it is the one at ``version``."""
-        entry = self._entries.get(session_id)
-        if entry is None or entry.version != version:
-            return None
-        self._entries.move_to_end(session_id)
-        return [message for _, message in entry.items]
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.version != version:
+                return None
+            self._entries.move_to_end(session_id)
+            return [message for _, message in entry.items]
 
     def items(self, session_id: str, version: int) -> list[tuple[int, Message]] | None:
         """The cached ``(seq, message)`` pairs if they are the buffer at ``version``
         (for a write reading its session's view; the order of eviction is the loads')."""
-        entry = self._entries.get(session_id)
-        if entry is None or entry.version != version:
-            return None
-        return list(entry.items)
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.version != version:
+                return None
+            return list(entry.items)
 
     def put(self, session_id: str, version: int, items: list[tuple[int, Message]]) -> None:
         """Remember the buffer read at ``version``: its ``(seq, message)`` pairs."""
-        if self.max_sessions <= 0:
-            return
-        self._entries[session_id] = _Entry(version, items)
-        self._entries.move_to_end(session_id)
-        while len(self._entries) > self.max_sessions:
-            self._entries.popitem(last=False)
+        with self._lock:
+            if self.max_sessions <= 0:
+                return
+            self._entries[session_id] = _Entry(version, items)
+            self._entries.move_to_end(session_id)
+            while len(self._entries) > self.max_sessions:
+                self._entries.popitem(last=False)
 
     def advance(
         self,
@@ -69,36 +75,39 @@ class ViewCache:
         next_seq)`` after it, ``appended`` the messages it added with their seqs. The
         view is then the pinned message and those with ``watermark <= seq < next_seq``.
         """
-        entry = self._entries.get(session_id)
-        if entry is None:
-            return
-        if entry.version != from_version:
-            del self._entries[session_id]  # another writer got in between: unknown delta
-            return
-        watermark, pinned, next_seq = bounds
-        items = entry.items
-        while items and items[-1][0] >= next_seq:  # retracted
-            items.pop()
-        kept: tuple[int, Message] | None = None
-        while items and items[0][0] < watermark:  # pruned, unless pinned
-            item = items.popleft()
-            if item[0] == pinned:
-                kept = item
-        for item in appended:
-            seq = item[0]
-            if seq >= next_seq:
-                continue
-            if seq >= watermark:
-                items.append(item)
-            elif seq == pinned:
-                kept = item
-        if kept is not None:
-            items.appendleft(kept)
-        entry.version = to_version
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None:
+                return
+            if entry.version != from_version:
+                del self._entries[session_id]  # another writer got in between: unknown delta
+                return
+            watermark, pinned, next_seq = bounds
+            items = entry.items
+            while items and items[-1][0] >= next_seq:  # retracted
+                items.pop()
+            kept: tuple[int, Message] | None = None
+            while items and items[0][0] < watermark:  # pruned, unless pinned
+                item = items.popleft()
+                if item[0] == pinned:
+                    kept = item
+            for item in appended:
+                seq = item[0]
+                if seq >= next_seq:
+                    continue
+                if seq >= watermark:
+                    items.append(item)
+                elif seq == pinned:
+                    kept = item
+            if kept is not None:
+                items.appendleft(kept)
+            entry.version = to_version
 
     def clear(self) -> None:
         """Forget everything (after a rebuild or an import)."""
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)

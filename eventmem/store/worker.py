@@ -76,11 +76,19 @@ class Worker:
         thread.start()
         # A worker dropped without stop() (a store never closed) still ends its thread.
         self._stop = weakref.finalize(self, self._calls.put, None)
+        self._pending = 0  # calls submitted and not yet answered (counted on the loop)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is submitted and not yet answered (so the connection may be
+        in use on the worker's thread)."""
+        return self._pending > 0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the worker's thread, after the calls submitted before it.
         Not cancellable while it runs: the caller hears of a cancellation after it."""
         call: _Call[T] = _Call(fn, args)
+        self._pending += 1
         self._calls.put(call)
         try:
             await call.future
@@ -91,6 +99,8 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(call.ran.wait)
             raise
+        finally:
+            self._pending -= 1
         if call.error is not None:
             error, call.error = call.error, None
             raise error

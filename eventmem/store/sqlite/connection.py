@@ -9,9 +9,14 @@ from typing import Any
 from eventmem.store.sql import HEAD_OF_SESSION, StorageFigures
 from eventmem.store.sqlite import migrations
 
-__all__ = ["SQLiteConnection"]
+__all__ = ["SQLiteConnection", "WouldWait"]
 
 _STREAM_CHUNK = 5000
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+class WouldWait(Exception):
+    """An inline write found the write lock taken: it runs on the worker instead."""
 
 
 class SQLiteConnection(sqlite3.Connection):
@@ -22,10 +27,25 @@ class SQLiteConnection(sqlite3.Connection):
     """
 
     data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
+    # Set while a write runs on the caller's thread (SQLiteBackend._write_inline): then
+    # a write lock that is not free at once raises WouldWait instead of waiting.
+    inline = False
+    busy_timeout_ms = 0  # the connection's own, restored after an inline BEGIN
 
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
-        self.execute("BEGIN IMMEDIATE")
+        if not self.inline:
+            self.execute("BEGIN IMMEDIATE")
+            return
+        self.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                raise WouldWait from e
+            raise
+        finally:
+            self.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
     def begin_read(self) -> None:
         """A deferred transaction: in WAL mode its reads share one snapshot."""

@@ -1,0 +1,123 @@
+"""A lone SQLite write runs on the caller's thread (no thread hop) when it can start at
+once, and goes to the connection's thread otherwise; cached loads read the version on
+the caller's thread. Either way the outcome is the same, and the event loop never waits
+for another connection's lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import eventmem
+import eventmem.store.sqlite.backend as sqlite_backend
+from eventmem.store.writes import write_batch
+
+pytestmark = pytest.mark.anyio
+
+
+def _record_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread each batch of writes ran on, in order."""
+    threads: list[str] = []
+
+    def recorded(conn: Any, cache: Any, ops: list[Any]) -> Any:
+        threads.append(threading.current_thread().name)
+        return write_batch(conn, cache, ops)
+
+    monkeypatch.setattr(sqlite_backend, "write_batch", recorded)
+    monkeypatch.setattr(eventmem.store.batched, "write_batch", recorded)
+    return threads
+
+
+async def test_a_lone_save_runs_on_the_callers_thread(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _record_threads(monkeypatch)
+    async with eventmem.open(db_path) as store:
+        memory = store.token_buffer("chat", max_token_limit=60)
+        for i in range(5):
+            await memory.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+        assert threads == [threading.current_thread().name] * 5
+        assert (await store.verify()).ok
+    async with eventmem.open(db_path) as store:  # what it wrote is what a new store reads
+        assert [m.text for m in await store.messages("chat")][-2:] == ["q4", "a4"]
+
+
+async def test_concurrent_saves_still_share_a_batch_on_the_connection_thread(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _record_threads(monkeypatch)
+    async with eventmem.open(db_path) as store:
+
+        async def save(session: str) -> None:
+            await store.token_buffer(session).asave_context({"input": "q"}, {"output": "a"})
+
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(save, f"s{n}")
+        assert await store.count_events() == 20
+        assert "eventmem-connection" in threads
+        assert len(threads) < 20
+
+
+async def test_a_save_behind_another_connections_lock_waits_off_the_loop(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _record_threads(monkeypatch)
+    async with eventmem.open(db_path) as store:
+        memory = store.token_buffer("chat")
+        await memory.asave_context({"input": "first"}, {"output": "one"})
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            started = time.monotonic()
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as saver:
+                    saver.start_soon(memory.asave_context, {"input": "second"}, {"output": "two"})
+                    await anyio.sleep(0.3)
+                    ticks_then = ticks
+                    (seen,) = other.execute("SELECT count(*) FROM events").fetchone()
+                    other.execute("ROLLBACK")
+            tg.cancel_scope.cancel()
+        other.close()
+        assert seen == 1  # it waited for the lock...
+        assert ticks_then >= 10  # ...while the loop ran on
+        assert time.monotonic() - started >= 0.3
+        assert await store.version("chat") == 2
+        assert threads[-1] == "eventmem-connection"
+        assert (await store.verify()).ok
+
+
+async def test_a_refused_inline_save_writes_nothing_and_the_next_one_works(db_path: Path) -> None:
+    async with eventmem.open(db_path, max_save_bytes=10_000) as store:
+        memory = store.token_buffer("chat")
+        with pytest.raises(eventmem.InputTooLargeError):
+            await memory.asave_context({"input": "x" * 20_000}, {"output": "y"})
+        assert await store.count_events() == 0
+        await memory.asave_context({"input": "q"}, {"output": "a"})
+        assert await store.version("chat") == 1
+
+
+async def test_a_cached_load_sees_another_connections_write(db_path: Path) -> None:
+    async with eventmem.open(db_path) as first, eventmem.open(db_path) as second:
+        await first.token_buffer("chat").asave_context({"input": "q1"}, {"output": "a1"})
+        mine = first.token_buffer("chat")
+        assert [m.text for m in await first.messages("chat")] == ["q1", "a1"]
+        await second.token_buffer("chat").asave_context({"input": "q2"}, {"output": "a2"})
+        loaded = await mine.aload_memory_variables({})
+        assert "q2" in loaded["history"]
+        assert "a2" in loaded["history"]
