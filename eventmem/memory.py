@@ -20,7 +20,7 @@ from eventmem import _tracing
 from eventmem._options import AgentBufferOptions, BufferOptions, Option
 from eventmem.errors import InputKeyError, InvalidInputError, MissingKeyError
 from eventmem.events import PruneMode
-from eventmem.messages import Message, buffer_string
+from eventmem.messages import BufferLines, Message
 from eventmem.rules import check_save_chars, validate_session_id
 from eventmem.steps import format_step, observation_text, split_step, to_action
 from eventmem.store.base import Backend, StepRequest, TurnRequest
@@ -79,6 +79,7 @@ class _TokenBuffer:
         self._backend = backend
         self.session_id = validate_session_id(session_id)
         self.options = options
+        self._lines: BufferLines | None = None  # the buffer string's lines, by message
 
     @property
     def counter(self) -> TokenCounter:
@@ -153,7 +154,17 @@ class _TokenBuffer:
 
     async def abuffer_as_str(self) -> str:
         """The buffer as LangChain's ``get_buffer_string`` renders it."""
-        return buffer_string(await self.amessages(), self.human_prefix, self.ai_prefix)
+        return self._render(await self.amessages())
+
+    def _render(self, messages: list[Message]) -> str:
+        """``buffer_string`` of ``messages``, each line made once per message object:
+        a load after a save renders only the new messages (the cached view hands back
+        the same objects)."""
+        prefixes = (self.human_prefix, self.ai_prefix)
+        memo = self._lines
+        if memo is None or memo.prefixes != prefixes:
+            memo = self._lines = BufferLines(*prefixes)
+        return memo.render(messages)
 
     async def aload_memory_variables(
         self, inputs: Mapping[str, Any] | None = None
@@ -163,7 +174,7 @@ class _TokenBuffer:
         messages = await self.amessages()
         if self.return_messages:
             return {self.memory_key: messages}
-        return {self.memory_key: buffer_string(messages, self.human_prefix, self.ai_prefix)}
+        return {self.memory_key: self._render(messages)}
 
     @_tracing.save("clear")
     async def aclear(self, *, expected_version: int | None = None) -> None:

@@ -21,6 +21,7 @@ from eventmem.errors import InvalidInputError, NotSerializableError
 __all__ = [
     "MAX_DEPTH",
     "OPENAI_ROLE",
+    "BufferLines",
     "Content",
     "ContentPart",
     "InvalidToolCall",
@@ -330,6 +331,31 @@ def buffer_string(
 ) -> str:
     """LangChain's ``get_buffer_string``: one ``"{prefix}: {text}"`` line per message."""
     return "\n".join(m.buffer_line(human_prefix, ai_prefix) for m in messages)
+
+
+class BufferLines:
+    """`buffer_string` for a view that changes a little at a time: each message's line is
+    made once and reused while the same message object stays in the view."""
+
+    def __init__(self, human_prefix: str = "Human", ai_prefix: str = "AI") -> None:
+        self.prefixes = (human_prefix, ai_prefix)
+        self._lines: dict[int, tuple[Message, str]] = {}  # id -> (the message, its line)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The buffer string of ``messages``."""
+        lines, out = self._lines, []
+        human, ai = self.prefixes
+        for message in messages:
+            known = lines.get(id(message))
+            if known is not None and known[0] is message:
+                out.append(known[1])
+            else:
+                line = message.buffer_line(human, ai)
+                lines[id(message)] = (message, line)
+                out.append(line)
+        if len(lines) > 2 * len(messages) + 64:  # forget the lines of messages gone
+            self._lines = {id(m): lines[id(m)] for m in messages}
+        return "\n".join(out)
 
 
 def from_langchain(message: Any) -> Message:

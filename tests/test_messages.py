@@ -712,3 +712,21 @@ def test_streamed_chunks_convert_like_messages() -> None:
     assert converted.role == "ai"
     assert converted.tool_calls == (ToolCall(name="f", args={"a": 1}, id="c1"),)
     assert from_langchain(HumanMessageChunk(content="hi")).role == "human"
+
+
+def test_buffer_lines_render_as_buffer_string_as_the_view_moves() -> None:
+    from eventmem.messages import BufferLines
+
+    lines = BufferLines("User", "Bot")
+    view: list[Message] = []
+    for i in range(300):  # a sliding view: each step drops the oldest, adds new ones
+        view = [
+            *view[-40:],
+            Message(role="human", content=f"q{i}"),
+            Message(role="ai", content=f"a{i}"),
+        ]
+        assert lines.render(view) == buffer_string(view, "User", "Bot")
+    # an equal but different object is rendered from itself, not from a remembered line
+    changed = [*view[:-1], Message(role="ai", content="other")]
+    assert lines.render(changed) == buffer_string(changed, "User", "Bot")
+    assert len(lines._lines) <= 2 * len(view) + 64 + 2
