@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import TextGen, calibration, fill, report_load, table, tempdir, write_results
+from _common import TextGen, calibration, fill, table, tempdir, write_results
 
 TARGET = 1.25  # bytes on disk / raw text bytes
 
@@ -116,7 +116,6 @@ async def main() -> None:
             rows,
         )
     )
-    results["load"] = report_load()
     print(f"results: {write_results('size', results)}")
 
 

@@ -72,8 +72,9 @@ def open(
     ``eventmem[postgres]`` installs its driver.
 
     ``durability="normal"`` (the default) survives a process crash but may lose the last
-    commits on power loss; ``"full"`` syncs every commit (in PostgreSQL the server's
-    ``synchronous_commit`` decides; ``"full"`` sets it on for this connection).
+    commits on power loss (PostgreSQL: on a crash of the server; this connection runs
+    with ``synchronous_commit = off``); ``"full"`` syncs every commit (PostgreSQL:
+    ``synchronous_commit = on``).
     ``busy_timeout`` is how many seconds a write waits for another process's lock.
     ``cache_sessions`` bounds how many sessions' decoded buffers stay cached (each
     validated against the stored version on every load; 0 disables the cache).

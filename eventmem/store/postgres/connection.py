@@ -118,23 +118,26 @@ class PostgresConnection:
                 (SESSION_LOCK_CLASS, keys),
             )
             # Their heads and the counts of their oldest rows (what a save prunes), now
-            # that no one else can change them: one round trip for the batch instead of
-            # two per write.
-            heads: dict[str, Sequence[Any] | None] = dict.fromkeys(sessions)
-            for row in self.raw.execute(
+            # that no one else can change them: both statements sent before either is
+            # read, so in a pipeline the locks, heads and counts cost one round trip
+            # (each statement still sees what was committed before its locks were held).
+            head_rows = self.raw.execute(
                 f"SELECT {HEAD_COLUMNS} FROM sessions WHERE session_id = ANY(%s)", (sessions,)
-            ):
-                heads[row[0]] = row
-            self._heads = heads
-            counts: dict[str, dict[int, int]] = {s: {} for s, row in heads.items() if row}
-            for session_id, seq, tokens in self.raw.execute(
+            )
+            count_rows = self.raw.execute(
                 "SELECT v.session_id, v.seq, v.tokens FROM sessions AS s"
                 " JOIN view_messages AS v ON v.session_id = s.session_id"
                 " AND v.seq >= s.watermark AND v.seq < s.watermark + %s"
                 " WHERE s.session_id = ANY(%s)",
                 (_COUNTS_AHEAD, sessions),
-            ):
-                counts[session_id][seq] = tokens
+            )
+            heads: dict[str, Sequence[Any] | None] = dict.fromkeys(sessions)
+            for row in head_rows:
+                heads[row[0]] = row
+            self._heads = heads
+            counts: dict[str, dict[int, int]] = {s: {} for s, row in heads.items() if row}
+            for session_id, seq, tokens in count_rows:
+                counts.setdefault(session_id, {})[seq] = tokens
             self._counts = counts
 
     def start_call(self) -> None:
