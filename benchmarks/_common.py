@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import hashlib
 import json
@@ -570,3 +571,17 @@ def calibration() -> dict[str, float]:
         flush=True,
     )
     return result
+
+
+BENCH_POSTGRES_URL = os.environ.get(
+    "EVENTMEM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server the benchmarks use (``EVENTMEM_BENCH_POSTGRES_URL``)."""
+
+
+def parse_args(doc: str, quick_help: str) -> argparse.Namespace:
+    """``--quick`` and ``--postgres-url`` (default: ``BENCH_POSTGRES_URL``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--postgres-url", default=BENCH_POSTGRES_URL)
+    return parser.parse_args()

@@ -13,8 +13,6 @@ against SQLite per turn, blocks alternating, in the same run.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import uuid
 from typing import Any
@@ -25,6 +23,7 @@ from _common import (
     calibration,
     fill,
     median,
+    parse_args,
     table,
     tempdir,
     verdict,
@@ -50,15 +49,7 @@ async def main() -> None:
 
     import eventmem
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 turns instead of 50,000")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "EVENTMEM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    args = parser.parse_args()
+    args = parse_args(__doc__, "10,000 turns instead of 50,000")
     long_turns = 10_000 if args.quick else 50_000
     cal = calibration()
     print(f"calibration: {cal}")

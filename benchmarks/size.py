@@ -13,15 +13,13 @@ and 200 words (70 in, 130 out).
 
 from __future__ import annotations
 
-import argparse
-import os
 import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import TextGen, calibration, fill, table, tempdir, write_results
+from _common import TextGen, calibration, fill, parse_args, table, tempdir, write_results
 
 TARGET = 1.25  # bytes on disk / raw text bytes
 
@@ -73,15 +71,7 @@ def _raw_bytes(texts: list[tuple[str, str]], turns: int) -> int:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 turns instead of 20,000")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "EVENTMEM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    args = parser.parse_args()
+    args = parse_args(__doc__, "2,000 turns instead of 20,000")
     turns = 2_000 if args.quick else 20_000
     cal = calibration()
     print(f"calibration: {cal}")
