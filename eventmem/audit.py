@@ -52,6 +52,7 @@ __all__ = [
     "ExportHeader",
     "ExportLine",
     "ExportReader",
+    "FoldOutcome",
     "Problem",
     "SessionFold",
     "VerifyReport",
@@ -167,6 +168,53 @@ class _FoldBuffer(MemoryBuffer):
         return super().visible()
 
 
+IndexRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+class FoldOutcome(msgspec.Struct, frozen=True):
+    """Where a `SessionFold` ended, without the fold: what verify compares with the
+    stored projection and rebuild writes. A fold run in another process
+    (``eventmem.store.sqlite.fold_worker``) sends these back.
+
+    ``messages`` holds the visible messages' JSON when the fold was asked for it (a
+    session whose stored buffer still has rows from before schema 5, which hold their
+    message instead of pointing at it); without it such rows cannot be compared here.
+    """
+
+    session_id: str
+    broken: bool
+    head: tuple[Any, ...]
+    view: list[ViewRow]
+    index: IndexRows
+    messages: list[str] | None = None
+
+    @property
+    def state(self) -> HeadState:
+        """The session's head after its events."""
+        return HeadState.from_row(self.head)
+
+    def index_rows(self) -> IndexRows:
+        """The checkpoint index rows the fold says the tables hold."""
+        return self.index
+
+    def view_differs(self, stored: list[Sequence[Any]]) -> bool | None:
+        """`SessionFold.view_differs`; None when a row from before schema 5 would need
+        the messages, which this outcome does not hold."""
+        if len(stored) != len(self.view):
+            return True
+        for index, (row, mine) in enumerate(zip(stored, self.view, strict=True)):
+            if tuple(row[:3]) != mine[:3]:
+                return True
+            if row[3] is None:
+                if self.messages is None:
+                    return None
+                if row[4] is not None or row[5] != self.messages[index]:
+                    return True
+            elif tuple(row[3:]) != mine[3:]:
+                return True
+        return False
+
+
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
@@ -270,6 +318,34 @@ class SessionFold:
             (session_id, e.seq, e.tokens, e.position, e.index, None) for e in self.buffer.entries
         ]
 
+    def index_rows(self) -> IndexRows:
+        """The checkpoint index rows the fold says the tables hold, in key order."""
+        index = self.checkpoints
+        return index.checkpoint_rows(), index.blob_rows(), index.write_rows()
+
+    def outcome(self, *, messages: bool = False) -> FoldOutcome:
+        """Where the fold ended (with ``messages``: also the visible messages' JSON)."""
+        return FoldOutcome(
+            self.session_id,
+            self.broken,
+            self.state.row(),
+            self.view_rows(),
+            self.index_rows(),
+            [_message_json(e.message) for e in self.buffer.entries] if messages else None,
+        )
+
+    def check_view(self) -> Problem | None:
+        """The problem, if a visible message does not decode (see
+        `ChainChecker.check_views`)."""
+        for entry in self.buffer.entries:
+            try:
+                _as_message(entry.message)
+            except (msgspec.DecodeError, msgspec.ValidationError, EventmemError) as e:
+                return self._fail(
+                    entry.position, "undecodable", f"a message in the buffer does not decode: {e}"
+                )
+        return None
+
     def view_differs(self, stored: list[Sequence[Any]]) -> bool:
         """Whether stored ``view_messages`` rows (``ROW_COLUMNS``, in seq order) are not
         this buffer's. A row from before schema 5 holds its message instead of pointing
@@ -282,10 +358,7 @@ class SessionFold:
             if (session_id, seq, tokens) != (self.session_id, entry.seq, entry.tokens):
                 return True
             if position is None:
-                if (
-                    idx is not None
-                    or message != _encode_message(_as_message(entry.message)).decode()
-                ):
+                if idx is not None or message != _message_json(entry.message):
                     return True
             elif (position, idx, message) != (entry.position, entry.index, None):
                 return True
@@ -294,6 +367,11 @@ class SessionFold:
     def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
         self.broken = True
         return Problem(self.session_id, position, kind, detail)
+
+
+def _message_json(message: Message | msgspec.Raw) -> str:
+    """A message's JSON as a row from before schema 5 holds it."""
+    return _encode_message(_as_message(message)).decode()
 
 
 def _check_foreign(event: Event, data: bytes) -> None:
@@ -324,18 +402,27 @@ class ChainChecker:
     def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
+        trusted, stored = self.trusted, self.stored
         events = 0
         for session_id, position, recorded_at, data, digest, kind in rows:
             fold = folds.get(session_id)
             if fold is None:
-                fold = folds[session_id] = SessionFold(session_id, trusted=self.trusted)
+                fold = folds[session_id] = SessionFold(session_id, trusted=trusted)
             events += 1
-            add = fold.add_stored if self.stored else fold.add
+            add = fold.add_stored if stored else fold.add
             problem = add(position, recorded_at, data, digest, kind)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events
         self.report.sessions = len(folds)
+
+    def check_views(self) -> None:
+        """Decode the messages each fold's buffer ends with (a stored fold leaves them
+        JSON): what a load of the session would decode, reported as ``undecodable``
+        at the event holding the first that does not decode."""
+        for fold in self.folds.values():
+            if not fold.broken and (problem := fold.check_view()) is not None:
+                self.report.problems.append(problem)
 
 
 def rewrite_for_replay(
