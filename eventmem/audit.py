@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -139,6 +139,14 @@ _decode_stored = msgspec.json.Decoder(
 ).decode
 _decode_message = msgspec.json.Decoder(Message).decode
 _encode_message = msgspec.json.Encoder().encode
+
+
+# Each event type's tag (the stored structs share their base's), looked up per event.
+_TAGS: dict[type, str] = {
+    kind: str(kind.__struct_config__.tag)
+    for kind in (*get_args(Event), _StoredTurn, _StoredStep)
+}
+_CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
 
 
 def _decode_stored_event(data: bytes, *, trusted: bool) -> Event:
@@ -290,7 +298,7 @@ class SessionFold:
                 _check_foreign(event, data)
             except EventmemError as e:
                 return self._fail(position, "undecodable", f"the event breaks a rule: {e}")
-        self.last_kind = event.__struct_config__.tag  # type: ignore[assignment]
+        self.last_kind = _TAGS[type(event)]
         if kind is not None and kind != self.last_kind:
             # The column is outside the hash; exports copy it and imports check it.
             return self._fail(
@@ -307,7 +315,8 @@ class SessionFold:
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
         apply(self.buffer, event, position)
-        self.checkpoints.apply(event, position)
+        if type(event) in _CHECKPOINT_EVENTS:
+            self.checkpoints.apply(event, position)
         self.buffer.state.chain(position, recorded_at, digest)
 
     def view_rows(self) -> list[ViewRow]:
@@ -402,15 +411,15 @@ class ChainChecker:
     def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
-        trusted, stored = self.trusted, self.stored
+        trusted = self.trusted
+        decode = _decode_stored_event if self.stored else decode_event  # see add_stored
         events = 0
         for session_id, position, recorded_at, data, digest, kind in rows:
             fold = folds.get(session_id)
             if fold is None:
                 fold = folds[session_id] = SessionFold(session_id, trusted=trusted)
             events += 1
-            add = fold.add_stored if stored else fold.add
-            problem = add(position, recorded_at, data, digest, kind)
+            problem = fold._add(position, recorded_at, data, digest, kind, decode)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events
