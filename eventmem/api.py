@@ -407,8 +407,10 @@ class Store:
         Returns ``(sessions, events)``, the numbers imported.
 
         ``lines`` is any iterable of the file's lines, ``bytes`` or ``str`` (a file opened
-        in binary mode is one); they are read one at a time, on the database's thread,
-        and none longer than the line limit that ``max_save_bytes`` sets is copied. Every
+        in binary mode is one); they are read one at a time, on a thread of the import's
+        own while the database's thread writes those read before (so the iterable must
+        not be one that only its creating thread may use), and none longer than the line
+        limit that ``max_save_bytes`` sets is copied. Every
         hash is re-verified and every event checked against the rules a save obeys
         (``docs/export-format.md``); a tampered or malformed file, or one holding a
         session that already exists in this store (so importing twice), raises

@@ -40,7 +40,7 @@ from eventmem.events import (
     decode_event,
     encode_event,
 )
-from eventmem.messages import Message, decode_trusted
+from eventmem.messages import InvalidToolCall, Message, ToolCall, build_trusted, decode_trusted
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.store.view_rows import ViewRow
 from eventmem.tokens import TokenCounter
@@ -143,8 +143,7 @@ _encode_message = msgspec.json.Encoder().encode
 
 # Each event type's tag (the stored structs share their base's), looked up per event.
 _TAGS: dict[type, str] = {
-    kind: str(kind.__struct_config__.tag)
-    for kind in (*get_args(Event), _StoredTurn, _StoredStep)
+    kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
 }
 _CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
 
@@ -177,6 +176,51 @@ class _FoldBuffer(MemoryBuffer):
 
 
 IndexRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+class _SkeletonBuffer(MemoryBuffer):
+    """A fold's buffer that keeps of each message only what the fold itself reads (its
+    role and the ids that pair tool calls with results), not its text: an import folds
+    every session of a file at once, so its memory is the sessions' count times their
+    views' length, never their text. The projection rows point at the events anyway."""
+
+    __slots__ = ()
+
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
+        """Add the message's skeleton."""
+        super().append(_skeleton(message), tokens, position, index)
+
+
+_PLAIN_SKELETONS: dict[str, Message] = {}
+
+
+def _skeleton(message: Message) -> Message:
+    """``message`` without its text, metadata and tool arguments (built unchecked: it
+    comes from a checked message, and a rule may want what it leaves out)."""
+    if (
+        not message.tool_calls
+        and not message.invalid_tool_calls
+        and message.tool_call_id is None
+        and message.function_call is None
+        and message.name is None
+    ):
+        plain = _PLAIN_SKELETONS.get(message.role)
+        if plain is None:
+            plain = _PLAIN_SKELETONS[message.role] = build_trusted(
+                lambda: Message(message.role, "")
+            )
+        return plain
+    return build_trusted(
+        lambda: Message(
+            message.role,
+            "",
+            name=message.name,
+            tool_calls=tuple(ToolCall(c.name, {}, c.id) for c in message.tool_calls),
+            tool_call_id=message.tool_call_id,
+            function_call=None if message.function_call is None else {},
+            invalid_tool_calls=tuple(InvalidToolCall(id=c.id) for c in message.invalid_tool_calls),
+        )
+    )
 
 
 class FoldOutcome(msgspec.Struct, frozen=True):
@@ -228,13 +272,17 @@ class SessionFold:
 
     __slots__ = ("broken", "buffer", "checkpoints", "last_kind", "session_id", "trusted")
 
-    def __init__(self, session_id: str, *, trusted: bool = False) -> None:
+    def __init__(self, session_id: str, *, trusted: bool = False, skeleton: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
-        when written), so decoding skips re-validating them once the hash matches."""
+        when written), so decoding skips re-validating them once the hash matches.
+        ``skeleton``: the buffer keeps no message text (see `_SkeletonBuffer`; for a
+        fold whose buffer only becomes projection rows, like an import's)."""
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.buffer: MemoryBuffer = _FoldBuffer(session_id)
+        self.buffer: MemoryBuffer = (
+            _SkeletonBuffer(session_id) if skeleton else _FoldBuffer(session_id)
+        )
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
 

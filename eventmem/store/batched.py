@@ -27,7 +27,7 @@ from eventmem.errors import (
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import checkpoints, maintenance, reads
+from eventmem.store import checkpoints, importing, maintenance, reads
 from eventmem.store.base import (
     AppendRequest,
     ExportPage,
@@ -360,7 +360,7 @@ class BatchedBackend:
         self._refuse_if_read_only("an import")
         self._lists.clear()
         try:
-            return await self._run(maintenance.import_lines, self._cache, reader)
+            return await self._run(importing.import_lines, self._cache, reader)
         finally:
             self._after_writes(1_000_000)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from eventmem._export_format import ExportReader, export_line
+from eventmem._export_format import export_line
 from eventmem.audit import ChainChecker, FoldOutcome, Problem, SessionFold, VerifyReport
-from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
+from eventmem.errors import RebuildRefusedError
 from eventmem.projection import HeadState
 from eventmem.store import checkpoints
 from eventmem.store.base import Progress
@@ -29,13 +29,13 @@ __all__ = [
     "anchor_heads",
     "anchored_state",
     "export_page",
-    "import_lines",
     "last_event_id",
     "rebuild",
     "restore_triggers",
     "trigger_findings",
     "verify",
     "verify_session",
+    "write_projection",
 ]
 
 _PROGRESS_EVERY = 20_000
@@ -140,7 +140,8 @@ def _session_ids(conn: Connection, parts: int) -> list[str]:
     return [sid for (sid,) in conn.execute("SELECT DISTINCT session_id FROM events ORDER BY 1")]
 
 
-def _write_projection(conn: Connection, fold: SessionFold | FoldOutcome) -> None:
+def write_projection(conn: Connection, fold: SessionFold | FoldOutcome) -> None:
+    """Insert a fold's head, buffer rows and checkpoint index rows (none exist)."""
     outcome = fold if isinstance(fold, FoldOutcome) else fold.outcome()
     conn.execute(INSERT_HEAD, outcome.head)
     conn.executemany(INSERT_ROW, outcome.view)
@@ -397,7 +398,7 @@ def rebuild(
         count = 0
         for fold in folds.values():
             if fold.session_id not in damaged:
-                _write_projection(conn, fold)
+                write_projection(conn, fold)
                 count += 1
         conn.executemany(INSERT_HEAD, [heads[s].row() for s in damaged if s in heads])
         conn.executemany(INSERT_ROW, kept_view)
@@ -450,73 +451,6 @@ def last_event_id(conn: Connection) -> int:
     """The highest global position (0 in an empty store)."""
     row = conn.execute("SELECT max(id) FROM events").fetchone()
     return int(row[0] or 0)
-
-
-def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tuple[int, int]:
-    """Import an export file in one transaction, reading it line by line."""
-    if reader.started:
-        # A backend runs a call again when its connection was lost before the commit;
-        # the lines read then are gone, so the import cannot resume.
-        raise StorageError(
-            "the connection was lost during the import; nothing was written: run it again"
-        )
-    cache.clear()
-
-    def body() -> tuple[int, int]:
-        conn.lock_store()
-        folds: dict[str, SessionFold] = {}
-        rows: list[tuple[str, int, str, int, str, bytes]] = []
-        written = 0
-        for number, item, data in reader.events():
-            fold = folds.get(item.session_id)
-            if fold is None:
-                exists = conn.execute(
-                    "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (item.session_id,)
-                ).fetchone()
-                if exists:
-                    raise ImportRefusedError(
-                        f"line {number}: session {item.session_id!r} already exists in this "
-                        "store; an import never merges into or duplicates a session"
-                    )
-                fold = folds[item.session_id] = SessionFold(item.session_id)
-            digest = bytes.fromhex(item.hash)
-            problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
-            if problem is not None:
-                raise ImportRefusedError(
-                    f"line {number}: session {problem.session_id!r} position "
-                    f"{problem.position}: {problem.kind}: {problem.detail}"
-                )
-            # valid UTF-8: the event decoded, and re-encodes to these very bytes
-            rows.append(
-                (item.session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
-            )
-            if len(rows) >= _IMPORT_ROWS:
-                written += _insert_events(conn, rows)
-        written += _insert_events(conn, rows)
-        for fold in folds.values():
-            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
-            conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
-            checkpoints.delete_index(conn, fold.session_id)
-            _write_projection(conn, fold)
-        return len(folds), written
-
-    return write_transaction(conn, body)
-
-
-_IMPORT_ROWS = 1000  # events inserted per statement batch while an import reads on
-
-
-def _insert_events(conn: Connection, rows: list[tuple[str, int, str, int, str, bytes]]) -> int:
-    """Insert the rows read so far, and forget them."""
-    count = len(rows)
-    if rows:
-        conn.executemany(
-            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        rows.clear()
-    return count
 
 
 def anchor_heads(conn: Connection) -> list[tuple[str, int, bytes]]:
