@@ -509,7 +509,7 @@ async def build_store(
     }
 
 
-def calibration() -> dict[str, float]:
+def calibration() -> dict[str, Any]:
     """How fast (loaded) the machine is right now, in the units of DESIGN.md's
     performance notes: tiktoken encoding a plain 120-word turn (noted ~18 µs there) and a
     raw sqlite3 INSERT+COMMIT in WAL with synchronous=NORMAL (noted ~17 µs), plus the
@@ -546,7 +546,7 @@ def calibration() -> dict[str, float]:
         inserts.append((time.perf_counter() - t0) / 300 * 1e6)
     conn.close()
     loads = os.getloadavg()
-    result = {
+    result: dict[str, Any] = {
         "tiktoken_plain_120_words_us": median(samples),
         "sqlite_insert_commit_us": median(inserts),
         "loadavg_1min": loads[0],
