@@ -554,20 +554,17 @@ def calibration() -> dict[str, Any]:
     }
     _RUN["calibration"] = result
     state = machine_state()
+    verdicts = (
+        "calm"
+        if state["calm"]
+        else "busy (" + "; ".join(state["reasons"]) + "): no verdict will be given"
+    )
     print(
-        "calibration: tiktoken 120 plain words {:.0f} µs (DESIGN.md: ~{:.0f}), sqlite3 "
-        "INSERT+COMMIT {:.0f} µs (~{:.0f}), load average {:.2f} {:.2f} {:.2f} "
-        "on {} CPUs: {}".format(
-            result["tiktoken_plain_120_words_us"],
-            REFERENCE_TIKTOKEN_US,
-            result["sqlite_insert_commit_us"],
-            REFERENCE_SQLITE_US,
-            *loads,
-            os.cpu_count(),
-            "calm"
-            if state["calm"]
-            else "busy (" + "; ".join(state["reasons"]) + "): no verdict will be given",
-        ),
+        f"calibration: tiktoken 120 plain words {result['tiktoken_plain_120_words_us']:.0f} µs"
+        f" (DESIGN.md: ~{REFERENCE_TIKTOKEN_US:.0f}), sqlite3 INSERT+COMMIT"
+        f" {result['sqlite_insert_commit_us']:.0f} µs (~{REFERENCE_SQLITE_US:.0f}), load"
+        f" average {loads[0]:.2f} {loads[1]:.2f} {loads[2]:.2f} on {os.cpu_count()} CPUs:"
+        f" {verdicts}",
         flush=True,
     )
     return result
