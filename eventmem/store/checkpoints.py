@@ -53,6 +53,7 @@ __all__ = [
     "checkpoint_op",
     "copied_events",
     "delete_index",
+    "delete_indexes",
     "has_index",
     "index_rows",
     "insert_index_rows",
@@ -139,6 +140,12 @@ def insert_index_rows(conn: Connection, rows: IndexRows) -> None:
 def write_index(conn: Connection, index: CheckpointIndex) -> None:
     """Insert a fold's rows (rebuild and import, after ``delete_index``)."""
     insert_index_rows(conn, index_rows(index))
+
+
+def delete_indexes(conn: Connection, session_ids: Sequence[str]) -> None:
+    """`delete_index` of several sessions, a statement per table."""
+    for table in ("lg_checkpoints", "lg_values", "lg_writes"):
+        conn.executemany(f"DELETE FROM {table} WHERE session_id = ?", [(s,) for s in session_ids])
 
 
 def delete_index(conn: Connection, session_id: str | None) -> None:

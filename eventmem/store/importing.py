@@ -25,7 +25,7 @@ from eventmem.errors import ImportRefusedError, StorageError
 from eventmem.store import checkpoints
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import write_transaction
-from eventmem.store.maintenance import write_projection
+from eventmem.store.maintenance import write_projections
 from eventmem.store.sql import Connection
 
 __all__ = ["import_lines"]
@@ -89,6 +89,13 @@ class _Folds:
                 "INSERT INTO folds VALUES (?, ?)",
                 (oldest, pickle.dumps(cold, protocol=pickle.HIGHEST_PROTOCOL)),
             )
+
+    def session_ids(self) -> list[str]:
+        """Every session's id (none unpickled)."""
+        ids = list(self._hot)
+        if self._cold is not None:
+            ids += [sid for (sid,) in self._cold.execute("SELECT session_id FROM folds")]
+        return ids
 
     def items(self) -> Iterator[tuple[str, SessionFold]]:
         """Every fold (those on disk one at a time)."""
@@ -213,11 +220,8 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
             for batch in reading.batches():
                 _refuse_existing(conn, batch.new_sessions)
                 written += _insert_events(conn, batch.rows)
-            for session_id, fold in reading.folds.items():
-                conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
-                conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
-                checkpoints.delete_index(conn, session_id)
-                write_projection(conn, fold)
+            _clear_projections(conn, reading.folds.session_ids())
+            write_projections(conn, (fold for _, fold in reading.folds.items()))
         finally:
             reading.stop()
             if not reading.is_alive():  # (else it goes with the thread, which may use it)
@@ -229,15 +233,36 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
 
 
 def _refuse_existing(conn: Connection, sessions: list[tuple[int, str]]) -> None:
-    for number, session_id in sessions:
-        exists = conn.execute(
-            "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
-        ).fetchone()
-        if exists:
-            raise ImportRefusedError(
-                f"line {number}: session {session_id!r} already exists in this "
-                "store; an import never merges into or duplicates a session"
+    """Refuse the first of ``sessions`` (line, session) that the store has events of."""
+    for start in range(0, len(sessions), _IDS_PER_QUERY):
+        chunk = sessions[start : start + _IDS_PER_QUERY]
+        found = {
+            session_id
+            for (session_id,) in conn.execute(
+                "SELECT DISTINCT session_id FROM events WHERE session_id IN"
+                f" ({', '.join('?' * len(chunk))})",
+                [session_id for _, session_id in chunk],
             )
+        }
+        for number, session_id in chunk:
+            if session_id in found:
+                raise ImportRefusedError(
+                    f"line {number}: session {session_id!r} already exists in this "
+                    "store; an import never merges into or duplicates a session"
+                )
+
+
+_IDS_PER_QUERY = 500  # bound parameters per query, well under SQLite's limit
+
+
+def _clear_projections(conn: Connection, session_ids: list[str]) -> None:
+    """Remove what projection rows the imported sessions had without events (rows put
+    there around eventmem; the fold's are written next)."""
+    for start in range(0, len(session_ids), _IDS_PER_QUERY):
+        chunk = [(s,) for s in session_ids[start : start + _IDS_PER_QUERY]]
+        conn.executemany("DELETE FROM view_messages WHERE session_id = ?", chunk)
+        conn.executemany("DELETE FROM sessions WHERE session_id = ?", chunk)
+    checkpoints.delete_indexes(conn, session_ids)
 
 
 def _insert_events(conn: Connection, rows: list[_Row]) -> int:

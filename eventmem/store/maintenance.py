@@ -7,7 +7,7 @@ writes the projections it yields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from eventmem._export_format import export_line
@@ -22,7 +22,7 @@ from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
 from eventmem.store.partition import FoldSpread, Part, PartResult, split
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
-from eventmem.store.view_rows import INSERT_ROW, ROW_COLUMNS
+from eventmem.store.view_rows import INSERT_ROW, ROW_COLUMNS, ViewRow
 
 __all__ = [
     "Progress",
@@ -36,6 +36,7 @@ __all__ = [
     "verify",
     "verify_session",
     "write_projection",
+    "write_projections",
 ]
 
 _PROGRESS_EVERY = 20_000
@@ -142,10 +143,41 @@ def _session_ids(conn: Connection, parts: int) -> list[str]:
 
 def write_projection(conn: Connection, fold: SessionFold | FoldOutcome) -> None:
     """Insert a fold's head, buffer rows and checkpoint index rows (none exist)."""
-    outcome = fold if isinstance(fold, FoldOutcome) else fold.outcome()
-    conn.execute(INSERT_HEAD, outcome.head)
-    conn.executemany(INSERT_ROW, outcome.view)
-    checkpoints.insert_index_rows(conn, outcome.index)
+    write_projections(conn, [fold])
+
+
+def write_projections(conn: Connection, folds: Iterable[SessionFold | FoldOutcome]) -> None:
+    """`write_projection` of many folds, a statement per table for each
+    ``_WRITE_CHUNK`` of them."""
+    heads: list[tuple[Any, ...]] = []
+    rows: list[ViewRow] = []
+    index: IndexRows = ([], [], [])
+
+    def flush() -> None:
+        conn.executemany(INSERT_HEAD, heads)
+        if rows:
+            conn.executemany(INSERT_ROW, rows)
+        checkpoints.insert_index_rows(conn, index)
+        heads.clear()
+        rows.clear()
+        index[0].clear()
+        index[1].clear()
+        index[2].clear()
+
+    for fold in folds:
+        outcome = fold if isinstance(fold, FoldOutcome) else fold.outcome()
+        heads.append(outcome.head)
+        rows.extend(outcome.view)
+        index[0].extend(outcome.index[0])
+        index[1].extend(outcome.index[1])
+        index[2].extend(outcome.index[2])
+        if len(heads) >= _WRITE_CHUNK:
+            flush()
+    if heads:
+        flush()
+
+
+_WRITE_CHUNK = 1000
 
 
 def _heads(conn: Connection) -> dict[str, HeadState]:
