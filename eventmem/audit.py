@@ -291,6 +291,26 @@ class SessionFold:
         """The session's head after the events folded so far."""
         return self.buffer.state
 
+    def __reduce__(self) -> tuple[Callable[..., SessionFold], tuple[Any, ...]]:
+        """Pickled as plain values (an import keeps folds it holds no memory for this
+        way): a skeleton message as its role, the others as they are."""
+        buffer, index = self.buffer, self.checkpoints
+        entries = [
+            (e.seq, _skeleton_role(e.message), e.tokens, e.position, e.index)
+            for e in buffer.entries
+        ]
+        return _restored_fold, (
+            self.session_id,
+            self.trusted,
+            self.broken,
+            self.last_kind,
+            isinstance(buffer, _SkeletonBuffer),
+            buffer.state.row(),
+            entries,
+            buffer.pending,
+            (index.checkpoints, index.blobs, index.writes),
+        )
+
     def add(
         self,
         position: int,
@@ -424,6 +444,38 @@ class SessionFold:
     def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
         self.broken = True
         return Problem(self.session_id, position, kind, detail)
+
+
+def _skeleton_role(message: Message | msgspec.Raw) -> Message | msgspec.Raw | str:
+    """A plain skeleton's role (it is restored from it), else the message."""
+    if isinstance(message, Message) and _PLAIN_SKELETONS.get(message.role) is message:
+        return message.role
+    return message
+
+
+def _restored_fold(
+    session_id: str,
+    trusted: bool,
+    broken: bool,
+    last_kind: str,
+    skeleton: bool,
+    head: tuple[Any, ...],
+    entries: list[tuple[int, Any, int, int, int]],
+    pending: list[tuple[int, StepRecorded]],
+    index: tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]],
+) -> SessionFold:
+    """The `SessionFold` that `SessionFold.__reduce__` pickled."""
+    fold = SessionFold(session_id, trusted=trusted, skeleton=skeleton)
+    fold.broken, fold.last_kind = broken, last_kind
+    buffer = fold.buffer
+    buffer.state = HeadState.from_row(head)
+    buffer.entries = deque(
+        BufferEntry(seq, _PLAIN_SKELETONS[m] if isinstance(m, str) else m, tokens, pos, idx)
+        for seq, m, tokens, pos, idx in entries
+    )
+    buffer.pending = pending
+    fold.checkpoints.checkpoints, fold.checkpoints.blobs, fold.checkpoints.writes = index
+    return fold
 
 
 def _message_json(message: Message | msgspec.Raw) -> str:

@@ -129,3 +129,31 @@ async def test_folds_beyond_the_hot_ones_wait_on_disk_and_come_back(
     assert report.sessions == 7
     for s in range(7):
         assert len(await store.messages(f"s{s}")) == 4
+
+
+def test_a_pickled_fold_folds_on_as_the_original() -> None:
+    """What an import keeps on disk: a fold of every kind of buffer, pickled mid-way,
+    goes on to the same state as one never pickled."""
+    import pickle
+
+    from tests.test_hostile_import import STEP, TURN_WITH_STEP
+
+    datas = [STEP, TURN_WITH_STEP, TURN, CLEAR, TURN, STEP]  # a step held at the end
+    lines = session_lines(datas, "p")
+
+    def parts(line: bytes) -> tuple[int, bytes, bytes]:
+        data = line[line.index(b'"data":') + 7 : -1]
+        digest = bytes.fromhex(line.split(b'"hash":"')[1][:64].decode())
+        return int(line.split(b'"recorded_at":')[1].split(b",")[0]), data, digest
+
+    for skeleton in (True, False):
+        for cut in range(len(lines) + 1):
+            plain, stored = SessionFold("p", skeleton=skeleton), SessionFold("p", skeleton=skeleton)
+            for position, line in enumerate(lines, 1):
+                if position == cut + 1:
+                    stored = pickle.loads(pickle.dumps(stored))
+                for fold in (plain, stored):
+                    assert fold.add(position, *parts(line)) is None
+            assert stored.outcome() == plain.outcome()
+            assert stored.buffer.pending == plain.buffer.pending
+            assert list(stored.buffer.entries) == list(plain.buffer.entries)
