@@ -24,7 +24,7 @@ from eventmem._export_format import (
     max_line_bytes,
 )
 from eventmem.checkpoint_index import CheckpointIndex
-from eventmem.errors import EventmemError, InvalidInputError
+from eventmem.errors import CorruptDatabaseError, EventmemError, InvalidInputError
 from eventmem.events import (
     CheckpointSaved,
     CheckpointsDeleted,
@@ -34,6 +34,7 @@ from eventmem.events import (
     MessagesAppended,
     MessagesRetracted,
     StepRecorded,
+    SummaryRecorded,
     TurnSaved,
     chain_hash,
     check_event,
@@ -132,6 +133,7 @@ _decode_stored = msgspec.json.Decoder(
     | MessagesAppended
     | MemoryCleared
     | MessagesRetracted
+    | SummaryRecorded
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -154,9 +156,19 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
 
 class _FoldBuffer(MemoryBuffer):
     """The buffer of a `SessionFold`: its messages may still be stored JSON
-    (``msgspec.Raw``), decoded where the fold reads them."""
+    (``msgspec.Raw``), decoded where the fold reads them. It notes the positions of the
+    events holding the messages it prunes (``dropped``), for the summaries' checks."""
 
-    __slots__ = ()
+    def __init__(self, session_id: str = "") -> None:
+        super().__init__(session_id)
+        self.dropped: list[int] = []
+
+    def drop_oldest(self) -> None:
+        """Prune the oldest message, noting where the log holds it."""
+        state, entries = self.state, self.entries
+        pinned_below = 0 <= state.pinned < state.watermark
+        self.dropped.append(entries[1 if pinned_below else 0].position)
+        super().drop_oldest()
 
     def visible(self) -> list[Message]:
         """The visible messages, decoded (the pair-safe rule reads them)."""
@@ -170,7 +182,16 @@ class _FoldBuffer(MemoryBuffer):
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
-    __slots__ = ("broken", "buffer", "checkpoints", "last_kind", "session_id", "trusted")
+    __slots__ = (
+        "broken",
+        "buffer",
+        "checkpoints",
+        "digests",
+        "last_kind",
+        "pruned",
+        "session_id",
+        "trusted",
+    )
 
     def __init__(self, session_id: str, *, trusted: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
@@ -178,9 +199,13 @@ class SessionFold:
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.buffer: MemoryBuffer = _FoldBuffer(session_id)
+        self.buffer: _FoldBuffer = _FoldBuffer(session_id)
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
+        # The chain hashes of the events holding visible messages (and a few more), and
+        # where the messages the last turn pruned are held: what a summary is checked by.
+        self.digests: dict[int, bytes] = {}
+        self.pruned: tuple[int, int] | None = None
 
     @property
     def state(self) -> HeadState:
@@ -258,9 +283,49 @@ class SessionFold:
 
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
-        apply(self.buffer, event, position)
-        self.checkpoints.apply(event, position)
-        self.buffer.state.chain(position, recorded_at, digest)
+        buffer = self.buffer
+        if isinstance(event, SummaryRecorded):
+            apply(buffer, event, position)  # checks the seqs it covers
+            self._check_summary(event)
+            self.pruned = None
+        else:
+            self._forget_digests()
+            if buffer.dropped:
+                buffer.dropped = []
+            apply(buffer, event, position)
+            self.checkpoints.apply(event, position)
+            dropped = buffer.dropped
+            self.pruned = (dropped[0], dropped[-1]) if dropped else None
+            if isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
+                self.digests[position] = digest
+        buffer.state.chain(position, recorded_at, digest)
+
+    def _check_summary(self, event: SummaryRecorded) -> None:
+        """Raise unless the summary names the events, and their hashes, that hold the
+        first and last message its turn pruned."""
+        if self.pruned != (event.first_position, event.last_position):
+            raise CorruptDatabaseError(
+                f"the summary names positions {event.first_position} to "
+                f"{event.last_position}, but the messages pruned are held at {self.pruned}"
+            )
+        for what, position, recorded in (
+            ("first", event.first_position, event.first_hash),
+            ("last", event.last_position, event.last_hash),
+        ):
+            held = self.digests.get(position)
+            if held is None or held.hex() != recorded:
+                raise CorruptDatabaseError(
+                    f"the summary's {what}_hash is not the hash of the event at {position}"
+                )
+
+    def _forget_digests(self) -> None:
+        """Keep the hashes of the events whose messages are visible or held, once the
+        others are many (a message that leaves the view never comes back)."""
+        buffer, digests = self.buffer, self.digests
+        if len(digests) <= 2 * (len(buffer.entries) + len(buffer.pending)) + 64:
+            return
+        keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
+        self.digests = {p: d for p, d in digests.items() if p in keep}
 
     def view_rows(self) -> list[ViewRow]:
         """The buffer as ``view_messages`` rows, as the live path writes them: (session,
