@@ -16,7 +16,7 @@ import pytest
 import eventmem
 from eventmem._export_format import ExportLine, export_line
 from eventmem.events import GENESIS_HASH, chain_hash, decode_event, encode_event
-from tests.backends import fresh_target
+from tests.backends import fresh_target, raw_database
 from tests.summarizers import answer_for, fake_chat_openai
 
 pytestmark = pytest.mark.anyio
@@ -338,3 +338,41 @@ async def test_a_forged_summary_is_refused_on_import(
             with pytest.raises(eventmem.ImportRefusedError, match="summary"):
                 await store.import_events(_rechained(lines, forgery))
             assert await store.count_events() == 0
+
+
+@pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
+async def test_verify_finds_a_summary_rewritten_in_the_database(
+    target: str, forgery: Callable[[Any], Any]
+) -> None:
+    """A summary edited in place and the chain recomputed from it, as someone who knows
+    the hash rule would: the chain checks out, the summary's range does not."""
+    async with eventmem.open(target) as store:
+        await _fill(store.summary_buffer("s", llm=Counting(), max_token_limit=50))
+        events = [e async for e in store.events("s")]
+    target_position = next(e.position for e in events if e.kind == "summary")
+    with raw_database(target) as raw:
+        rows = raw.execute(
+            "SELECT position, recorded_at, data FROM events WHERE session_id = 's'"
+            " ORDER BY position"
+        )
+        raw.allow_tampering()
+        previous = GENESIS_HASH
+        for position, recorded_at, data in rows:
+            stored = data.encode() if isinstance(data, str) else bytes(data)
+            if position == target_position:
+                stored = encode_event(forgery(decode_event(stored)))
+            previous = chain_hash(previous, "s", position, recorded_at, stored)
+            raw.execute(
+                "UPDATE events SET data = ?, hash = ? WHERE session_id = 's' AND position = ?",
+                (stored.decode(), previous, position),
+            )
+        raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 's'", (previous,))
+        raw.restore_triggers()
+    async with eventmem.open(target) as store:
+        report = await store.verify()
+        assert [(p.session_id, p.position, p.kind) for p in report.problems] == [
+            ("s", target_position, "undecodable")
+        ]
+        assert "summary" in report.problems[0].detail
+        with pytest.raises(eventmem.RebuildRefusedError):
+            await store.rebuild()
