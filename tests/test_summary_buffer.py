@@ -376,3 +376,24 @@ async def test_verify_finds_a_summary_rewritten_in_the_database(
         assert "summary" in report.problems[0].detail
         with pytest.raises(eventmem.RebuildRefusedError):
             await store.rebuild()
+
+
+async def test_a_summary_buffer_on_a_general_history_session(target: str) -> None:
+    """A history's pinned system message and pops, then summary-buffer saves on the same
+    session: every save plans what it then writes, and verify agrees."""
+    async with eventmem.open(target) as store:
+        history = store.history("s", max_tokens=200)
+        await history.append(
+            [
+                eventmem.Message(role="system", content="You are terse."),
+                eventmem.Message(role="human", content="hello " * 10),
+                eventmem.Message(role="ai", content="hi " * 10),
+            ]
+        )
+        await history.pop()
+        memory = store.summary_buffer("s", llm=Counting(), max_token_limit=40)
+        await _fill(memory, 5)
+        assert await memory.amoving_summary_buffer()
+        assert (await store.verify()).ok
+        assert await store.rebuild() == 1
+        assert (await store.verify()).ok

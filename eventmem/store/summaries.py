@@ -133,8 +133,11 @@ def _current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
     ).fetchall()
     if any(r[2] is None for r in rows):
         # A row from before schema 5 does not say which event holds its message: the
-        # fold of the log does (once: the watermark passes such rows for good).
-        return _folded(conn, session_id)
+        # fold of the log does (once: the watermark passes such rows for good). The
+        # head's chain fields are the row's (the fold keeps the buffer's only).
+        folded = _folded(conn, session_id)
+        folded.state = state
+        return folded
     counts = [r[1] for r in rows]
     messages = resolve((r[0], r[2], r[3], r[4], r[5]) for r in rows)
     buffer.state = state
@@ -152,9 +155,7 @@ def _folded(conn: Connection, session_id: str) -> MemoryBuffer:
     rows = conn.execute(
         "SELECT data FROM events WHERE session_id = ? ORDER BY position", (session_id,)
     )
-    buffer = fold(decode_event(r[0], trusted=True) for r in rows)
-    buffer.state.session_id = session_id
-    return buffer
+    return fold(decode_event(r[0], trusted=True) for r in rows)
 
 
 def _hashes(conn: Connection, session_id: str, positions: set[int]) -> dict[int, str]:
