@@ -397,3 +397,61 @@ async def test_a_summary_buffer_on_a_general_history_session(target: str) -> Non
         assert (await store.verify()).ok
         assert await store.rebuild() == 1
         assert (await store.verify()).ok
+
+
+async def test_a_save_overtaken_at_every_attempt_gives_up(target: str) -> None:
+    async with eventmem.open(target) as store:
+        memory = store.summary_buffer("s", llm=Counting(), max_token_limit=50)
+        await _fill(memory, 4)
+        writer = store.token_buffer("s", max_token_limit=50)
+        prompts: list[str] = []
+
+        async def summarise(prompt: str) -> str:
+            prompts.append(prompt)
+            await writer.asave_context({"input": "again"}, {"output": "first again"})
+            return answer_for(prompt)
+
+        memory.llm = summarise
+        version = await store.version("s")
+        with pytest.raises(eventmem.ConcurrencyError):
+            await memory.asave_context(*EXCHANGES[4])
+        assert len(prompts) == 5  # planned and asked five times, then refused
+        assert await store.version("s") == version + 5  # the other saves only
+        assert (await store.verify()).ok
+
+
+async def test_a_save_cancelled_while_the_model_runs_writes_nothing(target: str) -> None:
+    import anyio
+
+    async with eventmem.open(target) as store:
+        memory = store.summary_buffer("s", llm=Counting(), max_token_limit=50)
+        await _fill(memory, 4)
+        version = await store.version("s")
+
+        async def never_answers(prompt: str) -> str:
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+        memory.llm = never_answers
+        with anyio.move_on_after(0.2) as scope:
+            await memory.asave_context(*EXCHANGES[4])
+        assert scope.cancelled_caught
+        assert await store.version("s") == version
+        memory.llm = Counting()
+        await memory.asave_context(*EXCHANGES[4])  # the store carries on
+        assert await store.version("s") == version + 2
+        assert (await store.verify()).ok
+
+
+async def test_a_read_only_store_refuses_before_asking_the_model(target: str) -> None:
+    async with eventmem.open(target) as store:
+        memory = store.summary_buffer("s", llm=Counting(), max_token_limit=50)
+        await _fill(memory, 4)
+        expected = await memory.aload_memory_variables({})
+    llm = Counting()
+    async with eventmem.open(target, read_only=True) as store:
+        memory = store.summary_buffer("s", llm=llm, max_token_limit=50)
+        assert await memory.aload_memory_variables({}) == expected
+        with pytest.raises(eventmem.ReadOnlyStoreError):
+            await memory.asave_context(*EXCHANGES[4])
+    assert llm.calls == []
