@@ -10,7 +10,9 @@ rules, and `eventmem._decide` chooses which events a write appends.
 The rules are LangChain's ``ConversationTokenBufferMemory``: a save appends its messages,
 then, while the buffer's token count exceeds the limit in force, the oldest message is
 dropped. A buffer's count is ``overhead + sum(message tokens)``, so pruning needs only
-the counts of the messages it drops.
+the counts of the messages it drops. A summary buffer's
+[`SummaryRecorded`][eventmem.SummaryRecorded] follows its turn: the fold checks it covers
+exactly what that turn pruned and keeps it as the running summary (a clear ends it).
 """
 
 from __future__ import annotations
