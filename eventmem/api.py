@@ -125,13 +125,19 @@ class Store:
         self, session_id: str, options: AgentBufferOptions
     ) -> AgentTokenBufferMemory: ...
     @overload
+    def _memory(  # type: ignore[overload-overlap]  # the subclass's own memory
+        self, session_id: str, options: SummaryBufferOptions
+    ) -> SummaryBufferMemory: ...
+    @overload
     def _memory(self, session_id: str, options: BufferOptions) -> TokenBufferMemory: ...
     def _memory(
         self, session_id: str, options: BufferOptions
-    ) -> TokenBufferMemory | AgentTokenBufferMemory:
+    ) -> TokenBufferMemory | AgentTokenBufferMemory | SummaryBufferMemory:
         """The memory that ``options`` (already checked) describe, for the adapters."""
         if isinstance(options, AgentBufferOptions):
             return AgentTokenBufferMemory(self._backend, session_id, options)
+        if isinstance(options, SummaryBufferOptions):
+            return SummaryBufferMemory(self._backend, session_id, options)
         return TokenBufferMemory(self._backend, session_id, options)
 
     async def events(self, session_id: str, *, after: int = 0) -> AsyncIterator[StoredEvent]:

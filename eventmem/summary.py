@@ -71,6 +71,11 @@ class SummaryBufferMemory(_TokenBuffer):
             await _tracing.viewed(self._backend, self.session_id, messages, version)
         return self._with_summary(summary, messages)
 
+    async def achat_messages(self) -> list[Message]:
+        """The buffer's messages without the summary: the session's view (LangChain's
+        ``chat_memory.messages``)."""
+        return (await self._load())[2]
+
     async def amoving_summary_buffer(self) -> str:
         """The running summary (LangChain's ``moving_summary_buffer``; ``""``: none)."""
         return (await self._load())[1]

@@ -28,6 +28,7 @@ from eventmem._options import (
     BufferOptions,
     Mirror,
     SummaryBufferArgs,
+    SummaryBufferOptions,
 )
 from eventmem.anchors import Anchor, AnchorKey
 from eventmem.api import Store
@@ -111,10 +112,12 @@ class SyncStore:
 
     def _memory(
         self, session_id: str, options: BufferOptions
-    ) -> SyncTokenBufferMemory | SyncAgentTokenBufferMemory:
+    ) -> SyncTokenBufferMemory | SyncAgentTokenBufferMemory | SyncSummaryBufferMemory:
         """The blocking memory that ``options`` (already checked) describe."""
         if isinstance(options, AgentBufferOptions):
             return SyncAgentTokenBufferMemory(self, self._store._memory(session_id, options))
+        if isinstance(options, SummaryBufferOptions):
+            return SyncSummaryBufferMemory(self, self._store._memory(session_id, options))
         return SyncTokenBufferMemory(self, self._store._memory(session_id, options))
 
     def history(self, session_id: str, **options: Unpack[HistoryArgs]) -> SyncHistory:
@@ -414,6 +417,10 @@ class SyncSummaryBufferMemory(_SyncBuffer):
     def buffer(self) -> str | list[Message]:
         """The buffer as ``load_memory_variables`` returns it (LangChain's ``buffer``)."""
         return self._store._call("buffer", self.memory.abuffer)
+
+    def chat_messages(self) -> list[Message]:
+        """The buffer's messages without the summary (LangChain's ``chat_memory``)."""
+        return self._store._call("chat_messages", self.memory.achat_messages)
 
     def predict_new_summary(self, messages: list[Message], existing_summary: str) -> str:
         """Ask the model for a new summary (see
