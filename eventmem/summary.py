@@ -54,9 +54,33 @@ class SummaryBufferMemory(_TokenBuffer):
         super().__init__(backend, session_id, options)
         # Steps recorded live by agent memories of this session are never this save's.
         self.run_id = uuid.uuid4().hex
+        # The summary in force at a version this memory saw (its own save's, or a
+        # load's): a version names one log, so a load at that version needs only the view.
+        self._known: tuple[int, str] | None = None
 
     async def _load(self) -> tuple[int, str, list[Message]]:
-        return await self._backend.load_summary_view(self.session_id)
+        known = self._known
+        if known is not None:
+            version, messages = await self._backend.load_view_at(self.session_id)
+            if version == known[0]:
+                return version, known[1], messages
+        version, summary, messages = await self._backend.load_summary_view(self.session_id)
+        self._known = (version, summary)
+        return version, summary, messages
+
+    @_tracing.save("clear")
+    async def aclear(self, *, expected_version: int | None = None) -> None:
+        """Empty the buffer and end the summary (one event; the log keeps everything).
+
+        With ``expected_version``, raise [`ConcurrencyError`][eventmem.ConcurrencyError]
+        (and write nothing) unless the session is still at that version.
+        """
+        position = await self._backend.append_clear(
+            self.session_id, _check_version(expected_version)
+        )
+        self._known = (position, "")
+        if _tracing.ON:
+            await _tracing.wrote(self._backend, self.session_id, position)
 
     def _with_summary(self, summary: str, messages: list[Message]) -> list[Message]:
         if not summary:
@@ -134,6 +158,7 @@ class SummaryBufferMemory(_TokenBuffer):
                 if expected is not None or attempt == _ATTEMPTS:
                     raise
                 continue
+            self._known = (position, plan.summary if summary is None else summary.summary)
             if _tracing.ON:
                 await _tracing.wrote(self._backend, self.session_id, position)
             return

@@ -455,3 +455,19 @@ async def test_a_read_only_store_refuses_before_asking_the_model(target: str) ->
         with pytest.raises(eventmem.ReadOnlyStoreError):
             await memory.asave_context(*EXCHANGES[4])
     assert llm.calls == []
+
+
+async def test_two_memories_of_one_session_see_each_others_summaries(target: str) -> None:
+    async with eventmem.open(target) as store, eventmem.open(target) as other:
+        first = store.summary_buffer("s", llm=Counting(), max_token_limit=50)
+        second = other.summary_buffer("s", llm=Counting(answer="the other one's"))
+        second.max_token_limit = 50
+        await _fill(first, 4)
+        seen = await first.amoving_summary_buffer()
+        await second.asave_context(*EXCHANGES[4])
+        assert await first.amoving_summary_buffer() == "the other one's" != seen
+        assert await first.aload_memory_variables({}) == await second.aload_memory_variables({})
+        await second.aclear()
+        assert await first.amoving_summary_buffer() == ""
+        await first.asave_context(*EXCHANGES[5])
+        assert await second.abuffer() == await first.abuffer()
