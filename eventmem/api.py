@@ -214,6 +214,7 @@ class Store:
         anchors: Iterable[Anchor] = (),
         key: AnchorKey | None = None,
         provider: Provider | None = None,
+        processes: int | None = None,
     ) -> VerifyReport:
         """Check the whole store: the triggers that keep the log immutable, every hash
         chain, and every projection row (session heads and buffer rows, also those of
@@ -233,7 +234,14 @@ class Store:
 
         ``report.problems`` names the first bad position of each damaged session. What
         the chain can and cannot prove: ``docs/operations.md``.
+
+        ``processes``: how many processes fold the log. By default a SQLite file of
+        200,000 events or more is split by session over two (one on a single-CPU
+        machine): a child process folds half the sessions while this one folds the
+        rest, both reading the same snapshot; ``1`` keeps it all in this process.
+        PostgreSQL folds in this process.
         """
+        processes = _check_processes(processes)
         anchors = list(anchors)
         if anchors and key is None:
             raise InvalidInputError("checking anchors needs the key that signed them")
@@ -246,7 +254,7 @@ class Store:
             raise InvalidInputError(
                 f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}"
             )
-        report = await self._backend.verify(progress)
+        report = await self._backend.verify(progress, processes)
         for anchor in anchors:
             report.problems.extend(await self._anchor_problems(anchor, key))
         if provider is not None:
@@ -364,7 +372,13 @@ class Store:
         An unknown session is fine (nothing to find, ``report.sessions == 0``)."""
         return await self._backend.verify_session(validate_session_id(session_id))
 
-    async def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
+    async def rebuild(
+        self,
+        *,
+        progress: Progress | None = None,
+        force: bool = False,
+        processes: int | None = None,
+    ) -> int:
         """Recompute the projections from the events alone; return how many sessions were
         rebuilt.
 
@@ -372,11 +386,12 @@ class Store:
         finding of `verify` except ``projection_mismatch``), nothing is written and
         `RebuildRefusedError` names the findings. ``force=True`` rebuilds
         every other session and leaves the damaged ones' rows as they are, so
-        `verify` keeps reporting them.
+        `verify` keeps reporting them. ``processes`` as for
+        [`verify`][eventmem.Store.verify].
         """
         if not isinstance(force, bool):
             raise InvalidInputError(f"force must be a bool, got {force!r}")
-        return await self._backend.rebuild(progress, force)
+        return await self._backend.rebuild(progress, force, _check_processes(processes))
 
     async def repair_triggers(self) -> list[str]:
         """Restore the triggers that keep the log immutable (missing, disabled, changed or
@@ -414,8 +429,10 @@ class Store:
         Returns ``(sessions, events)``, the numbers imported.
 
         ``lines`` is any iterable of the file's lines, ``bytes`` or ``str`` (a file opened
-        in binary mode is one); they are read one at a time, on the database's thread,
-        and none longer than the line limit that ``max_save_bytes`` sets is copied. Every
+        in binary mode is one); they are read one at a time, on a thread of the import's
+        own while the database's thread writes those read before (so the iterable must
+        not be one that only its creating thread may use), and none longer than the line
+        limit that ``max_save_bytes`` sets is copied. Every
         hash is re-verified and every event checked against the rules a save obeys
         (``docs/export-format.md``); a tampered or malformed file, or one holding a
         session that already exists in this store (so importing twice), raises
@@ -518,3 +535,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<eventmem.Store {getattr(self._backend, '_where', '?')!r}>"
+
+
+def _check_processes(processes: object) -> int | None:
+    """``processes`` for verify and rebuild: None, or a positive int."""
+    if processes is None:
+        return None
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise InvalidInputError(f"processes must be a positive int or None, got {processes!r}")
+    return processes

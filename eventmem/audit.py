@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -41,7 +41,7 @@ from eventmem.events import (
     decode_event,
     encode_event,
 )
-from eventmem.messages import Message, decode_trusted
+from eventmem.messages import InvalidToolCall, Message, ToolCall, build_trusted, decode_trusted
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.store.view_rows import ViewRow
 from eventmem.tokens import TokenCounter
@@ -53,6 +53,7 @@ __all__ = [
     "ExportHeader",
     "ExportLine",
     "ExportReader",
+    "FoldOutcome",
     "Problem",
     "SessionFold",
     "VerifyReport",
@@ -142,6 +143,15 @@ _decode_message = msgspec.json.Decoder(Message).decode
 _encode_message = msgspec.json.Encoder().encode
 
 
+# Each event type's tag (the stored structs share their base's), looked up per event.
+_TAGS: dict[type, str] = {
+    kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
+}
+_CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
+# The events whose messages enter buffers (a summary names their hashes).
+_MESSAGE_EVENTS = frozenset({TurnSaved, StepRecorded, MessagesAppended, _StoredTurn, _StoredStep})
+
+
 def _decode_stored_event(data: bytes, *, trusted: bool) -> Event:
     decoded: Event = _decode_stored(data)
     return decoded
@@ -154,10 +164,9 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
     return message
 
 
-class _FoldBuffer(MemoryBuffer):
-    """The buffer of a `SessionFold`: its messages may still be stored JSON
-    (``msgspec.Raw``), decoded where the fold reads them. It notes the positions of the
-    events holding the messages it prunes (``dropped``), for the summaries' checks."""
+class _PruneNoting(MemoryBuffer):
+    """A `SessionFold`'s buffer: it notes the positions of the events holding the
+    messages it prunes (``dropped``), for the summaries' checks."""
 
     def __init__(self, session_id: str = "") -> None:
         super().__init__(session_id)
@@ -170,6 +179,11 @@ class _FoldBuffer(MemoryBuffer):
         self.dropped.append(entries[1 if pinned_below else 0].position)
         super().drop_oldest()
 
+
+class _FoldBuffer(_PruneNoting):
+    """The buffer of a `SessionFold`: its messages may still be stored JSON
+    (``msgspec.Raw``), decoded where the fold reads them."""
+
     def visible(self) -> list[Message]:
         """The visible messages, decoded (the pair-safe rule reads them)."""
         self.entries = deque(
@@ -177,6 +191,98 @@ class _FoldBuffer(MemoryBuffer):
             for e in self.entries
         )
         return super().visible()
+
+
+IndexRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+class _SkeletonBuffer(_PruneNoting):
+    """A fold's buffer that keeps of each message only what the fold itself reads (its
+    role and the ids that pair tool calls with results), not its text: an import folds
+    every session of a file at once, so its memory is the sessions' count times their
+    views' length, never their text. The projection rows point at the events anyway."""
+
+    __slots__ = ()
+
+    def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
+        """Add the message's skeleton."""
+        super().append(_skeleton(message), tokens, position, index)
+
+
+_PLAIN_SKELETONS: dict[str, Message] = {}
+
+
+def _skeleton(message: Message) -> Message:
+    """``message`` without its text, metadata and tool arguments (built unchecked: it
+    comes from a checked message, and a rule may want what it leaves out)."""
+    if (
+        not message.tool_calls
+        and not message.invalid_tool_calls
+        and message.tool_call_id is None
+        and message.function_call is None
+        and message.name is None
+    ):
+        plain = _PLAIN_SKELETONS.get(message.role)
+        if plain is None:
+            plain = _PLAIN_SKELETONS[message.role] = build_trusted(
+                lambda: Message(message.role, "")
+            )
+        return plain
+    return build_trusted(
+        lambda: Message(
+            message.role,
+            "",
+            name=message.name,
+            tool_calls=tuple(ToolCall(c.name, {}, c.id) for c in message.tool_calls),
+            tool_call_id=message.tool_call_id,
+            function_call=None if message.function_call is None else {},
+            invalid_tool_calls=tuple(InvalidToolCall(id=c.id) for c in message.invalid_tool_calls),
+        )
+    )
+
+
+class FoldOutcome(msgspec.Struct, frozen=True):
+    """Where a `SessionFold` ended, without the fold: what verify compares with the
+    stored projection and rebuild writes. A fold run in another process
+    (``eventmem.store.sqlite.fold_worker``) sends these back.
+
+    ``messages`` holds the visible messages' JSON when the fold was asked for it (a
+    session whose stored buffer still has rows from before schema 5, which hold their
+    message instead of pointing at it); without it such rows cannot be compared here.
+    """
+
+    session_id: str
+    broken: bool
+    head: tuple[Any, ...]
+    view: list[ViewRow]
+    index: IndexRows
+    messages: list[str] | None = None
+
+    @property
+    def state(self) -> HeadState:
+        """The session's head after its events."""
+        return HeadState.from_row(self.head)
+
+    def index_rows(self) -> IndexRows:
+        """The checkpoint index rows the fold says the tables hold."""
+        return self.index
+
+    def view_differs(self, stored: list[Sequence[Any]]) -> bool | None:
+        """`SessionFold.view_differs`; None when a row from before schema 5 would need
+        the messages, which this outcome does not hold."""
+        if len(stored) != len(self.view):
+            return True
+        for index, (row, mine) in enumerate(zip(stored, self.view, strict=True)):
+            if tuple(row[:3]) != mine[:3]:
+                return True
+            if row[3] is None:
+                if self.messages is None:
+                    return None
+                if row[4] is not None or row[5] != self.messages[index]:
+                    return True
+            elif tuple(row[3:]) != mine[3:]:
+                return True
+        return False
 
 
 class SessionFold:
@@ -193,13 +299,17 @@ class SessionFold:
         "trusted",
     )
 
-    def __init__(self, session_id: str, *, trusted: bool = False) -> None:
+    def __init__(self, session_id: str, *, trusted: bool = False, skeleton: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
-        when written), so decoding skips re-validating them once the hash matches."""
+        when written), so decoding skips re-validating them once the hash matches.
+        ``skeleton``: the buffer keeps no message text (see `_SkeletonBuffer`; for a
+        fold whose buffer only becomes projection rows, like an import's)."""
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.buffer: _FoldBuffer = _FoldBuffer(session_id)
+        self.buffer: _PruneNoting = (
+            _SkeletonBuffer(session_id) if skeleton else _FoldBuffer(session_id)
+        )
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
         # The chain hashes of the events holding visible messages (and a few more), and
@@ -267,7 +377,7 @@ class SessionFold:
                 _check_foreign(event, data)
             except EventmemError as e:
                 return self._fail(position, "undecodable", f"the event breaks a rule: {e}")
-        self.last_kind = event.__struct_config__.tag  # type: ignore[assignment]
+        self.last_kind = _TAGS[type(event)]
         if kind is not None and kind != self.last_kind:
             # The column is outside the hash; exports copy it and imports check it.
             return self._fail(
@@ -284,20 +394,23 @@ class SessionFold:
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
         buffer = self.buffer
-        if isinstance(event, SummaryRecorded):
+        kind = type(event)
+        if kind is SummaryRecorded:
             apply(buffer, event, position)  # checks the seqs it covers
-            self._check_summary(event)
+            self._check_summary(event)  # type: ignore[arg-type]  # (the type is checked)
             self.pruned = None
         else:
-            self._forget_digests()
+            if len(self.digests) > 2 * (len(buffer.entries) + len(buffer.pending)) + 64:
+                self._forget_digests()
             if buffer.dropped:
                 buffer.dropped = []
             apply(buffer, event, position)
-            self.checkpoints.apply(event, position)
+            if kind in _CHECKPOINT_EVENTS:
+                self.checkpoints.apply(event, position)
+            elif kind in _MESSAGE_EVENTS:
+                self.digests[position] = digest
             dropped = buffer.dropped
             self.pruned = (dropped[0], dropped[-1]) if dropped else None
-            if isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
-                self.digests[position] = digest
         buffer.state.chain(position, recorded_at, digest)
 
     def _check_summary(self, event: SummaryRecorded) -> None:
@@ -319,13 +432,11 @@ class SessionFold:
                 )
 
     def _forget_digests(self) -> None:
-        """Keep the hashes of the events whose messages are visible or held, once the
-        others are many (a message that leaves the view never comes back)."""
-        buffer, digests = self.buffer, self.digests
-        if len(digests) <= 2 * (len(buffer.entries) + len(buffer.pending)) + 64:
-            return
+        """Keep only the hashes of the events whose messages are visible or held (a
+        message that leaves the view never comes back)."""
+        buffer = self.buffer
         keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
-        self.digests = {p: d for p, d in digests.items() if p in keep}
+        self.digests = {p: d for p, d in self.digests.items() if p in keep}
 
     def view_rows(self) -> list[ViewRow]:
         """The buffer as ``view_messages`` rows, as the live path writes them: (session,
@@ -334,6 +445,34 @@ class SessionFold:
         return [
             (session_id, e.seq, e.tokens, e.position, e.index, None) for e in self.buffer.entries
         ]
+
+    def index_rows(self) -> IndexRows:
+        """The checkpoint index rows the fold says the tables hold, in key order."""
+        index = self.checkpoints
+        return index.checkpoint_rows(), index.blob_rows(), index.write_rows()
+
+    def outcome(self, *, messages: bool = False) -> FoldOutcome:
+        """Where the fold ended (with ``messages``: also the visible messages' JSON)."""
+        return FoldOutcome(
+            self.session_id,
+            self.broken,
+            self.state.row(),
+            self.view_rows(),
+            self.index_rows(),
+            [_message_json(e.message) for e in self.buffer.entries] if messages else None,
+        )
+
+    def check_view(self) -> Problem | None:
+        """The problem, if a visible message does not decode (see
+        `ChainChecker.check_views`)."""
+        for entry in self.buffer.entries:
+            try:
+                _as_message(entry.message)
+            except (msgspec.DecodeError, msgspec.ValidationError, EventmemError) as e:
+                return self._fail(
+                    entry.position, "undecodable", f"a message in the buffer does not decode: {e}"
+                )
+        return None
 
     def view_differs(self, stored: list[Sequence[Any]]) -> bool:
         """Whether stored ``view_messages`` rows (``ROW_COLUMNS``, in seq order) are not
@@ -347,10 +486,7 @@ class SessionFold:
             if (session_id, seq, tokens) != (self.session_id, entry.seq, entry.tokens):
                 return True
             if position is None:
-                if (
-                    idx is not None
-                    or message != _encode_message(_as_message(entry.message)).decode()
-                ):
+                if idx is not None or message != _message_json(entry.message):
                     return True
             elif (position, idx, message) != (entry.position, entry.index, None):
                 return True
@@ -359,6 +495,11 @@ class SessionFold:
     def _fail(self, position: int, kind: ProblemKind, detail: str) -> Problem:
         self.broken = True
         return Problem(self.session_id, position, kind, detail)
+
+
+def _message_json(message: Message | msgspec.Raw) -> str:
+    """A message's JSON as a row from before schema 5 holds it."""
+    return _encode_message(_as_message(message)).decode()
 
 
 def _check_foreign(event: Event, data: bytes) -> None:
@@ -389,18 +530,27 @@ class ChainChecker:
     def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
+        trusted = self.trusted
+        decode = _decode_stored_event if self.stored else decode_event  # see add_stored
         events = 0
         for session_id, position, recorded_at, data, digest, kind in rows:
             fold = folds.get(session_id)
             if fold is None:
-                fold = folds[session_id] = SessionFold(session_id, trusted=self.trusted)
+                fold = folds[session_id] = SessionFold(session_id, trusted=trusted)
             events += 1
-            add = fold.add_stored if self.stored else fold.add
-            problem = add(position, recorded_at, data, digest, kind)
+            problem = fold._add(position, recorded_at, data, digest, kind, decode)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events
         self.report.sessions = len(folds)
+
+    def check_views(self) -> None:
+        """Decode the messages each fold's buffer ends with (a stored fold leaves them
+        JSON): what a load of the session would decode, reported as ``undecodable``
+        at the event holding the first that does not decode."""
+        for fold in self.folds.values():
+            if not fold.broken and (problem := fold.check_view()) is not None:
+                self.report.problems.append(problem)
 
 
 def rewrite_for_replay(

@@ -305,7 +305,8 @@ def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     if state.pinned >= 0:
         _unpin(buffer)  # a LangChain turn prunes as LangChain does: nothing is pinned
     state.turn_position, state.pending_steps = position, 0  # the held steps are its own
-    _recount(buffer, event.recount)
+    if event.recount is not None:
+        _recount(buffer, event.recount)
     state.counter = event.counter
     state.overhead = event.overhead
     if held or event.steps or event.abandoned:
@@ -437,7 +438,7 @@ class MemoryBuffer:
     def drop_oldest(self) -> None:
         """Prune the message at the watermark (after the pinned one, if it is below)."""
         state, entries = self.state, self.entries
-        if _pinned_below(state):
+        if 0 <= state.pinned < state.watermark:  # _pinned_below, inline (once a message)
             state.total_tokens -= entries[1].tokens
             del entries[1]
         else:

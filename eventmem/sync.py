@@ -172,9 +172,11 @@ class SyncStore:
         anchors: Iterable[Anchor] = (),
         key: AnchorKey | None = None,
         provider: Provider | None = None,
+        processes: int | None = None,
     ) -> VerifyReport:
         """Check the triggers, every hash chain, session head and projection row, any
-        ``anchors`` with their ``key``, and with ``provider`` every past view (see
+        ``anchors`` with their ``key``, and with ``provider`` every past view, folding
+        the log in up to ``processes`` processes (see
         [`Store.verify`][eventmem.Store.verify]); ``progress(done, total)`` is called
         from the store's thread."""
         verify = partial(
@@ -183,6 +185,7 @@ class SyncStore:
             anchors=list(anchors),
             key=key,
             provider=provider,
+            processes=processes,
         )
         return self._call("SyncStore.verify", verify)
 
@@ -197,10 +200,12 @@ class SyncStore:
             "SyncStore.verify_session", partial(self._store.verify_session, session_id)
         )
 
-    def rebuild(self, *, progress: Progress | None = None, force: bool = False) -> int:
+    def rebuild(
+        self, *, progress: Progress | None = None, force: bool = False, processes: int | None = None
+    ) -> int:
         """Recompute the projections from the events; return the number rebuilt. Chain
         findings refuse it unless ``force`` (see [`Store.rebuild`][eventmem.Store.rebuild])."""
-        rebuild = partial(self._store.rebuild, progress=progress, force=force)
+        rebuild = partial(self._store.rebuild, progress=progress, force=force, processes=processes)
         return self._call("SyncStore.rebuild", rebuild)
 
     def repair_triggers(self) -> list[str]:

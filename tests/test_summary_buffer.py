@@ -369,11 +369,12 @@ async def test_verify_finds_a_summary_rewritten_in_the_database(
         raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 's'", (previous,))
         raw.restore_triggers()
     async with eventmem.open(target) as store:
-        report = await store.verify()
-        assert [(p.session_id, p.position, p.kind) for p in report.problems] == [
-            ("s", target_position, "undecodable")
-        ]
-        assert "summary" in report.problems[0].detail
+        for processes in (1, 2):  # folded here, or by other processes (SQLite)
+            report = await store.verify(processes=processes)
+            assert [(p.session_id, p.position, p.kind) for p in report.problems] == [
+                ("s", target_position, "undecodable")
+            ]
+            assert "summary" in report.problems[0].detail
         with pytest.raises(eventmem.RebuildRefusedError):
             await store.rebuild()
 

@@ -13,6 +13,7 @@ __all__ = [
     "add_flag",
     "add_json",
     "add_json_or_csv",
+    "add_processes",
     "add_session",
     "model_name",
     "non_negative_int",
@@ -29,6 +30,25 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_processes(parser: argparse.ArgumentParser) -> None:
+    """``--processes N``: how many processes fold the log (verify, rebuild)."""
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="fold the log in N processes, split by session (default: 2 for a SQLite "
+        "file of 200,000 events or more on a machine with 2 CPUs or more, else 1)",
+    )
 
 
 def save_bytes(text: str) -> int:

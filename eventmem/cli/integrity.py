@@ -6,7 +6,7 @@ import argparse
 
 from eventmem.audit import Problem, VerifyReport
 from eventmem.cli.anchoring import add_key_file, load_anchors, load_key
-from eventmem.cli.args import add_db, add_flag, add_json
+from eventmem.cli.args import add_db, add_flag, add_json, add_processes
 from eventmem.cli.common import EXIT_OK, EXIT_PROBLEM, PROG, Progress, plural, print_json
 from eventmem.cli.stores import open_existing, shell_arg
 from eventmem.errors import InvalidInputError
@@ -42,6 +42,7 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
         help="also replay every past view of every session and report those this "
         "provider's API would refuse (orphaned tool results, calls without results, ...)",
     )
+    add_processes(parser)
     add_json(parser, "the report as one JSON object")
 
 
@@ -81,7 +82,11 @@ async def run_verify(args: argparse.Namespace) -> int:
         repaired = await store.repair_triggers() if repair else []
         with Progress.for_command("verify", quiet=args.json) as progress:
             report = await store.verify(
-                progress=progress, anchors=anchors, key=key, provider=args.provider
+                progress=progress,
+                anchors=anchors,
+                key=key,
+                provider=args.provider,
+                processes=args.processes,
             )
     if args.json:
         document: dict[str, object] = {
@@ -112,6 +117,7 @@ def configure_rebuild(parser: argparse.ArgumentParser) -> None:
         "rebuild even though verify finds chain problems: the damaged sessions are left as "
         "they are, and verify keeps reporting them",
     )
+    add_processes(parser)
     add_json(parser, "the counts as one JSON object")
 
 
@@ -121,7 +127,7 @@ async def run_rebuild(args: argparse.Namespace) -> int:
     force: bool = args.force
     async with open_existing(path) as store:
         with Progress.for_command("rebuild", quiet=args.json) as progress:
-            sessions = await store.rebuild(progress=progress, force=force)
+            sessions = await store.rebuild(progress=progress, force=force, processes=args.processes)
         events = await store.count_events()
         # sessions with events that a forced rebuild left as they were
         left = len(await store.sessions()) - sessions if force else 0

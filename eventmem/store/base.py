@@ -306,17 +306,23 @@ class Backend(Protocol):
         and the hash of its event at ``position`` (None: there is no such event)."""
         ...
 
-    async def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Check the triggers, every hash chain, session head and projection row."""
+    async def verify(
+        self, progress: Progress | None = None, processes: int | None = None
+    ) -> VerifyReport:
+        """Check the triggers, every hash chain, session head and projection row
+        (``processes``: how many may fold the log; None lets the backend choose)."""
         ...
 
     async def verify_session(self, session_id: str) -> VerifyReport:
         """`verify` for one session (and the triggers)."""
         ...
 
-    async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
+    async def rebuild(
+        self, progress: Progress | None = None, force: bool = False, processes: int | None = None
+    ) -> int:
         """Recompute the projections from the events; return the number of sessions
-        rebuilt. Chain findings refuse it unless ``force`` (then they are left as found)."""
+        rebuilt. Chain findings refuse it unless ``force`` (then they are left as found).
+        ``processes`` as for `verify`."""
         ...
 
     async def repair_triggers(self) -> list[str]:

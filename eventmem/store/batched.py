@@ -27,7 +27,7 @@ from eventmem.errors import (
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import checkpoints, maintenance, reads, summaries
+from eventmem.store import checkpoints, importing, maintenance, reads, summaries
 from eventmem.store.base import (
     AppendRequest,
     ExportPage,
@@ -41,6 +41,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.partition import FoldSpread
 from eventmem.store.worker import Worker
 from eventmem.store.writes import (
     WriteOp,
@@ -114,6 +115,11 @@ class BatchedBackend:
     def read_only(self) -> bool:
         """Whether the store was opened ``read_only``: every write is refused."""
         return self._read_only
+
+    def _spread(self, processes: int | None) -> FoldSpread | None:
+        """What spreads a whole-store fold over other processes (None: this one folds
+        it all, as here: a backend that can run parts elsewhere says how)."""
+        return None
 
     def _refuse_if_read_only(self, what: str) -> None:
         """Refuse a write before anything of it runs (the connection would refuse it
@@ -309,20 +315,26 @@ class BatchedBackend:
         return await self._run(reads.version, session_id)
 
     # -- audit -----------------------------------------------------------------------
-    async def verify(self, progress: Progress | None = None) -> VerifyReport:
+    async def verify(
+        self, progress: Progress | None = None, processes: int | None = None
+    ) -> VerifyReport:
         """Check the triggers, every chain, head and projection row against the events."""
-        return await self._run(maintenance.verify, progress)
+        return await self._run(maintenance.verify, progress, self._spread(processes))
 
     async def verify_session(self, session_id: str) -> VerifyReport:
         """`verify` for one session (and the triggers), reading only its rows."""
         return await self._run(maintenance.verify_session, session_id)
 
-    async def rebuild(self, progress: Progress | None = None, force: bool = False) -> int:
+    async def rebuild(
+        self, progress: Progress | None = None, force: bool = False, processes: int | None = None
+    ) -> int:
         """Recompute the projections from the events; return the number rebuilt."""
         self._refuse_if_read_only("rebuild")
         self._lists.clear()
         try:
-            return await self._run(maintenance.rebuild, self._cache, progress, force)
+            return await self._run(
+                maintenance.rebuild, self._cache, progress, force, self._spread(processes)
+            )
         finally:
             self._after_writes(1_000_000)
 
@@ -369,7 +381,7 @@ class BatchedBackend:
         self._refuse_if_read_only("an import")
         self._lists.clear()
         try:
-            return await self._run(maintenance.import_lines, self._cache, reader)
+            return await self._run(importing.import_lines, self._cache, reader)
         finally:
             self._after_writes(1_000_000)
 

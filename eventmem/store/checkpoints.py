@@ -58,6 +58,7 @@ __all__ = [
     "insert_index_rows",
     "list_checkpoints",
     "read_checkpoints",
+    "read_every_index",
     "read_index",
     "run_pairs",
     "runs_sessions",
@@ -93,25 +94,35 @@ def index_rows(index: CheckpointIndex) -> IndexRows:
     return index.checkpoint_rows(), index.blob_rows(), index.write_rows()
 
 
+_INDEX_TABLES = (
+    "SELECT session_id, ns, checkpoint_id, position, parent_id, run_id FROM lg_checkpoints",
+    "SELECT session_id, ns, channel, version, position FROM lg_values",
+    "SELECT session_id, ns, checkpoint_id, task_id, idx, position, slot FROM lg_writes",
+)
+
+
 def read_index(conn: Connection, session_id: str) -> IndexRows:
     """The rows the tables hold for ``session_id``, in the fold's order."""
 
     def rows(sql: str) -> list[Any]:
-        return sorted(tuple(row) for row in conn.execute(sql, (session_id,)))
+        return sorted(
+            tuple(row) for row in conn.execute(f"{sql} WHERE session_id = ?", (session_id,))
+        )
 
-    return (
-        rows(
-            "SELECT session_id, ns, checkpoint_id, position, parent_id, run_id"
-            " FROM lg_checkpoints WHERE session_id = ?"
-        ),
-        rows(
-            "SELECT session_id, ns, channel, version, position FROM lg_values WHERE session_id = ?"
-        ),
-        rows(
-            "SELECT session_id, ns, checkpoint_id, task_id, idx, position, slot FROM lg_writes"
-            " WHERE session_id = ?"
-        ),
-    )
+    checkpoint_rows, value_rows, write_rows = (rows(sql) for sql in _INDEX_TABLES)
+    return checkpoint_rows, value_rows, write_rows
+
+
+def read_every_index(conn: Connection) -> dict[str, IndexRows]:
+    """`read_index` of every session that has index rows, in one scan of each table."""
+    found: dict[str, IndexRows] = {}
+    for table, sql in enumerate(_INDEX_TABLES):
+        for row in conn.execute(sql):
+            found.setdefault(row[0], ([], [], []))[table].append(tuple(row))
+    for rows in found.values():
+        for table_rows in rows:
+            table_rows.sort()
+    return found
 
 
 def insert_index_rows(conn: Connection, rows: IndexRows) -> None:

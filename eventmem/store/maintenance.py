@@ -7,16 +7,19 @@ writes the projections it yields.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from eventmem._export_format import ExportReader, export_line
-from eventmem.audit import ChainChecker, Problem, SessionFold, VerifyReport
-from eventmem.errors import ImportRefusedError, RebuildRefusedError, StorageError
+from eventmem._export_format import export_line
+from eventmem.audit import ChainChecker, FoldOutcome, Problem, SessionFold, VerifyReport
+from eventmem.errors import RebuildRefusedError
 from eventmem.projection import HeadState
 from eventmem.store import checkpoints
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
+from eventmem.store.checkpoints import IndexRows
 from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
+from eventmem.store.partition import FoldSpread, Part, PartResult, split
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
 from eventmem.store.view_rows import INSERT_ROW, ROW_COLUMNS
@@ -26,43 +29,123 @@ __all__ = [
     "anchor_heads",
     "anchored_state",
     "export_page",
-    "import_lines",
     "last_event_id",
     "rebuild",
     "restore_triggers",
     "trigger_findings",
     "verify",
     "verify_session",
+    "write_projection",
 ]
 
 _PROGRESS_EVERY = 20_000
 
 
 def _event_rows(
-    conn: Connection, progress: Progress | None
+    conn: Connection, progress: Progress | None, part: Part | None = None, share: int = 1
 ) -> Iterator[tuple[str, int, int, bytes, bytes, str]]:
+    """The events (of ``part``, if given) in append order. ``share``: how many parts the
+    log was split into; the progress shown is this part's, scaled to the whole."""
     total = count_events(conn) if progress else 0
+    where, parameters = part.where() if part is not None else ("1", ())
     # In append (id) order: a sequential scan; each session's events still come in
     # position order, since positions are assigned on append. ``data_bytes`` hands over
     # the JSON as bytes, the form the hash covers, without a decode/encode round trip.
     chunks = conn.stream(
         f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind FROM events"
-        " ORDER BY id"
+        f" WHERE {where} ORDER BY id",
+        parameters,
     )
     done = 0
     for rows in chunks:
         yield from rows
         done += len(rows)
         if progress and done % _PROGRESS_EVERY < len(rows):
-            progress(done, total)
+            progress(min(done * share, total), total)
     if progress:
-        progress(done, total)
+        progress(total if share > 1 else done, total)
 
 
-def _write_projection(conn: Connection, fold: SessionFold) -> None:
-    conn.execute(INSERT_HEAD, fold.state.row())
-    conn.executemany(INSERT_ROW, fold.view_rows())
-    checkpoints.write_index(conn, fold.checkpoints)
+class _Folded:
+    """Every session's fold (or its outcome, from another process) and the chain
+    findings, over the whole log or spread over processes by `FoldSpread`."""
+
+    def __init__(self, conn: Connection, progress: Progress | None, *, verifying: bool) -> None:
+        """``verifying``: also decode the messages each buffer ends with (see
+        `ChainChecker.check_views`), and bring back the messages an old-style stored
+        buffer row is compared with."""
+        self.checker = ChainChecker(trusted=True, stored=True)
+        self.outcomes: dict[str, SessionFold | FoldOutcome] = {}
+        self._conn, self._progress, self._verifying = conn, progress, verifying
+
+    def run(self, spread: FoldSpread | None) -> None:
+        """Fold every event of the snapshot."""
+        conn, checker = self._conn, self.checker
+        last = last_event_id(conn)
+        count = spread.processes(last) if spread is not None else 1
+        parts = split(_session_ids(conn, count), count, last) if count > 1 else []
+        pending = (
+            spread.start(parts[1:], verifying=self._verifying)
+            if spread is not None and len(parts) > 1
+            else []
+        )
+        own = [parts[0]] if parts else [Part(last)]
+        own += [p for p in parts[1:] if all(p is not q.part for q in pending)]
+        for part in own:
+            checker.feed(_event_rows(conn, self._progress, part, len(parts) or 1))
+        self._finish(checker)
+        self.outcomes.update(checker.folds)
+        report = checker.report
+        for job in pending:
+            result = job.result()
+            if result is None:  # its process failed: fold the part here
+                here = ChainChecker(trusted=True, stored=True)
+                here.feed(_event_rows(conn, None, job.part))
+                self._finish(here)
+                self.outcomes.update(here.folds)
+                result = PartResult([], here.report.problems, here.report.events)
+            self.outcomes.update((o.session_id, o) for o in result.outcomes)
+            report.problems.extend(result.problems)
+            report.events += result.events
+        report.sessions = len(self.outcomes)
+
+    def _finish(self, checker: ChainChecker) -> None:
+        if self._verifying:
+            checker.check_views()
+
+    def refold(self, session_id: str) -> SessionFold:
+        """The session folded here, from its events in this snapshot."""
+        checker = ChainChecker(trusted=True, stored=True)
+        checker.feed(
+            row
+            for rows in self._conn.stream(
+                f"SELECT session_id, position, recorded_at, {self._conn.data_bytes}, hash, kind"
+                " FROM events WHERE session_id = ? ORDER BY position",
+                (session_id,),
+            )
+            for row in rows
+        )
+        fold = checker.folds[session_id]
+        self.outcomes[session_id] = fold
+        return fold
+
+
+def _session_ids(conn: Connection, parts: int) -> list[str]:
+    """Session ids, sorted, to split the log evenly by: the stored heads' (one row each;
+    a session without one still falls in one of the ranges), or, when there are too few
+    of those, the log's own (a walk of its session index)."""
+    ids = [sid for (sid,) in conn.execute("SELECT session_id FROM sessions ORDER BY session_id")]
+    if len(ids) >= parts:
+        return ids
+    return [sid for (sid,) in conn.execute("SELECT DISTINCT session_id FROM events ORDER BY 1")]
+
+
+def write_projection(conn: Connection, fold: SessionFold | FoldOutcome) -> None:
+    """Insert a fold's head, buffer rows and checkpoint index rows (none exist)."""
+    outcome = fold if isinstance(fold, FoldOutcome) else fold.outcome()
+    conn.execute(INSERT_HEAD, outcome.head)
+    conn.executemany(INSERT_ROW, outcome.view)
+    checkpoints.insert_index_rows(conn, outcome.index)
 
 
 def _heads(conn: Connection) -> dict[str, HeadState]:
@@ -74,7 +157,9 @@ def _heads(conn: Connection) -> dict[str, HeadState]:
     }
 
 
-def _lost_events(folds: dict[str, SessionFold], heads: dict[str, HeadState]) -> list[Problem]:
+def _lost_events(
+    folds: Mapping[str, SessionFold | FoldOutcome], heads: dict[str, HeadState]
+) -> list[Problem]:
     """Chain findings that only the heads show: a log cut short, or gone."""
     problems = []
     for session_id, head in heads.items():
@@ -102,8 +187,13 @@ def _lost_events(folds: dict[str, SessionFold], heads: dict[str, HeadState]) -> 
 
 
 def _check_projection(
-    conn: Connection, fold: SessionFold, stored_head: HeadState | None
+    fold: SessionFold | FoldOutcome,
+    stored_head: HeadState | None,
+    stored_view: list[Sequence[Any]],
+    stored_index: IndexRows,
+    refold: Callable[[str], SessionFold] | None = None,
 ) -> Problem | None:
+    """The projection finding of one session, given its stored rows (`_stored_rows`)."""
     version = fold.state.version
     if stored_head is None:
         return Problem(
@@ -119,18 +209,18 @@ def _check_projection(
             "projection_mismatch",
             "the stored buffer head differs from the fold of the events; run rebuild",
         )
-    stored_view = conn.execute(
-        f"SELECT {ROW_COLUMNS} FROM view_messages WHERE session_id = ? ORDER BY seq",
-        (fold.session_id,),
-    ).fetchall()
-    if fold.view_differs(stored_view):
+    differs = fold.view_differs(stored_view)
+    if differs is None:  # an outcome without the messages an old-style row needs
+        assert refold is not None
+        return _check_projection(refold(fold.session_id), stored_head, stored_view, stored_index)
+    if differs:
         return Problem(
             fold.session_id,
             version,
             "projection_mismatch",
             "the stored buffer differs from the fold of the events; run rebuild",
         )
-    if checkpoints.read_index(conn, fold.session_id) != checkpoints.index_rows(fold.checkpoints):
+    if stored_index != fold.index_rows():
         return Problem(
             fold.session_id,
             version,
@@ -140,28 +230,49 @@ def _check_projection(
     return None
 
 
-def verify(conn: Connection, progress: Progress | None) -> VerifyReport:
+_NO_INDEX: IndexRows = ([], [], [])
+
+
+def _stored_views(conn: Connection) -> dict[str, list[Sequence[Any]]]:
+    """Every session's ``view_messages`` rows in seq order, in one scan of the table."""
+    views: dict[str, list[Sequence[Any]]] = {}
+    for rows in conn.stream(f"SELECT {ROW_COLUMNS} FROM view_messages ORDER BY session_id, seq"):
+        for row in rows:
+            views.setdefault(row[0], []).append(row)
+    return views
+
+
+def verify(
+    conn: Connection, progress: Progress | None, spread: FoldSpread | None = None
+) -> VerifyReport:
     """Check the triggers, every chain, and every projection row (heads and buffer rows,
-    also those of sessions that have no events) against the fold, in one read snapshot."""
+    also those of sessions that have no events) against the fold, in one read snapshot
+    (``spread``: the fold may run in several processes)."""
     conn.begin_read()  # one snapshot for the whole check
     try:
-        checker = ChainChecker(trusted=True)
+        folded = _Folded(conn, progress, verifying=True)
+        checker = folded.checker
         problems = checker.report.problems
         problems.extend(Problem("", 0, "trigger_mismatch", f) for f in conn.trigger_findings())
-        checker.feed(_event_rows(conn, progress))
-        folds, heads = checker.folds, _heads(conn)
+        folded.run(spread)
+        folds, heads = folded.outcomes, _heads(conn)
         lost = _lost_events(folds, heads)
         problems.extend(lost)
         reported = {p.session_id for p in lost}
-        for fold in folds.values():
-            if fold.broken or fold.session_id in reported:
+        views, indexes = _stored_views(conn), checkpoints.read_every_index(conn)
+        for fold in list(folds.values()):
+            session_id = fold.session_id
+            if fold.broken or session_id in reported:
                 continue
-            if problem := _check_projection(conn, fold, heads.get(fold.session_id)):
+            if problem := _check_projection(
+                fold,
+                heads.get(session_id),
+                views.get(session_id, []),
+                indexes.get(session_id, _NO_INDEX),
+                folded.refold,
+            ):
                 problems.append(problem)
-        for (session_id,) in conn.execute(
-            "SELECT session_id FROM view_messages UNION SELECT session_id FROM lg_checkpoints"
-            " UNION SELECT session_id FROM lg_values UNION SELECT session_id FROM lg_writes"
-        ):
+        for session_id in sorted(views.keys() | indexes.keys()):
             if session_id not in folds and session_id not in heads:
                 problems.append(_stray_rows(session_id))
     finally:
@@ -210,7 +321,15 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
         problems.extend(lost)
         fold = checker.folds.get(session_id)
         problem = (
-            _check_projection(conn, fold, heads.get(session_id))
+            _check_projection(
+                fold,
+                heads.get(session_id),
+                conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM view_messages WHERE session_id = ? ORDER BY seq",
+                    (session_id,),
+                ).fetchall(),
+                checkpoints.read_index(conn, session_id),
+            )
             if fold is not None and not fold.broken and not lost
             else None
         )
@@ -239,7 +358,13 @@ def _refusal(findings: list[Problem]) -> str:
     )
 
 
-def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force: bool) -> int:
+def rebuild(
+    conn: Connection,
+    cache: ViewCache,
+    progress: Progress | None,
+    force: bool,
+    spread: FoldSpread | None = None,
+) -> int:
     """Recompute the projections from the events, in one transaction; return how many.
 
     The chains are checked first. A chain finding refuses the rebuild (nothing is
@@ -252,10 +377,10 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
 
     def body() -> int:
         conn.lock_store()
-        checker = ChainChecker(trusted=True, stored=True)
-        checker.feed(_event_rows(conn, progress))
-        folds, heads = checker.folds, _heads(conn)
-        findings = checker.report.problems + _lost_events(folds, heads)
+        folded = _Folded(conn, progress, verifying=False)
+        folded.run(spread)
+        folds, heads = folded.outcomes, _heads(conn)
+        findings = folded.checker.report.problems + _lost_events(folds, heads)
         if findings and not force:
             raise RebuildRefusedError(_refusal(findings), findings)
         damaged = {p.session_id for p in findings}
@@ -273,7 +398,7 @@ def rebuild(conn: Connection, cache: ViewCache, progress: Progress | None, force
         count = 0
         for fold in folds.values():
             if fold.session_id not in damaged:
-                _write_projection(conn, fold)
+                write_projection(conn, fold)
                 count += 1
         conn.executemany(INSERT_HEAD, [heads[s].row() for s in damaged if s in heads])
         conn.executemany(INSERT_ROW, kept_view)
@@ -326,73 +451,6 @@ def last_event_id(conn: Connection) -> int:
     """The highest global position (0 in an empty store)."""
     row = conn.execute("SELECT max(id) FROM events").fetchone()
     return int(row[0] or 0)
-
-
-def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tuple[int, int]:
-    """Import an export file in one transaction, reading it line by line."""
-    if reader.started:
-        # A backend runs a call again when its connection was lost before the commit;
-        # the lines read then are gone, so the import cannot resume.
-        raise StorageError(
-            "the connection was lost during the import; nothing was written: run it again"
-        )
-    cache.clear()
-
-    def body() -> tuple[int, int]:
-        conn.lock_store()
-        folds: dict[str, SessionFold] = {}
-        rows: list[tuple[str, int, str, int, str, bytes]] = []
-        written = 0
-        for number, item, data in reader.events():
-            fold = folds.get(item.session_id)
-            if fold is None:
-                exists = conn.execute(
-                    "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (item.session_id,)
-                ).fetchone()
-                if exists:
-                    raise ImportRefusedError(
-                        f"line {number}: session {item.session_id!r} already exists in this "
-                        "store; an import never merges into or duplicates a session"
-                    )
-                fold = folds[item.session_id] = SessionFold(item.session_id)
-            digest = bytes.fromhex(item.hash)
-            problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
-            if problem is not None:
-                raise ImportRefusedError(
-                    f"line {number}: session {problem.session_id!r} position "
-                    f"{problem.position}: {problem.kind}: {problem.detail}"
-                )
-            # valid UTF-8: the event decoded, and re-encodes to these very bytes
-            rows.append(
-                (item.session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
-            )
-            if len(rows) >= _IMPORT_ROWS:
-                written += _insert_events(conn, rows)
-        written += _insert_events(conn, rows)
-        for fold in folds.values():
-            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (fold.session_id,))
-            conn.execute("DELETE FROM sessions WHERE session_id = ?", (fold.session_id,))
-            checkpoints.delete_index(conn, fold.session_id)
-            _write_projection(conn, fold)
-        return len(folds), written
-
-    return write_transaction(conn, body)
-
-
-_IMPORT_ROWS = 1000  # events inserted per statement batch while an import reads on
-
-
-def _insert_events(conn: Connection, rows: list[tuple[str, int, str, int, str, bytes]]) -> int:
-    """Insert the rows read so far, and forget them."""
-    count = len(rows)
-    if rows:
-        conn.executemany(
-            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        rows.clear()
-    return count
 
 
 def anchor_heads(conn: Connection) -> list[tuple[str, int, bytes]]:

@@ -12,6 +12,7 @@ database's package (``eventmem.store.sqlite``, ``eventmem.store.postgres``) impl
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from eventmem.projection import HEAD_FIELDS
@@ -91,6 +92,11 @@ class Connection(Protocol):
 
     def lock_store(self) -> None:
         """Inside a write transaction: keep every other writer out until it ends."""
+        ...
+
+    def bulk_cache(self) -> AbstractContextManager[None]:
+        """A larger page cache while one big transaction (an import) runs, so its index
+        lookups and inserts stay in memory; where the server owns the cache, nothing."""
         ...
 
     def read_head(self, session_id: str) -> Sequence[Any] | None:

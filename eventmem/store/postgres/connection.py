@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 import psycopg
@@ -187,6 +188,10 @@ class PostgresConnection:
         for seq in [seq for seq in known if seq < watermark]:
             del known[seq]
         known.update(added)
+
+    def bulk_cache(self) -> AbstractContextManager[None]:
+        """Nothing: the server's shared buffers are the cache."""
+        return nullcontext()
 
     def lock_store(self) -> None:
         """Keep writers out of every table until the transaction ends (reads go on)."""

@@ -27,9 +27,11 @@ from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
+from eventmem.store.partition import FoldSpread
 from eventmem.store.sqlite.connection import SQLiteConnection, WouldWait
 from eventmem.store.sqlite.errors import translated
 from eventmem.store.sqlite.files import OpenPlan, check_wal, plan_open, remove_created
+from eventmem.store.sqlite.fold_worker import SubprocessSpread
 from eventmem.store.sqlite.migrations import apply_migrations
 from eventmem.store.sqlite.wal import WRITES_PER_CHECKPOINT, WalCheckpointer
 from eventmem.store.worker import Worker
@@ -173,6 +175,14 @@ class SQLiteBackend(BatchedBackend):
                 raise
             finally:
                 conn.inline = False
+
+    def _spread(self, processes: int | None) -> FoldSpread | None:
+        """Child processes that fold parts of the file (not of an in-memory database:
+        another process cannot open it)."""
+        plan = self._plan
+        if plan is None or plan.uri.startswith("file::memory:") or processes == 1:
+            return None
+        return SubprocessSpread(plan.uri, processes)
 
     def _after_writes(self, count: int) -> None:
         """Ask for a WAL checkpoint every ``WRITES_PER_CHECKPOINT`` writes."""

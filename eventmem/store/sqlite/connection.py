@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from eventmem.store.sql import HEAD_OF_SESSION, StorageFigures
@@ -12,6 +13,10 @@ from eventmem.store.sqlite import migrations
 __all__ = ["SQLiteConnection", "WouldWait"]
 
 _STREAM_CHUNK = 5000
+# An import's page cache: with SQLite's default 2 MiB, each insert into the events'
+# (session_id, position) index and the gapless trigger's lookup read their pages back
+# from the OS; measured on a 1,000,000-event import, 64 MiB halved the insert time.
+BULK_CACHE_KIB = 64 * 1024
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
@@ -56,6 +61,16 @@ class SQLiteConnection(sqlite3.Connection):
 
     def lock_store(self) -> None:
         """Nothing to do: the write transaction holds the whole file."""
+
+    @contextmanager
+    def bulk_cache(self) -> Iterator[None]:
+        """``cache_size`` of ``BULK_CACHE_KIB`` for the block, then the one before."""
+        before = self.execute("PRAGMA cache_size").fetchone()[0]
+        self.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            self.execute(f"PRAGMA cache_size = {int(before)}")
 
     def read_head(self, session_id: str) -> Sequence[Any] | None:
         """One indexed lookup (in-process: cheaper than keeping rows aside)."""

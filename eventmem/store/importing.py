@@ -1,0 +1,180 @@
+"""Importing an export file: its lines checked on one thread, written on another.
+
+Checking a line (its envelope, the event's rules and hash, the fold) is Python; writing
+it is mostly the database's own code, which lets go of the GIL (SQLite while it steps a
+statement, PostgreSQL while it waits on the server), so the two overlap: a reading
+thread checks and folds the lines into batches, and the connection's thread inserts
+each batch while the next is read. Everything still happens in one transaction, and
+nothing the reader finds wrong is written: the rows read before a fault are inserted
+and then rolled back with the rest when its error is raised on the connection's thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from eventmem.audit import ExportReader, SessionFold
+from eventmem.errors import ImportRefusedError, StorageError
+from eventmem.store import checkpoints
+from eventmem.store.cache import ViewCache
+from eventmem.store.head import write_transaction
+from eventmem.store.maintenance import write_projection
+from eventmem.store.sql import Connection
+
+__all__ = ["import_lines"]
+
+_Row = tuple[str, int, str, int, str, bytes]
+# A batch ends at this many events or this many bytes of their JSON, whichever comes
+# first; at most _AHEAD batches wait to be written, which bounds the memory an import
+# holds whatever the size of its file (or of its events).
+_BATCH_ROWS = 1000
+_BATCH_BYTES = 4 * 1024 * 1024
+_AHEAD = 4
+_STOP_WAIT = 1.0  # seconds
+
+
+class _Batch(NamedTuple):
+    rows: list[_Row]
+    new_sessions: list[tuple[int, str]]  # (line, session) of each session first seen here
+
+
+class _Failed(NamedTuple):
+    error: BaseException
+
+
+_DONE = object()
+
+
+class _Reading(threading.Thread):
+    """Reads, checks and folds the lines, handing batches of rows to the writer."""
+
+    def __init__(self, reader: ExportReader) -> None:
+        super().__init__(name="eventmem-import-reader", daemon=True)
+        self.folds: dict[str, SessionFold] = {}
+        self._reader = reader
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        batch = _Batch([], [])
+        size = 0
+        try:
+            for number, item, data in self._reader.events():
+                if self._stopping.is_set():
+                    return
+                session_id = item.session_id
+                fold = self.folds.get(session_id)
+                if fold is None:
+                    fold = self.folds[session_id] = SessionFold(session_id, skeleton=True)
+                    batch.new_sessions.append((number, session_id))
+                digest = bytes.fromhex(item.hash)
+                problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
+                if problem is not None:
+                    raise ImportRefusedError(
+                        f"line {number}: session {problem.session_id!r} position "
+                        f"{problem.position}: {problem.kind}: {problem.detail}"
+                    )
+                # valid UTF-8: the event decoded, and re-encodes to these very bytes
+                batch.rows.append(
+                    (session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
+                )
+                size += len(data)
+                if len(batch.rows) >= _BATCH_ROWS or size >= _BATCH_BYTES:
+                    self._put(batch)
+                    batch, size = _Batch([], []), 0
+            self._put(batch)
+            self._put(_DONE)
+        except BaseException as e:
+            # What was read before the fault first: a session refused as existing on an
+            # earlier line is the error to report, as when reading and writing alternate.
+            self._put(batch)
+            self._put(_Failed(e))
+
+    def _put(self, item: object) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def batches(self) -> Iterator[_Batch]:
+        """The batches in order; the reader's error, raised here, after those before it."""
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            assert isinstance(item, _Batch)
+            yield item
+
+    def stop(self) -> None:
+        """Stop reading (the writer is done, or failed): the thread ends after the line
+        it is reading (waited for a moment only: a line from a silent pipe may never
+        come, and the writer's error should not wait for it)."""
+        self._stopping.set()
+        deadline = time.monotonic() + _STOP_WAIT
+        while self.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+
+def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tuple[int, int]:
+    """Import an export file in one transaction, reading it line by line."""
+    if reader.started:
+        # A backend runs a call again when its connection was lost before the commit;
+        # the lines read then are gone, so the import cannot resume.
+        raise StorageError(
+            "the connection was lost during the import; nothing was written: run it again"
+        )
+    cache.clear()
+
+    def body() -> tuple[int, int]:
+        conn.lock_store()
+        reading = _Reading(reader)
+        reading.start()
+        try:
+            written = 0
+            for batch in reading.batches():
+                _refuse_existing(conn, batch.new_sessions)
+                written += _insert_events(conn, batch.rows)
+        finally:
+            reading.stop()
+        for session_id, fold in reading.folds.items():
+            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            checkpoints.delete_index(conn, session_id)
+            write_projection(conn, fold)
+        return len(reading.folds), written
+
+    with conn.bulk_cache():
+        return write_transaction(conn, body)
+
+
+def _refuse_existing(conn: Connection, sessions: list[tuple[int, str]]) -> None:
+    for number, session_id in sessions:
+        exists = conn.execute(
+            "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
+        ).fetchone()
+        if exists:
+            raise ImportRefusedError(
+                f"line {number}: session {session_id!r} already exists in this "
+                "store; an import never merges into or duplicates a session"
+            )
+
+
+def _insert_events(conn: Connection, rows: list[_Row]) -> int:
+    if rows:
+        conn.executemany(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
