@@ -148,8 +148,6 @@ _TAGS: dict[type, str] = {
     kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
 }
 _CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
-# The events whose messages enter buffers (a summary names their hashes).
-_MESSAGE_EVENTS = frozenset({TurnSaved, StepRecorded, MessagesAppended, _StoredTurn, _StoredStep})
 
 
 def _decode_stored_event(data: bytes, *, trusted: bool) -> Event:
@@ -165,19 +163,25 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
 
 
 class _PruneNoting(MemoryBuffer):
-    """A `SessionFold`'s buffer: it notes the positions of the events holding the
-    messages it prunes (``dropped``), for the summaries' checks."""
+    """A `SessionFold`'s buffer: it notes the position of the event holding each message
+    it prunes (``dropped``, newest last; `SessionFold` empties it now and then), for the
+    summaries' checks."""
 
     def __init__(self, session_id: str = "") -> None:
         super().__init__(session_id)
         self.dropped: list[int] = []
 
     def drop_oldest(self) -> None:
-        """Prune the oldest message, noting where the log holds it."""
+        """`MemoryBuffer.drop_oldest` (inline: once a message), noting the position."""
         state, entries = self.state, self.entries
-        pinned_below = 0 <= state.pinned < state.watermark
-        self.dropped.append(entries[1 if pinned_below else 0].position)
-        super().drop_oldest()
+        if 0 <= state.pinned < state.watermark:
+            entry = entries[1]
+            del entries[1]
+        else:
+            entry = entries.popleft()
+        state.total_tokens -= entry.tokens
+        state.watermark += 1
+        self.dropped.append(entry.position)
 
 
 class _FoldBuffer(_PruneNoting):
@@ -293,8 +297,8 @@ class SessionFold:
         "buffer",
         "checkpoints",
         "digests",
+        "keep_digests",
         "last_kind",
-        "pruned",
         "session_id",
         "trusted",
     )
@@ -312,10 +316,10 @@ class SessionFold:
         )
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
-        # The chain hashes of the events holding visible messages (and a few more), and
-        # where the messages the last turn pruned are held: what a summary is checked by.
+        # The chain hashes of the events holding visible messages (and a few more, up to
+        # keep_digests): what a summary is checked by, with the buffer's ``dropped``.
         self.digests: dict[int, bytes] = {}
-        self.pruned: tuple[int, int] | None = None
+        self.keep_digests = 64
 
     @property
     def state(self) -> HeadState:
@@ -398,28 +402,28 @@ class SessionFold:
         if kind is SummaryRecorded:
             apply(buffer, event, position)  # checks the seqs it covers
             self._check_summary(event)  # type: ignore[arg-type]  # (the type is checked)
-            self.pruned = None
         else:
-            if len(self.digests) > 2 * (len(buffer.entries) + len(buffer.pending)) + 64:
-                self._forget_digests()
-            if buffer.dropped:
-                buffer.dropped = []
+            digests = self.digests
+            if len(digests) > self.keep_digests:
+                self._forget_digests()  # before the event: what it prunes stays known
+                digests = self.digests
             apply(buffer, event, position)
             if kind in _CHECKPOINT_EVENTS:
                 self.checkpoints.apply(event, position)
-            elif kind in _MESSAGE_EVENTS:
-                self.digests[position] = digest
-            dropped = buffer.dropped
-            self.pruned = (dropped[0], dropped[-1]) if dropped else None
+            else:
+                digests[position] = digest
         buffer.state.chain(position, recorded_at, digest)
 
     def _check_summary(self, event: SummaryRecorded) -> None:
         """Raise unless the summary names the events, and their hashes, that hold the
-        first and last message its turn pruned."""
-        if self.pruned != (event.first_position, event.last_position):
+        first and last message its turn pruned (the last ``end_seq - first_seq`` the
+        buffer pruned: the fold checked that the turn right before pruned those seqs)."""
+        count, dropped = event.end_seq - event.first_seq, self.buffer.dropped
+        pruned = (dropped[-count], dropped[-1]) if 0 < count <= len(dropped) else None
+        if pruned != (event.first_position, event.last_position):
             raise CorruptDatabaseError(
                 f"the summary names positions {event.first_position} to "
-                f"{event.last_position}, but the messages pruned are held at {self.pruned}"
+                f"{event.last_position}, but the messages pruned are held at {pruned}"
             )
         for what, position, recorded in (
             ("first", event.first_position, event.first_hash),
@@ -432,11 +436,14 @@ class SessionFold:
                 )
 
     def _forget_digests(self) -> None:
-        """Keep only the hashes of the events whose messages are visible or held (a
-        message that leaves the view never comes back)."""
+        """Keep only the hashes of the events whose messages are visible or held, and
+        forget what was pruned before (a message that leaves the view never comes back;
+        this runs before an event that is not a summary, so no summary will ask)."""
         buffer = self.buffer
         keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
         self.digests = {p: d for p, d in self.digests.items() if p in keep}
+        self.keep_digests = 2 * len(self.digests) + 64
+        buffer.dropped.clear()
 
     def view_rows(self) -> list[ViewRow]:
         """The buffer as ``view_messages`` rows, as the live path writes them: (session,
