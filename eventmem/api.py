@@ -6,8 +6,9 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, BinaryIO, overload
 
+import anyio
 import msgspec
 
 from eventmem import _tracing
@@ -422,6 +423,61 @@ class Store:
                 if len(lines) < _EXPORT_PAGE:
                     break
         yield msgspec.json.encode(ExportEnd(EXPORT_FORMAT, count)) + b"\n"
+
+    async def export_to(
+        self,
+        sink: BinaryIO,
+        session_id: str | None = None,
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Write the export file of [`export`][eventmem.Store.export] to ``sink`` (a file
+        open for writing in binary mode); return the number of events written.
+
+        The same bytes as ``export`` yields, from one snapshot too, written a page of
+        events at a time: each page is written on a worker thread (the event loop goes
+        on) while the next is read, and ``progress(events_written)`` is called after
+        each. A sink that fails (a full disk) ends the export and its snapshot at once.
+        """
+        if session_id is not None:
+            session_id = validate_session_id(session_id)
+        header = msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
+        send, receive = anyio.create_memory_object_stream[bytes](1)
+        failed: list[Exception] = []
+        count = 0
+
+        async def write_pages() -> None:
+            async with receive:
+                try:
+                    async for chunk in receive:
+                        await anyio.to_thread.run_sync(sink.write, chunk)
+                except Exception as e:  # raised below, as the sink raised it
+                    failed.append(e)  # (closing the stream stops the reading)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_pages)
+            async with send, self._backend.export_snapshot() as page:
+                try:
+                    await send.send(header)
+                    after = 0
+                    while True:
+                        after, lines = await page(session_id, after, _EXPORT_PAGE)
+                        last = len(lines) < _EXPORT_PAGE
+                        if lines:
+                            count += len(lines)
+                            lines.append(b"")  # each line ends in a newline
+                            await send.send(b"\n".join(lines))
+                            if progress is not None:
+                                progress(count)
+                        if last:
+                            break
+                    end = msgspec.json.encode(ExportEnd(EXPORT_FORMAT, count)) + b"\n"
+                    await send.send(end)
+                except anyio.BrokenResourceError:
+                    pass  # the writer failed: its error follows
+        if failed:
+            raise failed[0]
+        return count
 
     async def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export (see [`export`][eventmem.Store.export]) in one transaction.

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, aclosing
+from contextlib import AbstractContextManager
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
@@ -215,19 +215,22 @@ class SyncStore:
 
     def export(self, sink: BinaryIO, session_id: str | None = None) -> int:
         """Write the export file (see [`Store.export`][eventmem.Store.export]) to ``sink``;
-        return the number of events written. Lines are written as they are read, page by
-        page."""
+        return the number of events written. Written a page at a time, as read (see
+        [`Store.export_to`][eventmem.Store.export_to])."""
+        return self._call("SyncStore.export", partial(self._store.export_to, sink, session_id))
 
-        async def write() -> int:
-            lines = -2  # the header and end lines are not events
-            # aclosing: a failing sink ends the export's snapshot transaction at once.
-            async with aclosing(self._store.export(session_id)) as export:
-                async for line in export:
-                    sink.write(line)
-                    lines += 1
-            return lines
-
-        return self._call("SyncStore.export", write)
+    def export_to(
+        self,
+        sink: BinaryIO,
+        session_id: str | None = None,
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Write the export file to ``sink`` a page at a time, calling
+        ``progress(events_written)`` after each (see
+        [`Store.export_to`][eventmem.Store.export_to]); return the number of events."""
+        write = partial(self._store.export_to, sink, session_id, progress=progress)
+        return self._call("SyncStore.export_to", write)
 
     def import_events(self, lines: Iterable[bytes | str]) -> tuple[int, int]:
         """Import an export file's lines; return (sessions, events). See

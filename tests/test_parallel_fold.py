@@ -9,6 +9,7 @@ fails, and while other connections keep appending.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -339,3 +340,22 @@ def test_old_style_rows_without_the_messages_are_folded_again_here(db: str, righ
         conn.close()
     expected = [] if right else [("chat-2", 10, "projection_mismatch")]  # the version
     assert _findings(report) == expected
+
+
+@pytest.mark.parametrize("executable", ["", "true", "/no/such/python3"])
+def test_no_child_is_started_from_an_interpreter_that_is_not_python(
+    monkeypatch: pytest.MonkeyPatch, executable: str, db: str
+) -> None:
+    """An embedding program (here ``true``, a real executable that would start) is never
+    run with the child's arguments."""
+    if executable == "true":
+        executable = shutil.which("true") or "/bin/true"
+    monkeypatch.setattr(sys, "executable", executable)
+    assert SubprocessSpread(f"file:{db}", 2)._spawn() is None
+
+
+def test_no_child_is_started_from_a_frozen_application(
+    monkeypatch: pytest.MonkeyPatch, db: str
+) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert SubprocessSpread(f"file:{db}", 2)._spawn() is None

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import aclosing
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,16 +50,8 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
 async def _export_to(
     store: eventmem.Store, session: str | None, sink: BinaryIO, total: int, quiet: bool
 ) -> int:
-    written = -2  # the header and the end line are not events
-    # aclosing: a failing sink (a full disk) ends the export's snapshot transaction at
-    # once, before the store closes.
     with Progress.for_command("export", quiet=quiet) as progress:
-        async with aclosing(store.export(session)) as lines:
-            async for line in lines:
-                sink.write(line)
-                written += 1
-                progress(max(written, 0), total)
-    return written
+        return await store.export_to(sink, session, progress=lambda done: progress(done, total))
 
 
 async def _export(

@@ -137,6 +137,8 @@ class SubprocessSpread:
         return started
 
     def _spawn(self) -> subprocess.Popen[bytes] | None:
+        if not _interpreter():
+            return None
         # The child imports this very eventmem, wherever it was imported from.
         package_root = str(Path(eventmem.__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -153,6 +155,16 @@ class SubprocessSpread:
             )
         except (OSError, ValueError, subprocess.SubprocessError):
             return None
+
+
+def _interpreter() -> bool:
+    """Whether ``sys.executable`` is a Python interpreter that can run the child: not in
+    a frozen application, nor where an embedding program (a server, an application)
+    is ``sys.executable``, which must not be started again with these arguments."""
+    executable = sys.executable
+    if not executable or getattr(sys, "frozen", False) or not os.path.isfile(executable):
+        return False
+    return Path(executable).name.lower().startswith(("python", "pypy"))
 
 
 def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
