@@ -271,3 +271,24 @@ def test_the_default_prompt_is_langchains() -> None:
     options = eventmem.SummaryBufferOptions(llm=fake_chat_openai("gpt-4o"))
     assert options.prompt_sha256 == hashlib.sha256(SUMMARY_PROMPT.template.encode()).hexdigest()
     assert options.recorded_llm == "FakeChatOpenAI:gpt-4o"
+
+
+@pytest.mark.anyio
+async def test_a_limit_below_the_empty_buffer_prunes_all_where_langchain_raises(
+    target: str,
+) -> None:
+    """Documented in docs/langchain.md: LangChain pops from an empty list."""
+    ref = reference(
+        Config("gpt-4o", 2, True, "Human", "AI", "history", "input", "output"),
+        "system",
+        fake_chat_openai("gpt-4o"),
+    )
+    with pytest.raises(IndexError):
+        ref.save_context({"input": "hi"}, {"output": "hello"})
+    async with eventmem.open(target) as store:
+        memory = store.summary_buffer("s", llm=fake_chat_openai("gpt-4o"), max_token_limit=2)
+        await memory.asave_context({"input": "hi"}, {"output": "hello"})
+        assert await memory.achat_messages() == []
+        summary = await memory.amoving_summary_buffer()
+        assert summary
+        assert await memory.amessages() == [eventmem.Message(role="system", content=summary)]
