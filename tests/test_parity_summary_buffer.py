@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 from langchain_classic.memory import ConversationSummaryBufferMemory
 from langchain_classic.memory.prompt import SUMMARY_PROMPT
@@ -60,6 +60,15 @@ class Models:
     @property
     def prompts(self) -> list[str]:
         return [prompt for llm in self.used for prompt in llm.prompts]
+
+
+def note(before: int, after: int, summary: str) -> None:
+    """Label the example for ``--hypothesis-show-statistics``: did saves summarise?"""
+    if currently_in_test_context():
+        if after > before:
+            event("a save summarised" + (" onto a summary" if before else ""))
+        if after > before and not summary:
+            event("a summary was empty")
 
 
 def reference(config: Config, role: str, llm: Any) -> Any:
@@ -116,8 +125,10 @@ async def run_async(
         mem = store.summary_buffer(session, **options(config, role, llm))
         for i, op in enumerate(ops):
             if isinstance(op, Save):
+                before = len(refs.prompts)
                 await ref.asave_context(op.inputs(config), op.outputs(config))
                 await mem.asave_context(op.inputs(config), op.outputs(config))
+                note(before, len(refs.prompts), ref.moving_summary_buffer)
                 writes += 1
             elif isinstance(op, Clear):
                 await ref.aclear()
@@ -160,8 +171,10 @@ def run_sync(target: str, session: str, config: Config, role: str, ops: Sequence
         mem = store.summary_buffer(session, **options(config, role, llm))
         for i, op in enumerate(ops):
             if isinstance(op, Save):
+                before = len(refs.prompts)
                 ref.save_context(op.inputs(config), op.outputs(config))
                 mem.save_context(op.inputs(config), op.outputs(config))
+                note(before, len(refs.prompts), ref.moving_summary_buffer)
                 writes += 1
             elif isinstance(op, Clear):
                 ref.clear()
