@@ -509,7 +509,7 @@ async def build_store(
     }
 
 
-def calibration() -> dict[str, float]:
+def calibration() -> dict[str, Any]:
     """How fast (loaded) the machine is right now, in the units of DESIGN.md's
     performance notes: tiktoken encoding a plain 120-word turn (noted ~18 µs there) and a
     raw sqlite3 INSERT+COMMIT in WAL with synchronous=NORMAL (noted ~17 µs), plus the
@@ -546,7 +546,7 @@ def calibration() -> dict[str, float]:
         inserts.append((time.perf_counter() - t0) / 300 * 1e6)
     conn.close()
     loads = os.getloadavg()
-    result = {
+    result: dict[str, Any] = {
         "tiktoken_plain_120_words_us": median(samples),
         "sqlite_insert_commit_us": median(inserts),
         "loadavg_1min": loads[0],
@@ -554,20 +554,17 @@ def calibration() -> dict[str, float]:
     }
     _RUN["calibration"] = result
     state = machine_state()
+    verdicts = (
+        "calm"
+        if state["calm"]
+        else "busy (" + "; ".join(state["reasons"]) + "): no verdict will be given"
+    )
     print(
-        "calibration: tiktoken 120 plain words {:.0f} µs (DESIGN.md: ~{:.0f}), sqlite3 "
-        "INSERT+COMMIT {:.0f} µs (~{:.0f}), load average {:.2f} {:.2f} {:.2f} "
-        "on {} CPUs: {}".format(
-            result["tiktoken_plain_120_words_us"],
-            REFERENCE_TIKTOKEN_US,
-            result["sqlite_insert_commit_us"],
-            REFERENCE_SQLITE_US,
-            *loads,
-            os.cpu_count(),
-            "calm"
-            if state["calm"]
-            else "busy (" + "; ".join(state["reasons"]) + "): no verdict will be given",
-        ),
+        f"calibration: tiktoken 120 plain words {result['tiktoken_plain_120_words_us']:.0f} µs"
+        f" (DESIGN.md: ~{REFERENCE_TIKTOKEN_US:.0f}), sqlite3 INSERT+COMMIT"
+        f" {result['sqlite_insert_commit_us']:.0f} µs (~{REFERENCE_SQLITE_US:.0f}), load"
+        f" average {loads[0]:.2f} {loads[1]:.2f} {loads[2]:.2f} on {os.cpu_count()} CPUs:"
+        f" {verdicts}",
         flush=True,
     )
     return result

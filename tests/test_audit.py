@@ -396,3 +396,57 @@ async def test_fold_of_events_equals_every_stored_projection(store: eventmem.Sto
     for session in await store.sessions():
         events = [e.data async for e in store.events(session)]
         assert fold(events).messages == await store.messages(session)
+
+
+# -- messages that do not decode, under a chain made to verify ------------------------
+
+
+async def _forge_first_message(target: str, turns: int, role: bytes) -> None:
+    """Give the session's first event a message of another ``role`` and chain the whole
+    session (and its head) again: only decoding the message can tell."""
+    from eventmem.events import GENESIS_HASH, chain_hash
+
+    async with eventmem.open(target) as store:
+        memory = store.token_buffer("forged", max_token_limit=30)
+        for t in range(turns):
+            await memory.asave_context({"input": f"question {t}"}, {"output": f"answer {t}"})
+    with raw_database(target) as raw:
+        raw.allow_tampering()
+        rows = raw.execute(
+            "SELECT position, recorded_at, data FROM events WHERE session_id = 'forged'"
+            " ORDER BY position"
+        )
+        previous = GENESIS_HASH
+        for position, recorded_at, data in rows:
+            data = bytes(data.encode() if isinstance(data, str) else data)
+            if position == 1:
+                data = data.replace(b'"role":"human"', b'"role":' + role, 1)
+            previous = chain_hash(previous, "forged", position, recorded_at, data)
+            raw.execute(
+                "UPDATE events SET data = ?, hash = ? WHERE session_id = 'forged' AND position = ?",
+                (data.decode(), previous, position),
+            )
+        raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 'forged'", (previous,))
+        raw.restore_triggers()
+
+
+async def test_a_visible_message_that_does_not_decode_is_reported(target: str) -> None:
+    await _forge_first_message(target, turns=1, role=b'"robot"')
+    async with eventmem.open(target) as store:
+        report = await store.verify()
+        single = await store.verify_session("forged")
+    assert [(p.session_id, p.position, p.kind) for p in report.problems] == [
+        ("forged", 1, "undecodable")
+    ]
+    assert [(p.position, p.kind) for p in single.problems] == [(1, "undecodable")]
+
+
+async def test_a_pruned_message_that_does_not_decode_is_for_verify_session(target: str) -> None:
+    """verify folds with the messages left as JSON and decodes the ones a load would:
+    a forged, re-chained message the buffer no longer holds is found by verify_session,
+    which decodes every message of its session."""
+    await _forge_first_message(target, turns=6, role=b'"robot"')
+    async with eventmem.open(target) as store:
+        assert (await store.verify()).ok
+        single = await store.verify_session("forged")
+    assert [(p.position, p.kind) for p in single.problems] == [(1, "undecodable")]

@@ -112,3 +112,20 @@ async def test_the_folds_of_an_import_hold_no_text(store: eventmem.Store) -> Non
     assert [e.message.content for e in fold.buffer.entries] == ["", ""]
     assert [e.message.role for e in fold.buffer.entries] == ["human", "ai"]
     assert [(e.position, e.index) for e in fold.buffer.entries] == [(4, 0), (4, 1)]
+
+
+@pytest.mark.parametrize("hot", [1, 3])
+async def test_folds_beyond_the_hot_ones_wait_on_disk_and_come_back(
+    store: eventmem.Store, hot: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More sessions than the import keeps folds of in memory, interleaved so each one
+    leaves and comes back many times: the projections are those of a plain fold."""
+    monkeypatch.setattr(importing, "_HOT_SESSIONS", hot)
+    per_session = [session_lines([TURN, TURN, CLEAR, TURN, TURN], f"s{s}") for s in range(7)]
+    events = [line for turn in zip(*per_session, strict=True) for line in turn]
+    assert await store.import_events([HEADER, *events, end(len(events))]) == (7, 35)
+    report = await store.verify()
+    assert report.ok, report.problems
+    assert report.sessions == 7
+    for s in range(7):
+        assert len(await store.messages(f"s{s}")) == 4

@@ -11,9 +11,12 @@ and then rolled back with the rest when its error is raised on the connection's 
 
 from __future__ import annotations
 
+import pickle
 import queue
+import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -35,6 +38,70 @@ _BATCH_ROWS = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
 _AHEAD = 4
 _STOP_WAIT = 1.0  # seconds
+# Folds kept in memory; those of sessions read longer ago wait, pickled, in a temporary
+# file until their session comes back or the import ends: a file of any number of
+# sessions costs at most this many folds' memory (each ~1.6 KiB with a short buffer).
+_HOT_SESSIONS = 20_000
+
+
+class _Folds:
+    """The import's session folds: the ``_HOT_SESSIONS`` read most recently in memory,
+    the others pickled into a temporary database (deleted when closed)."""
+
+    def __init__(self) -> None:
+        self._hot: OrderedDict[str, SessionFold] = OrderedDict()
+        self._cold: sqlite3.Connection | None = None
+        self.count = 0
+
+    def get(self, session_id: str) -> SessionFold | None:
+        """The session's fold, if it was seen."""
+        fold = self._hot.get(session_id)
+        if fold is not None:
+            self._hot.move_to_end(session_id)
+            return fold
+        if self._cold is None:
+            return None
+        row = self._cold.execute(
+            "SELECT fold FROM folds WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        self._cold.execute("DELETE FROM folds WHERE session_id = ?", (session_id,))
+        fold = pickle.loads(row[0])
+        assert isinstance(fold, SessionFold)
+        self._keep(session_id, fold)
+        return fold
+
+    def add(self, session_id: str, fold: SessionFold) -> None:
+        """A new session's fold."""
+        self.count += 1
+        self._keep(session_id, fold)
+
+    def _keep(self, session_id: str, fold: SessionFold) -> None:
+        self._hot[session_id] = fold
+        if len(self._hot) > _HOT_SESSIONS:
+            if self._cold is None:
+                # "": a private on-disk database of SQLite's, removed when closed
+                self._cold = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+                self._cold.execute("CREATE TABLE folds (session_id TEXT PRIMARY KEY, fold BLOB)")
+            oldest, cold = self._hot.popitem(last=False)
+            self._cold.execute(
+                "INSERT INTO folds VALUES (?, ?)",
+                (oldest, pickle.dumps(cold, protocol=pickle.HIGHEST_PROTOCOL)),
+            )
+
+    def items(self) -> Iterator[tuple[str, SessionFold]]:
+        """Every fold (those on disk one at a time)."""
+        yield from self._hot.items()
+        if self._cold is not None:
+            for session_id, data in self._cold.execute("SELECT session_id, fold FROM folds"):
+                yield session_id, pickle.loads(data)
+
+    def close(self) -> None:
+        """Remove the temporary database."""
+        if self._cold is not None:
+            self._cold.close()
+            self._cold = None
 
 
 class _Batch(NamedTuple):
@@ -54,7 +121,7 @@ class _Reading(threading.Thread):
 
     def __init__(self, reader: ExportReader) -> None:
         super().__init__(name="eventmem-import-reader", daemon=True)
-        self.folds: dict[str, SessionFold] = {}
+        self.folds = _Folds()
         self._reader = reader
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
         self._stopping = threading.Event()
@@ -69,7 +136,8 @@ class _Reading(threading.Thread):
                 session_id = item.session_id
                 fold = self.folds.get(session_id)
                 if fold is None:
-                    fold = self.folds[session_id] = SessionFold(session_id, skeleton=True)
+                    fold = SessionFold(session_id, skeleton=True)
+                    self.folds.add(session_id, fold)
                     batch.new_sessions.append((number, session_id))
                 digest = bytes.fromhex(item.hash)
                 problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
@@ -145,14 +213,16 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
             for batch in reading.batches():
                 _refuse_existing(conn, batch.new_sessions)
                 written += _insert_events(conn, batch.rows)
+            for session_id, fold in reading.folds.items():
+                conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
+                conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                checkpoints.delete_index(conn, session_id)
+                write_projection(conn, fold)
         finally:
             reading.stop()
-        for session_id, fold in reading.folds.items():
-            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
-            checkpoints.delete_index(conn, session_id)
-            write_projection(conn, fold)
-        return len(reading.folds), written
+            if not reading.is_alive():  # (else it goes with the thread, which may use it)
+                reading.folds.close()
+        return reading.folds.count, written
 
     with conn.bulk_cache():
         return write_transaction(conn, body)

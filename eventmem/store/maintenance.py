@@ -193,7 +193,8 @@ def _check_projection(
     stored_index: IndexRows,
     refold: Callable[[str], SessionFold] | None = None,
 ) -> Problem | None:
-    """The projection finding of one session, given its stored rows (`_stored_rows`)."""
+    """The projection finding of one session, given its stored rows (read for every
+    session at once by `_stored_views` and `checkpoints.read_every_index`)."""
     version = fold.state.version
     if stored_head is None:
         return Problem(
