@@ -294,21 +294,27 @@ def _rechained(lines: list[bytes], change: Callable[[Any], Any]) -> list[bytes]:
     """The export with ``change`` applied to each summary event and the chain recomputed,
     so only the summary's content can be wrong."""
     header, *events, end = lines
-    out, previous = [header], GENESIS_HASH
+    out, previous = [header], dict[str, bytes]()
     for raw in events:
         entry = msgspec.json.decode(raw, type=ExportLine)
         event = decode_event(bytes(entry.data))
         if isinstance(event, eventmem.SummaryRecorded):
             event = change(event)
         data = encode_event(event)
-        digest = chain_hash(previous, entry.session_id, entry.position, entry.recorded_at, data)
+        digest = chain_hash(
+            previous.get(entry.session_id, GENESIS_HASH),
+            entry.session_id,
+            entry.position,
+            entry.recorded_at,
+            data,
+        )
         out.append(
             export_line(
                 entry.session_id, entry.position, entry.recorded_at, entry.kind, data, digest
             )
             + b"\n"
         )
-        previous = digest
+        previous[entry.session_id] = digest
     return [*out, end]
 
 
@@ -472,3 +478,54 @@ async def test_two_memories_of_one_session_see_each_others_summaries(target: str
         assert await first.amoving_summary_buffer() == ""
         await first.asave_context(*EXCHANGES[5])
         assert await second.abuffer() == await first.abuffer()
+
+
+@pytest.mark.parametrize("hot", [1, 2])
+async def test_an_import_checks_summaries_across_folds_kept_on_disk(
+    backend: str, target: str, tmp_path: Any, hot: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions interleaved line by line, with fewer folds in memory than sessions: a
+    fold leaves for disk between a turn and its summary, and comes back to check it."""
+    from eventmem.store import importing
+
+    async with eventmem.open(target) as store:
+        for name in ("a", "b", "c"):
+            await _fill(store.summary_buffer(name, llm=Counting(), max_token_limit=50), 6)
+        header, *events, _ = [line async for line in store.export()]
+    end = msgspec.json.encode({"end": "eventmem-export", "events": len(events)}) + b"\n"
+    monkeypatch.setattr(importing, "_HOT_SESSIONS", hot)
+    for lines, refused in (
+        (events, False),
+        (_rechained([header, *events, end], _FORGERY)[1:-1], True),
+    ):
+        with fresh_target(backend, tmp_path) as copy:
+            async with eventmem.open(copy) as store:
+                file = [header, *_interleaved(lines), end]
+                if refused:
+                    with pytest.raises(eventmem.ImportRefusedError, match="summary names"):
+                        await store.import_events(file)
+                    assert await store.count_events() == 0
+                    continue
+                assert await store.import_events(file) == (3, len(events))
+                report = await store.verify()
+                assert report.ok, report.problems
+                for name in ("a", "b", "c"):
+                    memory = store.summary_buffer(name, llm=Counting(fail=AssertionError()))
+                    assert await memory.amoving_summary_buffer()
+
+
+def _interleaved(lines: list[bytes]) -> list[bytes]:
+    """The sessions' lines taken one from each in turn (each session's in its order)."""
+    by_session: dict[str, list[bytes]] = {}
+    for raw in lines:
+        session = msgspec.json.decode(raw, type=ExportLine).session_id
+        by_session.setdefault(session, []).append(raw)
+    return [
+        line
+        for group in itertools.zip_longest(*by_session.values())
+        for line in group
+        if line is not None
+    ]
+
+
+_FORGERY = FORGERIES["first-position"]  # one only the fold of the pruned positions finds
