@@ -11,7 +11,14 @@ model sees is a projection of the log, pruned oldest-first to ``max_token_limit`
 """
 
 from eventmem._opening import Opening, open
-from eventmem._options import AgentBufferArgs, AgentBufferOptions, BufferArgs, BufferOptions
+from eventmem._options import (
+    AgentBufferArgs,
+    AgentBufferOptions,
+    BufferArgs,
+    BufferOptions,
+    SummaryBufferArgs,
+    SummaryBufferOptions,
+)
 from eventmem.anchors import Anchor, AnchoredHead, AnchorKey
 from eventmem.api import Store
 from eventmem.audit import Problem, VerifyReport
@@ -36,6 +43,7 @@ from eventmem.errors import (
     RebuildRefusedError,
     SchemaVersionError,
     StorageError,
+    SummarizerError,
     SyncInAsyncContextError,
     UnknownModelError,
     UnprotectedLogError,
@@ -53,6 +61,7 @@ from eventmem.events import (
     PruneMode,
     StepRecorded,
     StoredEvent,
+    SummaryRecorded,
     TurnSaved,
 )
 from eventmem.history import History, HistoryArgs, HistoryOptions
@@ -70,10 +79,12 @@ from eventmem.messages import (
 from eventmem.providers import Provider
 from eventmem.steps import Action
 from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
+from eventmem.summary import SummaryBufferMemory
 from eventmem.sync import (
     SyncAgentTokenBufferMemory,
     SyncHistory,
     SyncStore,
+    SyncSummaryBufferMemory,
     SyncTokenBufferMemory,
     connect,
 )
@@ -140,10 +151,16 @@ __all__ = [
     "Store",
     "StoreStats",
     "StoredEvent",
+    "SummarizerError",
+    "SummaryBufferArgs",
+    "SummaryBufferMemory",
+    "SummaryBufferOptions",
+    "SummaryRecorded",
     "SyncAgentTokenBufferMemory",
     "SyncHistory",
     "SyncInAsyncContextError",
     "SyncStore",
+    "SyncSummaryBufferMemory",
     "SyncTokenBufferMemory",
     "TokenBufferMemory",
     "TokenCounter",

@@ -15,9 +15,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Generic, TypedDict, TypeVar
 
+from eventmem._summarizer import (
+    SUMMARY_TEMPLATE,
+    check_model,
+    model_name,
+    prompt_digest,
+    prompt_template,
+)
 from eventmem.errors import InvalidInputError
 from eventmem.events import PruneMode
-from eventmem.messages import Message
+from eventmem.messages import Message, Role, check_text
 from eventmem.rules import check_limit
 from eventmem.tokens import TokenCounter, resolve_counter
 
@@ -28,6 +35,8 @@ __all__ = [
     "BufferOptions",
     "Mirror",
     "Option",
+    "SummaryBufferArgs",
+    "SummaryBufferOptions",
 ]
 
 T = TypeVar("T")
@@ -117,6 +126,56 @@ class AgentBufferOptions(BufferOptions):
             raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {self.prune!r}")
 
 
+_SUMMARY_ROLES = ("system", "human", "ai")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SummaryBufferOptions(BufferOptions):
+    """The options of a summary buffer (``ConversationSummaryBufferMemory``'s): those of
+    [`BufferOptions`][eventmem.BufferOptions], and the summariser's.
+
+    ``llm`` summarises the messages a save prunes: a LangChain model or runnable (it is
+    called with ``ainvoke(prompt)``), or a function of the prompt text returning the
+    summary, sync (run in a worker thread) or async. ``prompt`` is the template, with
+    the variables ``{summary}`` and ``{new_lines}`` (a str, or an f-string LangChain
+    ``PromptTemplate``); the default is LangChain's ``SUMMARY_PROMPT``. ``summary_role``
+    is the role of the summary message that begins the buffer (LangChain's
+    ``summary_message_cls``: ``SystemMessage`` is ``"system"``). ``llm_name`` is how each
+    summary event names the model (default: from ``llm``, e.g. ``ChatOpenAI:gpt-4o``).
+
+    Built from those fields, ``template`` is the prompt's text, ``prompt_sha256`` its
+    digest and ``recorded_llm`` the model's name, as each summary event records them.
+    Tokens are counted by ``model`` / ``token_counter``, as in a token buffer (LangChain
+    counts with ``llm.get_num_tokens_from_messages``: for ``ChatOpenAI(model=M)`` give
+    ``model=M``).
+    """
+
+    llm: Any = None
+    prompt: Any = SUMMARY_TEMPLATE
+    summary_role: Role = "system"
+    llm_name: str | None = None
+    template: str = dataclasses.field(init=False, repr=False, compare=False)
+    prompt_sha256: str = dataclasses.field(init=False, repr=False, compare=False)
+    recorded_llm: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model(self.llm)
+        template = prompt_template(self.prompt)
+        object.__setattr__(self, "template", template)
+        object.__setattr__(self, "prompt_sha256", prompt_digest(template))
+        if self.summary_role not in _SUMMARY_ROLES:
+            raise InvalidInputError(
+                f"summary_role must be one of {_SUMMARY_ROLES}, got {self.summary_role!r}"
+            )
+        name = model_name(self.llm) if self.llm_name is None else self.llm_name
+        _check_str("llm_name", name)
+        check_text(name, "llm_name")
+        if not name:
+            raise InvalidInputError("llm_name must not be empty")
+        object.__setattr__(self, "recorded_llm", str.__str__(name))
+
+
 class BufferArgs(TypedDict, total=False):
     """The keyword arguments of ``token_buffer``: the fields of
     [`BufferOptions`][eventmem.BufferOptions], which holds their defaults."""
@@ -139,6 +198,17 @@ class AgentBufferArgs(BufferArgs, total=False):
     intermediate_steps_key: str
     format_as_tools: bool
     prune: PruneMode
+
+
+class SummaryBufferArgs(BufferArgs, total=False):
+    """The keyword arguments of ``summary_buffer``: the fields of
+    [`SummaryBufferOptions`][eventmem.SummaryBufferOptions], which holds their defaults
+    (``llm`` has none: it is required)."""
+
+    llm: Any
+    prompt: Any
+    summary_role: Role
+    llm_name: str | None
 
 
 class Option(Generic[T]):

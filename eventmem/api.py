@@ -18,6 +18,8 @@ from eventmem._options import (
     BufferArgs,
     BufferOptions,
     Mirror,
+    SummaryBufferArgs,
+    SummaryBufferOptions,
 )
 from eventmem.anchors import Anchor, AnchoredHead, AnchorKey, sign_heads, signature_ok
 from eventmem.audit import (
@@ -46,6 +48,7 @@ from eventmem.providers import PROVIDERS, Provider, rejection
 from eventmem.rules import check_limit, stored_time, validate_session_id
 from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
 from eventmem.store.reads import SESSION_ORDERS
+from eventmem.summary import SummaryBufferMemory
 from eventmem.tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
@@ -92,6 +95,19 @@ class Store:
         session_id = validate_session_id(session_id)
         return AgentTokenBufferMemory(self._backend, session_id, AgentBufferOptions(**options))
 
+    def summary_buffer(
+        self, session_id: str, **options: Unpack[SummaryBufferArgs]
+    ) -> SummaryBufferMemory:
+        """A ``ConversationSummaryBufferMemory``-compatible memory for ``session_id``:
+        the token buffer, plus a running summary (made by ``llm``) of what it pruned.
+
+        The options and their defaults are those of
+        [`SummaryBufferOptions`][eventmem.SummaryBufferOptions]; ``llm`` is required.
+        Each summary is an event of the session; the summarised messages stay in the log.
+        """
+        session_id = validate_session_id(session_id)
+        return SummaryBufferMemory(self._backend, session_id, SummaryBufferOptions(**options))
+
     def history(self, session_id: str, **options: Unpack[HistoryArgs]) -> History:
         """The general history of ``session_id``: any messages appended as events, and a
         token-bounded view of them.
@@ -110,13 +126,19 @@ class Store:
         self, session_id: str, options: AgentBufferOptions
     ) -> AgentTokenBufferMemory: ...
     @overload
+    def _memory(  # type: ignore[overload-overlap]  # the subclass's own memory
+        self, session_id: str, options: SummaryBufferOptions
+    ) -> SummaryBufferMemory: ...
+    @overload
     def _memory(self, session_id: str, options: BufferOptions) -> TokenBufferMemory: ...
     def _memory(
         self, session_id: str, options: BufferOptions
-    ) -> TokenBufferMemory | AgentTokenBufferMemory:
+    ) -> TokenBufferMemory | AgentTokenBufferMemory | SummaryBufferMemory:
         """The memory that ``options`` (already checked) describe, for the adapters."""
         if isinstance(options, AgentBufferOptions):
             return AgentTokenBufferMemory(self._backend, session_id, options)
+        if isinstance(options, SummaryBufferOptions):
+            return SummaryBufferMemory(self._backend, session_id, options)
         return TokenBufferMemory(self._backend, session_id, options)
 
     async def events(self, session_id: str, *, after: int = 0) -> AsyncIterator[StoredEvent]:

@@ -24,7 +24,7 @@ from eventmem._export_format import (
     max_line_bytes,
 )
 from eventmem.checkpoint_index import CheckpointIndex
-from eventmem.errors import EventmemError, InvalidInputError
+from eventmem.errors import CorruptDatabaseError, EventmemError, InvalidInputError
 from eventmem.events import (
     CheckpointSaved,
     CheckpointsDeleted,
@@ -34,6 +34,7 @@ from eventmem.events import (
     MessagesAppended,
     MessagesRetracted,
     StepRecorded,
+    SummaryRecorded,
     TurnSaved,
     chain_hash,
     check_event,
@@ -133,6 +134,7 @@ _decode_stored = msgspec.json.Decoder(
     | MessagesAppended
     | MemoryCleared
     | MessagesRetracted
+    | SummaryRecorded
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -160,11 +162,31 @@ def _as_message(message: Message | msgspec.Raw) -> Message:
     return message
 
 
-class _FoldBuffer(MemoryBuffer):
+class _PruneNoting(MemoryBuffer):
+    """A `SessionFold`'s buffer: it notes the position of the event holding each message
+    it prunes (``dropped``, newest last; `SessionFold` empties it now and then), for the
+    summaries' checks."""
+
+    def __init__(self, session_id: str = "") -> None:
+        super().__init__(session_id)
+        self.dropped: list[int] = []
+
+    def drop_oldest(self) -> None:
+        """`MemoryBuffer.drop_oldest` (inline: once a message), noting the position."""
+        state, entries = self.state, self.entries
+        if 0 <= state.pinned < state.watermark:
+            entry = entries[1]
+            del entries[1]
+        else:
+            entry = entries.popleft()
+        state.total_tokens -= entry.tokens
+        state.watermark += 1
+        self.dropped.append(entry.position)
+
+
+class _FoldBuffer(_PruneNoting):
     """The buffer of a `SessionFold`: its messages may still be stored JSON
     (``msgspec.Raw``), decoded where the fold reads them."""
-
-    __slots__ = ()
 
     def visible(self) -> list[Message]:
         """The visible messages, decoded (the pair-safe rule reads them)."""
@@ -178,7 +200,7 @@ class _FoldBuffer(MemoryBuffer):
 IndexRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
-class _SkeletonBuffer(MemoryBuffer):
+class _SkeletonBuffer(_PruneNoting):
     """A fold's buffer that keeps of each message only what the fold itself reads (its
     role and the ids that pair tool calls with results), not its text: an import folds
     every session of a file at once, so its memory is the sessions' count times their
@@ -270,7 +292,16 @@ class FoldOutcome(msgspec.Struct, frozen=True):
 class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
-    __slots__ = ("broken", "buffer", "checkpoints", "last_kind", "session_id", "trusted")
+    __slots__ = (
+        "broken",
+        "buffer",
+        "checkpoints",
+        "digests",
+        "keep_digests",
+        "last_kind",
+        "session_id",
+        "trusted",
+    )
 
     def __init__(self, session_id: str, *, trusted: bool = False, skeleton: bool = False) -> None:
         """``trusted``: the events come from this store (their messages were validated
@@ -280,11 +311,15 @@ class SessionFold:
         self.session_id = session_id
         self.trusted = trusted
         self.last_kind = ""
-        self.buffer: MemoryBuffer = (
+        self.buffer: _PruneNoting = (
             _SkeletonBuffer(session_id) if skeleton else _FoldBuffer(session_id)
         )
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
+        # The chain hashes of the events holding visible messages (and a few more, up to
+        # keep_digests): what a summary is checked by, with the buffer's ``dropped``.
+        self.digests: dict[int, bytes] = {}
+        self.keep_digests = 64
 
     @property
     def state(self) -> HeadState:
@@ -382,10 +417,53 @@ class SessionFold:
 
     def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
         """Apply an already checked event."""
-        apply(self.buffer, event, position)
-        if type(event) in _CHECKPOINT_EVENTS:
-            self.checkpoints.apply(event, position)
-        self.buffer.state.chain(position, recorded_at, digest)
+        buffer = self.buffer
+        kind = type(event)
+        if kind is SummaryRecorded:
+            apply(buffer, event, position)  # checks the seqs it covers
+            self._check_summary(event)  # type: ignore[arg-type]  # (the type is checked)
+        else:
+            digests = self.digests
+            if len(digests) > self.keep_digests:
+                self._forget_digests()  # before the event: what it prunes stays known
+                digests = self.digests
+            apply(buffer, event, position)
+            if kind in _CHECKPOINT_EVENTS:
+                self.checkpoints.apply(event, position)
+            else:
+                digests[position] = digest
+        buffer.state.chain(position, recorded_at, digest)
+
+    def _check_summary(self, event: SummaryRecorded) -> None:
+        """Raise unless the summary names the events, and their hashes, that hold the
+        first and last message its turn pruned (the last ``end_seq - first_seq`` the
+        buffer pruned: the fold checked that the turn right before pruned those seqs)."""
+        count, dropped = event.end_seq - event.first_seq, self.buffer.dropped
+        pruned = (dropped[-count], dropped[-1]) if 0 < count <= len(dropped) else None
+        if pruned != (event.first_position, event.last_position):
+            raise CorruptDatabaseError(
+                f"the summary names positions {event.first_position} to "
+                f"{event.last_position}, but the messages pruned are held at {pruned}"
+            )
+        for what, position, recorded in (
+            ("first", event.first_position, event.first_hash),
+            ("last", event.last_position, event.last_hash),
+        ):
+            held = self.digests.get(position)
+            if held is None or held.hex() != recorded:
+                raise CorruptDatabaseError(
+                    f"the summary's {what}_hash is not the hash of the event at {position}"
+                )
+
+    def _forget_digests(self) -> None:
+        """Keep only the hashes of the events whose messages are visible or held, and
+        forget what was pruned before (a message that leaves the view never comes back;
+        this runs before an event that is not a summary, so no summary will ask)."""
+        buffer = self.buffer
+        keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
+        self.digests = {p: d for p, d in self.digests.items() if p in keep}
+        self.keep_digests = 2 * len(self.digests) + 64
+        buffer.dropped.clear()
 
     def view_rows(self) -> list[ViewRow]:
         """The buffer as ``view_messages`` rows, as the live path writes them: (session,

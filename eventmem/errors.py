@@ -35,6 +35,7 @@ __all__ = [
     "RebuildRefusedError",
     "SchemaVersionError",
     "StorageError",
+    "SummarizerError",
     "SyncInAsyncContextError",
     "UnknownModelError",
     "UnprotectedLogError",
@@ -102,6 +103,12 @@ class RebuildRefusedError(EventmemError):
 
 class ConcurrencyError(EventmemError):
     """A write named an ``expected_version`` the session has already moved past."""
+
+
+class SummarizerError(EventmemError):
+    """A summary buffer's model raised, or answered something other than text, while
+    summarising the messages a save prunes; nothing of the save was written. The
+    model's own exception is the ``__cause__``."""
 
 
 class ClosedError(EventmemError):

@@ -15,6 +15,7 @@ Schema evolution rules (each stored event must decode forever):
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "PruneMode",
     "StepRecorded",
     "StoredEvent",
+    "SummaryRecorded",
     "TurnSaved",
     "Version",
     "chain_hash",
@@ -138,6 +140,33 @@ class MessagesRetracted(EventData, tag="retract", frozen=True, omit_defaults=Tru
     view leave it (and stay in the log)."""
 
     count: int
+
+
+class SummaryRecorded(EventData, tag="summary", frozen=True, omit_defaults=True):
+    """A running summary of the messages a summary-buffer save pruned (LangChain's
+    ``ConversationSummaryBufferMemory``): it follows that save's
+    [`TurnSaved`][eventmem.TurnSaved] at once, in the same write.
+
+    ``summary`` is the new summary, made by the model ``model`` from the prompt whose
+    template has the SHA-256 digest ``prompt_sha256``, the summary in force before
+    (that of the event at position ``previous``; 0: none, the empty summary) and the
+    pruned messages. Those are the buffer's messages numbered ``first_seq`` up to (not
+    including) ``end_seq``: exactly the ones the turn pruned. The first of them is held
+    by the event at ``first_position``, whose chain hash is ``first_hash``; the last by
+    the event at ``last_position``, whose chain hash is ``last_hash`` (hex). The
+    summarised messages stay in the log.
+    """
+
+    summary: str
+    first_seq: int
+    end_seq: int
+    first_position: int
+    last_position: int
+    first_hash: str
+    last_hash: str
+    model: str
+    prompt_sha256: str
+    previous: int = 0
 
 
 # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------------
@@ -240,6 +269,7 @@ Event = (
     | StepRecorded
     | MessagesAppended
     | MessagesRetracted
+    | SummaryRecorded
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -297,6 +327,8 @@ def check_event(event: Event) -> None:
         check_count(event.count, "a retracted count")
         if event.count < 1:
             raise InvalidInputError("a retraction takes at least one message")
+    elif isinstance(event, SummaryRecorded):
+        _check_summary(event)
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         _check_checkpoint_event(event)
     elif isinstance(event, StepRecorded):
@@ -306,6 +338,28 @@ def check_event(event: Event) -> None:
         check_counter_name(event.counter)
         if event.run is not None:
             check_text(event.run, "run")
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_summary(event: SummaryRecorded) -> None:
+    """A summary's text is storable, its range is one, and its digests are SHA-256 hex."""
+    check_text(event.summary, "summary")
+    _check_model(event.model)
+    for what in ("first_seq", "end_seq", "previous"):
+        check_count(getattr(event, what), what)
+    if event.end_seq <= event.first_seq:
+        raise InvalidInputError(
+            f"a summary covers at least one message, not seqs {event.first_seq} to {event.end_seq}"
+        )
+    for what in ("first_position", "last_position"):
+        check_count(getattr(event, what), what)
+        if getattr(event, what) < 1:
+            raise InvalidInputError(f"{what} must be a position (>= 1)")
+    for what in ("first_hash", "last_hash", "prompt_sha256"):
+        if not _HEX_DIGEST.fullmatch(getattr(event, what)):
+            raise InvalidInputError(f"{what} must be a SHA-256 digest in lower-case hex")
 
 
 def _check_checkpoint_event(event: CheckpointEvent) -> None:
@@ -395,6 +449,6 @@ class StoredEvent(msgspec.Struct, frozen=True):
     @property
     def kind(self) -> str:
         """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"``,
-        ``"retract"``, or a LangGraph checkpoint's ``"checkpoint"``, ``"writes"`` and
+        ``"retract"``, ``"summary"``, or a LangGraph checkpoint's ``"checkpoint"``, ``"writes"`` and
         ``"checkpoints_deleted"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

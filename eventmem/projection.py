@@ -10,7 +10,9 @@ rules, and `eventmem._decide` chooses which events a write appends.
 The rules are LangChain's ``ConversationTokenBufferMemory``: a save appends its messages,
 then, while the buffer's token count exceeds the limit in force, the oldest message is
 dropped. A buffer's count is ``overhead + sum(message tokens)``, so pruning needs only
-the counts of the messages it drops.
+the counts of the messages it drops. A summary buffer's
+[`SummaryRecorded`][eventmem.SummaryRecorded] follows its turn: the fold checks it covers
+exactly what that turn pruned and keeps it as the running summary (a clear ends it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from eventmem.events import (
     MessagesAppended,
     MessagesRetracted,
     StepRecorded,
+    SummaryRecorded,
     TurnSaved,
 )
 from eventmem.messages import Message
@@ -105,9 +108,18 @@ _row_of = attrgetter(*HEAD_FIELDS)
 
 
 class Buffer(Protocol):
-    """What ``apply`` needs from a buffer: its head, and its messages by ``seq``."""
+    """What ``apply`` needs from a buffer: its head, and its messages by ``seq``.
+
+    Besides the head, the fold keeps the running summary of a summary buffer (see
+    [`SummaryRecorded`][eventmem.SummaryRecorded]): ``summary`` and the position of the
+    event that made it, ``summary_position`` (0: none); and ``last_prune``, what the last
+    turn pruned: ``(its position, first seq pruned, seq after the last)``.
+    """
 
     state: HeadState
+    summary: str
+    summary_position: int
+    last_prune: tuple[int, int, int] | None
 
     def append(self, message: Message, tokens: int, position: int, index: int) -> None:
         """Add a message at ``next_seq`` and advance it; it is ``messages[index]`` of the
@@ -180,6 +192,9 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         _apply_retract(buffer, event)
     elif isinstance(event, MemoryCleared):
         buffer.drop_all()
+        buffer.summary, buffer.summary_position = "", 0
+    elif isinstance(event, SummaryRecorded):
+        _apply_summary(buffer, event, position)
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         pass  # a LangGraph checkpoint: its own projection (eventmem.checkpoint_index)
     else:  # pragma: no cover - the union is closed
@@ -264,6 +279,26 @@ def _apply_retract(buffer: Buffer, event: MessagesRetracted) -> None:
         buffer.drop_newest()
 
 
+def _apply_summary(buffer: Buffer, event: SummaryRecorded, position: int) -> None:
+    """A summary replaces the one in force; it must cover exactly what the turn right
+    before it pruned, and extend the summary in force."""
+    pruned = buffer.last_prune
+    covered = (position - 1, event.first_seq, event.end_seq)
+    if pruned is None or pruned != covered or event.first_seq >= event.end_seq:
+        what = "nothing" if pruned is None else f"seqs {pruned[1]} to {pruned[2]} at {pruned[0]}"
+        raise CorruptDatabaseError(
+            f"the summary covers seqs {event.first_seq} to {event.end_seq} after position "
+            f"{position - 1}, but the turn before it pruned {what}"
+        )
+    if event.previous != buffer.summary_position:
+        raise CorruptDatabaseError(
+            f"the summary extends the one at position {event.previous}, but the summary in "
+            f"force is at {buffer.summary_position}"
+        )
+    buffer.summary, buffer.summary_position = event.summary, position
+    buffer.last_prune = None
+
+
 def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
     held = buffer.take_pending()
     state = buffer.state
@@ -288,11 +323,13 @@ def _apply_turn(buffer: Buffer, event: TurnSaved, position: int) -> None:
         for index, (message, count) in enumerate(zip(event.messages, event.tokens)):  # noqa: B905
             buffer.append(message, count, position, index)
     limit = event.max_token_limit - state.overhead
+    start = state.watermark
     while state.total_tokens > limit and state.next_seq > state.watermark:
         buffer.drop_oldest()
     if event.prune == "pair_safe":
         for _ in range(orphaned_prefix(buffer.visible())):
             buffer.drop_oldest()
+    buffer.last_prune = (position, start, state.watermark)
 
 
 def orphaned_prefix(messages: Sequence[Message]) -> int:
@@ -387,6 +424,9 @@ class MemoryBuffer:
         self.state = HeadState(session_id)
         self.entries: deque[BufferEntry] = deque()
         self.pending: list[tuple[int, StepRecorded]] = []
+        self.summary = ""  # the running summary of a summary buffer ("" : none)
+        self.summary_position = 0  # the position of the event that made it (0: none)
+        self.last_prune: tuple[int, int, int] | None = None
 
     def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         """Add a message at ``next_seq`` (``messages[index]`` of the event at ``position``)."""

@@ -27,6 +27,8 @@ from eventmem._options import (
     BufferArgs,
     BufferOptions,
     Mirror,
+    SummaryBufferArgs,
+    SummaryBufferOptions,
 )
 from eventmem.anchors import Anchor, AnchorKey
 from eventmem.api import Store
@@ -35,9 +37,10 @@ from eventmem.errors import ClosedError, SyncInAsyncContextError
 from eventmem.events import PruneMode, StoredEvent
 from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
-from eventmem.messages import Message
+from eventmem.messages import Message, Role
 from eventmem.providers import Provider
 from eventmem.store.base import Progress, SessionSummary, StoreStats
+from eventmem.summary import SummaryBufferMemory
 from eventmem.tokens import TokenCounter
 
 if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
@@ -47,6 +50,7 @@ __all__ = [
     "SyncAgentTokenBufferMemory",
     "SyncHistory",
     "SyncStore",
+    "SyncSummaryBufferMemory",
     "SyncTokenBufferMemory",
     "connect",
 ]
@@ -99,12 +103,21 @@ class SyncStore:
             self, self._store.agent_token_buffer(session_id, **options)
         )
 
+    def summary_buffer(
+        self, session_id: str, **options: Unpack[SummaryBufferArgs]
+    ) -> SyncSummaryBufferMemory:
+        """A blocking ``ConversationSummaryBufferMemory``; options as
+        [`Store.summary_buffer`][eventmem.Store.summary_buffer]."""
+        return SyncSummaryBufferMemory(self, self._store.summary_buffer(session_id, **options))
+
     def _memory(
         self, session_id: str, options: BufferOptions
-    ) -> SyncTokenBufferMemory | SyncAgentTokenBufferMemory:
+    ) -> SyncTokenBufferMemory | SyncAgentTokenBufferMemory | SyncSummaryBufferMemory:
         """The blocking memory that ``options`` (already checked) describe."""
         if isinstance(options, AgentBufferOptions):
             return SyncAgentTokenBufferMemory(self, self._store._memory(session_id, options))
+        if isinstance(options, SummaryBufferOptions):
+            return SyncSummaryBufferMemory(self, self._store._memory(session_id, options))
         return SyncTokenBufferMemory(self, self._store._memory(session_id, options))
 
     def history(self, session_id: str, **options: Unpack[HistoryArgs]) -> SyncHistory:
@@ -294,7 +307,7 @@ class SyncStore:
 class _SyncBuffer:
     """Blocking methods shared by both sync memories."""
 
-    memory: TokenBufferMemory | AgentTokenBufferMemory
+    memory: TokenBufferMemory | AgentTokenBufferMemory | SummaryBufferMemory
 
     def __init__(self, store: SyncStore) -> None:
         self._store = store
@@ -387,6 +400,41 @@ class SyncAgentTokenBufferMemory(_SyncBuffer):
             partial(self.memory.arecord_step, expected_version=expected_version),
             action,
             observation,
+        )
+
+
+class SyncSummaryBufferMemory(_SyncBuffer):
+    """Blocking twin of [`SummaryBufferMemory`][eventmem.SummaryBufferMemory]
+    (LangChain's sync API: ``save_context`` prunes and summarises)."""
+
+    memory: SummaryBufferMemory
+    llm = Mirror[Any]("memory")
+    prompt = Mirror[Any]("memory")
+    summary_role = Mirror[Role]("memory")
+
+    def __init__(self, store: SyncStore, memory: SummaryBufferMemory) -> None:
+        super().__init__(store)
+        self.memory = memory
+
+    @property
+    def moving_summary_buffer(self) -> str:
+        """The running summary (``""``: none), read from the store."""
+        return self._store._call("moving_summary_buffer", self.memory.amoving_summary_buffer)
+
+    @property
+    def buffer(self) -> str | list[Message]:
+        """The buffer as ``load_memory_variables`` returns it (LangChain's ``buffer``)."""
+        return self._store._call("buffer", self.memory.abuffer)
+
+    def chat_messages(self) -> list[Message]:
+        """The buffer's messages without the summary (LangChain's ``chat_memory``)."""
+        return self._store._call("chat_messages", self.memory.achat_messages)
+
+    def predict_new_summary(self, messages: list[Message], existing_summary: str) -> str:
+        """Ask the model for a new summary (see
+        [`SummaryBufferMemory.apredict_new_summary`][eventmem.SummaryBufferMemory.apredict_new_summary])."""
+        return self._store._call(
+            "predict_new_summary", self.memory.apredict_new_summary, messages, existing_summary
         )
 
 

@@ -68,12 +68,17 @@ def _canonical(message: Message) -> str:
 
 async def _mixed_store(db: Path) -> None:
     """Conversation turns, clears, live and saved agent steps with tool calls (pair-safe
-    pruning), non-ASCII text."""
+    pruning), non-ASCII text, a summary buffer's summaries."""
     async with eventmem.open(db) as store:
         await _populate(store, sessions=2, turns=9)
         chat = store.token_buffer("unicode", max_token_limit=60)
         for t in range(8):
             await chat.asave_context({"input": f"café {t} 📦 \u2028"}, {"output": f'"{t}"\\'})
+        summarised = store.summary_buffer(
+            "summary", llm=lambda p: f"sum {len(p)} ✓", max_token_limit=40
+        )
+        for t in range(8):
+            await summarised.asave_context({"input": f"question {t} " * t}, {"output": f"é {t}"})
 
 
 def test_the_stored_union_covers_every_event_kind() -> None:
@@ -86,6 +91,7 @@ def test_the_stored_union_covers_every_event_kind() -> None:
         eventmem.MessagesAppended,
         MemoryCleared,
         eventmem.MessagesRetracted,
+        eventmem.SummaryRecorded,
         eventmem.CheckpointSaved,
         eventmem.CheckpointWritesSaved,
         eventmem.CheckpointsDeleted,

@@ -12,12 +12,14 @@ import pytest
 from eventmem.events import (
     GENESIS_HASH,
     MemoryCleared,
+    SummaryRecorded,
     TurnSaved,
     chain_hash,
     decode_event,
     encode_event,
 )
 from eventmem.messages import Message, ToolCall
+from eventmem.projection import fold
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -62,3 +64,19 @@ def test_the_chain_hash_follows_the_documented_recipe() -> None:
     ).digest()
     assert chain_hash(GENESIS_HASH, "s", 1, 1700000000000000, data) == expected
     assert chain_hash(expected, "s", 2, 1700000000000000, data) != expected
+
+
+def test_a_summary_buffers_events_as_first_written_still_decode() -> None:
+    """Two turns and the summary of what the second pruned, as the first version with
+    summary buffers wrote them."""
+    lines = (FIXTURES / "events_summary_buffer.jsonl").read_bytes().splitlines()
+    events = [decode_event(line) for line in lines]
+    assert [type(e) for e in events] == [TurnSaved, TurnSaved, SummaryRecorded]
+    summary = events[2]
+    assert isinstance(summary, SummaryRecorded)
+    assert (summary.first_seq, summary.end_seq, summary.previous) == (0, 2, 0)
+    assert (summary.first_position, summary.last_position) == (1, 1)
+    assert summary.model == "answer_for"
+    assert len(summary.first_hash) == len(summary.prompt_sha256) == 64
+    assert fold(events).summary == summary.summary
+    assert [encode_event(e) for e in events] == lines

@@ -149,3 +149,23 @@ async def test_a_forged_old_style_row_is_found(schema4_store: str) -> None:
         assert [(p.session_id, p.kind) for p in report.problems] == [
             ("chat", "projection_mismatch")
         ]
+
+
+async def test_a_summary_buffer_prunes_rows_from_before_schema_5(schema4_store: str) -> None:
+    """A row from schema 4 holds its message but not the event holding it: the summary of
+    a save that prunes such rows still names the right positions and hashes."""
+    async with eventmem.open(schema4_store) as store:
+        view = await store.messages("chat")
+        memory = store.summary_buffer("chat", llm=lambda prompt: "so far", max_token_limit=120)
+        await memory.asave_context({"input": "one more question"}, {"output": "one more answer"})
+        events = [e async for e in store.events("chat")]
+        summary = events[-1].data
+        assert isinstance(summary, eventmem.SummaryRecorded)
+        turns = {e.position: e for e in events if isinstance(e.data, eventmem.TurnSaved)}
+        first = turns[summary.first_position]
+        assert isinstance(first.data, eventmem.TurnSaved)
+        assert first.data.messages[0] == view[0] or first.data.messages[1] == view[0]
+        assert summary.first_hash == first.hash
+        assert summary.last_hash == events[summary.last_position - 1].hash
+        assert (await store.verify()).ok
+        assert await memory.amoving_summary_buffer() == "so far"

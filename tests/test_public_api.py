@@ -30,6 +30,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "rules",
         "store",
         "steps",
+        "summary",
         "sync",
         "timeline",
         "tokens",
@@ -137,6 +138,7 @@ def test_open_returns_a_public_type() -> None:
     [
         (eventmem.BufferOptions, eventmem.BufferArgs),
         (eventmem.AgentBufferOptions, eventmem.AgentBufferArgs),
+        (eventmem.SummaryBufferOptions, eventmem.SummaryBufferArgs),
     ],
 )
 def test_the_keyword_types_name_exactly_the_options(options: type, args: type) -> None:

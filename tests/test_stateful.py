@@ -1,6 +1,7 @@
-"""Random sequences of saves, live steps, clears, reopenings and limit/model changes,
-checked after every step against a naive in-memory model of LangChain's rules, on each
-backend (one machine per backend, the same number of examples each)."""
+"""Random sequences of saves (an agent memory's and a summary buffer's, on one session),
+live steps, clears, reopenings and limit/model changes, checked after every step against
+a naive in-memory model of LangChain's rules, on each backend (one machine per backend,
+the same number of examples each)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import eventmem
-from eventmem.messages import Message
+from eventmem._summarizer import SUMMARY_TEMPLATE
+from eventmem.messages import Message, buffer_string
 from tests.backends import check_postgres, drop_target, new_target
+from tests.summarizers import answer_for
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40)
 observations = st.one_of(texts, st.integers(), st.lists(st.integers(), max_size=3), st.none())
@@ -28,6 +31,18 @@ class Model:
 
     def __init__(self) -> None:
         self.buffer: list[Message] = []
+        self.summary = ""  # ConversationSummaryBufferMemory's moving_summary_buffer
+
+    def save_summarised(self, human: str, ai: str, limit: int, model: str) -> bool:
+        """A summary buffer's save: the pruned messages are summarised (and True)."""
+        before = list(self.buffer)
+        self.save(human, ai, [], limit, model)
+        entered = [*before, Message(role="human", content=human), Message(role="ai", content=ai)]
+        pruned = entered[: len(entered) - len(self.buffer)]
+        if pruned:
+            prompt = SUMMARY_TEMPLATE.format(summary=self.summary, new_lines=buffer_string(pruned))
+            self.summary = answer_for(prompt)
+        return bool(pruned)
 
     def save(
         self, human: str, ai: str, steps: list[tuple[dict[str, Any], Any]], limit: int, model: str
@@ -77,6 +92,9 @@ class MemoryMachine(RuleBasedStateMachine):
         self.memory = self.store.agent_token_buffer(
             "s", max_token_limit=self.limit, model=self.model_name
         )
+        self.summarising = self.store.summary_buffer(
+            "s", llm=answer_for, max_token_limit=self.limit, model=self.model_name
+        )
         self.live = []  # a new memory object does not adopt the old one's live steps
 
     @rule(
@@ -106,6 +124,13 @@ class MemoryMachine(RuleBasedStateMachine):
         self.events += 1 + len(extra)
         self.live = []
 
+    @rule(human=texts, ai=texts)
+    def save_summarised(self, human: str, ai: str) -> None:
+        self.portal.call(self.summarising.asave_context, {"input": human}, {"output": ai})
+        summarised = self.model.save_summarised(human, ai, self.limit, self.model_name)
+        self.events += 2 if summarised else 1
+        self.live = []  # the agent memory's live steps are not this save's: abandoned
+
     @rule(tool=st.sampled_from(["search", "calc"]), observation=observations)
     def record_step(self, tool: str, observation: Any) -> None:
         action = {"tool": tool, "log": f"live {tool}", "message_log": []}
@@ -117,6 +142,7 @@ class MemoryMachine(RuleBasedStateMachine):
     def clear(self) -> None:
         self.portal.call(self.memory.aclear)
         self.model.buffer = []
+        self.model.summary = ""
         self.events += 1
 
     @rule(limit=st.integers(0, 300))
@@ -145,6 +171,7 @@ class MemoryMachine(RuleBasedStateMachine):
             (m.role, m.content, m.name) for m in self.model.buffer
         ]
         assert self.portal.call(self.store.count_events) == self.events
+        assert self.portal.call(self.summarising.amoving_summary_buffer) == self.model.summary
 
     def teardown(self) -> None:
         try:

@@ -47,6 +47,7 @@ from eventmem.events import (
     MessagesRetracted,
     StepRecorded,
     StoredEvent,
+    SummaryRecorded,
     TurnSaved,
 )
 from eventmem.messages import Message, buffer_string
@@ -204,6 +205,12 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
         return f"popped {plural(event.count, 'message')}"
     if isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         return _checkpoint_summary(event, width)
+    if isinstance(event, SummaryRecorded):
+        return (
+            f"summary of {plural(event.end_seq - event.first_seq, 'message')} (positions "
+            f"{event.first_position}-{event.last_position}) by {clip(event.model, width)}: "
+            f"{clip(event.summary, width)}"
+        )
     return "cleared"
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "SessionSummary",
     "StepRequest",
     "StoreStats",
+    "SummaryPlan",
+    "SummaryText",
     "TriggerMode",
     "TurnRequest",
     "is_postgres_url",
@@ -145,6 +147,34 @@ class AppendRequest(msgspec.Struct, frozen=True):
     tokens: tuple[int, ...] | None = None  # counts of ``messages``, if counted already
 
 
+class SummaryPlan(msgspec.Struct, frozen=True):
+    """What a summary buffer's save will do, read in one snapshot at ``version``: the
+    session's summary in force (``summary``, made at ``previous``; 0: none) and the
+    messages the turn will prune (``pruned``, oldest first: seqs ``first_seq`` up to
+    ``end_seq``, held by the events at ``first_position`` and ``last_position``, whose
+    chain hashes are ``first_hash`` and ``last_hash``; ``None`` for the turn itself,
+    whose hash is known once it is appended). Nothing pruned: ``pruned`` is empty."""
+
+    version: int
+    previous: int
+    summary: str
+    pruned: tuple[Message, ...] = ()
+    first_seq: int = 0
+    end_seq: int = 0
+    first_position: int = 0
+    last_position: int = 0
+    first_hash: str | None = None
+    last_hash: str | None = None
+
+
+class SummaryText(msgspec.Struct, frozen=True):
+    """A new summary to record with its turn, and what made it."""
+
+    summary: str
+    model: str
+    prompt_sha256: str
+
+
 class SessionSummary(msgspec.Struct, frozen=True):
     """One session at a glance, read from its stored head (no event is decoded)."""
 
@@ -191,6 +221,24 @@ class Backend(Protocol):
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append a [`TurnSaved`][eventmem.TurnSaved]; return its position."""
+        ...
+
+    async def plan_summary_turn(self, session_id: str, turn: TurnRequest) -> SummaryPlan:
+        """Read, without writing, what appending ``turn`` (counted: ``turn.tokens``)
+        would prune, and the session's summary in force (one snapshot)."""
+        ...
+
+    async def append_summary_turn(
+        self, session_id: str, turn: TurnRequest, plan: SummaryPlan, summary: SummaryText | None
+    ) -> int:
+        """Append ``turn`` and, if it prunes, a [`SummaryRecorded`][eventmem.SummaryRecorded]
+        holding ``summary``, atomically; refused with `ConcurrencyError` unless the
+        session is still at ``plan.version``. Return the session's version."""
+        ...
+
+    async def load_summary_view(self, session_id: str) -> tuple[int, str, list[Message]]:
+        """The session's version, its summary in force ("" if none) and its visible
+        messages, read in one snapshot."""
         ...
 
     async def append_step(

@@ -27,7 +27,7 @@ from eventmem.errors import (
 from eventmem.events import StoredEvent
 from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import checkpoints, importing, maintenance, reads
+from eventmem.store import checkpoints, importing, maintenance, reads, summaries
 from eventmem.store.base import (
     AppendRequest,
     ExportPage,
@@ -35,6 +35,8 @@ from eventmem.store.base import (
     SessionSummary,
     StepRequest,
     StoreStats,
+    SummaryPlan,
+    SummaryText,
     TriggerMode,
     TurnRequest,
 )
@@ -214,6 +216,25 @@ class BatchedBackend:
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
         return await self._submit(turn_op(session_id, turn, self._max_save_bytes))
+
+    async def plan_summary_turn(self, session_id: str, turn: TurnRequest) -> SummaryPlan:
+        """What appending ``turn`` would prune, and the summary in force (nothing written)."""
+        self._refuse_if_read_only("a save")
+        return await self._run(summaries.plan_turn, session_id, turn)
+
+    async def append_summary_turn(
+        self, session_id: str, turn: TurnRequest, plan: SummaryPlan, summary: SummaryText | None
+    ) -> int:
+        """Append a summary buffer's turn and its summary, as planned, atomically."""
+        return await self._submit(
+            summaries.summary_turn_op(session_id, turn, plan, summary, self._max_save_bytes)
+        )
+
+    async def load_summary_view(self, session_id: str) -> tuple[int, str, list[Message]]:
+        """The version, the summary in force and the visible messages (one snapshot)."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        return await self._run(summaries.load_summary_view, self._cache, session_id)
 
     async def append_step(
         self,

@@ -71,6 +71,11 @@ class SessionHead:
         self._new: list[tuple[int, int, int, int]] = []  # (seq, tokens, position, idx)
         self._new_messages: list[Message] = []
         self._retracted = False  # stored rows left the view from its end
+        # The running summary is not in the row: a summary buffer's write, which reads it
+        # in its plan, sets the position of the one in force before it folds its events.
+        self.summary = ""
+        self.summary_position = 0
+        self.last_prune: tuple[int, int, int] | None = None
 
     @property
     def version(self) -> int:

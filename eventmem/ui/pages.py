@@ -17,6 +17,7 @@ from eventmem.events import (
     MessagesRetracted,
     StepRecorded,
     StoredEvent,
+    SummaryRecorded,
     TurnSaved,
 )
 from eventmem.messages import Message
@@ -360,6 +361,12 @@ def event_summary(event: Event) -> str:
         return f"popped {event.count} message{'s' if event.count != 1 else ''}"
     if isinstance(event, MemoryCleared):
         return "cleared the buffer"
+    if isinstance(event, SummaryRecorded):
+        count = event.end_seq - event.first_seq
+        return (
+            f"summarised {count} pruned message{'s' if count != 1 else ''}: "
+            f"{_clip(event.summary, 80)}"
+        )
     kind = getattr(event.__struct_config__, "tag", None) or type(event).__name__
     return f"an event of a kind this eventmem does not know ({kind})"
 

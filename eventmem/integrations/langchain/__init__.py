@@ -4,7 +4,9 @@
   and [`AgentTokenBufferMemory`][eventmem.integrations.langchain.AgentTokenBufferMemory]:
   drop-in, durable replacements for LangChain's classes of the same names (real
   langchain-classic memories, for legacy chains and ``AgentExecutor``), taking the same
-  parameters plus ``store`` and ``session_id``.
+  parameters plus ``store`` and ``session_id``;
+  [`ConversationSummaryBufferMemory`][eventmem.integrations.langchain.ConversationSummaryBufferMemory]
+  likewise, each summary an event of the session.
 * [`EventSourcedChatMessageHistory`][eventmem.integrations.langchain.EventSourcedChatMessageHistory]
   (a ``BaseChatMessageHistory``) for ``RunnableWithMessageHistory``, showing the
   token-bounded buffer.
@@ -35,6 +37,7 @@ from eventmem.integrations.langchain.counting import counting_for
 from eventmem.integrations.langchain.history import EventSourcedChatMessageHistory
 from eventmem.integrations.langchain.memory import (
     AgentTokenBufferMemory,
+    ConversationSummaryBufferMemory,
     ConversationTokenBufferMemory,
 )
 
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentTokenBufferMemory",
+    "ConversationSummaryBufferMemory",
     "ConversationTokenBufferMemory",
     "EventSourcedChatMessageHistory",
     "EventmemMiddleware",

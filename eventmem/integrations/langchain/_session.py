@@ -27,10 +27,12 @@ from eventmem.history import History
 from eventmem.integrations._stores import AnyStore, call_blocking, check_store, note_loop
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message
+from eventmem.summary import SummaryBufferMemory
 from eventmem.sync import (
     SyncAgentTokenBufferMemory,
     SyncHistory,
     SyncStore,
+    SyncSummaryBufferMemory,
     SyncTokenBufferMemory,
 )
 
@@ -43,8 +45,10 @@ class Session:
     def __init__(self, store: AnyStore, session_id: str, options: BufferOptions) -> None:
         check_store(store)
         self.store = store
-        self._sync: SyncTokenBufferMemory | SyncAgentTokenBufferMemory | None
-        self.memory: TokenBufferMemory | AgentTokenBufferMemory
+        self._sync: (
+            SyncTokenBufferMemory | SyncAgentTokenBufferMemory | SyncSummaryBufferMemory | None
+        )
+        self.memory: TokenBufferMemory | AgentTokenBufferMemory | SummaryBufferMemory
         if isinstance(store, SyncStore):
             self._sync = store._memory(session_id, options)
             self.memory = self._sync.memory
@@ -115,14 +119,51 @@ class Session:
         )
 
     def messages(self) -> list[Message]:
-        """The token-bounded buffer."""
-        result: list[Message] = self._call("messages")
+        """The token-bounded buffer (a summary buffer's without its summary)."""
+        result: list[Message] = self._call(self._view)
         return result
 
     async def amessages(self) -> list[Message]:
-        """The token-bounded buffer."""
+        """The token-bounded buffer (a summary buffer's without its summary)."""
+        result: list[Message] = await self._acall(self._view)
+        return result
+
+    def loaded(self) -> list[Message]:
+        """The buffer as the memory loads it (a summary buffer's summary first)."""
+        result: list[Message] = self._call("messages")
+        return result
+
+    async def aloaded(self) -> list[Message]:
+        """The buffer as the memory loads it (a summary buffer's summary first)."""
         result: list[Message] = await self._acall("messages")
         return result
+
+    @property
+    def _view(self) -> str:
+        return "chat_messages" if isinstance(self.memory, SummaryBufferMemory) else "messages"
+
+    def moving_summary(self) -> str:
+        """A summary buffer's running summary."""
+        memory, sync = self._summary_memory()
+        if sync is not None:
+            return sync.moving_summary_buffer
+        result: str = self._blocking("moving_summary_buffer", memory.amoving_summary_buffer)
+        return result
+
+    async def amoving_summary(self) -> str:
+        """A summary buffer's running summary."""
+        memory, sync = self._summary_memory()
+        if sync is not None:
+            return await anyio.to_thread.run_sync(lambda: sync.moving_summary_buffer)
+        if self._async_store is not None:
+            note_loop(self._async_store)
+        return await memory.amoving_summary_buffer()
+
+    def _summary_memory(self) -> tuple[SummaryBufferMemory, SyncSummaryBufferMemory | None]:
+        memory, sync = self.memory, self._sync
+        if not isinstance(memory, SummaryBufferMemory):  # pragma: no cover - internal
+            raise TypeError("a running summary needs a summary buffer")
+        return memory, sync if isinstance(sync, SyncSummaryBufferMemory) else None
 
     def clear(self) -> None:
         """Empty the buffer (one event)."""
@@ -143,6 +184,15 @@ class Session:
         self._agent()
         position: int = await self._acall("record_step", action, observation)
         return position
+
+    def call(self, op: str, *args: Any) -> Any:
+        """The memory's method ``op`` from blocking code (its ``a``-prefixed twin on an
+        async store)."""
+        return self._call(op, *args)
+
+    async def acall(self, op: str, *args: Any) -> Any:
+        """The memory's method ``op`` from async code."""
+        return await self._acall(op, *args)
 
     # -- plumbing ----------------------------------------------------------------------
     def _agent(self) -> None:

@@ -1,4 +1,5 @@
-"""Drop-in ``ConversationTokenBufferMemory`` and ``AgentTokenBufferMemory``, event-sourced.
+"""Drop-in ``ConversationTokenBufferMemory``, ``AgentTokenBufferMemory`` and
+``ConversationSummaryBufferMemory``, event-sourced.
 
 Real langchain-classic memories (``BaseChatMemory`` subclasses: usable in legacy chains
 and ``AgentExecutor``) taking LangChain's parameters plus ``store`` and ``session_id``.
@@ -9,24 +10,35 @@ prunes; a save never re-counts the buffer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from langchain_classic.memory.chat_memory import BaseChatMemory
+from langchain_classic.memory.prompt import SUMMARY_PROMPT
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseLanguageModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.prompts import BasePromptTemplate
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from eventmem._options import AgentBufferOptions, BufferOptions
+from eventmem._options import AgentBufferOptions, BufferOptions, SummaryBufferOptions
 from eventmem.errors import InvalidInputError
 from eventmem.events import PruneMode
 from eventmem.integrations.langchain._session import AnyStore, Session, check_store
-from eventmem.integrations.langchain.convert import normalize_step, plain_values, to_langchain
+from eventmem.integrations.langchain.convert import (
+    from_langchain,
+    normalize_step,
+    plain_values,
+    to_langchain,
+)
 from eventmem.integrations.langchain.counting import counting_for
 from eventmem.integrations.langchain.history import EventSourcedChatMessageHistory
 from eventmem.messages import Message, buffer_string
 
-__all__ = ["AgentTokenBufferMemory", "ConversationTokenBufferMemory"]
+__all__ = [
+    "AgentTokenBufferMemory",
+    "ConversationSummaryBufferMemory",
+    "ConversationTokenBufferMemory",
+]
 
 
 class _EventSourcedMemory(BaseChatMemory):
@@ -135,11 +147,11 @@ class _EventSourcedMemory(BaseChatMemory):
 
     def load_memory_variables(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """``{memory_key: buffer}``: LangChain messages if ``return_messages``, else a str."""
-        return self._variables(self._session().messages())
+        return self._variables(self._session().loaded())
 
     async def aload_memory_variables(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """``{memory_key: buffer}``: LangChain messages if ``return_messages``, else a str."""
-        return self._variables(await self._session().amessages())
+        return self._variables(await self._session().aloaded())
 
     def _outputs(self, outputs: Mapping[str, Any]) -> Mapping[str, Any]:
         return plain_values(outputs)  # type: ignore[no-any-return]
@@ -237,3 +249,96 @@ class AgentTokenBufferMemory(_EventSourcedMemory):
         [`record_step`][eventmem.integrations.langchain.AgentTokenBufferMemory.record_step]."""
         step = normalize_step((action, observation))
         return await self._session().arecord_step(*step)
+
+
+_SUMMARY_ROLES: dict[type[BaseMessage], Literal["system", "human", "ai"]] = {
+    SystemMessage: "system",
+    HumanMessage: "human",
+    AIMessage: "ai",
+}
+
+
+class ConversationSummaryBufferMemory(_EventSourcedMemory):
+    """LangChain's ``ConversationSummaryBufferMemory``, durable and event-sourced.
+
+    Same parameters (``llm``, ``max_token_limit``, ``prompt``, ``summary_message_cls``,
+    ``return_messages``, ``memory_key``, ``human_prefix``, ``ai_prefix``, ``input_key``,
+    ``output_key``) plus ``store`` and ``session_id``. A save appends ``Human(input)`` and
+    ``AI(output)``; when the buffer is then over ``max_token_limit``, the oldest messages
+    leave it and ``llm`` writes the new ``moving_summary_buffer`` from them (LangChain's
+    ``predict_new_summary``, with ``prompt``); so does ``asave_context``. Each summary is
+    an event naming what it summarises; the summarised messages stay in the log, and the
+    summary survives restarts. A model that raises leaves nothing written
+    ([`SummarizerError`][eventmem.SummarizerError]).
+
+    ``llm`` summarises and counts tokens (a ``ChatOpenAI`` counts with eventmem's exact
+    counter). ``chat_memory`` shows the buffer's messages, without the summary.
+    """
+
+    llm: BaseLanguageModel = Field(exclude=True)  # type: ignore[type-arg]
+    """Writes the summaries, and counts tokens like ``llm.get_num_tokens_from_messages``."""
+    prompt: BasePromptTemplate = SUMMARY_PROMPT  # type: ignore[type-arg]
+    """The summary prompt, with the variables ``summary`` and ``new_lines``."""
+    summary_message_cls: type[BaseMessage] = SystemMessage
+    """The class of the summary message that begins the buffer: ``SystemMessage``,
+    ``HumanMessage`` or ``AIMessage``."""
+
+    _options_type: ClassVar[type[BufferOptions]] = SummaryBufferOptions
+
+    def _options(self) -> BufferOptions:
+        model, counter = counting_for(self.llm, self.model)
+        fields = {name: getattr(self, name) for name in self._core_fields}
+        role = _SUMMARY_ROLES.get(self.summary_message_cls)
+        if role is None:
+            raise InvalidInputError(
+                "summary_message_cls must be SystemMessage, HumanMessage or AIMessage, got "
+                f"{getattr(self.summary_message_cls, '__name__', self.summary_message_cls)!r}"
+            )
+        return SummaryBufferOptions(
+            model=model,
+            token_counter=counter,
+            llm=self.llm,
+            prompt=self.prompt,
+            summary_role=role,
+            human_prefix=self.human_prefix,
+            ai_prefix=self.ai_prefix,
+            **fields,
+        )
+
+    def _config(self) -> tuple[Any, ...]:
+        summarising = (id(self.prompt), self.summary_message_cls, self.human_prefix, self.ai_prefix)
+        return (*super()._config(), summarising)
+
+    @property
+    def moving_summary_buffer(self) -> str:
+        """The running summary (``""``: none), read from the store."""
+        return self._session().moving_summary()
+
+    async def amoving_summary_buffer(self) -> str:
+        """The running summary (``""``: none), read from the store."""
+        return await self._session().amoving_summary()
+
+    @property
+    def buffer(self) -> Any:
+        """The buffer as ``load_memory_variables`` returns it: the summary, then the
+        messages (LangChain messages if ``return_messages``, else a str)."""
+        return self.load_memory_variables({})[self.memory_key]
+
+    async def abuffer(self) -> Any:
+        """Async ``buffer``."""
+        return (await self.aload_memory_variables({}))[self.memory_key]
+
+    def predict_new_summary(self, messages: list[BaseMessage], existing_summary: str) -> str:
+        """Ask ``llm`` for a new summary of ``existing_summary`` and ``messages``, with
+        ``prompt``, as LangChain's method does (nothing is written)."""
+        converted = [from_langchain(m) for m in messages]
+        summary: str = self._session().call("predict_new_summary", converted, existing_summary)
+        return summary
+
+    async def apredict_new_summary(self, messages: list[BaseMessage], existing_summary: str) -> str:
+        """Async ``predict_new_summary``."""
+        converted = [from_langchain(m) for m in messages]
+        summary: str = await self._session().acall(
+            "predict_new_summary", converted, existing_summary
+        )
+        return summary

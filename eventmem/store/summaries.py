@@ -1,0 +1,241 @@
+"""A summary buffer's storage: the plan of a save, its write, and the summary in force.
+
+A save of [`SummaryBufferMemory`][eventmem.SummaryBufferMemory] is two steps with the
+model called in between, outside any transaction:
+
+1. ``plan_turn`` reads the session in one snapshot (head, buffer rows with their counts,
+   the summary in force) and folds the turn over a copy of the buffer with the pure
+   projection, so it knows which messages the turn will prune;
+2. ``summary_turn_op`` appends the turn and, if it prunes, the new summary
+   ([`SummaryRecorded`][eventmem.SummaryRecorded]), refused before it writes anything
+   unless the session is still at the planned version: the same state, so the same
+   fold prunes the same messages (the summary's fold checks it does).
+
+The summary in force is the newest ``summary`` event after the session's last
+``clear``: an index walk back from the end of the log, which stops at the first of
+either (a summary buffer writes one each time it prunes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from eventmem._decide import check_expected, decide_turn
+from eventmem.errors import CorruptDatabaseError
+from eventmem.events import (
+    Event,
+    SummaryRecorded,
+    chain_hash,
+    decode_event,
+    encode_event,
+)
+from eventmem.messages import Message
+from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply, fold
+from eventmem.rules import check_save_bytes
+from eventmem.store.base import SummaryPlan, SummaryText, TurnRequest
+from eventmem.store.cache import ViewCache
+from eventmem.store.head import SessionHead, now_us
+from eventmem.store.reads import load_view_at
+from eventmem.store.sql import HEAD_OF_SESSION, Connection
+from eventmem.store.view_rows import resolve
+from eventmem.store.writes import WriteOp
+
+__all__ = ["latest_summary", "load_summary_view", "plan_turn", "summary_turn_op"]
+
+_LATEST = (
+    "SELECT position, kind, data FROM events WHERE session_id = ?"
+    " AND kind IN ('summary', 'clear') ORDER BY position DESC LIMIT 1"
+)
+
+
+def latest_summary(conn: Connection, session_id: str) -> tuple[int, str]:
+    """The session's summary in force and the position of its event ((0, ""): none)."""
+    row = conn.execute(_LATEST, (session_id,)).fetchone()
+    if row is None or row[1] == "clear":
+        return 0, ""
+    event = decode_event(row[2], trusted=True)
+    if not isinstance(event, SummaryRecorded):
+        raise CorruptDatabaseError(
+            f"the event at position {row[0]} of session {session_id!r} is not the summary "
+            "its kind column says; run verify"
+        )
+    return int(row[0]), event.summary
+
+
+def load_summary_view(
+    conn: Connection, cache: ViewCache, session_id: str
+) -> tuple[int, str, list[Message]]:
+    """The session's version, summary in force and visible messages, in one snapshot."""
+    conn.begin_read()
+    try:
+        version, messages = load_view_at(conn, cache, session_id)
+        _, summary = latest_summary(conn, session_id) if version else (0, "")
+    finally:
+        conn.execute("COMMIT")
+    return version, summary, messages
+
+
+def plan_turn(conn: Connection, session_id: str, turn: TurnRequest) -> SummaryPlan:
+    """What appending ``turn`` (already counted) would prune, read in one snapshot and
+    folded over a copy of the buffer; nothing is written. Raises `ConcurrencyError`
+    if ``turn.expected_version`` is stale."""
+    conn.begin_read()
+    try:
+        buffer = _current_buffer(conn, session_id)
+        check_expected(buffer.state, turn.expected_version)
+        version = buffer.state.version
+        if version:
+            buffer.summary_position, buffer.summary = latest_summary(conn, session_id)
+        held = {e.seq: e for e in buffer.entries}
+        assert turn.tokens is not None
+        (event,) = decide_turn(turn, turn.tokens, (), buffer)
+        next_seq = buffer.state.next_seq
+        for index, message in enumerate(turn.messages):
+            held[next_seq + index] = BufferEntry(next_seq + index, message, 0, version + 1, index)
+        apply(buffer, event, version + 1)
+        assert buffer.last_prune is not None
+        _, first, end = buffer.last_prune
+        if first == end:
+            return SummaryPlan(version, buffer.summary_position, buffer.summary)
+        pruned = [held[seq] for seq in range(first, end)]
+        first_position, last_position = pruned[0].position, pruned[-1].position
+        hashes = _hashes(conn, session_id, {first_position, last_position} - {version + 1})
+    finally:
+        conn.execute("COMMIT")
+    return SummaryPlan(
+        version,
+        buffer.summary_position,
+        buffer.summary,
+        pruned=tuple(e.message for e in pruned),
+        first_seq=first,
+        end_seq=end,
+        first_position=first_position,
+        last_position=last_position,
+        first_hash=hashes.get(first_position),
+        last_hash=hashes.get(last_position),
+    )
+
+
+def _current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
+    """The session's buffer as its stored rows hold it (each entry knowing the event
+    that holds its message), with its held steps."""
+    buffer = MemoryBuffer(session_id)
+    row = conn.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
+    if row is None:
+        return buffer
+    state = HeadState.from_row(bytes(v) if isinstance(v, (bytes, memoryview)) else v for v in row)
+    pinned = state.pinned if 0 <= state.pinned < state.watermark else state.watermark
+    rows = conn.execute(
+        "SELECT v.seq, v.tokens, v.position, v.idx, v.message, e.data FROM view_messages AS v"
+        " LEFT JOIN events AS e ON e.session_id = v.session_id AND e.position = v.position"
+        " WHERE v.session_id = ? AND (v.seq >= ? OR v.seq = ?) AND v.seq < ? ORDER BY v.seq",
+        (session_id, state.watermark, pinned, state.next_seq),
+    ).fetchall()
+    if any(r[2] is None for r in rows):
+        # A row from before schema 5 does not say which event holds its message: the
+        # fold of the log does (once: the watermark passes such rows for good). The
+        # head's chain fields are the row's (the fold keeps the buffer's only).
+        folded = _folded(conn, session_id)
+        folded.state = state
+        return folded
+    counts = [r[1] for r in rows]
+    messages = resolve((r[0], r[2], r[3], r[4], r[5]) for r in rows)
+    buffer.state = state
+    buffer.entries.extend(
+        BufferEntry(seq, message, tokens, r[2], r[3])
+        for (seq, message), tokens, r in zip(messages, counts, rows, strict=True)
+    )
+    if state.pending_steps:
+        head = SessionHead(conn, session_id)  # reads the held steps only
+        buffer.pending = head.held()
+    return buffer
+
+
+def _folded(conn: Connection, session_id: str) -> MemoryBuffer:
+    rows = conn.execute(
+        "SELECT data FROM events WHERE session_id = ? ORDER BY position", (session_id,)
+    )
+    return fold(decode_event(r[0], trusted=True) for r in rows)
+
+
+def _hashes(conn: Connection, session_id: str, positions: set[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for position in positions:
+        row = conn.execute(
+            "SELECT hash FROM events WHERE session_id = ? AND position = ?",
+            (session_id, position),
+        ).fetchone()
+        if row is None:
+            raise CorruptDatabaseError(
+                f"the buffer of session {session_id!r} holds a message of position "
+                f"{position}, which the log does not have; run verify"
+            )
+        found[position] = bytes(row[0]).hex()
+    return found
+
+
+def summary_turn_op(
+    session_id: str,
+    turn: TurnRequest,
+    plan: SummaryPlan,
+    summary: SummaryText | None,
+    max_save_bytes: int,
+) -> WriteOp:
+    """The write of one summary-buffer save: the turn, then its summary if it prunes."""
+
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id, cache)
+            check_expected(head.state, plan.version)  # before anything is written
+            head.summary_position, head.summary = plan.previous, plan.summary
+            assert turn.tokens is not None
+            (event,) = decide_turn(turn, turn.tokens, (), head)
+            events: list[Event] = [event]
+            encoded = [encode_event(event)]
+            now = now_us()
+            position = head.version + 1
+            if plan.pruned:
+                if summary is None:
+                    raise CorruptDatabaseError("a save that prunes needs its summary")
+                digest = chain_hash(head.state.head_hash, session_id, position, now, encoded[0])
+                events.append(_summary_event(plan, summary, digest.hex()))
+                encoded.append(encode_event(events[1]))
+            check_save_bytes(sum([len(data) for data in encoded]), max_save_bytes)
+            for index, (each, data) in enumerate(zip(events, encoded, strict=True)):
+                appended = head.append_event(each, now, data)
+                apply(head, each, appended)
+                if index == 0:
+                    _check_pruned(head, plan, appended)
+            head.flush()
+            return head
+
+        return body
+
+    return WriteOp(session_id, prepare)
+
+
+def _summary_event(plan: SummaryPlan, summary: SummaryText, turn_hash: str) -> SummaryRecorded:
+    return SummaryRecorded(
+        summary=summary.summary,
+        first_seq=plan.first_seq,
+        end_seq=plan.end_seq,
+        first_position=plan.first_position,
+        last_position=plan.last_position,
+        first_hash=plan.first_hash or turn_hash,
+        last_hash=plan.last_hash or turn_hash,
+        model=summary.model,
+        prompt_sha256=summary.prompt_sha256,
+        previous=plan.previous,
+    )
+
+
+def _check_pruned(head: SessionHead, plan: SummaryPlan, position: int) -> None:
+    """The turn pruned what its plan said (the same state folds the same way)."""
+    expected = (position, plan.first_seq, plan.end_seq) if plan.pruned else None
+    pruned = head.last_prune
+    if pruned is not None and pruned[1] == pruned[2]:
+        pruned = None
+    if pruned != expected:
+        raise CorruptDatabaseError(
+            f"the turn at {position} pruned {pruned}, not the planned {expected}; run verify"
+        )
