@@ -328,21 +328,21 @@ class SessionFold:
 
     def __reduce__(self) -> tuple[Callable[..., SessionFold], tuple[Any, ...]]:
         """Pickled as plain values (an import keeps folds it holds no memory for this
-        way): a skeleton message as its role, the others as they are."""
+        way): the buffer's entries with a skeleton message as its role, its head as a
+        row, and every other attribute of the fold and of its buffer as it is."""
         buffer, index = self.buffer, self.checkpoints
         entries = [
             (e.seq, _skeleton_role(e.message), e.tokens, e.position, e.index)
             for e in buffer.entries
         ]
+        own = {name: getattr(self, name) for name in _FOLD_FIELDS}
+        kept = {k: v for k, v in vars(buffer).items() if k not in ("entries", "state")}
         return _restored_fold, (
-            self.session_id,
-            self.trusted,
-            self.broken,
-            self.last_kind,
+            own,
             isinstance(buffer, _SkeletonBuffer),
             buffer.state.row(),
             entries,
-            buffer.pending,
+            kept,
             (index.checkpoints, index.blobs, index.writes),
         )
 
@@ -524,6 +524,11 @@ class SessionFold:
         return Problem(self.session_id, position, kind, detail)
 
 
+# What SessionFold.__reduce__ keeps of the fold itself (the buffer and the checkpoint
+# index it keeps apart).
+_FOLD_FIELDS = tuple(n for n in SessionFold.__slots__ if n not in ("buffer", "checkpoints"))
+
+
 def _skeleton_role(message: Message | msgspec.Raw) -> Message | msgspec.Raw | str:
     """A plain skeleton's role (it is restored from it), else the message."""
     if isinstance(message, Message) and _PLAIN_SKELETONS.get(message.role) is message:
@@ -532,26 +537,25 @@ def _skeleton_role(message: Message | msgspec.Raw) -> Message | msgspec.Raw | st
 
 
 def _restored_fold(
-    session_id: str,
-    trusted: bool,
-    broken: bool,
-    last_kind: str,
+    own: dict[str, Any],
     skeleton: bool,
     head: tuple[Any, ...],
     entries: list[tuple[int, Any, int, int, int]],
-    pending: list[tuple[int, StepRecorded]],
+    kept: dict[str, Any],
     index: tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]],
 ) -> SessionFold:
     """The `SessionFold` that `SessionFold.__reduce__` pickled."""
-    fold = SessionFold(session_id, trusted=trusted, skeleton=skeleton)
-    fold.broken, fold.last_kind = broken, last_kind
+    fold = SessionFold(own["session_id"], trusted=own["trusted"], skeleton=skeleton)
+    for name, value in own.items():
+        setattr(fold, name, value)
     buffer = fold.buffer
     buffer.state = HeadState.from_row(head)
     buffer.entries = deque(
         BufferEntry(seq, _PLAIN_SKELETONS[m] if isinstance(m, str) else m, tokens, pos, idx)
         for seq, m, tokens, pos, idx in entries
     )
-    buffer.pending = pending
+    for name, value in kept.items():
+        setattr(buffer, name, value)
     fold.checkpoints.checkpoints, fold.checkpoints.blobs, fold.checkpoints.writes = index
     return fold
 
