@@ -319,7 +319,7 @@ class SessionFold:
         # The chain hashes of the events holding visible messages (and a few more, up to
         # keep_digests): what a summary is checked by, with the buffer's ``dropped``.
         self.digests: dict[int, bytes] = {}
-        self.keep_digests = 64
+        self.keep_digests = 8
 
     @property
     def state(self) -> HeadState:
@@ -462,7 +462,7 @@ class SessionFold:
         buffer = self.buffer
         keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
         self.digests = {p: d for p, d in self.digests.items() if p in keep}
-        self.keep_digests = 2 * len(self.digests) + 64
+        self.keep_digests = 2 * len(self.digests) + 8
         buffer.dropped.clear()
 
     def view_rows(self) -> list[ViewRow]:

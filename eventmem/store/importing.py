@@ -36,7 +36,7 @@ _Row = tuple[str, int, str, int, str, bytes]
 # holds whatever the size of its file (or of its events).
 _BATCH_ROWS = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
-_AHEAD = 4
+_AHEAD = 3
 _STOP_WAIT = 1.0  # seconds
 # Folds kept in memory; those of sessions read longer ago wait, pickled, in a temporary
 # file until their session comes back or the import ends: a file of any number of
