@@ -49,10 +49,14 @@ Prepare = Callable[[Connection, ViewCache], Callable[[], SessionHead]]
 
 
 class WriteOp(NamedTuple):
-    """A write of one session, waiting for its batch."""
+    """A write of one session, waiting for its batch. ``rerunnable``: its body may run
+    again after a first run that was rolled back (it reads nothing but the session's
+    head and keeps nothing from a run that did not commit), so a backend may try the
+    batch optimistically first."""
 
     session_id: str
     prepare: Prepare
+    rerunnable: bool = True
 
 
 def write_batch(

@@ -18,15 +18,20 @@ from typing import Any, TypeVar
 import anyio
 import psycopg
 
-from eventmem.errors import ClosedError
+from eventmem.errors import ClosedError, EventmemError
+from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import maintenance
+from eventmem.store import maintenance, reads
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
+from eventmem.store.cache import ViewCache
+from eventmem.store.postgres.at_once import NotAtOnce
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
+from eventmem.store.postgres.reader import VersionReader
 from eventmem.store.postgres.target import Settings, Target, connect
 from eventmem.store.worker import Worker
+from eventmem.store.writes import WriteOp, write_batch
 
 __all__ = ["PostgresBackend"]
 
@@ -53,6 +58,7 @@ class PostgresBackend(BatchedBackend):
         self._pg = conn
         self._target = target
         self._settings = settings
+        self._reader = VersionReader(target)
 
     @classmethod
     async def open(cls, url: str, options: OpenOptions) -> PostgresBackend:
@@ -69,7 +75,7 @@ class PostgresBackend(BatchedBackend):
         except BaseException:
             worker.stop()
             raise
-        conn = PostgresConnection(raw, target.schema)
+        conn = PostgresConnection(raw, target.schema, max(options.cache_sessions, 64))
         backend = cls(
             conn, target, settings, options.cache_sessions, options.max_save_bytes, worker
         )
@@ -118,6 +124,24 @@ class PostgresBackend(BatchedBackend):
         # ROLLBACK before the caller hears of its cancellation.
         return await self._worker.run(call)
 
+    async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
+        """A cached buffer whose version the loop's reader confirms (one round trip, no
+        thread hop); anything else from the worker."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if self._cache.holds(session_id):
+            version = await self._reader.version(session_id)
+            if version is not None:
+                cached = self._cache.get(session_id, version)
+                if cached is not None:
+                    return version, cached
+        return await self._run(reads.load_view_at, self._cache, session_id)
+
+    async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
+        """A batch in one round trip when this connection knows its sessions' heads,
+        else (or when that finds a head stale) in a pipeline: see ``_write_batch``."""
+        return await self._run(_write_batch, self._cache, ops)
+
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
         """Pages read in one repeatable-read transaction on a connection of their own:
@@ -158,8 +182,38 @@ class PostgresBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
+                await self._reader.close()
                 await self._worker.run(self._pg.raw.close)
                 self._worker.stop()
+
+
+def _write_batch(
+    conn: PostgresConnection, cache: ViewCache, ops: list[WriteOp]
+) -> list[int | EventmemError]:
+    """``write_batch``, first composed at once from the known heads (one round trip; see
+    ``eventmem.store.postgres.at_once``), else with its heads read under its locks and
+    its writes pipelined (two round trips). A batch that fails, or may have, leaves its
+    sessions' heads and cached buffers unknown."""
+    sessions = {op.session_id for op in ops}
+    try:
+        if all(op.rerunnable for op in ops) and conn.can_write_at_once(sessions):
+            conn.start_at_once()
+            try:
+                results = write_batch(conn, cache, ops)
+                if conn.sent_at_once:
+                    return results
+            except NotAtOnce:
+                pass  # nothing of it was committed: the usual way
+            finally:
+                conn.end_at_once()
+        with conn.raw.pipeline():
+            results = write_batch(conn, cache, ops)
+        conn.committed()
+        return results
+    except BaseException:
+        conn.forget(sessions)
+        cache.forget(sessions)
+        raise
 
 
 def _abandon(conn: PostgresConnection) -> None:

@@ -8,14 +8,23 @@ session nor deadlock across sessions.
 from __future__ import annotations
 
 import hashlib
+import select
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import psycopg
-from psycopg import sql
+from psycopg import errors as pg
+from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 
 from eventmem.store.postgres import schema as pg_schema
+from eventmem.store.postgres.at_once import (
+    NotAtOnce,
+    conflicts,
+    dollar_placeholders,
+    parameters,
+)
 from eventmem.store.sql import HEAD_COLUMNS, HEAD_OF_SESSION, StorageFigures
 
 __all__ = ["SESSION_LOCK_CLASS", "PostgresConnection", "session_lock_key"]
@@ -39,16 +48,39 @@ def session_lock_key(schema: str, session_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+class _NoRows:
+    """What a write queued for a batch sent at once returns: nothing to read."""
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+_NO_ROWS = _NoRows()
+
+
 class PostgresConnection:
     """PostgreSQL's side of ``Connection``, over psycopg.
 
     Statements arrive with ``?`` placeholders and are rewritten once to psycopg's
     ``%s``; psycopg prepares those it sees repeatedly.
+
+    A write batch whose sessions all have known heads (see ``eventmem.store.postgres.
+    at_once``) can instead be composed on the client and sent in one round trip:
+    between ``start_at_once`` and the batch's COMMIT, writes are queued, not sent, and
+    anything that would need a reply first raises ``NotAtOnce``.
     """
 
     data_bytes = "convert_to(data, 'UTF8')"  # the stored TEXT's UTF-8 bytes
 
-    def __init__(self, raw: psycopg.Connection[Any], schema: str) -> None:
+    def __init__(
+        self, raw: psycopg.Connection[Any], schema: str, known_sessions: int = 1024
+    ) -> None:
         self.raw = raw
         self.schema = schema
         self.commit_sent = False  # whether this call sent COMMIT (its outcome may be known)
@@ -59,6 +91,23 @@ class PostgresConnection:
         self._counts: dict[str, dict[int, int]] = {}
         self._changes = 0
         self._statements: dict[str, tuple[str, bool]] = {}
+        # The heads (and known counts of visible rows) this connection committed last,
+        # per session, least recently written first: what a batch sent at once starts
+        # from. A head another writer has moved on from is found out by the log itself.
+        self._known: OrderedDict[str, tuple[Sequence[Any], dict[int, int]]] = OrderedDict()
+        self._max_known = known_sessions
+        # A transaction's heads and counts waiting for its COMMIT to be confirmed.
+        self._committing: tuple[dict[str, Sequence[Any] | None], dict[str, dict[int, int]]] | None
+        self._committing = None
+        # While a batch is composed to be sent at once: its locks' keys and its writes
+        # ((statement, parameters)), and the sessions whose events it appends.
+        self._queued: list[tuple[str, Sequence[Any]]] | None = None
+        self._queued_keys: list[int] = []
+        self._appending: set[str] = set()
+        self._prepared: dict[str, str] = {}  # statement -> its name on ``_prepared_on``
+        self._prepared_on: psycopg.Connection[Any] | None = None
+        self._names_made = 0
+        self.sent_at_once = False  # whether the batch composed at once was committed
 
     def _statement(self, query: str) -> tuple[str, bool]:
         known = self._statements.get(query)
@@ -77,29 +126,182 @@ class PostgresConnection:
         """Whether a transaction is open (or failed and not yet rolled back)."""
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
-    def execute(self, query: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        """Run one statement."""
+    def execute(self, query: str, values: Sequence[Any] = (), /) -> Any:
+        """Run one statement (queue it, in a batch sent at once)."""
         text, writes = self._statement(query)
+        if self._queued is not None:
+            return self._queue(query, values, writes)
         if query in ("COMMIT", "ROLLBACK"):
             self.commit_sent = self.commit_sent or query == "COMMIT"
+            if query == "COMMIT" and self._heads is not None:
+                self._committing = (self._heads, self._counts)
             self._heads, self._counts = None, {}
-        cursor = self.raw.execute(cast("sql.SQL", text), tuple(parameters))
+        cursor = self.raw.execute(cast("sql.SQL", text), tuple(values))
         self._changes += writes
         return cursor
 
-    def executemany(self, query: str, parameters: Iterable[Sequence[Any]], /) -> None:
+    def executemany(self, query: str, values: Iterable[Sequence[Any]], /) -> None:
         """Run one statement per row (psycopg pipelines them)."""
         text, writes = self._statement(query)
-        rows = [tuple(row) for row in parameters]
+        rows = [tuple(row) for row in values]
         if not rows:
+            return
+        if self._queued is not None:
+            for row in rows:
+                self._queue(query, row, writes)
             return
         with self.raw.cursor() as cursor:
             cursor.executemany(cast("sql.SQL", text), rows)
         self._changes += writes
 
     def begin_write(self) -> None:
-        """Open a read-committed transaction; sessions are locked explicitly."""
-        self.raw.execute("BEGIN")
+        """Open a read-committed transaction; sessions are locked explicitly. (A batch
+        sent at once opens its transaction with everything else, on COMMIT.)"""
+        if self._queued is None:
+            self.raw.execute("BEGIN")
+
+    # -- a batch sent at once ----------------------------------------------------------
+    def can_write_at_once(self, session_ids: Iterable[str]) -> bool:
+        """Whether a batch of these sessions may be composed without reading first:
+        every head known, no transaction open, and nothing waiting on the socket (a
+        server that ended the connection says so there; the usual path then finds out
+        before it sends a COMMIT, and reconnects)."""
+        raw = self.raw
+        if raw.closed or self.in_transaction or not all(s in self._known for s in session_ids):
+            return False
+        try:
+            readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def start_at_once(self) -> None:
+        """Queue the writes from here to the batch's COMMIT, to send them together."""
+        self._queued, self._queued_keys, self._appending = [], [], set()
+        self.sent_at_once = False
+
+    def end_at_once(self) -> None:
+        """Back to sending each statement (after the batch, however it ended)."""
+        self._queued = None
+        self._queued_keys = []
+        self._appending = set()
+
+    def _queue(self, query: str, values: Sequence[Any], writes: bool) -> Any:
+        if query == "COMMIT":
+            self._send_at_once()
+            return _NO_ROWS
+        if query == "ROLLBACK":
+            self._heads, self._counts = None, {}
+            if self.in_transaction:  # the batch was sent and failed
+                self._rollback_quietly()
+            return _NO_ROWS
+        if not writes:
+            raise NotAtOnce("a read")
+        if query.startswith("INSERT INTO events "):
+            self._appending.add(values[0])
+        assert self._queued is not None
+        self._queued.append((query, values))
+        self._changes += 1
+        return _NO_ROWS
+
+    def _name(self, query: str) -> str:
+        """The name ``query`` is prepared under on this connection (prepared now, once,
+        outside any transaction, if it is not yet). Names are never reused: psycopg
+        deallocates every prepared statement after a rollback it sees, and a name
+        prepared again must not meet one the server still holds."""
+        if self._prepared_on is not self.raw:  # a new connection knows none
+            self._prepared, self._prepared_on = {}, self.raw
+        name = self._prepared.get(query)
+        if name is None:
+            self._names_made += 1
+            name = f"eventmem_{self._names_made}"
+            try:
+                self.raw.execute(f"PREPARE {name} AS {dollar_placeholders(query)}".encode())
+            except psycopg.ProgrammingError as e:  # a statement PREPARE cannot type
+                raise NotAtOnce(str(e)) from e
+            self._prepared[query] = name
+        return name
+
+    def _compose(self) -> bytes:
+        """The queued batch as one query: its locks, its writes, and COMMIT."""
+        assert self._queued is not None
+        statements = [f"EXECUTE {self._name(q)}({parameters(v)})" for q, v in self._queued]
+        keys = self._queued_keys
+        if len(keys) == 1:
+            lock = f"SELECT pg_advisory_xact_lock({SESSION_LOCK_CLASS}, {keys[0]})"
+        else:
+            lock = (
+                f"SELECT pg_advisory_xact_lock({SESSION_LOCK_CLASS}, key) FROM"
+                f" unnest('{{{','.join(map(str, keys))}}}'::integer[]) WITH ORDINALITY"
+                " AS t(key, n) ORDER BY n"
+            )
+        try:
+            return ";\n".join(["BEGIN", lock, *statements, "COMMIT"]).encode()
+        except UnicodeEncodeError as e:  # a lone surrogate: psycopg's binding says so
+            raise NotAtOnce(str(e)) from e
+
+    def _rollback_quietly(self) -> None:
+        """ROLLBACK through libpq itself: psycopg, seeing one, would deallocate every
+        prepared statement (the ones named here too)."""
+        result = self.raw.pgconn.exec_(b"ROLLBACK")
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.OperationalError(
+                (result.error_message or b"ROLLBACK failed").decode(errors="replace")
+            )
+
+    def _send_at_once(self) -> None:
+        """Send the queued batch with its locks and COMMIT as one query; on success the
+        heads it wrote become the known ones."""
+        heads, counts = self._heads, self._counts
+        assert heads is not None
+        if set(heads) - self._appending:
+            # A session locked but appended nothing: a refusal (or an empty write)
+            # decided from a head nobody checked. The usual path decides it again.
+            raise NotAtOnce("a session without a new event")
+        query = self._compose()
+        self.commit_sent = True
+        try:
+            try:
+                self.raw.execute(query, prepare=False)
+            except pg.InvalidSqlStatementName:
+                # Its statements were deallocated (psycopg does so after a rollback):
+                # prepared again, the batch is sent again.
+                self._rollback_quietly()
+                self._prepared = {}
+                query = self._compose()
+                self.raw.execute(query, prepare=False)
+        except psycopg.Error as e:
+            if not conflicts(e):
+                raise
+            # Another writer appended first: nothing of this batch was committed.
+            self._rollback_quietly()
+            self.commit_sent = False
+            raise NotAtOnce("a head was stale") from e
+        self._heads, self._counts = None, {}
+        self._committing = (heads, counts)
+        self.committed()
+        self.sent_at_once = True
+
+    def committed(self) -> None:
+        """The last write transaction's COMMIT is confirmed: its heads are known."""
+        if self._committing is None:
+            return
+        heads, counts = self._committing
+        self._committing = None
+        known = self._known
+        for session_id, row in heads.items():
+            if row is None:
+                continue
+            known[session_id] = (row, counts.get(session_id, {}))
+            known.move_to_end(session_id)
+        while len(known) > self._max_known:
+            known.popitem(last=False)
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """A write to these sessions failed (or may have): their heads are unknown."""
+        self._committing = None
+        for session_id in session_ids:
+            self._known.pop(session_id, None)
 
     def begin_read(self) -> None:
         """A repeatable-read transaction: every read sees one snapshot."""
@@ -110,6 +312,17 @@ class PostgresConnection:
         every writer takes locks in that order, so two batches never deadlock."""
         sessions = sorted(set(session_ids))
         keys = sorted({session_lock_key(self.schema, s) for s in sessions})
+        if self._queued is not None:
+            # Sent with the batch; the heads are the known ones (taken out until the
+            # batch commits: a batch that fails leaves them unknown).
+            known = self._known
+            if not all(s in known for s in sessions):
+                raise NotAtOnce("a session with no known head")
+            entries = {s: known.pop(s) for s in sessions}
+            self._heads = {s: row for s, (row, _) in entries.items()}
+            self._counts = {s: counts for s, (_, counts) in entries.items()}
+            self._queued_keys = keys
+            return
         if keys:
             self.raw.execute(
                 # PostgreSQL evaluates a volatile select list after ORDER BY: row by row.
@@ -135,7 +348,7 @@ class PostgresConnection:
             for row in head_rows:
                 heads[row[0]] = row
             self._heads = heads
-            counts: dict[str, dict[int, int]] = {s: {} for s, row in heads.items() if row}
+            counts: dict[str, dict[int, int]] = {s: {} for s in heads}
             for session_id, seq, tokens in count_rows:
                 counts.setdefault(session_id, {})[seq] = tokens
             self._counts = counts
@@ -145,11 +358,14 @@ class PostgresConnection:
         self.commit_sent = False
         self._heads = None
         self._counts = {}
+        self._committing = None
 
     def read_head(self, session_id: str) -> Sequence[Any] | None:
         """The head read with the session's lock, or (outside a batch) from the table."""
         if self._heads is not None and session_id in self._heads:
             return self._heads[session_id]
+        if self._queued is not None:
+            raise NotAtOnce("a head not locked")
         row: Sequence[Any] | None = self.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
         return row
 
@@ -163,6 +379,8 @@ class PostgresConnection:
         visible count of the session in one read."""
         known = self._counts.setdefault(session_id, {})
         if seq not in known:
+            if self._queued is not None:
+                raise NotAtOnce("a count not known")
             known.update(
                 self.execute(
                     "SELECT seq, tokens FROM view_messages WHERE session_id = ? AND seq >= ?",
@@ -189,7 +407,9 @@ class PostgresConnection:
         known.update(added)
 
     def lock_store(self) -> None:
-        """Keep writers out of every table until the transaction ends (reads go on)."""
+        """Keep writers out of every table until the transaction ends (reads go on).
+        (A rebuild or an import: the known heads are forgotten.)"""
+        self._known.clear()
         self.raw.execute(
             "LOCK TABLE events, sessions, view_messages, lg_checkpoints, lg_values, lg_writes"
             " IN SHARE ROW EXCLUSIVE MODE"
