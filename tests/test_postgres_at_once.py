@@ -1,0 +1,179 @@
+"""PostgreSQL's one-round-trip saves and loop-side version reads: a save to a session
+the connection wrote last is one query, a stale head (another writer got in between)
+is found by the log and the save lands once, values sent as literals read back as
+they were, and the reader's failures cost nothing but its speed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import eventmem
+from eventmem.projection import fold
+from eventmem.store.postgres import PostgresBackend
+from tests.backends import POSTGRES_URL, drop_target, new_target
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("_postgres_server")]
+
+
+@pytest.fixture
+def pg_target(tmp_path: Path) -> Iterator[str]:
+    target = new_target("postgresql", tmp_path)
+    yield target
+    drop_target(target)
+
+
+def _backend(store: eventmem.Store) -> PostgresBackend:
+    backend = store._backend
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+@contextmanager
+def _queries(store: eventmem.Store) -> Iterator[list[str]]:
+    """Every query the store's worker connection sends inside the block (each one a
+    round trip), as sent."""
+    raw = _backend(store)._pg.raw
+    sent: list[str] = []
+    execute: Callable[..., Any] = raw.execute
+
+    def traced(query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.decode() if isinstance(query, bytes) else str(query))
+        return execute(query, *args, **kwargs)
+
+    raw.execute = traced  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        del raw.execute
+
+
+async def _assert_whole(store: eventmem.Store, session: str, events: int) -> None:
+    stored = [e async for e in store.events(session)]
+    assert [e.position for e in stored] == list(range(1, events + 1))
+    assert fold([e.data for e in stored]).messages == await store.messages(session)
+    report = await store.verify()
+    assert report.ok, report.problems
+
+
+async def test_a_save_to_a_session_it_wrote_last_is_one_query(pg_target: str) -> None:
+    async with eventmem.open(pg_target) as store:
+        mem = store.token_buffer("s", max_token_limit=80)
+        for i in range(30):  # well past pruning: the counts it prunes are known
+            await mem.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+        await mem.aload_memory_variables({})  # the buffer is cached from here on
+        for i in range(30, 40):
+            with _queries(store) as sent:
+                await mem.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+            assert len(sent) == 1, sent
+            assert sent[0].startswith("BEGIN;\n")
+            assert sent[0].endswith(";\nCOMMIT")
+            with _queries(store) as sent:
+                await mem.aload_memory_variables({})
+            assert sent == []  # the version was read on the loop, the buffer cached
+        await _assert_whole(store, "s", 40)
+
+
+async def test_a_head_another_writer_moved_on_from_is_found_and_the_save_lands_once(
+    pg_target: str,
+) -> None:
+    async with eventmem.open(pg_target) as a, eventmem.open(pg_target) as b:
+        mem_a = a.token_buffer("s", max_token_limit=60)
+        mem_b = b.token_buffer("s", max_token_limit=60)
+        events = 0
+        for i in range(6):
+            for _ in range(3):
+                await mem_a.asave_context({"input": f"a{i}"}, {"output": f"x{events}"})
+                events += 1
+            await mem_b.asave_context({"input": f"b{i}"}, {"output": f"y{events}"})
+            events += 1
+            with _queries(a) as sent:  # a's known head is stale now
+                await mem_a.asave_context({"input": f"a{i}!"}, {"output": f"z{events}"})
+            events += 1
+            assert len(sent) > 1  # refused at once, then written the usual way
+        await _assert_whole(a, "s", events)
+        loaded = (await mem_b.aload_memory_variables({}))["history"]
+        assert loaded == (await mem_a.aload_memory_variables({}))["history"]
+        assert loaded.endswith(f"z{events - 1}")
+
+
+TEXTS = [
+    "it's a quote: ' and '' and '''",
+    "backslashes \\ \\\\ \\x41 \\' E'\\n' \\0",
+    "dollars $$ $1 $tag$ ? %s %% {} {{}}",
+    "statements; COMMIT; ROLLBACK; -- a comment /* and this */\n;\nSELECT 1",
+    "ünïcödé 🙂 \u2028 \u00a0 \t tabs \r\n newlines \x7f \x01",
+    "a NUL \x00 inside",
+    "x" * 20_000,
+]
+
+
+async def test_texts_sent_as_literals_read_back_as_they_were(pg_target: str) -> None:
+    async with eventmem.open(pg_target) as store:
+        history = store.history("h", max_tokens=100_000)
+        await history.append([eventmem.Message(role="system", content="start")])
+        for text in TEXTS:  # each append after the first goes at once
+            with _queries(store) as sent:
+                await history.append(
+                    [eventmem.Message(role="human", content=text, name="n'ame\\")],
+                )
+            assert [q for q in sent if not q.startswith("PREPARE ")] == sent[-1:]
+            assert sent[-1].startswith("BEGIN;\n")
+        expected = ["start", *TEXTS]
+        assert [m.content for m in await history.view()] == expected
+        await _assert_whole(store, "h", len(expected))
+    async with eventmem.open(pg_target) as fresh:  # no cache: read from the tables
+        messages = await fresh.messages("h")
+        assert [m.content for m in messages] == expected
+        assert {m.name for m in messages[1:]} == {"n'ame\\"}
+
+
+async def test_statements_deallocated_behind_its_back_are_prepared_again(
+    pg_target: str,
+) -> None:
+    async with eventmem.open(pg_target) as store:
+        mem = store.token_buffer("s", max_token_limit=80)
+        for i in range(20):
+            await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+        backend = _backend(store)
+        # psycopg deallocates every prepared statement after a rollback it sees
+        await backend._run(lambda conn: conn.raw.execute("DEALLOCATE ALL"))
+        await mem.asave_context({"input": "after"}, {"output": "deallocation"})
+        with _queries(store) as sent:
+            await mem.asave_context({"input": "and"}, {"output": "again"})
+        assert len(sent) == 1
+        await _assert_whole(store, "s", 22)
+
+
+def _terminate(pid: int) -> None:
+    """End one server connection, as a restart or a network failure would."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        [(ended,)] = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchall()
+        assert ended
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            time.sleep(0.01)
+
+
+async def test_a_lost_reader_costs_a_load_nothing_but_a_hop(pg_target: str) -> None:
+    async with eventmem.open(pg_target) as store, eventmem.open(pg_target) as other:
+        mem = store.token_buffer("s", max_token_limit=200)
+        await mem.asave_context({"input": "q0"}, {"output": "a0"})
+        await mem.aload_memory_variables({})
+        await mem.aload_memory_variables({})  # the reader is open
+        reader = _backend(store)._reader._conn
+        assert reader is not None
+        _terminate(reader.pgconn.backend_pid)
+        await other.token_buffer("s", max_token_limit=200).asave_context(
+            {"input": "q1"}, {"output": "a1"}
+        )
+        loaded = (await mem.aload_memory_variables({}))["history"]
+        assert loaded == "Human: q0\nAI: a0\nHuman: q1\nAI: a1"
+        await mem.asave_context({"input": "q2"}, {"output": "a2"})
+        assert (await mem.aload_memory_variables({}))["history"].endswith("AI: a2")
+        await _assert_whole(store, "s", 3)
