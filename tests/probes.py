@@ -14,6 +14,8 @@ import psycopg
 
 import eventmem
 from eventmem.store.postgres import PostgresBackend
+from eventmem.store.postgres import connection as pg_connection
+from eventmem.store.postgres.loop_io import simple_query
 from eventmem.store.sqlite import SQLiteBackend
 from tests.backends import POSTGRES_URL, backend_of, schema_of
 
@@ -68,13 +70,19 @@ async def traced_statements(store: eventmem.Store) -> AsyncIterator[list[str]]:
         statements.extend([query] * len(rows))
         executemany(query, rows)
 
+    async def traced_simple_query(pgconn: Any, query: bytes) -> Any:
+        statements.extend(_sent_at_once(conn, query.decode()))
+        return await simple_query(pgconn, query)
+
     raw.execute = traced_execute  # type: ignore[method-assign]
     conn.executemany = traced_executemany  # type: ignore[method-assign]
+    pg_connection.simple_query = traced_simple_query  # type: ignore[attr-defined]
     try:
         yield statements
     finally:
         del raw.execute
         del conn.executemany
+        pg_connection.simple_query = simple_query  # type: ignore[attr-defined]
 
 
 def target_exists(target: str | os.PathLike[str]) -> bool:

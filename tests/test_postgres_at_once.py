@@ -17,6 +17,8 @@ import pytest
 import eventmem
 from eventmem.projection import fold
 from eventmem.store.postgres import PostgresBackend
+from eventmem.store.postgres import connection as pg_connection
+from eventmem.store.postgres.loop_io import simple_query
 from tests.backends import POSTGRES_URL, drop_target, new_target
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("_postgres_server")]
@@ -37,8 +39,8 @@ def _backend(store: eventmem.Store) -> PostgresBackend:
 
 @contextmanager
 def _queries(store: eventmem.Store) -> Iterator[list[str]]:
-    """Every query the store's worker connection sends inside the block (each one a
-    round trip), as sent."""
+    """Every query the store's worker connection sends inside the block, from the
+    worker's thread or from the loop (each one a round trip), as sent."""
     raw = _backend(store)._pg.raw
     sent: list[str] = []
     execute: Callable[..., Any] = raw.execute
@@ -47,11 +49,17 @@ def _queries(store: eventmem.Store) -> Iterator[list[str]]:
         sent.append(query.decode() if isinstance(query, bytes) else str(query))
         return execute(query, *args, **kwargs)
 
+    async def traced_on_loop(pgconn: Any, query: bytes) -> Any:
+        sent.append(query.decode())
+        return await simple_query(pgconn, query)
+
     raw.execute = traced  # type: ignore[method-assign]
+    pg_connection.simple_query = traced_on_loop  # type: ignore[attr-defined]
     try:
         yield sent
     finally:
         del raw.execute
+        pg_connection.simple_query = simple_query  # type: ignore[attr-defined]
 
 
 async def _assert_whole(store: eventmem.Store, session: str, events: int) -> None:

@@ -31,7 +31,7 @@ from eventmem.store.postgres.errors import translated
 from eventmem.store.postgres.reader import VersionReader
 from eventmem.store.postgres.target import Settings, Target, connect
 from eventmem.store.worker import Worker
-from eventmem.store.writes import WriteOp, write_batch
+from eventmem.store.writes import WriteOp, finish_batch, run_batch, write_batch
 
 __all__ = ["PostgresBackend"]
 
@@ -59,6 +59,8 @@ class PostgresBackend(BatchedBackend):
         self._target = target
         self._settings = settings
         self._reader = VersionReader(target)
+        # Set while a write on the loop uses the worker's connection (``_write_on_loop``).
+        self._borrowed: anyio.Event | None = None
 
     @classmethod
     async def open(cls, url: str, options: OpenOptions) -> PostgresBackend:
@@ -90,6 +92,8 @@ class PostgresBackend(BatchedBackend):
         a pipeline cannot hold.)"""
         if self._closed:
             raise ClosedError("the store is closed")
+        while self._borrowed is not None:  # a write on the loop holds the connection
+            await self._borrowed.wait()
 
         def attempt() -> T:
             conn = self._pg
@@ -139,8 +143,51 @@ class PostgresBackend(BatchedBackend):
 
     async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
         """A batch in one round trip when this connection knows its sessions' heads,
-        else (or when that finds a head stale) in a pipeline: see ``_write_batch``."""
+        else (or when that finds a head stale) in a pipeline: see ``_write_batch``. A
+        lone write sent at once goes from the loop, when the worker is idle: no thread
+        hop (``_write_on_loop``)."""
+        if len(ops) == 1 and ops[0].rerunnable and not self._worker.busy:
+            results = await self._write_on_loop(ops)
+            if results is not None:
+                return results
         return await self._run(_write_batch, self._cache, ops)
+
+    async def _write_on_loop(self, ops: list[WriteOp]) -> list[int | EventmemError] | None:
+        """The batch composed on the loop's thread (as SQLite's lone writes run on the
+        caller's) and sent through libpq on the loop, the worker's connection borrowed
+        meanwhile (its calls wait for it); None when it cannot go that way (a head not
+        known or found stale, a read it needs, a statement not prepared yet): nothing of
+        it was committed, and the worker runs it."""
+        conn, cache = self._pg, self._cache
+        sessions = {op.session_id for op in ops}
+        if self._borrowed is not None or not conn.can_write_at_once(sessions):
+            return None
+        borrowed = self._borrowed = anyio.Event()
+        try:
+            with translated(self._where, read_only=self._read_only):
+                conn.start_call()
+                conn.start_at_once(send=False)
+                try:
+                    outcomes = run_batch(conn, cache, ops)
+                except NotAtOnce:
+                    return None
+                finally:
+                    conn.end_at_once()
+                if conn.composed is None:  # nothing to commit (every write refused)
+                    if any(not isinstance(o, EventmemError) for o in outcomes):
+                        return None  # (not reached: a write that was not refused composes)
+                    return finish_batch(cache, outcomes)
+                with anyio.CancelScope(shield=True):  # it runs to COMMIT, as on the worker
+                    if not await conn.send_composed():
+                        return None
+            return finish_batch(cache, outcomes)
+        except BaseException:
+            conn.forget(sessions)
+            cache.forget(sessions)
+            raise
+        finally:
+            self._borrowed = None
+            borrowed.set()
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
@@ -183,6 +230,8 @@ class PostgresBackend(BatchedBackend):
             self._closed = True
             with anyio.CancelScope(shield=True):
                 await self._reader.close()
+                while self._borrowed is not None:
+                    await self._borrowed.wait()
                 await self._worker.run(self._pg.raw.close)
                 self._worker.stop()
 

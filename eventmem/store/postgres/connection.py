@@ -25,6 +25,7 @@ from eventmem.store.postgres.at_once import (
     dollar_placeholders,
     parameters,
 )
+from eventmem.store.postgres.loop_io import simple_query
 from eventmem.store.sql import HEAD_COLUMNS, HEAD_OF_SESSION, StorageFigures
 
 __all__ = ["SESSION_LOCK_CLASS", "PostgresConnection", "session_lock_key"]
@@ -108,6 +109,10 @@ class PostgresConnection:
         self._prepared_on: psycopg.Connection[Any] | None = None
         self._names_made = 0
         self.sent_at_once = False  # whether the batch composed at once was committed
+        self._send_now = True
+        # With send=False: the batch's query, waiting to be sent on the loop.
+        self.composed: bytes | None = None
+        self._heads_sent: list[str] = []
 
     def _statement(self, query: str) -> tuple[str, bool]:
         known = self._statements.get(query)
@@ -175,10 +180,15 @@ class PostgresConnection:
             return False
         return not readable
 
-    def start_at_once(self) -> None:
-        """Queue the writes from here to the batch's COMMIT, to send them together."""
+    def start_at_once(self, *, send: bool = True) -> None:
+        """Queue the writes from here to the batch's COMMIT, to send them together;
+        ``send=False``: COMMIT only composes the query (``composed``), for the caller to
+        send on the loop (statements not yet prepared make it ``NotAtOnce``: preparing
+        is a round trip of its own)."""
         self._queued, self._queued_keys, self._appending = [], [], set()
         self.sent_at_once = False
+        self._send_now = send
+        self.composed = None
 
     def end_at_once(self) -> None:
         """Back to sending each statement (after the batch, however it ended)."""
@@ -213,6 +223,8 @@ class PostgresConnection:
             self._prepared, self._prepared_on = {}, self.raw
         name = self._prepared.get(query)
         if name is None:
+            if not self._send_now:
+                raise NotAtOnce("a statement not prepared yet")
             self._names_made += 1
             name = f"eventmem_{self._names_made}"
             try:
@@ -259,6 +271,12 @@ class PostgresConnection:
             # decided from a head nobody checked. The usual path decides it again.
             raise NotAtOnce("a session without a new event")
         query = self._compose()
+        if not self._send_now:
+            self.composed = query
+            self._heads_sent = list(heads)
+            self._heads, self._counts = None, {}
+            self._committing = (heads, counts)
+            return
         self.commit_sent = True
         try:
             try:
@@ -276,11 +294,37 @@ class PostgresConnection:
             # Another writer appended first: nothing of this batch was committed.
             self._rollback_quietly()
             self.commit_sent = False
+            self.forget(heads)
             raise NotAtOnce("a head was stale") from e
         self._heads, self._counts = None, {}
         self._committing = (heads, counts)
         self.committed()
         self.sent_at_once = True
+
+    async def send_composed(self) -> bool:
+        """Send the ``composed`` batch on the loop (see ``loop_io``): True once it
+        committed (its heads then known), False if a head was stale or its statements
+        were deallocated (rolled back, nothing of it committed: the worker runs it).
+        Any other failure is raised, with the transaction rolled back if the
+        connection still works."""
+        query, self.composed = self.composed, None
+        assert query is not None
+        pgconn = self.raw.pgconn
+        try:
+            await simple_query(pgconn, query)
+        except psycopg.Error as e:
+            self._committing = None
+            if pgconn.status == pq.ConnStatus.OK and self.in_transaction:
+                await simple_query(pgconn, b"ROLLBACK")
+            if conflicts(e):
+                self.forget(self._heads_sent)
+                return False
+            if isinstance(e, pg.InvalidSqlStatementName):
+                self._prepared = {}  # deallocated: the worker prepares them again
+                return False
+            raise
+        self.committed()
+        return True
 
     def committed(self) -> None:
         """The last write transaction's COMMIT is confirmed: its heads are known."""
@@ -313,14 +357,14 @@ class PostgresConnection:
         sessions = sorted(set(session_ids))
         keys = sorted({session_lock_key(self.schema, s) for s in sessions})
         if self._queued is not None:
-            # Sent with the batch; the heads are the known ones (taken out until the
-            # batch commits: a batch that fails leaves them unknown).
+            # Sent with the batch; the heads are the known ones (copies: a batch that
+            # stops before it is sent leaves them as they were, one that commits
+            # replaces them, one that fails forgets them).
             known = self._known
             if not all(s in known for s in sessions):
                 raise NotAtOnce("a session with no known head")
-            entries = {s: known.pop(s) for s in sessions}
-            self._heads = {s: row for s, (row, _) in entries.items()}
-            self._counts = {s: counts for s, (_, counts) in entries.items()}
+            self._heads = {s: known[s][0] for s in sessions}
+            self._counts = {s: dict(known[s][1]) for s in sessions}
             self._queued_keys = keys
             return
         if keys:

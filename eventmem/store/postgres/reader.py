@@ -14,7 +14,6 @@ path reads, translates errors and reconnects as every other call does.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import suppress
 from typing import Any
@@ -24,6 +23,7 @@ import anyio.to_thread
 import psycopg
 from psycopg import pq, sql
 
+from eventmem.store.postgres.loop_io import prepared_query
 from eventmem.store.postgres.target import Target
 
 __all__ = ["VersionReader"]
@@ -110,40 +110,12 @@ class _Failed(Exception):
 
 
 async def _query(pgconn: pq.abc.PGconn, session_id: bytes) -> int | None:
-    """One round trip: the prepared statement sent, its reply read when the loop sees
-    the socket readable."""
+    """One round trip: the prepared statement's answer."""
     if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status != pq.TransactionStatus.IDLE:
         raise _Failed
-    pgconn.send_query_prepared(_STATEMENT, [session_id])
-    while pgconn.flush():  # a few dozen bytes: the socket takes them at once
-        pass
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[None] = loop.create_future()
-    fd = pgconn.socket
-
-    def readable() -> None:
-        try:
-            pgconn.consume_input()
-        except psycopg.OperationalError as e:
-            if not answered.done():
-                answered.set_exception(_Failed(str(e)))
-            return
-        if not pgconn.is_busy() and not answered.done():
-            answered.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await answered
-    finally:
-        loop.remove_reader(fd)
-    version: int | None = None
-    failed = False
-    while (result := pgconn.get_result()) is not None:
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            failed = True
-        elif result.ntuples:
+    results = await prepared_query(pgconn, _STATEMENT, [session_id])
+    for result in results:
+        if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
             value = result.get_value(0, 0)
-            version = None if value is None else int(value)
-    if failed:
-        raise _Failed
-    return version
+            return None if value is None else int(value)
+    return None
