@@ -1,7 +1,8 @@
 """PostgreSQL's one-round-trip saves and loop-side version reads: a save to a session
 the connection wrote last is one query, a stale head (another writer got in between)
 is found by the log and the save lands once, values sent as literals read back as
-they were, and the reader's failures cost nothing but its speed."""
+they were, and a cached load's version is read from the loop, whose failures cost
+nothing but its speed."""
 
 from __future__ import annotations
 
@@ -149,9 +150,7 @@ async def test_statements_deallocated_behind_its_back_are_prepared_again(
         mem = store.token_buffer("s", max_token_limit=80)
         for i in range(20):
             await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
-        backend = _backend(store)
-        # psycopg deallocates every prepared statement after a rollback it sees
-        await backend._run(lambda conn: conn.raw.execute("DEALLOCATE ALL"))
+        await backend_deallocates(store)
         await mem.asave_context({"input": "after"}, {"output": "deallocation"})
         with _queries(store) as sent:
             await mem.asave_context({"input": "and"}, {"output": "again"})
@@ -168,15 +167,29 @@ def _terminate(pid: int) -> None:
             time.sleep(0.01)
 
 
-async def test_a_lost_reader_costs_a_load_nothing_but_a_hop(pg_target: str) -> None:
+async def test_a_cached_load_reads_its_version_from_the_loop(pg_target: str) -> None:
+    async with eventmem.open(pg_target) as store, eventmem.open(pg_target) as other:
+        mem = store.token_buffer("s", max_token_limit=200)
+        await mem.asave_context({"input": "q0"}, {"output": "a0"})
+        await mem.aload_memory_variables({})  # cached (and the version's statement ready)
+        with _queries(store) as sent:
+            assert (await mem.aload_memory_variables({}))["history"] == "Human: q0\nAI: a0"
+        assert sent == []
+        await other.token_buffer("s", max_token_limit=200).asave_context(
+            {"input": "q1"}, {"output": "a1"}
+        )  # another connection's write: the version read from the loop sees it
+        loaded = (await mem.aload_memory_variables({}))["history"]
+        assert loaded == "Human: q0\nAI: a0\nHuman: q1\nAI: a1"
+
+
+async def test_a_connection_lost_before_a_cached_load_costs_it_a_hop_only(
+    pg_target: str,
+) -> None:
     async with eventmem.open(pg_target) as store, eventmem.open(pg_target) as other:
         mem = store.token_buffer("s", max_token_limit=200)
         await mem.asave_context({"input": "q0"}, {"output": "a0"})
         await mem.aload_memory_variables({})
-        await mem.aload_memory_variables({})  # the reader is open
-        reader = _backend(store)._reader._conn
-        assert reader is not None
-        _terminate(reader.pgconn.backend_pid)
+        _terminate(_backend(store)._pg.raw.info.backend_pid)
         await other.token_buffer("s", max_token_limit=200).asave_context(
             {"input": "q1"}, {"output": "a1"}
         )
@@ -184,4 +197,13 @@ async def test_a_lost_reader_costs_a_load_nothing_but_a_hop(pg_target: str) -> N
         assert loaded == "Human: q0\nAI: a0\nHuman: q1\nAI: a1"
         await mem.asave_context({"input": "q2"}, {"output": "a2"})
         assert (await mem.aload_memory_variables({}))["history"].endswith("AI: a2")
-        await _assert_whole(store, "s", 3)
+        await backend_deallocates(store)
+        assert (await mem.aload_memory_variables({}))["history"].endswith("AI: a2")
+        await mem.asave_context({"input": "q3"}, {"output": "a3"})
+        assert (await mem.aload_memory_variables({}))["history"].endswith("AI: a3")
+        await _assert_whole(store, "s", 4)
+
+
+async def backend_deallocates(store: eventmem.Store) -> None:
+    """What psycopg does after a rollback it sees: every prepared statement goes."""
+    await _backend(store)._run(lambda conn: conn.raw.execute("DEALLOCATE ALL"))

@@ -28,7 +28,6 @@ from eventmem.store.cache import ViewCache
 from eventmem.store.postgres.at_once import NotAtOnce
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
-from eventmem.store.postgres.reader import VersionReader
 from eventmem.store.postgres.target import Settings, Target, connect
 from eventmem.store.worker import Worker
 from eventmem.store.writes import WriteOp, finish_batch, run_batch, write_batch
@@ -58,7 +57,6 @@ class PostgresBackend(BatchedBackend):
         self._pg = conn
         self._target = target
         self._settings = settings
-        self._reader = VersionReader(target)
         # Set while a write on the loop uses the worker's connection (``_write_on_loop``).
         self._borrowed: anyio.Event | None = None
 
@@ -129,17 +127,32 @@ class PostgresBackend(BatchedBackend):
         return await self._worker.run(call)
 
     async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
-        """A cached buffer whose version the loop's reader confirms (one round trip, no
-        thread hop); anything else from the worker."""
+        """A cached buffer whose version is confirmed from the loop (one round trip on
+        the worker's connection, borrowed while the worker is idle: no thread hop);
+        anything else from the worker (which also prepares the version's statement)."""
         if self._closed:
             raise ClosedError("the store is closed")
-        if self._cache.holds(session_id):
-            version = await self._reader.version(session_id)
+        if self._cache.holds(session_id) and not self._worker.busy and self._borrowed is None:
+            version = await self._version_on_loop(session_id)
             if version is not None:
                 cached = self._cache.get(session_id, version)
                 if cached is not None:
                     return version, cached
-        return await self._run(reads.load_view_at, self._cache, session_id)
+        return await self._run(_load_view_at, self._cache, session_id)
+
+    async def _version_on_loop(self, session_id: str) -> int | None:
+        """The session's version read from the loop, or None (no such session, the
+        statement not prepared yet, a connection that failed: the worker's path then
+        answers, reconnecting and translating errors as every call does)."""
+        conn = self._pg
+        borrowed = self._borrowed = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):  # one round trip, never left half-way
+                version = await conn.version_on_loop(session_id)
+        finally:
+            self._borrowed = None
+            borrowed.set()
+        return version
 
     async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
         """A batch in one round trip when this connection knows its sessions' heads,
@@ -229,7 +242,6 @@ class PostgresBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
-                await self._reader.close()
                 while self._borrowed is not None:
                     await self._borrowed.wait()
                 await self._worker.run(self._pg.raw.close)
@@ -263,6 +275,15 @@ def _write_batch(
         conn.forget(sessions)
         cache.forget(sessions)
         raise
+
+
+def _load_view_at(
+    conn: PostgresConnection, cache: ViewCache, session_id: str
+) -> tuple[int, list[Message]]:
+    """``reads.load_view_at``; the statement a load reads its version with from the loop
+    is prepared first, if it is not yet."""
+    conn.prepare_version()
+    return reads.load_view_at(conn, cache, session_id)
 
 
 def _abandon(conn: PostgresConnection) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import select
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from typing import Any, cast
 
 import psycopg
@@ -25,7 +26,7 @@ from eventmem.store.postgres.at_once import (
     dollar_placeholders,
     parameters,
 )
-from eventmem.store.postgres.loop_io import simple_query
+from eventmem.store.postgres.loop_io import prepared_query, simple_query
 from eventmem.store.sql import HEAD_COLUMNS, HEAD_OF_SESSION, StorageFigures
 
 __all__ = ["SESSION_LOCK_CLASS", "PostgresConnection", "session_lock_key"]
@@ -34,6 +35,7 @@ SESSION_LOCK_CLASS = 0x45564D53  # "EVMS": the classid of every session's adviso
 _STREAM_CHUNK = 5000
 _COUNTS_AHEAD = 8  # oldest buffer rows whose counts a batch reads up front, per session
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+_VERSION_OF_SESSION = "SELECT version FROM sessions WHERE session_id = ?"
 # The schema's tables with their indexes and TOAST, and its sequences. The schema is
 # found by name: a cast to regnamespace would fold a name like "Chat" to "chat".
 _SCHEMA_BYTES = """
@@ -214,7 +216,7 @@ class PostgresConnection:
         self._changes += 1
         return _NO_ROWS
 
-    def _name(self, query: str) -> str:
+    def _name(self, query: str, prepare: bool = True) -> str:
         """The name ``query`` is prepared under on this connection (prepared now, once,
         outside any transaction, if it is not yet). Names are never reused: psycopg
         deallocates every prepared statement after a rollback it sees, and a name
@@ -223,7 +225,7 @@ class PostgresConnection:
             self._prepared, self._prepared_on = {}, self.raw
         name = self._prepared.get(query)
         if name is None:
-            if not self._send_now:
+            if not prepare:  # (a round trip of its own, on the worker's thread)
                 raise NotAtOnce("a statement not prepared yet")
             self._names_made += 1
             name = f"eventmem_{self._names_made}"
@@ -237,7 +239,8 @@ class PostgresConnection:
     def _compose(self) -> bytes:
         """The queued batch as one query: its locks, its writes, and COMMIT."""
         assert self._queued is not None
-        statements = [f"EXECUTE {self._name(q)}({parameters(v)})" for q, v in self._queued]
+        send = self._send_now
+        statements = [f"EXECUTE {self._name(q, send)}({parameters(v)})" for q, v in self._queued]
         keys = self._queued_keys
         if len(keys) == 1:
             lock = f"SELECT pg_advisory_xact_lock({SESSION_LOCK_CLASS}, {keys[0]})"
@@ -325,6 +328,34 @@ class PostgresConnection:
             raise
         self.committed()
         return True
+
+    def prepare_version(self) -> None:
+        """Prepare the statement ``version_on_loop`` runs (once per connection; on the
+        worker's thread, outside any transaction)."""
+        if not self.in_transaction:
+            with suppress(NotAtOnce):
+                self._name(_VERSION_OF_SESSION)
+
+    async def version_on_loop(self, session_id: str) -> int | None:
+        """The session's version, read from the loop through libpq (see ``loop_io``);
+        None when there is none, the statement is not prepared (yet, or any more), or
+        the connection is not idle or fails (psycopg then sees it closed, and the next
+        call reconnects)."""
+        raw = self.raw
+        name = self._prepared.get(_VERSION_OF_SESSION) if self._prepared_on is raw else None
+        if name is None or raw.closed or self.in_transaction:
+            return None
+        try:
+            results = await prepared_query(raw.pgconn, name.encode(), [session_id.encode()])
+        except psycopg.Error as e:
+            if isinstance(e, pg.InvalidSqlStatementName):
+                self._prepared = {}  # deallocated (psycopg does so after a rollback)
+            return None
+        for result in results:
+            if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
+                value = result.get_value(0, 0)
+                return None if value is None else int(value)
+        return None
 
     def committed(self) -> None:
         """The last write transaction's COMMIT is confirmed: its heads are known."""
