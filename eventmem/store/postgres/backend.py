@@ -30,7 +30,7 @@ from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
 from eventmem.store.postgres.target import Settings, Target, connect
 from eventmem.store.worker import Worker
-from eventmem.store.writes import WriteOp, finish_batch, run_batch, write_batch
+from eventmem.store.writes import WriteOp, finish_batch, run_batch
 
 __all__ = ["PostgresBackend"]
 
@@ -260,17 +260,19 @@ def _write_batch(
         if all(op.rerunnable for op in ops) and conn.can_write_at_once(sessions):
             conn.start_at_once()
             try:
-                results = write_batch(conn, cache, ops)
+                outcomes = run_batch(conn, cache, ops)
                 if conn.sent_at_once:
-                    return results
+                    return finish_batch(cache, outcomes)
             except NotAtOnce:
                 pass  # nothing of it was committed: the usual way
             finally:
                 conn.end_at_once()
         with conn.raw.pipeline():
-            results = write_batch(conn, cache, ops)
+            outcomes = run_batch(conn, cache, ops)
+        # The pipeline ends when the server answered the COMMIT: only then does the
+        # cache follow the writes (a COMMIT that failed leaves it as it was).
         conn.committed()
-        return results
+        return finish_batch(cache, outcomes)
     except BaseException:
         conn.forget(sessions)
         cache.forget(sessions)
