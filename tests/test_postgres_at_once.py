@@ -90,8 +90,10 @@ async def test_a_save_to_a_session_it_wrote_last_is_one_query(pg_target: str) ->
 
 
 async def test_a_head_another_writer_moved_on_from_is_found_and_the_save_lands_once(
-    pg_target: str,
+    pg_target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A session found written by another writer skips going at once for a moment.
+    monkeypatch.setattr(pg_connection, "_CONTENDED_S", 0.0)
     async with eventmem.open(pg_target) as a, eventmem.open(pg_target) as b:
         mem_a = a.token_buffer("s", max_token_limit=60)
         mem_b = b.token_buffer("s", max_token_limit=60)
@@ -106,10 +108,17 @@ async def test_a_head_another_writer_moved_on_from_is_found_and_the_save_lands_o
                 await mem_a.asave_context({"input": f"a{i}!"}, {"output": f"z{events}"})
             events += 1
             assert len(sent) > 1  # refused at once, then written the usual way
+        monkeypatch.setattr(pg_connection, "_CONTENDED_S", 60.0)
+        await mem_b.asave_context({"input": "b"}, {"output": "once more"})
+        await mem_a.asave_context({"input": "a"}, {"output": "found stale"})
+        with _queries(a) as sent:
+            await mem_a.asave_context({"input": "a"}, {"output": "the usual way"})
+        assert len(sent) > 1  # its own head is known again, but the session is contended
+        events += 3
         await _assert_whole(a, "s", events)
         loaded = (await mem_b.aload_memory_variables({}))["history"]
         assert loaded == (await mem_a.aload_memory_variables({}))["history"]
-        assert loaded.endswith(f"z{events - 1}")
+        assert loaded.endswith("the usual way")
 
 
 TEXTS = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import select
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -36,6 +37,7 @@ _STREAM_CHUNK = 5000
 _COUNTS_AHEAD = 8  # oldest buffer rows whose counts a batch reads up front, per session
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 _VERSION_OF_SESSION = "SELECT version FROM sessions WHERE session_id = ?"
+_CONTENDED_S = 1.0  # how long a session found written by another writer skips going at once
 # The schema's tables with their indexes and TOAST, and its sequences. The schema is
 # found by name: a cast to regnamespace would fold a name like "Chat" to "chat".
 _SCHEMA_BYTES = """
@@ -99,6 +101,8 @@ class PostgresConnection:
         # from. A head another writer has moved on from is found out by the log itself.
         self._known: OrderedDict[str, tuple[Sequence[Any], dict[int, int]]] = OrderedDict()
         self._max_known = known_sessions
+        # Sessions another writer got in first on lately, and until when (monotonic).
+        self._contended: dict[str, float] = {}
         # A transaction's heads and counts waiting for its COMMIT to be confirmed.
         self._committing: tuple[dict[str, Sequence[Any] | None], dict[str, dict[int, int]]] | None
         self._committing = None
@@ -174,8 +178,16 @@ class PostgresConnection:
         server that ended the connection says so there; the usual path then finds out
         before it sends a COMMIT, and reconnects)."""
         raw = self.raw
-        if raw.closed or self.in_transaction or not all(s in self._known for s in session_ids):
+        known, contended = self._known, self._contended
+        sessions = list(session_ids)
+        if raw.closed or self.in_transaction or not all(s in known for s in sessions):
             return False
+        if contended and any(s in contended for s in sessions):
+            now = time.monotonic()
+            for s in [s for s in sessions if contended.get(s, now) < now]:
+                del contended[s]
+            if any(s in contended for s in sessions):
+                return False
         try:
             readable, _, _ = select.select([raw.fileno()], [], [], 0)
         except (OSError, ValueError):
@@ -297,7 +309,7 @@ class PostgresConnection:
             # Another writer appended first: nothing of this batch was committed.
             self._rollback_quietly()
             self.commit_sent = False
-            self.forget(heads)
+            self._contend(heads)
             raise NotAtOnce("a head was stale") from e
         self._heads, self._counts = None, {}
         self._committing = (heads, counts)
@@ -320,7 +332,7 @@ class PostgresConnection:
             if pgconn.status == pq.ConnStatus.OK and self.in_transaction:
                 await simple_query(pgconn, b"ROLLBACK")
             if conflicts(e):
-                self.forget(self._heads_sent)
+                self._contend(self._heads_sent)
                 return False
             if isinstance(e, pg.InvalidSqlStatementName):
                 self._prepared = {}  # deallocated: the worker prepares them again
@@ -377,6 +389,17 @@ class PostgresConnection:
         self._committing = None
         for session_id in session_ids:
             self._known.pop(session_id, None)
+
+    def _contend(self, session_ids: Iterable[str]) -> None:
+        """Another writer got in first: these sessions' heads are forgotten, and for a
+        moment their writes take the usual way (a session several processes write in
+        turn would otherwise cost each of them a refused round trip per write)."""
+        until = time.monotonic() + _CONTENDED_S
+        for session_id in session_ids:
+            self._known.pop(session_id, None)
+            self._contended[session_id] = until
+        while len(self._contended) > self._max_known:
+            del self._contended[next(iter(self._contended))]
 
     def begin_read(self) -> None:
         """A repeatable-read transaction: every read sees one snapshot."""
