@@ -37,6 +37,7 @@ _STREAM_CHUNK = 5000
 _COUNTS_AHEAD = 8  # oldest buffer rows whose counts a batch reads up front, per session
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 _VERSION_OF_SESSION = "SELECT version FROM sessions WHERE session_id = ?"
+_MAX_DEALLOCATIONS = 3
 _CONTENDED_S = 1.0  # how long a session found written by another writer skips going at once
 # The schema's tables with their indexes and TOAST, and its sequences. The schema is
 # found by name: a cast to regnamespace would fold a name like "Chat" to "chat".
@@ -103,6 +104,8 @@ class PostgresConnection:
         self._max_known = known_sessions
         # Sessions another writer got in first on lately, and until when (monotonic).
         self._contended: dict[str, float] = {}
+        self._deallocations = 0  # in a row, with no batch sent at once between them
+        self._at_once_off = False
         # A transaction's heads and counts waiting for its COMMIT to be confirmed.
         self._committing: tuple[dict[str, Sequence[Any] | None], dict[str, dict[int, int]]] | None
         self._committing = None
@@ -180,7 +183,9 @@ class PostgresConnection:
         raw = self.raw
         known, contended = self._known, self._contended
         sessions = list(session_ids)
-        if raw.closed or self.in_transaction or not all(s in known for s in sessions):
+        if self._at_once_off or raw.closed or self.in_transaction:
+            return False
+        if not all(s in known for s in sessions):
             return False
         if contended and any(s in contended for s in sessions):
             now = time.monotonic()
@@ -294,23 +299,20 @@ class PostgresConnection:
             return
         self.commit_sent = True
         try:
-            try:
-                self.raw.execute(query, prepare=False)
-            except pg.InvalidSqlStatementName:
-                # Its statements were deallocated (psycopg does so after a rollback):
-                # prepared again, the batch is sent again.
-                self._rollback_quietly()
-                self._prepared = {}
-                query = self._compose()
-                self.raw.execute(query, prepare=False)
+            self.raw.execute(query, prepare=False)
         except psycopg.Error as e:
-            if not conflicts(e):
+            deallocated = isinstance(e, pg.InvalidSqlStatementName)
+            if not (deallocated or conflicts(e)):
                 raise
-            # Another writer appended first: nothing of this batch was committed.
+            # Nothing of this batch was committed: it goes the usual way.
             self._rollback_quietly()
             self.commit_sent = False
-            self._contend(heads)
+            if deallocated:
+                self._deallocated()
+                raise NotAtOnce("its statements were deallocated") from e
+            self._contend(heads)  # another writer appended first
             raise NotAtOnce("a head was stale") from e
+        self._deallocations = 0
         self._heads, self._counts = None, {}
         self._committing = (heads, counts)
         self.committed()
@@ -335,9 +337,10 @@ class PostgresConnection:
                 self._contend(self._heads_sent)
                 return False
             if isinstance(e, pg.InvalidSqlStatementName):
-                self._prepared = {}  # deallocated: the worker prepares them again
+                self._deallocated()
                 return False
             raise
+        self._deallocations = 0
         self.committed()
         return True
 
@@ -361,8 +364,9 @@ class PostgresConnection:
             results = await prepared_query(raw.pgconn, name.encode(), [session_id.encode()])
         except psycopg.Error as e:
             if isinstance(e, pg.InvalidSqlStatementName):
-                self._prepared = {}  # deallocated (psycopg does so after a rollback)
+                self._deallocated()
             return None
+        self._deallocations = 0
         for result in results:
             if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
                 value = result.get_value(0, 0)
@@ -389,6 +393,17 @@ class PostgresConnection:
         self._committing = None
         for session_id in session_ids:
             self._known.pop(session_id, None)
+
+    def _deallocated(self) -> None:
+        """The server no longer holds the statements prepared here: psycopg deallocates
+        every prepared statement after a rollback it sees, and a pooler in transaction
+        mode hands out another server connection. They are prepared again on the next
+        batch; after ``_MAX_DEALLOCATIONS`` in a row with no batch sent at once between
+        them (or a version read), this connection stops sending batches at once."""
+        self._prepared = {}
+        self._deallocations += 1
+        if self._deallocations >= _MAX_DEALLOCATIONS:
+            self._at_once_off = True
 
     def _contend(self, session_ids: Iterable[str]) -> None:
         """Another writer got in first: these sessions' heads are forgotten, and for a
