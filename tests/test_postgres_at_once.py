@@ -220,5 +220,14 @@ async def test_a_connection_lost_before_a_cached_load_costs_it_a_hop_only(
 
 
 async def backend_deallocates(store: eventmem.Store) -> None:
-    """What psycopg does after a rollback it sees: every prepared statement goes."""
-    await _backend(store)._run(lambda conn: conn.raw.execute("DEALLOCATE ALL"))
+    """eventmem's prepared statements go behind its back, as psycopg's DEALLOCATE ALL
+    after a rollback does (psycopg's own statements are kept: psycopg forgets those
+    itself then)."""
+
+    def deallocate(conn: Any) -> None:
+        for (name,) in conn.raw.execute(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE 'eventmem%'"
+        ).fetchall():
+            conn.raw.execute(f"DEALLOCATE {name}")
+
+    await _backend(store)._run(deallocate)
