@@ -6,6 +6,7 @@ nothing but its speed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import pytest
 
 import eventmem
 from eventmem.projection import fold
-from eventmem.store.postgres import PostgresBackend
+from eventmem.store.postgres import PostgresBackend, loop_io
 from eventmem.store.postgres import connection as pg_connection
 from eventmem.store.postgres.loop_io import simple_query
 from tests.backends import POSTGRES_URL, drop_target, new_target
@@ -231,3 +232,25 @@ async def backend_deallocates(store: eventmem.Store) -> None:
             conn.raw.execute(f"DEALLOCATE {name}")
 
     await _backend(store)._run(deallocate)
+
+
+async def test_a_loop_that_cannot_watch_sockets_leaves_every_call_to_the_worker(
+    pg_target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows' ProactorEventLoop has no add_reader: nothing may be tried on the loop.
+    monkeypatch.setattr(loop_io, "_NO_READERS", (asyncio.AbstractEventLoop,))
+    tried: list[bytes] = []
+
+    async def refused(pgconn: Any, query: bytes) -> Any:
+        tried.append(query)
+        raise AssertionError("a query from the loop")
+
+    monkeypatch.setattr(pg_connection, "simple_query", refused)
+    monkeypatch.setattr(pg_connection, "prepared_query", refused)
+    async with eventmem.open(pg_target) as store:
+        mem = store.token_buffer("s", max_token_limit=60)
+        for i in range(12):
+            await mem.asave_context({"input": f"q{i}"}, {"output": f"a{i}"})
+            assert (await mem.aload_memory_variables({}))["history"].endswith(f"AI: a{i}")
+        await _assert_whole(store, "s", 12)
+    assert tried == []

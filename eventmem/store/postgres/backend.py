@@ -25,6 +25,7 @@ from eventmem.store import maintenance, reads
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
 from eventmem.store.cache import ViewCache
+from eventmem.store.postgres import loop_io
 from eventmem.store.postgres.at_once import NotAtOnce
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
@@ -132,7 +133,12 @@ class PostgresBackend(BatchedBackend):
         anything else from the worker (which also prepares the version's statement)."""
         if self._closed:
             raise ClosedError("the store is closed")
-        if self._cache.holds(session_id) and not self._worker.busy and self._borrowed is None:
+        if (
+            self._cache.holds(session_id)
+            and not self._worker.busy
+            and self._borrowed is None
+            and loop_io.usable()
+        ):
             version = await self._version_on_loop(session_id)
             if version is not None:
                 cached = self._cache.get(session_id, version)
@@ -159,7 +165,7 @@ class PostgresBackend(BatchedBackend):
         else (or when that finds a head stale) in a pipeline: see ``_write_batch``. A
         lone write sent at once goes from the loop, when the worker is idle: no thread
         hop (``_write_on_loop``)."""
-        if len(ops) == 1 and ops[0].rerunnable and not self._worker.busy:
+        if len(ops) == 1 and ops[0].rerunnable and not self._worker.busy and loop_io.usable():
             results = await self._write_on_loop(ops)
             if results is not None:
                 return results

@@ -17,7 +17,17 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import errors, pq
 
-__all__ = ["prepared_query", "simple_query"]
+__all__ = ["prepared_query", "simple_query", "usable"]
+
+# Windows' default loop cannot watch a socket (no add_reader): calls go to the worker.
+_NO_READERS: tuple[type, ...] = tuple(
+    cls for cls in [getattr(asyncio, "ProactorEventLoop", None)] if cls is not None
+)
+
+
+def usable() -> bool:
+    """Whether the running loop can watch a socket, as these calls need."""
+    return not isinstance(asyncio.get_running_loop(), _NO_READERS)
 
 
 async def simple_query(pgconn: pq.abc.PGconn, query: bytes) -> list[pq.abc.PGresult]:
