@@ -6,7 +6,10 @@ interface (``connection``), the translation of its errors (``errors``), its migr
 (``schema``) and opening a store from a URL (``target``). As with SQLite, each operation
 (a whole transaction) runs on a worker thread that owns the connection, so a save is one
 thread hop and a caller cancelled while it waits cannot leave a transaction half-open.
-Concurrent saves are committed in batches the same way.
+Concurrent saves are committed in batches the same way. Two calls skip the hop while the
+worker is idle, borrowing its connection from the loop (``loop_io``): a lone save whose
+session's head the connection knows, sent in one round trip (``at_once``), and a cached
+load's version check.
 """
 
 from __future__ import annotations
@@ -179,8 +182,8 @@ class PostgresBackend(BatchedBackend):
         it was committed, and the worker runs it."""
         conn, cache = self._pg, self._cache
         sessions = {op.session_id for op in ops}
-        if self._borrowed is not None or not conn.can_write_at_once(sessions):
-            return None
+        if self._closed or self._borrowed is not None or not conn.can_write_at_once(sessions):
+            return None  # (closed: the worker's path says so)
         borrowed = self._borrowed = anyio.Event()
         try:
             with translated(self._where, read_only=self._read_only):
