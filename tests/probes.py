@@ -4,6 +4,7 @@ its target exists at all."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,8 +14,26 @@ import psycopg
 
 import eventmem
 from eventmem.store.postgres import PostgresBackend
+from eventmem.store.postgres import connection as pg_connection
+from eventmem.store.postgres.loop_io import simple_query
 from eventmem.store.sqlite import SQLiteBackend
 from tests.backends import POSTGRES_URL, backend_of, schema_of
+
+
+def _sent_at_once(conn: Any, text: str) -> list[str]:
+    """The statements of a batch sent in one query (``BEGIN; ...; COMMIT``), each
+    prepared statement by its text (as the pipelined path sends it); any other query
+    as it is, except the PREPAREs that name those statements."""
+    if text.startswith("PREPARE eventmem_"):
+        return []  # once per statement and connection, not part of any call's work
+    if not text.startswith("BEGIN;\n"):
+        return [text]
+    names = {name: query for query, name in conn._prepared.items()}
+    statements = []
+    for part in text.split(";\n"):
+        match = re.match(r"EXECUTE (eventmem_\d+)\(", part)
+        statements.append(conn._statement(names[match[1]])[0] if match else part)
+    return statements
 
 
 @asynccontextmanager
@@ -42,7 +61,8 @@ async def traced_statements(store: eventmem.Store) -> AsyncIterator[list[str]]:
     executemany: Callable[..., Any] = conn.executemany
 
     def traced_execute(query: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(query.decode() if isinstance(query, bytes) else str(query))
+        text = query.decode() if isinstance(query, bytes) else str(query)
+        statements.extend(_sent_at_once(conn, text))
         return execute(query, *args, **kwargs)
 
     def traced_executemany(query: str, parameters: Iterable[Sequence[Any]], /) -> None:
@@ -50,13 +70,19 @@ async def traced_statements(store: eventmem.Store) -> AsyncIterator[list[str]]:
         statements.extend([query] * len(rows))
         executemany(query, rows)
 
+    async def traced_simple_query(pgconn: Any, query: bytes) -> Any:
+        statements.extend(_sent_at_once(conn, query.decode()))
+        return await simple_query(pgconn, query)
+
     raw.execute = traced_execute  # type: ignore[method-assign]
     conn.executemany = traced_executemany  # type: ignore[method-assign]
+    pg_connection.simple_query = traced_simple_query  # type: ignore[attr-defined]
     try:
         yield statements
     finally:
         del raw.execute
         del conn.executemany
+        pg_connection.simple_query = simple_query  # type: ignore[attr-defined]
 
 
 def target_exists(target: str | os.PathLike[str]) -> bool:

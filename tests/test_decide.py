@@ -136,13 +136,20 @@ async def test_the_live_path_stores_what_deciding_over_memory_gives(
     store: eventmem.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each decision the live path made, made again over an in-memory fold."""
-    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+    # The decision made at each version: a batch tried at once from a known head
+    # (PostgreSQL) may stop half-way, or find its head stale, and decide again, so the
+    # last decision made from a version is the one its write committed.
+    calls: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
+    head_arg = {"decide_turn": 3, "decide_step": 2, "decide_clear": 0}
     for name in ("decide_turn", "decide_step", "decide_clear"):
         real = getattr(eventmem.store.writes, name)
 
-        def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            calls.append((_real, args, kwargs))
-            return _real(*args, **kwargs)
+        def spy(*args: Any, _real: Any = real, _at: int = head_arg[name], **kwargs: Any) -> Any:
+            version = args[_at].version
+            decided = _real(*args, **kwargs)
+            calls.pop(version, None)
+            calls[version] = (_real, args, kwargs)
+            return decided
 
         monkeypatch.setattr(eventmem.store.writes, name, spy)
     memory = store.agent_token_buffer("s", max_token_limit=60, format_as_tools=True)
@@ -157,7 +164,7 @@ async def test_the_live_path_stores_what_deciding_over_memory_gives(
             await memory.aclear()
     buffer = MemoryBuffer("s")
     decided: list[Event] = []
-    for real, args, kwargs in calls:
+    for real, args, kwargs in calls.values():
         head_at = {decide_turn: 3, decide_step: 2, decide_clear: 0}[real]
         events = real(*args[:head_at], buffer, *args[head_at + 1 :], **kwargs)
         _write(buffer, events)

@@ -17,6 +17,7 @@ import pytest
 import eventmem
 import eventmem.store.batched
 from eventmem.projection import fold
+from eventmem.store.postgres import backend as pg_backend
 from eventmem.store.sqlite.backend import SQLiteBackend
 from eventmem.store.writes import write_batch
 
@@ -31,12 +32,18 @@ def _held_batches(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, lis
     release = threading.Event()
     sizes: list[int] = []
 
-    def held(conn: Any, cache: Any, ops: list[Any]) -> Any:
-        sizes.append(len(ops))
-        release.wait(10)
-        return write_batch(conn, cache, ops)
+    def holding(write: Callable[..., Any]) -> Callable[..., Any]:
+        def held(conn: Any, cache: Any, ops: list[Any]) -> Any:
+            sizes.append(len(ops))
+            release.wait(10)
+            return write(conn, cache, ops)
 
-    monkeypatch.setattr(eventmem.store.batched, "write_batch", held)
+        return held
+
+    monkeypatch.setattr(eventmem.store.batched, "write_batch", holding(write_batch))
+    # PostgreSQL runs its batches through a function of its own (sent at once or
+    # pipelined, see eventmem.store.postgres.at_once).
+    monkeypatch.setattr(pg_backend, "_write_batch", holding(pg_backend._write_batch))
     return release, sizes
 
 
@@ -166,15 +173,19 @@ async def test_a_failed_batch_reaches_every_caller_in_it_and_the_next_batch_runs
         release = threading.Event()
         calls: list[int] = []
 
-        def second_fails(conn: Any, cache: Any, ops: list[Any]) -> Any:
-            calls.append(len(ops))
-            if len(calls) == 1:
-                release.wait(10)
-            elif len(calls) == 2:
-                raise eventmem.StorageError("simulated failure of the whole batch")
-            return write_batch(conn, cache, ops)
+        def second_fails(write: Any) -> Any:
+            def batch(conn: Any, cache: Any, ops: list[Any]) -> Any:
+                calls.append(len(ops))
+                if len(calls) == 1:
+                    release.wait(10)
+                elif len(calls) == 2:
+                    raise eventmem.StorageError("simulated failure of the whole batch")
+                return write(conn, cache, ops)
 
-        monkeypatch.setattr(eventmem.store.batched, "write_batch", second_fails)
+            return batch
+
+        monkeypatch.setattr(eventmem.store.batched, "write_batch", second_fails(write_batch))
+        monkeypatch.setattr(pg_backend, "_write_batch", second_fails(pg_backend._write_batch))
         monkeypatch.setattr(SQLiteBackend, "_write_inline", lambda self, ops: None)
         outcomes: dict[int, str] = {}
 

@@ -103,6 +103,18 @@ class ViewCache:
                 items.appendleft(kept)
             entry.version = to_version
 
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """Drop these sessions' buffers (a write to them ended in a way that leaves the
+        cached delta unsure)."""
+        with self._lock:
+            for session_id in session_ids:
+                self._entries.pop(session_id, None)
+
+    def holds(self, session_id: str) -> bool:
+        """Whether some version of the session's buffer is cached."""
+        with self._lock:
+            return session_id in self._entries
+
     def clear(self) -> None:
         """Forget everything (after a rebuild or an import)."""
         with self._lock:

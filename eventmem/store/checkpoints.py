@@ -235,7 +235,7 @@ def checkpoint_op(session_id: str, decide: Decide, max_save_bytes: int) -> Write
 
         return body
 
-    return WriteOp(session_id, prepare)
+    return WriteOp(session_id, prepare, rerunnable=False)  # its decision reads the tables
 
 
 def check_bases(conn: Connection, session_id: str, event: CheckpointSaved) -> None:

@@ -35,7 +35,9 @@ __all__ = [
     "WriteOp",
     "append_op",
     "clear_op",
+    "finish_batch",
     "retract_op",
+    "run_batch",
     "step_op",
     "turn_op",
     "write_batch",
@@ -49,16 +51,28 @@ Prepare = Callable[[Connection, ViewCache], Callable[[], SessionHead]]
 
 
 class WriteOp(NamedTuple):
-    """A write of one session, waiting for its batch."""
+    """A write of one session, waiting for its batch. ``rerunnable``: its body may run
+    again after a first run that was rolled back (it reads nothing but the session's
+    head and keeps nothing from a run that did not commit), so a backend may try the
+    batch optimistically first."""
 
     session_id: str
     prepare: Prepare
+    rerunnable: bool = True
 
 
 def write_batch(
     conn: Connection, cache: ViewCache, ops: list[WriteOp]
 ) -> list[int | EventmemError]:
     """Run several writes in one transaction (group commit); each is all or nothing.
+    (``run_batch``, then ``finish_batch`` once it committed.)"""
+    return finish_batch(cache, run_batch(conn, cache, ops))
+
+
+def run_batch(
+    conn: Connection, cache: ViewCache, ops: list[WriteOp]
+) -> list[SessionHead | EventmemError]:
+    """The transaction of ``write_batch``: each write's head, or why it was refused.
 
     A body refuses (raises an [`EventmemError`][eventmem.EventmemError]) only before its
     first write, so a refused write is reported alone and the others commit; anything
@@ -103,6 +117,14 @@ def write_batch(
             outcomes = [b if isinstance(b, EventmemError) else e for b in bodies]
     else:
         outcomes = list(bodies)  # type: ignore[arg-type]
+    return outcomes
+
+
+def finish_batch(
+    cache: ViewCache, outcomes: list[SessionHead | EventmemError]
+) -> list[int | EventmemError]:
+    """After a batch committed: the cache follows each write; each caller's version or
+    refusal."""
     results: list[int | EventmemError] = []
     for outcome in outcomes:
         if isinstance(outcome, SessionHead):

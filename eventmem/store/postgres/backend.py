@@ -6,7 +6,10 @@ interface (``connection``), the translation of its errors (``errors``), its migr
 (``schema``) and opening a store from a URL (``target``). As with SQLite, each operation
 (a whole transaction) runs on a worker thread that owns the connection, so a save is one
 thread hop and a caller cancelled while it waits cannot leave a transaction half-open.
-Concurrent saves are committed in batches the same way.
+Concurrent saves are committed in batches the same way. Two calls skip the hop while the
+worker is idle, borrowing its connection from the loop (``loop_io``): a lone save whose
+session's head the connection knows, sent in one round trip (``at_once``), and a cached
+load's version check.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ from typing import Any, TypeVar
 import anyio
 import psycopg
 
-from eventmem.errors import ClosedError
+from eventmem.errors import ClosedError, EventmemError
+from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
-from eventmem.store import maintenance
+from eventmem.store import maintenance, reads
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
+from eventmem.store.cache import ViewCache
+from eventmem.store.postgres import loop_io
+from eventmem.store.postgres.at_once import NotAtOnce
 from eventmem.store.postgres.connection import PostgresConnection
 from eventmem.store.postgres.errors import translated
 from eventmem.store.postgres.target import Settings, Target, connect
 from eventmem.store.worker import Worker
+from eventmem.store.writes import WriteOp, finish_batch, run_batch
 
 __all__ = ["PostgresBackend"]
 
@@ -53,6 +61,8 @@ class PostgresBackend(BatchedBackend):
         self._pg = conn
         self._target = target
         self._settings = settings
+        # Set while a write on the loop uses the worker's connection (``_write_on_loop``).
+        self._borrowed: anyio.Event | None = None
 
     @classmethod
     async def open(cls, url: str, options: OpenOptions) -> PostgresBackend:
@@ -69,7 +79,7 @@ class PostgresBackend(BatchedBackend):
         except BaseException:
             worker.stop()
             raise
-        conn = PostgresConnection(raw, target.schema)
+        conn = PostgresConnection(raw, target.schema, max(options.cache_sessions, 64))
         backend = cls(
             conn, target, settings, options.cache_sessions, options.max_save_bytes, worker
         )
@@ -84,6 +94,8 @@ class PostgresBackend(BatchedBackend):
         a pipeline cannot hold.)"""
         if self._closed:
             raise ClosedError("the store is closed")
+        while self._borrowed is not None:  # a write on the loop holds the connection
+            await self._borrowed.wait()
 
         def attempt() -> T:
             conn = self._pg
@@ -117,6 +129,87 @@ class PostgresBackend(BatchedBackend):
         # Not cancellable while the thread runs: the call always ends in COMMIT or
         # ROLLBACK before the caller hears of its cancellation.
         return await self._worker.run(call)
+
+    async def load_view_at(self, session_id: str) -> tuple[int, list[Message]]:
+        """A cached buffer whose version is confirmed from the loop (one round trip on
+        the worker's connection, borrowed while the worker is idle: no thread hop);
+        anything else from the worker (which also prepares the version's statement)."""
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if (
+            self._cache.holds(session_id)
+            and not self._worker.busy
+            and self._borrowed is None
+            and loop_io.usable()
+        ):
+            version = await self._version_on_loop(session_id)
+            if version is not None:
+                cached = self._cache.get(session_id, version)
+                if cached is not None:
+                    return version, cached
+        return await self._run(_load_view_at, self._cache, session_id)
+
+    async def _version_on_loop(self, session_id: str) -> int | None:
+        """The session's version read from the loop, or None (no such session, the
+        statement not prepared yet, a connection that failed: the worker's path then
+        answers, reconnecting and translating errors as every call does)."""
+        conn = self._pg
+        borrowed = self._borrowed = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):  # one round trip, never left half-way
+                version = await conn.version_on_loop(session_id)
+        finally:
+            self._borrowed = None
+            borrowed.set()
+        return version
+
+    async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
+        """A batch in one round trip when this connection knows its sessions' heads,
+        else (or when that finds a head stale) in a pipeline: see ``_write_batch``. A
+        lone write sent at once goes from the loop, when the worker is idle: no thread
+        hop (``_write_on_loop``)."""
+        if len(ops) == 1 and ops[0].rerunnable and not self._worker.busy and loop_io.usable():
+            results = await self._write_on_loop(ops)
+            if results is not None:
+                return results
+        return await self._run(_write_batch, self._cache, ops)
+
+    async def _write_on_loop(self, ops: list[WriteOp]) -> list[int | EventmemError] | None:
+        """The batch composed on the loop's thread (as SQLite's lone writes run on the
+        caller's) and sent through libpq on the loop, the worker's connection borrowed
+        meanwhile (its calls wait for it); None when it cannot go that way (a head not
+        known or found stale, a read it needs, a statement not prepared yet): nothing of
+        it was committed, and the worker runs it."""
+        conn, cache = self._pg, self._cache
+        sessions = {op.session_id for op in ops}
+        if self._closed or self._borrowed is not None or not conn.can_write_at_once(sessions):
+            return None  # (closed: the worker's path says so)
+        borrowed = self._borrowed = anyio.Event()
+        try:
+            with translated(self._where, read_only=self._read_only):
+                conn.start_call()
+                conn.start_at_once(send=False)
+                try:
+                    outcomes = run_batch(conn, cache, ops)
+                except NotAtOnce:
+                    return None
+                finally:
+                    conn.end_at_once()
+                if conn.composed is None:  # nothing to commit (every write refused)
+                    if any(not isinstance(o, EventmemError) for o in outcomes):
+                        return None  # (not reached: a write that was not refused composes)
+                    return finish_batch(cache, outcomes)
+                with anyio.CancelScope(shield=True):  # it runs to COMMIT, as on the worker
+                    if not await conn.send_composed():
+                        return None
+            return finish_batch(cache, outcomes)
+        except BaseException:
+            conn.forget(sessions)
+            cache.forget(sessions)
+            raise
+        finally:
+            self._borrowed = None
+            borrowed.set()
 
     @asynccontextmanager
     async def export_snapshot(self) -> AsyncIterator[ExportPage]:
@@ -158,8 +251,50 @@ class PostgresBackend(BatchedBackend):
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
+                while self._borrowed is not None:
+                    await self._borrowed.wait()
                 await self._worker.run(self._pg.raw.close)
                 self._worker.stop()
+
+
+def _write_batch(
+    conn: PostgresConnection, cache: ViewCache, ops: list[WriteOp]
+) -> list[int | EventmemError]:
+    """``write_batch``, first composed at once from the known heads (one round trip; see
+    ``eventmem.store.postgres.at_once``), else with its heads read under its locks and
+    its writes pipelined (two round trips). A batch that fails, or may have, leaves its
+    sessions' heads and cached buffers unknown."""
+    sessions = {op.session_id for op in ops}
+    try:
+        if all(op.rerunnable for op in ops) and conn.can_write_at_once(sessions):
+            conn.start_at_once()
+            try:
+                outcomes = run_batch(conn, cache, ops)
+                if conn.sent_at_once:
+                    return finish_batch(cache, outcomes)
+            except NotAtOnce:
+                pass  # nothing of it was committed: the usual way
+            finally:
+                conn.end_at_once()
+        with conn.raw.pipeline():
+            outcomes = run_batch(conn, cache, ops)
+        # The pipeline ends when the server answered the COMMIT: only then does the
+        # cache follow the writes (a COMMIT that failed leaves it as it was).
+        conn.committed()
+        return finish_batch(cache, outcomes)
+    except BaseException:
+        conn.forget(sessions)
+        cache.forget(sessions)
+        raise
+
+
+def _load_view_at(
+    conn: PostgresConnection, cache: ViewCache, session_id: str
+) -> tuple[int, list[Message]]:
+    """``reads.load_view_at``; the statement a load reads its version with from the loop
+    is prepared first, if it is not yet."""
+    conn.prepare_version()
+    return reads.load_view_at(conn, cache, session_id)
 
 
 def _abandon(conn: PostgresConnection) -> None:

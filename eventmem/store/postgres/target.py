@@ -84,6 +84,8 @@ def _configure(
             "UTF8 database (CREATE DATABASE ... ENCODING 'UTF8')"
         )
     raw.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
+    # Writes sent at once carry their values as literals (eventmem.store.postgres.at_once).
+    raw.execute("SET standard_conforming_strings = on")
     raw.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
     # "normal" as on SQLite (WAL + synchronous=NORMAL): a commit returns without waiting
     # for its WAL flush, so a crash of the server or its machine may lose the last
