@@ -46,7 +46,7 @@ RSS_TARGET_MIB = 200  # the import's peak resident memory
 
 # Run in a child: one import of FILE into a new DB, its time and peak RSS as JSON.
 _IMPORT_CHILD = """
-import json, resource, sys, time, anyio, eventmem
+import json, sys, time, anyio, eventmem
 async def main():
     async with eventmem.open(sys.argv[1]) as store:
         with open(sys.argv[2], "rb") as lines:
@@ -55,8 +55,11 @@ async def main():
             seconds = time.perf_counter() - t0
     return events, seconds
 events, seconds = anyio.run(main)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"events": events, "seconds": seconds, "rss_mib": rss}))
+# VmHWM: this process's own peak. ru_maxrss would also count the parent's memory, which
+# Linux carries over from the fork into the child's figure across its exec.
+with open("/proc/self/status") as status:
+    hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"events": events, "seconds": seconds, "rss_mib": hwm / 1024}))
 """
 
 

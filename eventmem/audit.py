@@ -300,6 +300,7 @@ class SessionFold:
         "keep_digests",
         "last_kind",
         "session_id",
+        "slack",
         "trusted",
     )
 
@@ -319,7 +320,10 @@ class SessionFold:
         # The chain hashes of the events holding visible messages (and a few more, up to
         # keep_digests): what a summary is checked by, with the buffer's ``dropped``.
         self.digests: dict[int, bytes] = {}
-        self.keep_digests = 8
+        # How many more may pile up before they are trimmed: few in an import, which
+        # holds every session's fold at once; more where trimming would cost CPU.
+        self.slack = 8 if skeleton else 64
+        self.keep_digests = self.slack
 
     @property
     def state(self) -> HeadState:
@@ -462,7 +466,7 @@ class SessionFold:
         buffer = self.buffer
         keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
         self.digests = {p: d for p, d in self.digests.items() if p in keep}
-        self.keep_digests = 2 * len(self.digests) + 8
+        self.keep_digests = 2 * len(self.digests) + self.slack
         buffer.dropped.clear()
 
     def view_rows(self) -> list[ViewRow]:

@@ -489,8 +489,10 @@ class MemoryBuffer:
         self.pending.append((position, step))
 
     def take_pending(self) -> list[tuple[int, StepRecorded]]:
-        """Release the held steps."""
-        taken, self.pending = self.pending, []
+        """Release the held steps (none held: the empty list itself, not a new one)."""
+        taken = self.pending
+        if taken:
+            self.pending = []
         return taken
 
     def held(self) -> list[tuple[int, StepRecorded]]:
