@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,26 @@ class RawDatabase:
         if cursor.description is None:
             return []
         return [tuple(row) for row in cursor.fetchall()]
+
+    def rechain(self, session_id: str, rewrite: Callable[[int, bytes], bytes]) -> bytes:
+        """Replace each event's data by ``rewrite(position, data)`` and recompute every
+        hash of the session's chain, as someone who has read eventmem's hash rule would
+        (call :meth:`allow_tampering` first); the new last hash."""
+        from eventmem.events import GENESIS_HASH, chain_hash
+
+        rows = self.execute(
+            "SELECT position, recorded_at, data FROM events WHERE session_id = ? ORDER BY position",
+            (session_id,),
+        )
+        previous = GENESIS_HASH
+        for position, recorded_at, data in rows:
+            stored = rewrite(position, data.encode() if isinstance(data, str) else bytes(data))
+            previous = chain_hash(previous, session_id, position, recorded_at, stored)
+            self.execute(
+                "UPDATE events SET data = ?, hash = ? WHERE session_id = ? AND position = ?",
+                (stored.decode(), previous, session_id, position),
+            )
+        return previous
 
     def allow_tampering(self) -> None:
         """Switch off the database's refusal to change or delete events (eventmem then

@@ -404,28 +404,18 @@ async def test_fold_of_events_equals_every_stored_projection(store: eventmem.Sto
 async def _forge_first_message(target: str, turns: int, role: bytes) -> None:
     """Give the session's first event a message of another ``role`` and chain the whole
     session (and its head) again: only decoding the message can tell."""
-    from eventmem.events import GENESIS_HASH, chain_hash
-
     async with eventmem.open(target) as store:
         memory = store.token_buffer("forged", max_token_limit=30)
         for t in range(turns):
             await memory.asave_context({"input": f"question {t}"}, {"output": f"answer {t}"})
     with raw_database(target) as raw:
         raw.allow_tampering()
-        rows = raw.execute(
-            "SELECT position, recorded_at, data FROM events WHERE session_id = 'forged'"
-            " ORDER BY position"
+        previous = raw.rechain(
+            "forged",
+            lambda position, data: (
+                data.replace(b'"role":"human"', b'"role":' + role, 1) if position == 1 else data
+            ),
         )
-        previous = GENESIS_HASH
-        for position, recorded_at, data in rows:
-            data = bytes(data.encode() if isinstance(data, str) else data)
-            if position == 1:
-                data = data.replace(b'"role":"human"', b'"role":' + role, 1)
-            previous = chain_hash(previous, "forged", position, recorded_at, data)
-            raw.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = 'forged' AND position = ?",
-                (data.decode(), previous, position),
-            )
         raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 'forged'", (previous,))
         raw.restore_triggers()
 

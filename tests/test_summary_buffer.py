@@ -357,21 +357,13 @@ async def test_verify_finds_a_summary_rewritten_in_the_database(
         events = [e async for e in store.events("s")]
     target_position = next(e.position for e in events if e.kind == "summary")
     with raw_database(target) as raw:
-        rows = raw.execute(
-            "SELECT position, recorded_at, data FROM events WHERE session_id = 's'"
-            " ORDER BY position"
-        )
         raw.allow_tampering()
-        previous = GENESIS_HASH
-        for position, recorded_at, data in rows:
-            stored = data.encode() if isinstance(data, str) else bytes(data)
-            if position == target_position:
-                stored = encode_event(forgery(decode_event(stored)))
-            previous = chain_hash(previous, "s", position, recorded_at, stored)
-            raw.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = 's' AND position = ?",
-                (stored.decode(), previous, position),
-            )
+        previous = raw.rechain(
+            "s",
+            lambda position, data: (
+                encode_event(forgery(decode_event(data))) if position == target_position else data
+            ),
+        )
         raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 's'", (previous,))
         raw.restore_triggers()
     async with eventmem.open(target) as store:

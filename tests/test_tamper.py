@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 import eventmem
-from eventmem.events import GENESIS_HASH, chain_hash
 from tests.backends import backend_of, raw_database
 from tests.test_audit import _populate
 from tests.test_cli import assert_clean_error, run
@@ -363,19 +362,8 @@ def _rechain(target: str) -> None:
     """Rewrite chat-1's turns and recompute every hash of its chain, as someone who has
     read this project's hash rule would; then drop its head so rebuild writes a new one."""
     with raw_database(target) as raw:
-        rows = raw.execute(
-            "SELECT position, recorded_at, data FROM events WHERE session_id = 'chat-1'"
-            " ORDER BY position"
-        )
         raw.allow_tampering()
-        previous = GENESIS_HASH
-        for position, recorded_at, data in rows:
-            forged = data.replace("q1", "qX")
-            previous = chain_hash(previous, "chat-1", position, recorded_at, forged.encode())
-            raw.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = 'chat-1' AND position = ?",
-                (forged, previous, position),
-            )
+        raw.rechain("chat-1", lambda _, data: data.replace(b"q1", b"qX"))
         raw.restore_triggers()
         raw.execute("DELETE FROM sessions WHERE session_id = 'chat-1'")
 
