@@ -35,7 +35,6 @@ __all__ = [
     "trigger_findings",
     "verify",
     "verify_session",
-    "write_projection",
     "write_projections",
 ]
 
@@ -141,14 +140,9 @@ def _session_ids(conn: Connection, parts: int) -> list[str]:
     return [sid for (sid,) in conn.execute("SELECT DISTINCT session_id FROM events ORDER BY 1")]
 
 
-def write_projection(conn: Connection, fold: SessionFold | FoldOutcome) -> None:
-    """Insert a fold's head, buffer rows and checkpoint index rows (none exist)."""
-    write_projections(conn, [fold])
-
-
 def write_projections(conn: Connection, folds: Iterable[SessionFold | FoldOutcome]) -> None:
-    """`write_projection` of many folds, a statement per table for each
-    ``_WRITE_CHUNK`` of them."""
+    """Insert the folds' heads, buffer rows and checkpoint index rows (none exist), a
+    statement per table for each ``_WRITE_CHUNK`` of them."""
     heads: list[tuple[Any, ...]] = []
     rows: list[ViewRow] = []
     index: IndexRows = ([], [], [])
@@ -428,16 +422,13 @@ def rebuild(
         conn.execute("DELETE FROM view_messages")
         conn.execute("DELETE FROM sessions")
         checkpoints.delete_index(conn, None)
-        count = 0
-        for fold in folds.values():
-            if fold.session_id not in damaged:
-                write_projection(conn, fold)
-                count += 1
+        rebuilt = [fold for fold in folds.values() if fold.session_id not in damaged]
+        write_projections(conn, rebuilt)
         conn.executemany(INSERT_HEAD, [heads[s].row() for s in damaged if s in heads])
         conn.executemany(INSERT_ROW, kept_view)
         for rows in kept_index:
             checkpoints.insert_index_rows(conn, rows)
-        return count
+        return len(rebuilt)
 
     return write_transaction(conn, body)
 
