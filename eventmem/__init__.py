@@ -42,10 +42,12 @@ from eventmem.errors import (
     ReadOnlyStoreError,
     RebuildRefusedError,
     SchemaVersionError,
+    SessionExistsError,
     StorageError,
     SummarizerError,
     SyncInAsyncContextError,
     UnknownModelError,
+    UnknownSessionError,
     UnprotectedLogError,
 )
 from eventmem.events import (
@@ -59,10 +61,13 @@ from eventmem.events import (
     MessagesAppended,
     MessagesRetracted,
     PruneMode,
+    SessionForked,
     StepRecorded,
     StoredEvent,
     SummaryRecorded,
     TurnSaved,
+    ViewRef,
+    ViewRewound,
 )
 from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
@@ -145,6 +150,8 @@ __all__ = [
     "ReadOnlyStoreError",
     "RebuildRefusedError",
     "SchemaVersionError",
+    "SessionExistsError",
+    "SessionForked",
     "SessionSummary",
     "StepRecorded",
     "StorageError",
@@ -168,8 +175,11 @@ __all__ = [
     "TriggerMode",
     "TurnSaved",
     "UnknownModelError",
+    "UnknownSessionError",
     "UnprotectedLogError",
     "VerifyReport",
+    "ViewRef",
+    "ViewRewound",
     "__version__",
     "buffer_string",
     "connect",

@@ -184,6 +184,49 @@ class Store:
             await _tracing.viewed(self._backend, session_id, messages, as_of)
         return messages
 
+    async def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
+        """Begin ``new_session`` as ``source`` was right after position ``at`` (default:
+        its last): the same view, and the same history up to ``at``, without copying
+        either. One event is written, a [`SessionForked`][eventmem.SessionForked] at
+        position ``at + 1`` of the new session naming the parent, the position and the
+        parent's chain hash there; from then on the two sessions diverge, and
+        ``source`` is untouched. Returns the new session's version (``at + 1``).
+
+        ``events(new_session)`` and ``messages(new_session, as_of=p)`` for ``p <= at``
+        read the parent's events (a fork of a fork reads up its whole line). Raises
+        [`SessionExistsError`][eventmem.SessionExistsError] if ``new_session`` has
+        events, [`UnknownSessionError`][eventmem.UnknownSessionError] if ``source`` has
+        none, and `InvalidInputError` for a position past its end or one where agent
+        steps recorded live wait for their turn. Costs a fold of ``source`` up to
+        ``at`` (at its last position: a read of its view).
+        """
+        source = validate_session_id(source)
+        new_session = validate_session_id(new_session)
+        if at is not None:
+            _check_position(at, "at")
+        return await self._backend.fork(source, new_session, at)
+
+    async def rewind(self, session_id: str, *, to: int, expected_version: int | None = None) -> int:
+        """Make the session's view what it was right after position ``to``, by appending
+        a [`ViewRewound`][eventmem.ViewRewound] that carries that view: nothing is
+        deleted, the events after ``to`` stay in the log (``eventmem log`` marks them
+        rewound over), and ``messages(session_id, as_of=p)`` still shows each earlier
+        view. Later saves continue from the restored view. A summary buffer's summary
+        in force becomes the one in force at ``to``.
+
+        Returns the session's new version. Raises
+        [`UnknownSessionError`][eventmem.UnknownSessionError] for a session without
+        events, [`ConcurrencyError`][eventmem.ConcurrencyError] if ``expected_version``
+        is stale, and `InvalidInputError` for a position past the end or while agent
+        steps recorded live wait for their turn. Costs a fold of the history up to
+        ``to``.
+        """
+        session_id = validate_session_id(session_id)
+        _check_position(to, "to")
+        if expected_version is not None:
+            _check_position(expected_version, "expected_version")
+        return await self._backend.rewind(session_id, to, expected_version)
+
     async def replay(
         self,
         session_id: str,
@@ -591,6 +634,13 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<eventmem.Store {getattr(self._backend, '_where', '?')!r}>"
+
+
+def _check_position(value: object, what: str) -> int:
+    """``value`` if it is a position (an int >= 0), else raise `InvalidInputError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{what} must be a position (an int >= 0), got {value!r}")
+    return value
 
 
 def _check_processes(processes: object) -> int | None:

@@ -33,16 +33,18 @@ from eventmem.events import (
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionForked,
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
+    ViewRewound,
     chain_hash,
     check_event,
     decode_event,
     encode_event,
 )
 from eventmem.messages import InvalidToolCall, Message, ToolCall, build_trusted, decode_trusted
-from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply
+from eventmem.projection import Archive, BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.store.view_rows import ViewRow
 from eventmem.tokens import TokenCounter
 
@@ -67,6 +69,7 @@ ProblemKind = Literal[
     "hash_mismatch",
     "undecodable",
     "kind_mismatch",
+    "fork_mismatch",
     "truncated",
     "projection_mismatch",
     "orphan_projection",
@@ -135,6 +138,8 @@ _decode_stored = msgspec.json.Decoder(
     | MemoryCleared
     | MessagesRetracted
     | SummaryRecorded
+    | SessionForked
+    | ViewRewound
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -148,6 +153,8 @@ _TAGS: dict[type, str] = {
     kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
 }
 _CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
+_FORK_OR_REWIND = frozenset({SessionForked, ViewRewound})
+_decode_fork = msgspec.json.Decoder(SessionForked).decode
 
 
 def _decode_stored_event(data: bytes, *, trusted: bool) -> Event:
@@ -253,6 +260,8 @@ class FoldOutcome(msgspec.Struct, frozen=True):
     ``messages`` holds the visible messages' JSON when the fold was asked for it (a
     session whose stored buffer still has rows from before schema 5, which hold their
     message instead of pointing at it); without it such rows cannot be compared here.
+    ``deferred``: the session is a fork or holds a rewind, so only its chain was checked
+    (see `SessionFold.deferred`).
     """
 
     session_id: str
@@ -261,6 +270,7 @@ class FoldOutcome(msgspec.Struct, frozen=True):
     view: list[ViewRow]
     index: IndexRows
     messages: list[str] | None = None
+    deferred: bool = False
 
     @property
     def state(self) -> HeadState:
@@ -293,9 +303,11 @@ class SessionFold:
     """A session's state while its events are read in order: chain and buffer."""
 
     __slots__ = (
+        "archive",
         "broken",
         "buffer",
         "checkpoints",
+        "deferred",
         "digests",
         "keep_digests",
         "last_kind",
@@ -304,17 +316,32 @@ class SessionFold:
         "trusted",
     )
 
-    def __init__(self, session_id: str, *, trusted: bool = False, skeleton: bool = False) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        trusted: bool = False,
+        skeleton: bool = False,
+        archive: Archive | None = None,
+    ) -> None:
         """``trusted``: the events come from this store (their messages were validated
         when written), so decoding skips re-validating them once the hash matches.
         ``skeleton``: the buffer keeps no message text (see `_SkeletonBuffer`; for a
-        fold whose buffer only becomes projection rows, like an import's)."""
+        fold whose buffer only becomes projection rows, like an import's).
+        ``archive``: fold the whole history of a fork or of a session with rewinds
+        (see `fold_history`); without one, such a session is ``deferred``: its events
+        are checked against the chain, and its buffer is left to `fold_history`, which
+        reads the history a stream of one session's events does not hold."""
         self.session_id = session_id
+        self.archive = archive
+        self.deferred = False
         self.trusted = trusted
         self.last_kind = ""
         self.buffer: _PruneNoting = (
             _SkeletonBuffer(session_id) if skeleton else _FoldBuffer(session_id)
         )
+        if archive is not None:
+            self.buffer.archive = archive
         self.checkpoints = CheckpointIndex(session_id)
         self.broken = False
         # The chain hashes of the events holding visible messages (and a few more, up to
@@ -382,14 +409,19 @@ class SessionFold:
         if self.broken:
             return None
         state = self.buffer.state
+        previous = state.head_hash
         if position != state.version + 1:
-            expected = state.version + 1
-            return self._fail(
-                expected,
-                "missing_event",
-                f"expected position {expected}, found {position}: an event was deleted or moved",
-            )
-        if chain_hash(state.head_hash, self.session_id, position, recorded_at, data) != digest:
+            start = self._fork_start(position, data, kind) if state.version == 0 else None
+            if start is None:
+                expected = state.version + 1
+                return self._fail(
+                    expected,
+                    "missing_event",
+                    f"expected position {expected}, found {position}: an event was deleted "
+                    "or moved",
+                )
+            previous = start  # checked against the parent's by fold_history
+        if chain_hash(previous, self.session_id, position, recorded_at, data) != digest:
             return self._fail(
                 position,
                 "hash_mismatch",
@@ -419,10 +451,38 @@ class SessionFold:
             return self._fail(position, "undecodable", f"the event does not fold: {e}")
         return None
 
-    def fold(self, position: int, recorded_at: int, event: Event, digest: bytes) -> None:
-        """Apply an already checked event."""
+    def _fork_start(self, position: int, data: bytes, kind: str | None) -> bytes | None:
+        """The parent hash a fork's first event (at ``position``, past 1) names, or None
+        if the event is not one."""
+        if kind not in (None, "fork"):
+            return None
+        try:
+            event = _decode_fork(data)
+            parent_hash = bytes.fromhex(event.parent_hash)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            return None
+        return parent_hash if event.at == position - 1 and len(parent_hash) == 32 else None
+
+    def inherit(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> None:
+        """Fold an event of a fork's parent (its chain is the parent's to check)."""
+        event = _decode_stored_event(data, trusted=True)
+        self.fold(position, recorded_at, event, digest, own=False)
+
+    def fold(
+        self, position: int, recorded_at: int, event: Event, digest: bytes, *, own: bool = True
+    ) -> None:
+        """Apply an already checked event (``own``: of this session, not inherited)."""
         buffer = self.buffer
         kind = type(event)
+        if self.deferred or (self.archive is None and kind in _FORK_OR_REWIND):
+            self.deferred = True  # fold_history folds the buffer
+            buffer.state.chain(position, recorded_at, digest)
+            return
+        if kind is SessionForked and event.parent_hash != buffer.state.head_hash.hex():  # type: ignore[union-attr]
+            raise CorruptDatabaseError(
+                "the fork names a parent hash that is not the hash of its parent's event "
+                f"at {position - 1}"
+            )
         if kind is SummaryRecorded:
             apply(buffer, event, position)  # checks the seqs it covers
             self._check_summary(event)  # type: ignore[arg-type]  # (the type is checked)
@@ -433,10 +493,13 @@ class SessionFold:
                 digests = self.digests
             apply(buffer, event, position)
             if kind in _CHECKPOINT_EVENTS:
-                self.checkpoints.apply(event, position)
+                if own:  # a fork's index holds its own checkpoints only
+                    self.checkpoints.apply(event, position)
             else:
                 digests[position] = digest
         buffer.state.chain(position, recorded_at, digest)
+        if self.archive is not None:
+            self.archive.keep(buffer, event, position)
 
     def _check_summary(self, event: SummaryRecorded) -> None:
         """Raise unless the summary names the events, and their hashes, that hold the
@@ -461,9 +524,14 @@ class SessionFold:
 
     def _forget_digests(self) -> None:
         """Keep only the hashes of the events whose messages are visible or held, and
-        forget what was pruned before (a message that leaves the view never comes back;
-        this runs before an event that is not a summary, so no summary will ask)."""
+        forget what was pruned before (a message that leaves the view never comes back
+        but by a rewind, which a fold with an archive applies: it keeps them all; this
+        runs before an event that is not a summary, so no summary will ask)."""
         buffer = self.buffer
+        if self.archive is not None:
+            buffer.dropped.clear()
+            self.keep_digests = 2 * len(self.digests) + self.slack
+            return
         keep = {e.position for e in buffer.entries} | {p for p, _ in buffer.pending}
         self.digests = {p: d for p, d in self.digests.items() if p in keep}
         self.keep_digests = 2 * len(self.digests) + self.slack
@@ -491,6 +559,7 @@ class SessionFold:
             self.view_rows(),
             self.index_rows(),
             [_message_json(e.message) for e in self.buffer.entries] if messages else None,
+            self.deferred,
         )
 
     def check_view(self) -> Problem | None:
@@ -616,6 +685,8 @@ class ChainChecker:
         JSON): what a load of the session would decode, reported as ``undecodable``
         at the event holding the first that does not decode."""
         for fold in self.folds.values():
+            if fold.deferred:
+                continue  # fold_history checks it
             if not fold.broken and (problem := fold.check_view()) is not None:
                 self.report.problems.append(problem)
 

@@ -34,10 +34,12 @@ __all__ = [
     "ReadOnlyStoreError",
     "RebuildRefusedError",
     "SchemaVersionError",
+    "SessionExistsError",
     "StorageError",
     "SummarizerError",
     "SyncInAsyncContextError",
     "UnknownModelError",
+    "UnknownSessionError",
     "UnprotectedLogError",
 ]
 
@@ -103,6 +105,16 @@ class RebuildRefusedError(EventmemError):
 
 class ConcurrencyError(EventmemError):
     """A write named an ``expected_version`` the session has already moved past."""
+
+
+class SessionExistsError(ConcurrencyError):
+    """A write that begins a session (a fork) named one that already has events;
+    nothing was written."""
+
+
+class UnknownSessionError(InvalidInputError, LookupError):
+    """An operation that needs a session's history (a fork's source, a rewind) named a
+    session that has no events."""
 
 
 class SummarizerError(EventmemError):

@@ -23,7 +23,13 @@ import msgspec
 
 from eventmem.errors import InvalidInputError
 from eventmem.messages import Message, check_text, decode_trusted
-from eventmem.rules import MAX_COUNT, check_count, check_counter_name, check_limit
+from eventmem.rules import (
+    MAX_COUNT,
+    check_count,
+    check_counter_name,
+    check_limit,
+    validate_session_id,
+)
 from eventmem.steps import Action, check_action
 
 __all__ = [
@@ -41,11 +47,14 @@ __all__ = [
     "MessagesAppended",
     "MessagesRetracted",
     "PruneMode",
+    "SessionForked",
     "StepRecorded",
     "StoredEvent",
     "SummaryRecorded",
     "TurnSaved",
     "Version",
+    "ViewRef",
+    "ViewRewound",
     "chain_hash",
     "check_event",
     "decode_event",
@@ -169,6 +178,48 @@ class SummaryRecorded(EventData, tag="summary", frozen=True, omit_defaults=True)
     previous: int = 0
 
 
+class SessionForked(EventData, tag="fork", frozen=True, omit_defaults=True):
+    """The first event of a fork ([`Store.fork`][eventmem.Store.fork]): the session's
+    history up to position ``at`` is that of session ``parent`` (nothing is copied), and
+    this event is at position ``at + 1``, chained to the parent's event at ``at``, whose
+    chain hash is ``parent_hash`` (hex; ``at`` 0: the genesis hash, 64 zeros). Positions
+    continue from there, so the fork's positions up to ``at`` name the parent's events.
+    """
+
+    parent: str
+    at: int
+    parent_hash: str
+
+
+class ViewRef(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A message a rewind restores: ``messages[index]`` of the session's event at
+    ``position`` (an event of the fork's parent for a position it inherited), counted
+    ``tokens``."""
+
+    position: int
+    index: int
+    tokens: int
+
+
+class ViewRewound(EventData, tag="rewind", frozen=True, omit_defaults=True):
+    """One [`Store.rewind`][eventmem.Store.rewind]: the view becomes again what it was
+    right after position ``to``; the events after ``to`` stay in the log (rewound over).
+
+    The event carries that view, so the fold applies it without going back: its
+    messages (``view``, oldest first; ``pinned``: the first is a pinned system message),
+    the counting scheme of their counts (``counter``, ``overhead``) and the summary in
+    force (``summary``: the position of its event, 0 for none). Verify re-folds the log
+    up to ``to`` and checks the event says exactly that.
+    """
+
+    to: int
+    view: tuple[ViewRef, ...] = ()
+    pinned: bool = False
+    overhead: int = 0
+    counter: str | None = None
+    summary: int = 0
+
+
 # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------------
 # A version of a LangGraph channel: an int, a float or a str, as the saver made it.
 Version = int | float | str
@@ -270,6 +321,8 @@ Event = (
     | MessagesAppended
     | MessagesRetracted
     | SummaryRecorded
+    | SessionForked
+    | ViewRewound
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -329,6 +382,10 @@ def check_event(event: Event) -> None:
             raise InvalidInputError("a retraction takes at least one message")
     elif isinstance(event, SummaryRecorded):
         _check_summary(event)
+    elif isinstance(event, SessionForked):
+        _check_fork(event)
+    elif isinstance(event, ViewRewound):
+        _check_rewind(event)
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         _check_checkpoint_event(event)
     elif isinstance(event, StepRecorded):
@@ -360,6 +417,37 @@ def _check_summary(event: SummaryRecorded) -> None:
     for what in ("first_hash", "last_hash", "prompt_sha256"):
         if not _HEX_DIGEST.fullmatch(getattr(event, what)):
             raise InvalidInputError(f"{what} must be a SHA-256 digest in lower-case hex")
+
+
+def _check_fork(event: SessionForked) -> None:
+    """A fork names a valid session, a position and a SHA-256 digest."""
+    validate_session_id(event.parent)
+    check_count(event.at, "at")
+    if not _HEX_DIGEST.fullmatch(event.parent_hash):
+        raise InvalidInputError("parent_hash must be a SHA-256 digest in lower-case hex")
+    if event.at == 0 and event.parent_hash != GENESIS_HASH.hex():
+        raise InvalidInputError("a fork at position 0 chains to the genesis hash")
+
+
+def _check_rewind(event: ViewRewound) -> None:
+    """A rewind names a position, and messages at positions up to it."""
+    check_count(event.to, "to")
+    check_count(event.overhead, "overhead")
+    check_count(event.summary, "summary")
+    if event.summary > event.to:
+        raise InvalidInputError("the summary in force at a position is at or before it")
+    if event.counter is not None:
+        check_counter_name(event.counter)
+    for ref in event.view:
+        check_count(ref.index, "an index")
+        check_count(ref.tokens, "a count in view")
+        check_count(ref.position, "a position")
+        if not 1 <= ref.position <= event.to:
+            raise InvalidInputError(
+                f"a rewind to {event.to} restores a message of position {ref.position}"
+            )
+    if event.pinned and not event.view:
+        raise InvalidInputError("a rewind pins the first message of a view it restores")
 
 
 def _check_checkpoint_event(event: CheckpointEvent) -> None:
@@ -449,6 +537,6 @@ class StoredEvent(msgspec.Struct, frozen=True):
     @property
     def kind(self) -> str:
         """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"``,
-        ``"retract"``, ``"summary"``, or a LangGraph checkpoint's ``"checkpoint"``, ``"writes"`` and
-        ``"checkpoints_deleted"``."""
+        ``"retract"``, ``"summary"``, ``"fork"``, ``"rewind"``, or a LangGraph
+        checkpoint's ``"checkpoint"``, ``"writes"`` and ``"checkpoints_deleted"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

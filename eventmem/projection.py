@@ -35,14 +35,17 @@ from eventmem.events import (
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionForked,
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
+    ViewRewound,
 )
 from eventmem.messages import Message
 
 __all__ = [
     "HEAD_FIELDS",
+    "Archive",
     "Buffer",
     "BufferEntry",
     "HeadState",
@@ -51,6 +54,8 @@ __all__ = [
     "fold",
     "needs_recount",
     "orphaned_prefix",
+    "rewind_point",
+    "rewind_targets",
 ]
 
 
@@ -164,6 +169,49 @@ class Buffer(Protocol):
         """The held steps with their positions, in order; none are held afterwards."""
         ...
 
+    def recall(self, position: int, index: int) -> Message:
+        """``messages[index]`` of the event at ``position`` of the session's history
+        (for a rewind, which brings back messages that had left the view)."""
+        ...
+
+    def recall_summary(self, position: int) -> str:
+        """The summary of the [`SummaryRecorded`][eventmem.SummaryRecorded] at
+        ``position``."""
+        ...
+
+    def rewind_point(self, position: int) -> RewindPoint | None:
+        """What a rewind to ``position`` must restore, as the fold knows it (None: a
+        buffer that cannot tell; the live path builds the rewind from the fold itself)."""
+        ...
+
+
+# What a rewind restores: the visible messages' (position, index, tokens), oldest first;
+# whether the first is pinned; the overhead and counter of their counts; the position of
+# the summary in force (0: none).
+RewindPoint = tuple[tuple[tuple[int, int, int], ...], bool, int, "str | None", int]
+
+
+def rewind_point(buffer: Buffer, entries: Iterable[BufferEntry]) -> RewindPoint:
+    """The `RewindPoint` of ``buffer``, whose visible messages are ``entries``."""
+    state = buffer.state
+    return (
+        tuple((e.position, e.index, e.tokens) for e in entries),
+        state.pinned >= 0,
+        state.overhead,
+        state.counter,
+        buffer.summary_position,
+    )
+
+
+def _point_of(event: ViewRewound) -> RewindPoint:
+    return (
+        tuple((r.position, r.index, r.tokens) for r in event.view),
+        event.pinned,
+        event.overhead,
+        event.counter,
+        event.summary,
+    )
+
 
 def needs_recount(state: HeadState, counter: str) -> bool:
     """Whether a save counted by ``counter`` must first re-count the visible messages."""
@@ -195,6 +243,10 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         buffer.summary, buffer.summary_position = "", 0
     elif isinstance(event, SummaryRecorded):
         _apply_summary(buffer, event, position)
+    elif isinstance(event, ViewRewound):
+        _apply_rewind(buffer, event, position)
+    elif isinstance(event, SessionForked):
+        _apply_fork(buffer, event, position)
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         pass  # a LangGraph checkpoint: its own projection (eventmem.checkpoint_index)
     else:  # pragma: no cover - the union is closed
@@ -296,6 +348,40 @@ def _apply_summary(buffer: Buffer, event: SummaryRecorded, position: int) -> Non
             f"force is at {buffer.summary_position}"
         )
     buffer.summary, buffer.summary_position = event.summary, position
+    buffer.last_prune = None
+
+
+def _apply_rewind(buffer: Buffer, event: ViewRewound, position: int) -> None:
+    """The view becomes the one the event carries: what it was right after ``to``."""
+    state = buffer.state
+    if not 0 <= event.to < position:
+        raise CorruptDatabaseError(f"a rewind at position {position} to position {event.to}")
+    if state.pending_steps:
+        raise CorruptDatabaseError(f"a rewind while {state.pending_steps} steps are pending")
+    known = buffer.rewind_point(event.to)
+    if known is not None and known != _point_of(event):
+        raise CorruptDatabaseError(
+            f"the rewind restores a view that is not the one after position {event.to}"
+        )
+    restored = [(buffer.recall(r.position, r.index), r) for r in event.view]
+    buffer.drop_all()
+    for message, ref in restored:
+        buffer.append(message, ref.tokens, ref.position, ref.index)
+    if event.pinned:
+        state.pinned = state.watermark
+    state.overhead, state.counter = event.overhead, event.counter
+    buffer.summary = buffer.recall_summary(event.summary) if event.summary else ""
+    buffer.summary_position = event.summary
+    buffer.last_prune = None
+
+
+def _apply_fork(buffer: Buffer, event: SessionForked, position: int) -> None:
+    """A fork's first event follows the parent's history up to ``at``: the buffer is
+    the parent's after ``at`` already."""
+    if position != event.at + 1:
+        raise CorruptDatabaseError(f"a fork at {event.at} is at position {position}")
+    if buffer.state.pending_steps:
+        raise CorruptDatabaseError(f"a fork while {buffer.state.pending_steps} steps are pending")
     buffer.last_prune = None
 
 
@@ -427,6 +513,7 @@ class MemoryBuffer:
         self.summary = ""  # the running summary of a summary buffer ("" : none)
         self.summary_position = 0  # the position of the event that made it (0: none)
         self.last_prune: tuple[int, int, int] | None = None
+        self.archive: Archive | None = None  # what a fold over rewinds keeps
 
     def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         """Add a message at ``next_seq`` (``messages[index]`` of the event at ``position``)."""
@@ -499,6 +586,23 @@ class MemoryBuffer:
         """The held steps, still held."""
         return list(self.pending)
 
+    def recall(self, position: int, index: int) -> Message:
+        """A message of an earlier event, from the fold's `Archive`."""
+        return self._archive().recall(position, index)
+
+    def recall_summary(self, position: int) -> str:
+        """A summary of an earlier event, from the fold's `Archive`."""
+        return self._archive().recall_summary(position)
+
+    def rewind_point(self, position: int) -> RewindPoint | None:
+        """The view after ``position``, as the fold's `Archive` noted it."""
+        return self._archive().point(position)
+
+    def _archive(self) -> Archive:
+        if self.archive is None:
+            raise CorruptDatabaseError("a rewind is folded without the history it goes back to")
+        return self.archive
+
     @property
     def messages(self) -> list[Message]:
         """The visible messages, oldest first."""
@@ -512,9 +616,70 @@ class MemoryBuffer:
     counter = _HeadField[str | None]()
 
 
+class Archive:
+    """What a fold over a history with rewinds keeps, so it can apply them: the messages
+    of every event by position, the summaries, and the view right after each position a
+    rewind goes back to (its ``targets``), to check each rewind against."""
+
+    def __init__(self, targets: Iterable[int]) -> None:
+        self.targets = set(targets)
+        self.messages: dict[int, Sequence[Any]] = {}
+        self.summaries: dict[int, str] = {}
+        self.points: dict[int, RewindPoint] = {0: ((), False, 0, None, 0)}
+
+    def keep(self, buffer: MemoryBuffer, event: Event, position: int) -> None:
+        """Note the event just folded at ``position`` (and the view after it, if a
+        rewind goes back there)."""
+        if isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
+            self.messages[position] = event.messages
+        elif isinstance(event, SummaryRecorded):
+            self.summaries[position] = event.summary
+        if position in self.targets:
+            self.points[position] = rewind_point(buffer, buffer.entries)
+
+    def recall(self, position: int, index: int) -> Message:
+        """``messages[index]`` of the event at ``position``."""
+        messages = self.messages.get(position, ())
+        if not 0 <= index < len(messages):
+            raise CorruptDatabaseError(
+                f"a rewind restores message {index} of position {position}, which holds "
+                f"{len(messages)} messages"
+            )
+        message: Message = messages[index]
+        return message
+
+    def recall_summary(self, position: int) -> str:
+        """The summary made at ``position``."""
+        summary = self.summaries.get(position)
+        if summary is None:
+            raise CorruptDatabaseError(f"a rewind names a summary at {position}, which is not one")
+        return summary
+
+    def point(self, position: int) -> RewindPoint:
+        """The view after ``position`` (one of the targets, or 0)."""
+        found = self.points.get(position)
+        if found is None:
+            raise CorruptDatabaseError(f"no view was noted after position {position}")
+        return found
+
+
+def rewind_targets(events: Iterable[Event]) -> set[int]:
+    """The positions the rewinds among ``events`` go back to."""
+    return {event.to for event in events if type(event) is ViewRewound}
+
+
 def fold(events: Iterable[Event]) -> MemoryBuffer:
-    """The buffer after a session's events (positions 1, 2, ...), from an empty start."""
+    """The buffer after a session's events (positions 1, 2, ...), from an empty start.
+    (With rewinds among them, the fold keeps an `Archive` of the history to apply them.)"""
+    history = events if isinstance(events, list) else list(events)
+    targets = rewind_targets(history)
     buffer = MemoryBuffer()
-    for position, event in enumerate(events, start=1):
+    if not targets:
+        for position, event in enumerate(history, start=1):
+            apply(buffer, event, position)
+        return buffer
+    archive = buffer.archive = Archive(targets)
+    for position, event in enumerate(history, start=1):
         apply(buffer, event, position)
+        archive.keep(buffer, event, position)
     return buffer

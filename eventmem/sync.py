@@ -139,6 +139,17 @@ class SyncStore:
             "SyncStore.messages", partial(self._store.messages, as_of=as_of), session_id
         )
 
+    def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
+        """Begin ``new_session`` as ``source`` was after ``at`` (see
+        [`Store.fork`][eventmem.Store.fork]); return its version."""
+        return self._call("SyncStore.fork", partial(self._store.fork, at=at), source, new_session)
+
+    def rewind(self, session_id: str, *, to: int, expected_version: int | None = None) -> int:
+        """Make the view what it was after ``to`` (see
+        [`Store.rewind`][eventmem.Store.rewind]); return the new version."""
+        rewind = partial(self._store.rewind, to=to, expected_version=expected_version)
+        return self._call("SyncStore.rewind", rewind, session_id)
+
     def replay(
         self,
         session_id: str,

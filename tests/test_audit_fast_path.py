@@ -92,6 +92,8 @@ def test_the_stored_union_covers_every_event_kind() -> None:
         MemoryCleared,
         eventmem.MessagesRetracted,
         eventmem.SummaryRecorded,
+        eventmem.SessionForked,
+        eventmem.ViewRewound,
         eventmem.CheckpointSaved,
         eventmem.CheckpointWritesSaved,
         eventmem.CheckpointsDeleted,

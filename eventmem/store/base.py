@@ -270,6 +270,15 @@ class Backend(Protocol):
         from an empty view)."""
         ...
 
+    async def fork(self, parent: str, session_id: str, at: int | None) -> int:
+        """Begin ``session_id`` as ``parent`` after position ``at`` (None: its last) with
+        one fork event; return the new session's version."""
+        ...
+
+    async def rewind(self, session_id: str, to: int, expected_version: int | None = None) -> int:
+        """Append a rewind: the view becomes what it was after position ``to``."""
+        ...
+
     async def load_view(self, session_id: str) -> list[Message]:
         """The session's visible messages, oldest first (empty for an unknown session)."""
         ...

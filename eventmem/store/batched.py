@@ -41,6 +41,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.forks import fork_op, rewind_op
 from eventmem.store.partition import FoldSpread
 from eventmem.store.worker import Worker
 from eventmem.store.writes import (
@@ -267,6 +268,14 @@ class BatchedBackend:
         retracted: list[Message] = []
         version = await self._submit(retract_op(session_id, count, expected_version, retracted))
         return version, retracted
+
+    async def fork(self, parent: str, session_id: str, at: int | None) -> int:
+        """Begin ``session_id`` as ``parent`` after position ``at`` (None: its last)."""
+        return await self._submit(fork_op(parent, session_id, at))
+
+    async def rewind(self, session_id: str, to: int, expected_version: int | None = None) -> int:
+        """Make the view what it was after position ``to``, by appending a rewind."""
+        return await self._submit(rewind_op(session_id, to, expected_version, self._max_save_bytes))
 
     # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------
     async def checkpoint_write(self, session_id: str, decide: checkpoints.Decide) -> int:

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from eventmem.errors import CorruptDatabaseError
 from eventmem.events import Event, StepRecorded, chain_hash, decode_event, encode_event
 from eventmem.messages import Message
-from eventmem.projection import HEAD_FIELDS, HeadState
+from eventmem.projection import HEAD_FIELDS, HeadState, MemoryBuffer
 from eventmem.store.cache import ViewCache
+from eventmem.store.lineage import inheriting
 from eventmem.store.sql import HEAD_COLUMNS, Connection
 from eventmem.store.view_rows import ROW_COLUMNS, resolve
 
@@ -76,6 +78,10 @@ class SessionHead:
         self.summary = ""
         self.summary_position = 0
         self.last_prune: tuple[int, int, int] | None = None
+        # A rewind's write knows the messages it brings back (see `recall`).
+        self.recalled: dict[tuple[int, int], Message] = {}
+        self.recalled_summary = ""
+        self._adopted = False  # a fork's first write: the view is its parent's
 
     @property
     def version(self) -> int:
@@ -168,6 +174,37 @@ class SessionHead:
                 held.append((position, step))
         return held
 
+    def recall(self, position: int, index: int) -> Message:
+        """A message a rewind brings back: its write folded the history and put the
+        messages in ``recalled``."""
+        message = self.recalled.get((position, index))
+        if message is None:
+            raise CorruptDatabaseError(
+                f"the rewind restores message {index} of position {position}, which its "
+                "write did not fold"
+            )
+        return message
+
+    def recall_summary(self, position: int) -> str:
+        """The summary in force at the point a rewind goes back to (``recalled_summary``)."""
+        return self.recalled_summary
+
+    def rewind_point(self, position: int) -> None:
+        """None: the rewind's write built the event from the fold itself."""
+        return
+
+    def adopt(self, buffer: MemoryBuffer, version: int, head_hash: bytes) -> None:
+        """Begin a new session as ``buffer`` (another session's view after ``version``,
+        whose event has hash ``head_hash``): a fork's start. Its rows, pointing at the
+        parent's events, are written on flush."""
+        state = HeadState.from_row(buffer.state.row())
+        state.session_id = self.session_id
+        state.version, state.head_hash = version, head_hash
+        self.state = state
+        self._new = [(e.seq, e.tokens, e.position, e.index) for e in buffer.entries]
+        self._new_messages = [e.message for e in buffer.entries]
+        self._adopted = True
+
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the stored counts of the visible messages."""
         watermark = self.state.watermark
@@ -202,7 +239,7 @@ class SessionHead:
             " ORDER BY v.seq",
             (self.session_id, state.watermark, pinned, stop),
         )
-        return [message for _, message in resolve(rows)]
+        return [message for _, message in resolve(rows, inheriting(self._conn, self.session_id))]
 
     def append_event(self, event: Event, now_us: int, data: bytes | None = None) -> int:
         """Insert the next event of the session, chained to the previous one; ``data`` is
@@ -229,6 +266,9 @@ class SessionHead:
 
     def update_cache(self, cache: ViewCache) -> None:
         """Tell the cache what this (committed) write changed."""
+        if self._adopted:
+            cache.forget([self.session_id])  # (seqs not in one run: read on the next load)
+            return
         first_new = self._stored_next_seq
         state = self.state
         cache.advance(

@@ -25,6 +25,7 @@ from eventmem.errors import ImportRefusedError, StorageError
 from eventmem.store import checkpoints
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import write_transaction
+from eventmem.store.lineage import fold_history
 from eventmem.store.maintenance import write_projections
 from eventmem.store.sql import Connection
 
@@ -234,7 +235,7 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
                 _refuse_existing(conn, batch.new_sessions)
                 written += _insert_events(conn, batch.rows)
             _clear_projections(conn, reading.folds.session_ids())
-            write_projections(conn, (fold for _, fold in reading.folds.items()))
+            write_projections(conn, _settled(conn, reading.folds.items()))
         finally:
             reading.stop()
             if not reading.is_alive():  # (else it goes with the thread, which may use it)
@@ -243,6 +244,21 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
 
     with conn.bulk_cache():
         return write_transaction(conn, body)
+
+
+def _settled(conn: Connection, folds: Iterator[tuple[str, SessionFold]]) -> Iterator[SessionFold]:
+    """The folds, a fork's or a rewound session's folded again over its whole history
+    (its events, and its parent's, are in the store by now): refused if that finds a
+    problem, as a problem in a line is."""
+    for session_id, fold in folds:
+        if fold.deferred:
+            fold, problem = fold_history(conn, session_id)
+            if problem is not None:
+                raise ImportRefusedError(
+                    f"session {problem.session_id!r} position {problem.position}: "
+                    f"{problem.kind}: {problem.detail}"
+                )
+        yield fold
 
 
 def _refuse_existing(conn: Connection, sessions: list[tuple[int, str]]) -> None:

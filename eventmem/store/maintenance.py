@@ -19,6 +19,7 @@ from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.checkpoints import IndexRows
 from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
+from eventmem.store.lineage import fold_history
 from eventmem.store.partition import FoldSpread, Part, PartResult, split
 from eventmem.store.reads import count_events
 from eventmem.store.sql import Connection
@@ -108,6 +109,11 @@ class _Folded:
             report.problems.extend(result.problems)
             report.events += result.events
         report.sessions = len(self.outcomes)
+        for session_id in [s for s, o in self.outcomes.items() if o.deferred and not o.broken]:
+            fold, problem = fold_history(conn, session_id)
+            self.outcomes[session_id] = fold
+            if problem is not None:
+                report.problems.append(problem)
 
     def _finish(self, checker: ChainChecker) -> None:
         if self._verifying:
@@ -344,9 +350,14 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
                 session_id: HeadState.from_row(bytes(v) if isinstance(v, bytes) else v for v in row)
             }
         )
+        fold = checker.folds.get(session_id)
+        if fold is not None and fold.deferred and not fold.broken:
+            fold, problem = fold_history(conn, session_id, trusted=True)
+            checker.folds[session_id] = fold
+            if problem is not None:
+                problems.append(problem)
         lost = _lost_events(checker.folds, heads)
         problems.extend(lost)
-        fold = checker.folds.get(session_id)
         problem = (
             _check_projection(
                 fold,

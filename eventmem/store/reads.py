@@ -11,6 +11,7 @@ from eventmem.messages import Message
 from eventmem.rules import event_time, stored_time
 from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
+from eventmem.store.lineage import holders, inheriting
 from eventmem.store.sql import VIEW_START, VISIBLE, Connection
 from eventmem.store.view_rows import resolve
 
@@ -57,7 +58,7 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
     if not rows:
         return 0, []  # gone since the first read (a rebuild in between)
     version = rows[0][0]
-    items = resolve(row[1:] for row in rows if row[1] is not None)
+    items = resolve((row[1:] for row in rows if row[1] is not None), inheriting(conn, session_id))
     cache.put(session_id, version, items)
     return int(version), [message for _, message in items]
 
@@ -65,27 +66,40 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
 def read_events(
     conn: Connection, session_id: str, after_position: int, limit: int
 ) -> list[StoredEvent]:
-    """Up to ``limit`` of the session's events after ``after_position``."""
-    rows = conn.execute(
-        "SELECT position, id, recorded_at, data, hash FROM events"
-        " WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?",
-        (session_id, after_position, limit),
-    ).fetchall()
-    events = []
-    for position, global_position, recorded_at, data, digest in rows:
-        moment, micros = event_time(recorded_at)
-        events.append(
-            StoredEvent(
-                session_id=session_id,
-                position=position,
-                global_position=global_position,
-                recorded_at=moment,
-                data=decode_event(data, trusted=True),
-                hash=bytes(digest).hex(),
-                recorded_at_us=micros,
+    """Up to ``limit`` of the session's events after ``after_position`` (a fork's
+    positions up to its fork point are its parent's events: each is read from the
+    session that holds it, and says so in its ``session_id``)."""
+    events: list[StoredEvent] = []
+    for holder, first, last in holders(conn, session_id):
+        if (last is not None and last <= after_position) or len(events) >= limit:
+            continue
+        rows = conn.execute(
+            "SELECT position, id, recorded_at, data, hash FROM events"
+            " WHERE session_id = ? AND position > ? AND position <= ? ORDER BY position LIMIT ?",
+            (
+                holder,
+                max(after_position, first - 1),
+                _LAST if last is None else last,
+                limit - len(events),
+            ),
+        ).fetchall()
+        for position, global_position, recorded_at, data, digest in rows:
+            moment, micros = event_time(recorded_at)
+            events.append(
+                StoredEvent(
+                    session_id=holder,
+                    position=position,
+                    global_position=global_position,
+                    recorded_at=moment,
+                    data=decode_event(data, trusted=True),
+                    hash=bytes(digest).hex(),
+                    recorded_at_us=micros,
+                )
             )
-        )
     return events
+
+
+_LAST = (1 << 63) - 1  # past any position
 
 
 def session_ids(conn: Connection) -> list[str]:

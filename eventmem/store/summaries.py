@@ -13,7 +13,8 @@ model called in between, outside any transaction:
 
 The summary in force is the newest ``summary`` event after the session's last
 ``clear``: an index walk back from the end of the log, which stops at the first of
-either (a summary buffer writes one each time it prunes).
+either (a summary buffer writes one each time it prunes). A ``rewind`` names the summary
+it brings back; a fork with none of these since it forked has its parent's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from eventmem.errors import CorruptDatabaseError
 from eventmem.events import (
     Event,
     SummaryRecorded,
+    ViewRewound,
     chain_hash,
     decode_event,
     encode_event,
@@ -35,31 +37,56 @@ from eventmem.rules import check_save_bytes
 from eventmem.store.base import SummaryPlan, SummaryText, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead, now_us
+from eventmem.store.lineage import hash_at, history, holders, inherited_data, inheriting
 from eventmem.store.reads import load_view_at
 from eventmem.store.sql import HEAD_OF_SESSION, Connection
 from eventmem.store.view_rows import resolve
 from eventmem.store.writes import WriteOp
 
-__all__ = ["latest_summary", "load_summary_view", "plan_turn", "summary_turn_op"]
+__all__ = ["current_buffer", "latest_summary", "load_summary_view", "plan_turn", "summary_turn_op"]
 
 _LATEST = (
-    "SELECT position, kind, data FROM events WHERE session_id = ?"
-    " AND kind IN ('summary', 'clear') ORDER BY position DESC LIMIT 1"
+    "SELECT position, kind, data FROM events WHERE session_id = ? AND position >= ?"
+    " AND position <= ? AND kind IN ('summary', 'clear', 'rewind', 'fork')"
+    " ORDER BY position DESC LIMIT 1"
 )
+_PAST_ANY = (1 << 63) - 1
 
 
 def latest_summary(conn: Connection, session_id: str) -> tuple[int, str]:
-    """The session's summary in force and the position of its event ((0, ""): none)."""
-    row = conn.execute(_LATEST, (session_id,)).fetchone()
-    if row is None or row[1] == "clear":
-        return 0, ""
-    event = decode_event(row[2], trusted=True)
+    """The session's summary in force and the position of its event ((0, ""): none):
+    the newest summary since the last clear, or the one a rewind brought back; a fork
+    looks on in its parent's history."""
+    for holder, first, last in reversed(holders(conn, session_id)):
+        row = conn.execute(_LATEST, (holder, first, _PAST_ANY if last is None else last)).fetchone()
+        if row is None or row[1] == "fork":
+            continue  # nothing here: the summary in force is the parent's at the fork
+        if row[1] == "clear":
+            return 0, ""
+        event = decode_event(row[2], trusted=True)
+        if isinstance(event, ViewRewound):
+            if event.summary == 0:
+                return 0, ""
+            return event.summary, _summary_at(conn, session_id, event.summary)
+        if not isinstance(event, SummaryRecorded):
+            raise CorruptDatabaseError(
+                f"the event at position {row[0]} of session {holder!r} is not the "
+                f"{row[1]} its kind column says; run verify"
+            )
+        return int(row[0]), event.summary
+    return 0, ""
+
+
+def _summary_at(conn: Connection, session_id: str, position: int) -> str:
+    """The summary of the event at ``position`` of the session's history."""
+    data = inherited_data(conn, session_id, [position]).get(position)
+    event = None if data is None else decode_event(data, trusted=True)
     if not isinstance(event, SummaryRecorded):
         raise CorruptDatabaseError(
-            f"the event at position {row[0]} of session {session_id!r} is not the summary "
-            "its kind column says; run verify"
+            f"a rewind of session {session_id!r} names a summary at position {position}, "
+            "which is not one; run verify"
         )
-    return int(row[0]), event.summary
+    return event.summary
 
 
 def load_summary_view(
@@ -81,7 +108,7 @@ def plan_turn(conn: Connection, session_id: str, turn: TurnRequest) -> SummaryPl
     if ``turn.expected_version`` is stale."""
     conn.begin_read()
     try:
-        buffer = _current_buffer(conn, session_id)
+        buffer = current_buffer(conn, session_id)
         check_expected(buffer.state, turn.expected_version)
         version = buffer.state.version
         if version:
@@ -116,9 +143,9 @@ def plan_turn(conn: Connection, session_id: str, turn: TurnRequest) -> SummaryPl
     )
 
 
-def _current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
+def current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
     """The session's buffer as its stored rows hold it (each entry knowing the event
-    that holds its message), with its held steps."""
+    that holds its message), with its held steps (not its summary)."""
     buffer = MemoryBuffer(session_id)
     row = conn.execute(HEAD_OF_SESSION, (session_id,)).fetchone()
     if row is None:
@@ -135,11 +162,11 @@ def _current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
         # A row from before schema 5 does not say which event holds its message: the
         # fold of the log does (once: the watermark passes such rows for good). The
         # head's chain fields are the row's (the fold keeps the buffer's only).
-        folded = _folded(conn, session_id)
+        folded = _folded(conn, session_id, state.version)
         folded.state = state
         return folded
     counts = [r[1] for r in rows]
-    messages = resolve((r[0], r[2], r[3], r[4], r[5]) for r in rows)
+    messages = resolve(((r[0], r[2], r[3], r[4], r[5]) for r in rows), inheriting(conn, session_id))
     buffer.state = state
     buffer.entries.extend(
         BufferEntry(seq, message, tokens, r[2], r[3])
@@ -151,27 +178,13 @@ def _current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
     return buffer
 
 
-def _folded(conn: Connection, session_id: str) -> MemoryBuffer:
-    rows = conn.execute(
-        "SELECT data FROM events WHERE session_id = ? ORDER BY position", (session_id,)
-    )
-    return fold(decode_event(r[0], trusted=True) for r in rows)
+def _folded(conn: Connection, session_id: str, version: int) -> MemoryBuffer:
+    return fold(history(conn, session_id, version))
 
 
 def _hashes(conn: Connection, session_id: str, positions: set[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for position in positions:
-        row = conn.execute(
-            "SELECT hash FROM events WHERE session_id = ? AND position = ?",
-            (session_id, position),
-        ).fetchone()
-        if row is None:
-            raise CorruptDatabaseError(
-                f"the buffer of session {session_id!r} holds a message of position "
-                f"{position}, which the log does not have; run verify"
-            )
-        found[position] = bytes(row[0]).hex()
-    return found
+    """The chain hashes of the events at ``positions`` of the session's history."""
+    return {position: hash_at(conn, session_id, position).hex() for position in positions}
 
 
 def summary_turn_op(

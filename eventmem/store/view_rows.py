@@ -9,7 +9,7 @@ with no ``position``); they read the same way and go as the watermark passes the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from eventmem.messages import Message, decode_trusted
 __all__ = [
     "INSERT_ROW",
     "ROW_COLUMNS",
+    "Inherited",
     "ViewRow",
     "decode_message",
     "encode_message",
@@ -50,25 +51,53 @@ class _Messages(msgspec.Struct, gc=False):
 _held_decoder = msgspec.json.Decoder(_Messages)
 
 
-def resolve(rows: Iterable[Sequence[Any]]) -> list[tuple[int, Message]]:
+def resolve(
+    rows: Iterable[Sequence[Any]], inherited: Inherited | None = None
+) -> list[tuple[int, Message]]:
     """The messages of rows ``(seq, position, idx, message, data)``: ``message`` when the
     row holds one, else ``messages[idx]`` of the event JSON ``data`` (the event at
-    ``position``), each event decoded once."""
+    ``position``), each event decoded once. A row without ``data`` points at an event a
+    fork's parent holds: ``inherited`` reads those (see `eventmem.store.lineage`)."""
     held: dict[int, tuple[msgspec.Raw, ...]] = {}  # position -> its event's messages
     found: list[tuple[int, Message]] = []
+    elsewhere: list[tuple[int, int, int, int]] = []  # (slot in found, seq, position, idx)
     for seq, position, idx, message, data in rows:
         if message is not None:
             found.append((seq, decode_message(message)))
             continue
         if data is None:
-            raise _missing(seq)
-        messages = held.get(position)
-        if messages is None:
-            messages = held[position] = _held_decoder.decode(data).messages
-        if not 0 <= idx < len(messages):
-            raise _missing(seq)
-        found.append((seq, decode_message(messages[idx])))
+            if inherited is None or position is None:
+                raise _missing(seq)
+            elsewhere.append((len(found), seq, position, idx))
+            found.append((seq, _PLACEHOLDER))
+            continue
+        found.append((seq, _held(held, position, data, idx, seq)))
+    if elsewhere:
+        assert inherited is not None
+        datas = inherited({position for _, _, position, _ in elsewhere})
+        for slot, seq, position, idx in elsewhere:
+            data = datas.get(position)
+            if data is None:
+                raise _missing(seq)
+            found[slot] = (seq, _held(held, position, data, idx, seq))
     return found
+
+
+# Reads the JSON of the events at some positions of the session's history that another
+# session holds, by position.
+Inherited = Callable[[set[int]], Mapping[int, Any]]
+_PLACEHOLDER = Message("ai", "")
+
+
+def _held(
+    held: dict[int, tuple[msgspec.Raw, ...]], position: int, data: Any, idx: int, seq: int
+) -> Message:
+    messages = held.get(position)
+    if messages is None:
+        messages = held[position] = _held_decoder.decode(data).messages
+    if not 0 <= idx < len(messages):
+        raise _missing(seq)
+    return decode_message(messages[idx])
 
 
 def _missing(seq: int) -> CorruptDatabaseError:

@@ -33,6 +33,7 @@ from eventmem.tokens import TokenCounter, count_each
 
 __all__ = [
     "WriteOp",
+    "append_events",
     "append_op",
     "clear_op",
     "finish_batch",
@@ -135,7 +136,7 @@ def finish_batch(
     return results
 
 
-def _append(head: SessionHead, events: list[Event], max_save_bytes: int | None) -> None:
+def append_events(head: SessionHead, events: list[Event], max_save_bytes: int | None) -> None:
     """Append the events a decision chose, fold each, and write the head back."""
     # Every event encoded and measured before the first is written: a save too large is
     # refused whole, and alone.
@@ -161,7 +162,7 @@ def turn_op(session_id: str, turn: TurnRequest, max_save_bytes: int) -> WriteOp:
 
         def body() -> SessionHead:
             head = SessionHead(conn, session_id, cache)
-            _append(head, decide_turn(turn, tokens, step_counts, head), max_save_bytes)
+            append_events(head, decide_turn(turn, tokens, step_counts, head), max_save_bytes)
             return head
 
         return body
@@ -194,7 +195,7 @@ def step_op(
                 run=run,
                 expected_version=expected_version,
             )
-            _append(head, events, max_save_bytes)
+            append_events(head, events, max_save_bytes)
             return head
 
         return body
@@ -208,7 +209,7 @@ def clear_op(session_id: str, expected_version: int | None) -> WriteOp:
     def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
             head = SessionHead(conn, session_id, cache)
-            _append(head, decide_clear(head, expected_version), None)  # a clear is tiny
+            append_events(head, decide_clear(head, expected_version), None)  # a clear is tiny
             return head
 
         return body
@@ -224,7 +225,7 @@ def append_op(session_id: str, request: AppendRequest, max_save_bytes: int) -> W
 
         def body() -> SessionHead:
             head = SessionHead(conn, session_id, cache)
-            _append(head, decide_append(request, tokens, head), max_save_bytes)
+            append_events(head, decide_append(request, tokens, head), max_save_bytes)
             return head
 
         return body
@@ -242,7 +243,7 @@ def retract_op(
             head = SessionHead(conn, session_id, cache)
             events = decide_retract(head, count, expected_version)
             taken = head.visible()[-count:] if events else []
-            _append(head, events, None)  # a retraction is tiny
+            append_events(head, events, None)  # a retraction is tiny
             retracted[:] = taken
             return head
 
