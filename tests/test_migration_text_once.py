@@ -178,3 +178,17 @@ async def test_a_summary_buffer_prunes_rows_from_before_schema_5(schema4_store: 
         assert summary.last_hash == events[summary.last_position - 1].hash
         assert (await store.verify()).ok
         assert await memory.amoving_summary_buffer() == "so far"
+
+
+async def test_a_store_upgraded_from_schema_4_forks_and_rewinds(schema4_store: str) -> None:
+    async with await eventmem.open(schema4_store) as store:
+        for session in await store.sessions():
+            version = await store.version(session)
+            views = [await store.messages(session, as_of=p) for p in range(version + 1)]
+            middle = version // 2
+            await store.fork(session, f"{session}/fork", at=middle)
+            assert await store.messages(f"{session}/fork") == views[middle]
+            await store.rewind(session, to=middle)
+            assert await store.messages(session) == views[middle]
+        report = await store.verify()
+        assert report.ok, report.problems
