@@ -29,6 +29,7 @@ from eventmem.rules import check_limit
 from eventmem.tokens import TokenCounter, resolve_counter
 
 __all__ = [
+    "SUMMARY_ROLES",
     "AgentBufferArgs",
     "AgentBufferOptions",
     "BufferArgs",
@@ -126,7 +127,7 @@ class AgentBufferOptions(BufferOptions):
             raise InvalidInputError(f"prune must be one of {_PRUNE_MODES}, got {self.prune!r}")
 
 
-_SUMMARY_ROLES = ("system", "human", "ai")
+SUMMARY_ROLES = ("system", "human", "ai")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -164,9 +165,9 @@ class SummaryBufferOptions(BufferOptions):
         template = prompt_template(self.prompt)
         object.__setattr__(self, "template", template)
         object.__setattr__(self, "prompt_sha256", prompt_digest(template))
-        if self.summary_role not in _SUMMARY_ROLES:
+        if self.summary_role not in SUMMARY_ROLES:
             raise InvalidInputError(
-                f"summary_role must be one of {_SUMMARY_ROLES}, got {self.summary_role!r}"
+                f"summary_role must be one of {SUMMARY_ROLES}, got {self.summary_role!r}"
             )
         name = model_name(self.llm) if self.llm_name is None else self.llm_name
         _check_str("llm_name", name)

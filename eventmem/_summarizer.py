@@ -21,8 +21,11 @@ from eventmem.errors import InvalidInputError, SummarizerError
 from eventmem.messages import check_text
 
 __all__ = [
+    "NO_PROMPT_SHA256",
     "SUMMARY_TEMPLATE",
     "call_model",
+    "call_summarize",
+    "check_summarize",
     "model_name",
     "prompt_digest",
     "prompt_template",
@@ -130,11 +133,51 @@ async def call_model(llm: Any, prompt: str) -> str:
         raise SummarizerError(
             f"the summariser {model_name(llm)} raised {type(e).__name__}: {e}; nothing was written"
         ) from e
+    return _checked_text(llm, answer)
+
+
+# What a summary made by a summarising history's own function records as its prompt's
+# digest: eventmem built no prompt (the SHA-256 of the empty text).
+NO_PROMPT_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def check_summarize(summarize: object) -> None:
+    """Raise `InvalidInputError` unless ``summarize`` can be called as
+    ``summarize(summary, pruned)``."""
+    if not callable(summarize):
+        raise InvalidInputError(
+            "summarize must be a function of (the summary so far, the pruned messages) "
+            f"returning the new summary, got {type(summarize).__name__}"
+        )
+
+
+async def call_summarize(summarize: Any, summary: str, pruned: list[Any]) -> str:
+    """``summarize(summary, pruned)``'s answer, as text (a blocking function runs off
+    the event loop). What it raises (but a cancellation) becomes `SummarizerError`, as
+    does an answer that is not text."""
+    try:
+        if inspect.iscoroutinefunction(summarize) or inspect.iscoroutinefunction(
+            getattr(summarize, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+        ):
+            answer = await summarize(summary, pruned)
+        else:
+            answer = await anyio.to_thread.run_sync(summarize, summary, pruned)
+            if inspect.isawaitable(answer):
+                answer = await answer
+    except Exception as e:
+        raise SummarizerError(
+            f"the summariser {model_name(summarize)} raised {type(e).__name__}: {e}; "
+            "nothing was written"
+        ) from e
+    return _checked_text(summarize, answer)
+
+
+def _checked_text(summarizer: object, answer: object) -> str:
     text = _text_of(answer)
     if text is None:
         raise SummarizerError(
-            f"the summariser {model_name(llm)} answered a {type(answer).__name__}, not text; "
-            "nothing was written"
+            f"the summariser {model_name(summarizer)} answered a {type(answer).__name__}, "
+            "not text; nothing was written"
         )
     try:
         check_text(text, "the summary")

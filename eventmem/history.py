@@ -11,16 +11,19 @@ memories use. The log keeps everything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from eventmem import _tracing
-from eventmem.errors import InvalidInputError
+from eventmem._options import SUMMARY_ROLES
+from eventmem._summarizer import NO_PROMPT_SHA256, call_summarize, check_summarize, model_name
+from eventmem.errors import ConcurrencyError, InvalidInputError
 from eventmem.events import PruneMode
 from eventmem.memory import _check_version, count_all
-from eventmem.messages import Message, from_langchain, from_openai
+from eventmem.messages import Message, Role, check_text, from_langchain, from_openai
+from eventmem.projection import fold
 from eventmem.rules import check_limit, check_save_chars
-from eventmem.store.base import AppendRequest
+from eventmem.store.base import AppendRequest, SummaryText
 from eventmem.tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["History", "HistoryArgs", "HistoryOptions", "as_message"]
 
 _PRUNE_MODES = ("pair_safe", "langchain")
+_ATTEMPTS = 5  # plans of a summarised append that other writes may get ahead of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,6 +48,16 @@ class HistoryOptions:
     pruning passes over it, as ``trim_messages(include_system=True)`` keeps it. An append
     with ``keep_system=False`` gives the pin up: a pinned message that pruning had passed
     over (that only the pin kept) leaves the view then.
+
+    ``summarize`` replaces what pruning drops with a running summary instead of losing
+    it: ``summarize(summary, pruned)`` (sync or async; a blocking one runs off the event
+    loop) gets the summary so far (``""`` at first) and the messages an append prunes,
+    oldest first, and returns the new summary. It needs ``max_tokens``. Each summary is a
+    [`SummaryRecorded`][eventmem.SummaryRecorded] written with its append, naming the
+    function (``summarizer_name``, default its qualified name) and the pruned range;
+    the view then begins with it, as a message of role ``summary_role``. The summary is
+    not counted against ``max_tokens`` (as LangChain's summary buffer does not count its
+    own). A pinned system message given up by ``keep_system=False`` leaves unsummarised.
     """
 
     max_tokens: int | None = None
@@ -51,8 +65,12 @@ class HistoryOptions:
     token_counter: TokenCounter | Callable[[list[Message]], int] | None = None
     prune: PruneMode = "pair_safe"
     keep_system: bool = True
+    summarize: Callable[[str, list[Message]], str | Awaitable[str]] | None = None
+    summary_role: Role = "system"
+    summarizer_name: str | None = None
     counter: TokenCounter = dataclasses.field(init=False, repr=False, compare=False)
     recorded_model: str | None = dataclasses.field(init=False, repr=False, compare=False)
+    recorded_summarizer: str = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None:
@@ -70,6 +88,25 @@ class HistoryOptions:
             raise InvalidInputError(
                 f"keep_system must be a bool, got {type(self.keep_system).__name__}"
             )
+        object.__setattr__(self, "recorded_summarizer", "")
+        if self.summarize is not None:
+            self._check_summarizing()
+
+    def _check_summarizing(self) -> None:
+        check_summarize(self.summarize)
+        if self.max_tokens is None:
+            raise InvalidInputError(
+                "summarize needs max_tokens: without a bound nothing is pruned to summarise"
+            )
+        if self.summary_role not in SUMMARY_ROLES:
+            raise InvalidInputError(
+                f"summary_role must be one of {SUMMARY_ROLES}, got {self.summary_role!r}"
+            )
+        name = model_name(self.summarize) if self.summarizer_name is None else self.summarizer_name
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError("summarizer_name must be a non-empty str")
+        check_text(name, "summarizer_name")
+        object.__setattr__(self, "recorded_summarizer", str.__str__(name))
 
 
 class HistoryArgs(TypedDict, total=False):
@@ -81,6 +118,9 @@ class HistoryArgs(TypedDict, total=False):
     token_counter: TokenCounter | Callable[[list[Message]], int] | None
     prune: PruneMode
     keep_system: bool
+    summarize: Callable[[str, list[Message]], str | Awaitable[str]] | None
+    summary_role: Role
+    summarizer_name: str | None
 
 
 def as_message(message: Any) -> Message:
@@ -150,15 +190,43 @@ class History:
             expected_version=_check_version(expected_version),
             tokens=tokens,
         )
-        position = await backend.append_messages(self.session_id, request)
+        if options.summarize is None:
+            position = await backend.append_messages(self.session_id, request)
+        else:
+            position = await self._append_summarised(request)
         if _tracing.ON:
             await _tracing.wrote(backend, self.session_id, position)
         return position
 
+    async def _append_summarised(self, request: AppendRequest) -> int:
+        """The append and, if it prunes, the summary of what it pruned, in one write.
+        Planned first (nothing written), the summariser is called outside any
+        transaction; an append another write got ahead of meanwhile is planned again
+        (unless ``expected_version`` was given)."""
+        backend, options = self._store._backend, self.options
+        for attempt in range(1, _ATTEMPTS + 1):
+            plan = await backend.plan_summary_turn(self.session_id, request)
+            summary = None
+            if plan.pruned:
+                text = await call_summarize(options.summarize, plan.summary, list(plan.pruned))
+                summary = SummaryText(text, options.recorded_summarizer, NO_PROMPT_SHA256)
+            try:
+                return await backend.append_summary_turn(self.session_id, request, plan, summary)
+            except ConcurrencyError:
+                if request.expected_version is not None or attempt == _ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @_tracing.load
     async def view(self) -> list[Message]:
-        """The view the model sees: the visible messages, oldest first."""
+        """The view the model sees: the visible messages, oldest first (after the running
+        summary, when the history summarises)."""
         backend = self._store._backend
+        if self.options.summarize is not None:
+            version, summary, messages = await backend.load_summary_view(self.session_id)
+            if _tracing.ON:
+                await _tracing.viewed(backend, self.session_id, messages, version)
+            return self._with_summary(summary, messages)
         if _tracing.ON:
             version, messages = await backend.load_view_at(self.session_id)
             await _tracing.viewed(backend, self.session_id, messages, version)
@@ -191,8 +259,35 @@ class History:
         return position
 
     async def messages(self, *, as_of: int | None = None) -> list[Message]:
-        """The view now, or exactly as it was right after position ``as_of``."""
-        return await self._store.messages(self.session_id, as_of=as_of)
+        """The view now, or exactly as it was right after position ``as_of`` (with the
+        summary then in force first, when the history summarises)."""
+        if self.options.summarize is None:
+            return await self._store.messages(self.session_id, as_of=as_of)
+        if as_of is None:
+            return await self.view()
+        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
+            raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")
+        version = await self.version()
+        if as_of > version:
+            raise InvalidInputError(
+                f"session {self.session_id!r} has {version} events; as_of={as_of} is in its future"
+            )
+        events = []
+        async for event in self._store.events(self.session_id):
+            if event.position > as_of:
+                break
+            events.append(event.data)
+        buffer = fold(events)
+        return self._with_summary(buffer.summary, buffer.messages)
+
+    async def summary(self) -> str:
+        """The running summary in force (``""``: none yet, or since the last clear)."""
+        return (await self._store._backend.load_summary_view(self.session_id))[1]
+
+    def _with_summary(self, summary: str, messages: list[Message]) -> list[Message]:
+        if not summary:
+            return messages
+        return [Message(role=self.options.summary_role, content=summary), *messages]
 
     async def version(self) -> int:
         """The session's version: the position of its last event (0: none yet)."""

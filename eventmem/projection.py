@@ -295,8 +295,12 @@ def _apply_messages(buffer: Buffer, event: MessagesAppended, position: int) -> N
     for index, (message, count) in enumerate(zip(event.messages, event.tokens)):  # noqa: B905
         buffer.append(message, count, position, index)  # (lengths checked above)
     if event.max_tokens is None:
+        buffer.last_prune = None
         return
     limit = event.max_tokens - state.overhead
+    # What pruning drops is one run of seqs from here (past a pinned message at the
+    # watermark, which it passes over): what a summary of this append covers.
+    start = state.watermark + 1 if state.pinned == state.watermark else state.watermark
     pruned = False
     while state.total_tokens > limit and state.next_seq > state.watermark:
         _drop_unpinned(buffer)
@@ -307,6 +311,7 @@ def _apply_messages(buffer: Buffer, event: MessagesAppended, position: int) -> N
         first = 1 if state.pinned >= 0 else 0  # the pinned message is the oldest visible
         for _ in range(orphaned_prefix(buffer.visible()[first:])):
             _drop_unpinned(buffer)
+    buffer.last_prune = (position, start, max(start, state.watermark))
 
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -340,7 +345,7 @@ def _apply_summary(buffer: Buffer, event: SummaryRecorded, position: int) -> Non
         what = "nothing" if pruned is None else f"seqs {pruned[1]} to {pruned[2]} at {pruned[0]}"
         raise CorruptDatabaseError(
             f"the summary covers seqs {event.first_seq} to {event.end_seq} after position "
-            f"{position - 1}, but the turn before it pruned {what}"
+            f"{position - 1}, but the write before it pruned {what}"
         )
     if event.previous != buffer.summary_position:
         raise CorruptDatabaseError(

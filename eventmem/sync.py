@@ -494,6 +494,10 @@ class SyncHistory:
         """The session's version (position of its last event)."""
         return self._store._call("History.version", self.history.version)
 
+    def summary(self) -> str:
+        """The running summary in force (see [`History.summary`][eventmem.History.summary])."""
+        return self._store._call("History.summary", self.history.summary)
+
 
 def _takes_the_arguments_of(
     opener: Callable[P, object],

@@ -223,13 +223,20 @@ class Backend(Protocol):
         """Append a [`TurnSaved`][eventmem.TurnSaved]; return its position."""
         ...
 
-    async def plan_summary_turn(self, session_id: str, turn: TurnRequest) -> SummaryPlan:
-        """Read, without writing, what appending ``turn`` (counted: ``turn.tokens``)
-        would prune, and the session's summary in force (one snapshot)."""
+    async def plan_summary_turn(
+        self, session_id: str, turn: TurnRequest | AppendRequest
+    ) -> SummaryPlan:
+        """Read, without writing, what writing ``turn`` (a turn or a general append,
+        counted: ``turn.tokens``) would prune, and the session's summary in force (one
+        snapshot)."""
         ...
 
     async def append_summary_turn(
-        self, session_id: str, turn: TurnRequest, plan: SummaryPlan, summary: SummaryText | None
+        self,
+        session_id: str,
+        turn: TurnRequest | AppendRequest,
+        plan: SummaryPlan,
+        summary: SummaryText | None,
     ) -> int:
         """Append ``turn`` and, if it prunes, a [`SummaryRecorded`][eventmem.SummaryRecorded]
         holding ``summary``, atomically; refused with `ConcurrencyError` unless the

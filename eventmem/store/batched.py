@@ -218,15 +218,23 @@ class BatchedBackend:
         """Append one save (its messages counted, the buffer pruned) atomically."""
         return await self._submit(turn_op(session_id, turn, self._max_save_bytes))
 
-    async def plan_summary_turn(self, session_id: str, turn: TurnRequest) -> SummaryPlan:
-        """What appending ``turn`` would prune, and the summary in force (nothing written)."""
+    async def plan_summary_turn(
+        self, session_id: str, turn: TurnRequest | AppendRequest
+    ) -> SummaryPlan:
+        """What writing ``turn`` (a turn or a general append) would prune, and the
+        summary in force (nothing written)."""
         self._refuse_if_read_only("a save")
         return await self._run(summaries.plan_turn, session_id, turn)
 
     async def append_summary_turn(
-        self, session_id: str, turn: TurnRequest, plan: SummaryPlan, summary: SummaryText | None
+        self,
+        session_id: str,
+        turn: TurnRequest | AppendRequest,
+        plan: SummaryPlan,
+        summary: SummaryText | None,
     ) -> int:
-        """Append a summary buffer's turn and its summary, as planned, atomically."""
+        """Append a summarised turn or general append and its summary, as planned,
+        atomically."""
         return await self._submit(
             summaries.summary_turn_op(session_id, turn, plan, summary, self._max_save_bytes)
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eventmem._decide import check_expected, decide_turn
+from eventmem._decide import Head, check_expected, decide_append, decide_turn
 from eventmem.errors import CorruptDatabaseError
 from eventmem.events import (
     Event,
@@ -34,7 +34,7 @@ from eventmem.events import (
 from eventmem.messages import Message
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply, fold
 from eventmem.rules import check_save_bytes
-from eventmem.store.base import SummaryPlan, SummaryText, TurnRequest
+from eventmem.store.base import AppendRequest, SummaryPlan, SummaryText, TurnRequest
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead, now_us
 from eventmem.store.lineage import hash_at, history, holders, inherited_data, inheriting
@@ -102,22 +102,38 @@ def load_summary_view(
     return version, summary, messages
 
 
-def plan_turn(conn: Connection, session_id: str, turn: TurnRequest) -> SummaryPlan:
-    """What appending ``turn`` (already counted) would prune, read in one snapshot and
-    folded over a copy of the buffer; nothing is written. Raises `ConcurrencyError`
-    if ``turn.expected_version`` is stale."""
+# The event a summarised write appends before its summary, chosen from the session's
+# head (a summary buffer's turn, or a summarising history's append).
+Decide = Callable[[Head], list[Event]]
+
+
+def decide_summarised(request: TurnRequest | AppendRequest) -> Decide:
+    """How a summarised write of ``request`` (already counted) chooses its event."""
+    assert request.tokens is not None
+    tokens = request.tokens
+    if isinstance(request, TurnRequest):
+        return lambda head: decide_turn(request, tokens, (), head)
+    return lambda head: decide_append(request, tokens, head)
+
+
+def plan_turn(
+    conn: Connection, session_id: str, request: TurnRequest | AppendRequest
+) -> SummaryPlan:
+    """What writing ``request`` (already counted: a summary buffer's turn or a
+    summarising history's append) would prune, read in one snapshot and folded over a
+    copy of the buffer; nothing is written. Raises `ConcurrencyError` if
+    ``request.expected_version`` is stale."""
     conn.begin_read()
     try:
         buffer = current_buffer(conn, session_id)
-        check_expected(buffer.state, turn.expected_version)
+        check_expected(buffer.state, request.expected_version)
         version = buffer.state.version
         if version:
             buffer.summary_position, buffer.summary = latest_summary(conn, session_id)
         held = {e.seq: e for e in buffer.entries}
-        assert turn.tokens is not None
-        (event,) = decide_turn(turn, turn.tokens, (), buffer)
+        (event,) = decide_summarised(request)(buffer)
         next_seq = buffer.state.next_seq
-        for index, message in enumerate(turn.messages):
+        for index, message in enumerate(request.messages):
             held[next_seq + index] = BufferEntry(next_seq + index, message, 0, version + 1, index)
         apply(buffer, event, version + 1)
         assert buffer.last_prune is not None
@@ -189,20 +205,20 @@ def _hashes(conn: Connection, session_id: str, positions: set[int]) -> dict[int,
 
 def summary_turn_op(
     session_id: str,
-    turn: TurnRequest,
+    request: TurnRequest | AppendRequest,
     plan: SummaryPlan,
     summary: SummaryText | None,
     max_save_bytes: int,
 ) -> WriteOp:
-    """The write of one summary-buffer save: the turn, then its summary if it prunes."""
+    """The write of one summarised save (a summary buffer's turn, a summarising
+    history's append), then its summary if it prunes."""
 
     def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
         def body() -> SessionHead:
             head = SessionHead(conn, session_id, cache)
             check_expected(head.state, plan.version)  # before anything is written
             head.summary_position, head.summary = plan.previous, plan.summary
-            assert turn.tokens is not None
-            (event,) = decide_turn(turn, turn.tokens, (), head)
+            (event,) = decide_summarised(request)(head)
             events: list[Event] = [event]
             encoded = [encode_event(event)]
             now = now_us()
