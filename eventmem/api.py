@@ -21,6 +21,7 @@ from eventmem._options import (
     SummaryBufferArgs,
     SummaryBufferOptions,
 )
+from eventmem._time_travel import EVENT_PAGE, fold_to
 from eventmem.anchors import Anchor, AnchoredHead, AnchorKey, sign_heads, signature_ok
 from eventmem.audit import (
     EXPORT_FORMAT,
@@ -33,7 +34,6 @@ from eventmem.audit import (
 )
 from eventmem.errors import InvalidInputError
 from eventmem.events import (
-    Event,
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
 
 __all__ = ["Store"]
 
-_EVENT_PAGE = 500
 _MAX_PAGE = 2**62  # offsets and limits past this are no page of any store
 _EXPORT_PAGE = 5000
 
@@ -148,10 +147,10 @@ class Store:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise InvalidInputError(f"after must be a position (an int >= 0), got {after!r}")
         while True:
-            page = await self._backend.read_events(session_id, after, _EVENT_PAGE)
+            page = await self._backend.read_events(session_id, after, EVENT_PAGE)
             for event in page:
                 yield event
-            if len(page) < _EVENT_PAGE:
+            if len(page) < EVENT_PAGE:
                 return
             after = page[-1].position
 
@@ -166,23 +165,19 @@ class Store:
             version, messages = await self._backend.load_view_at(session_id)
             await _tracing.viewed(self._backend, session_id, messages, version)
             return messages
-        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
-            raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")
-        version = await self._backend.version(session_id)
-        if as_of > version:
-            raise InvalidInputError(
-                f"session {session_id!r} has {version} events; as_of={as_of} is in its future"
-            )
-        events: list[Event] = []
-        while len(events) < as_of:
-            page = await self._backend.read_events(
-                session_id, len(events), min(_EVENT_PAGE, as_of - len(events))
-            )
-            events.extend(e.data for e in page)
-        messages = fold(events).messages
+        messages = (await fold_to(self._backend, session_id, as_of)).messages
         if _tracing.ON:
             await _tracing.viewed(self._backend, session_id, messages, as_of)
         return messages
+
+    async def summary(self, session_id: str, *, as_of: int | None = None) -> str:
+        """The running summary in force (a summary buffer's, or a summarising
+        history's; ``""``: none): now, or exactly as it was right after position
+        ``as_of``."""
+        session_id = validate_session_id(session_id)
+        if as_of is None:
+            return (await self._backend.load_summary_view(session_id))[1]
+        return (await fold_to(self._backend, session_id, as_of)).summary
 
     async def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
         """Begin ``new_session`` as ``source`` was right after position ``at`` (default:
@@ -237,7 +232,9 @@ class Store:
     ) -> list[Message]:
         """What-if: the buffer the full history would give under another limit or tokenizer.
 
-        Unset arguments keep what each save recorded. Nothing is written.
+        Unset arguments keep what each save recorded. A rewind restores the view the
+        replay had at its position, a fork's history is read up its line. Nothing is
+        written.
         """
         session_id = validate_session_id(session_id)
         if max_token_limit is not None:
@@ -248,7 +245,10 @@ class Store:
             else None
         )
         events = [e.data async for e in self.events(session_id)]
-        return fold(rewrite_for_replay(events, max_token_limit, counter)).messages
+        replaying = max_token_limit is not None or counter is not None
+        return fold(
+            rewrite_for_replay(events, max_token_limit, counter), replaying=replaying
+        ).messages
 
     @_tracing.verify
     async def verify(

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from eventmem import _tracing
 from eventmem._options import SUMMARY_ROLES
 from eventmem._summarizer import NO_PROMPT_SHA256, call_summarize, check_summarize, model_name
+from eventmem._time_travel import fold_to
 from eventmem.errors import ConcurrencyError, InvalidInputError
 from eventmem.events import PruneMode
 from eventmem.memory import _check_version, count_all
 from eventmem.messages import Message, Role, check_text, from_langchain, from_openai
-from eventmem.projection import fold
 from eventmem.rules import check_limit, check_save_chars
 from eventmem.store.base import AppendRequest, SummaryText
 from eventmem.tokens import TokenCounter, resolve_counter
@@ -265,19 +265,7 @@ class History:
             return await self._store.messages(self.session_id, as_of=as_of)
         if as_of is None:
             return await self.view()
-        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
-            raise InvalidInputError(f"as_of must be a position (an int >= 0), got {as_of!r}")
-        version = await self.version()
-        if as_of > version:
-            raise InvalidInputError(
-                f"session {self.session_id!r} has {version} events; as_of={as_of} is in its future"
-            )
-        events = []
-        async for event in self._store.events(self.session_id):
-            if event.position > as_of:
-                break
-            events.append(event.data)
-        buffer = fold(events)
+        buffer = await fold_to(self._store._backend, self.session_id, as_of)
         return self._with_summary(buffer.summary, buffer.messages)
 
     async def summary(self) -> str:

@@ -39,6 +39,7 @@ from eventmem.events import (
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
+    ViewRef,
     ViewRewound,
 )
 from eventmem.messages import Message
@@ -179,9 +180,11 @@ class Buffer(Protocol):
         ``position``."""
         ...
 
-    def rewind_point(self, position: int) -> RewindPoint | None:
-        """What a rewind to ``position`` must restore, as the fold knows it (None: a
-        buffer that cannot tell; the live path builds the rewind from the fold itself)."""
+    def restores(self, event: ViewRewound) -> ViewRewound:
+        """The rewind as this fold applies it: ``event`` itself, checked against the
+        view the fold had after ``event.to`` (the live path, which built the event from
+        the fold, trusts it); in a what-if replay, a rewind to the view this fold had
+        there."""
         ...
 
 
@@ -363,11 +366,7 @@ def _apply_rewind(buffer: Buffer, event: ViewRewound, position: int) -> None:
         raise CorruptDatabaseError(f"a rewind at position {position} to position {event.to}")
     if state.pending_steps:
         raise CorruptDatabaseError(f"a rewind while {state.pending_steps} steps are pending")
-    known = buffer.rewind_point(event.to)
-    if known is not None and known != _point_of(event):
-        raise CorruptDatabaseError(
-            f"the rewind restores a view that is not the one after position {event.to}"
-        )
+    event = buffer.restores(event)
     restored = [(buffer.recall(r.position, r.index), r) for r in event.view]
     buffer.drop_all()
     for message, ref in restored:
@@ -599,9 +598,20 @@ class MemoryBuffer:
         """A summary of an earlier event, from the fold's `Archive`."""
         return self._archive().recall_summary(position)
 
-    def rewind_point(self, position: int) -> RewindPoint | None:
-        """The view after ``position``, as the fold's `Archive` noted it."""
-        return self._archive().point(position)
+    def restores(self, event: ViewRewound) -> ViewRewound:
+        """The rewind checked against (or, replaying, made from) the view the fold's
+        `Archive` noted after ``event.to``."""
+        archive = self._archive()
+        known = archive.point(event.to)
+        if archive.replaying:
+            view, pinned, overhead, counter, summary = known
+            refs = tuple(ViewRef(*ref) for ref in view)
+            return ViewRewound(event.to, refs, pinned, overhead, counter, summary)
+        if known != _point_of(event):
+            raise CorruptDatabaseError(
+                f"the rewind restores a view that is not the one after position {event.to}"
+            )
+        return event
 
     def _archive(self) -> Archive:
         if self.archive is None:
@@ -626,8 +636,11 @@ class Archive:
     of every event by position, the summaries, and the view right after each position a
     rewind goes back to (its ``targets``), to check each rewind against."""
 
-    def __init__(self, targets: Iterable[int]) -> None:
+    def __init__(self, targets: Iterable[int], *, replaying: bool = False) -> None:
+        """``replaying``: a what-if replay under other settings, whose rewinds restore
+        the views this fold had (not the ones their events carry)."""
         self.targets = set(targets)
+        self.replaying = replaying
         self.messages: dict[int, Sequence[Any]] = {}
         self.summaries: dict[int, str] = {}
         self.points: dict[int, RewindPoint] = {0: ((), False, 0, None, 0)}
@@ -673,9 +686,10 @@ def rewind_targets(events: Iterable[Event]) -> set[int]:
     return {event.to for event in events if type(event) is ViewRewound}
 
 
-def fold(events: Iterable[Event]) -> MemoryBuffer:
+def fold(events: Iterable[Event], *, replaying: bool = False) -> MemoryBuffer:
     """The buffer after a session's events (positions 1, 2, ...), from an empty start.
-    (With rewinds among them, the fold keeps an `Archive` of the history to apply them.)"""
+    (With rewinds among them, the fold keeps an `Archive` of the history to apply them;
+    ``replaying``: see `Archive`.)"""
     history = events if isinstance(events, list) else list(events)
     targets = rewind_targets(history)
     buffer = MemoryBuffer()
@@ -683,7 +697,7 @@ def fold(events: Iterable[Event]) -> MemoryBuffer:
         for position, event in enumerate(history, start=1):
             apply(buffer, event, position)
         return buffer
-    archive = buffer.archive = Archive(targets)
+    archive = buffer.archive = Archive(targets, replaying=replaying)
     for position, event in enumerate(history, start=1):
         apply(buffer, event, position)
         archive.keep(buffer, event, position)

@@ -22,6 +22,7 @@ from typing import Any
 from eventmem import _tracing
 from eventmem._options import Option, SummaryBufferOptions
 from eventmem._summarizer import call_model
+from eventmem._time_travel import fold_to
 from eventmem.errors import ConcurrencyError
 from eventmem.memory import _check_version, _TokenBuffer, count_all
 from eventmem.messages import Message, Role, buffer_string
@@ -88,8 +89,12 @@ class SummaryBufferMemory(_TokenBuffer):
         return [Message(role=self.summary_role, content=summary), *messages]
 
     @_tracing.load
-    async def amessages(self) -> list[Message]:
-        """The buffer as messages: the summary (if there is one), then the messages."""
+    async def amessages(self, *, as_of: int | None = None) -> list[Message]:
+        """The buffer as messages: the summary (if there is one), then the messages; now,
+        or exactly as they were right after position ``as_of``."""
+        if as_of is not None:
+            buffer = await fold_to(self._backend, self.session_id, as_of)
+            return self._with_summary(buffer.summary, buffer.messages)
         version, summary, messages = await self._load()
         if _tracing.ON:
             await _tracing.viewed(self._backend, self.session_id, messages, version)

@@ -139,6 +139,13 @@ class SyncStore:
             "SyncStore.messages", partial(self._store.messages, as_of=as_of), session_id
         )
 
+    def summary(self, session_id: str, *, as_of: int | None = None) -> str:
+        """The running summary in force, now or right after ``as_of`` (see
+        [`Store.summary`][eventmem.Store.summary])."""
+        return self._call(
+            "SyncStore.summary", partial(self._store.summary, as_of=as_of), session_id
+        )
+
     def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
         """Begin ``new_session`` as ``source`` was after ``at`` (see
         [`Store.fork`][eventmem.Store.fork]); return its version."""
@@ -440,6 +447,10 @@ class SyncSummaryBufferMemory(_SyncBuffer):
     def chat_messages(self) -> list[Message]:
         """The buffer's messages without the summary (LangChain's ``chat_memory``)."""
         return self._store._call("chat_messages", self.memory.achat_messages)
+
+    def messages(self, *, as_of: int | None = None) -> list[Message]:
+        """The summary (if any), then the messages; now, or right after ``as_of``."""
+        return self._store._call("messages", partial(self.memory.amessages, as_of=as_of))
 
     def predict_new_summary(self, messages: list[Message], existing_summary: str) -> str:
         """Ask the model for a new summary (see

@@ -495,3 +495,23 @@ def _rehashed(lines: list[bytes], index: int, line: bytes) -> bytes:
         bytes.fromhex(previous), item["session_id"], item["position"], item["recorded_at"], data
     )
     return line.replace(item["hash"].encode(), digest.hex().encode())
+
+
+async def test_a_replay_under_another_limit_rewinds_to_its_own_earlier_views(
+    store: eventmem.Store,
+) -> None:
+    """A what-if replay rewinds to the view the replay had there: the same as living the
+    session under that limit, rewinds included."""
+    for session, limit in (("lived-60", 60), ("lived-30", 30)):
+        memory = store.token_buffer(session, max_token_limit=limit)
+        for i in range(5):
+            await memory.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+        await store.rewind(session, to=3)
+        for i in range(5, 7):
+            await memory.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+    assert await store.replay("lived-60", max_token_limit=30) == await store.messages("lived-30")
+    assert await store.replay("lived-60") == await store.messages("lived-60")
+    await store.fork("lived-60", "forked", at=4)
+    assert await store.replay("forked", max_token_limit=30) == await store.messages(
+        "lived-30", as_of=4
+    )

@@ -216,3 +216,31 @@ def test_the_blocking_facade_summarises(target: str) -> None:
             history.append(_exchange(i))
         assert history.summary()
         assert history.view()[0] == Message("system", history.summary())
+
+
+async def test_a_summary_buffer_travels_in_time_with_its_summary(store: eventmem.Store) -> None:
+    from tests.summarizers import answer_for
+
+    memory = store.summary_buffer("s", llm=answer_for, max_token_limit=40)
+    seen = {}
+    for i in range(6):
+        await memory.asave_context({"input": f"question {i} " * 3}, {"output": f"answer {i}"})
+        seen[await memory.aversion()] = (await memory.amessages(), await store.summary("s"))
+    for position, (messages, summary) in seen.items():
+        assert await memory.amessages(as_of=position) == messages
+        assert await store.summary("s", as_of=position) == summary
+    assert any(summary for _, summary in seen.values())
+
+
+def test_the_blocking_summary_buffer_travels_in_time(target: str) -> None:
+    from tests.summarizers import answer_for
+
+    with eventmem.connect(target) as store:
+        memory = store.summary_buffer("s", llm=answer_for, max_token_limit=40)
+        seen = {}
+        for i in range(5):
+            memory.save_context({"input": f"question {i} " * 3}, {"output": f"answer {i}"})
+            seen[memory.version()] = (memory.messages(), store.summary("s"))
+        for position, (messages, summary) in seen.items():
+            assert memory.messages(as_of=position) == messages
+            assert store.summary("s", as_of=position) == summary

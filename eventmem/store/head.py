@@ -13,7 +13,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from eventmem.errors import CorruptDatabaseError
-from eventmem.events import Event, StepRecorded, chain_hash, decode_event, encode_event
+from eventmem.events import (
+    Event,
+    StepRecorded,
+    ViewRewound,
+    chain_hash,
+    decode_event,
+    encode_event,
+)
 from eventmem.messages import Message
 from eventmem.projection import HEAD_FIELDS, HeadState, MemoryBuffer
 from eventmem.store.cache import ViewCache
@@ -189,9 +196,9 @@ class SessionHead:
         """The summary in force at the point a rewind goes back to (``recalled_summary``)."""
         return self.recalled_summary
 
-    def rewind_point(self, position: int) -> None:
-        """None: the rewind's write built the event from the fold itself."""
-        return
+    def restores(self, event: ViewRewound) -> ViewRewound:
+        """The rewind as it is: its write built it from the fold itself."""
+        return event
 
     def adopt(self, buffer: MemoryBuffer, version: int, head_hash: bytes) -> None:
         """Begin a new session as ``buffer`` (another session's view after ``version``,
