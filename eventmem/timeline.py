@@ -6,6 +6,11 @@ replay, time travel and rebuild run; nothing here restates its rules. Where the 
 of an event land is observed while `apply` appends them, not predicted. Only public
 `eventmem.Store` methods are used, so this works on every backend and on read-only
 stores, and it writes nothing.
+
+A fork's history is read as `Store.events` yields it: its parent's events, then its own.
+A rewind brings back messages of earlier events, so a fold that meets one must have kept
+them (`HistoryBuffer`); a session without rewinds is folded without keeping anything,
+and one with rewinds is read again, keeping its history, once the first is met.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from eventmem.events import (
     Event,
     MessagesAppended,
     MessagesRetracted,
+    SessionForked,
     StepRecorded,
     StoredEvent,
     TurnSaved,
+    ViewRef,
+    ViewRewound,
 )
 from eventmem.messages import Message
-from eventmem.projection import Buffer, MemoryBuffer, apply
-from eventmem.tokens import resolve_counter
+from eventmem.projection import Archive, Buffer, MemoryBuffer, RewindPoint, apply, rewind_targets
+from eventmem.tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:
     from eventmem.api import Store
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BufferView",
     "FoldError",
+    "HistoryBuffer",
     "Placement",
     "buffer_view",
     "event_tokens",
@@ -56,11 +65,59 @@ class FoldError(CorruptDatabaseError):
 
 
 def fold_event(buffer: Buffer, event: Event, position: int, session_id: str) -> None:
-    """`eventmem.projection.apply`, with a refusal of the event raised as `FoldError`."""
+    """`eventmem.projection.apply`, with a refusal of the event raised as `FoldError`
+    (and, for a `HistoryBuffer`, the event kept for the rewinds after it)."""
+    if isinstance(buffer, HistoryBuffer):
+        buffer.fold(event, position, session_id)
+        return
     try:
         apply(buffer, event, position)
-    except ValueError as e:
+    except (ValueError, CorruptDatabaseError) as e:
         raise FoldError(session_id, position, str(e)) from None
+
+
+class _HistoryNeeded(Exception):
+    """A rewind met by a fold that kept no history: fold again, keeping it."""
+
+
+class HistoryBuffer(MemoryBuffer):
+    """A `MemoryBuffer` for a fold that may meet rewinds.
+
+    With ``keep`` it keeps the messages and summaries of every event it folds (an
+    `eventmem.projection.Archive`), which a rewind brings back; the view after each of
+    ``targets`` is noted too, and a rewind to one is checked against it. A rewind to a
+    position not noted is applied as its event says (`Store.verify` checks every one).
+    Without ``keep`` it keeps nothing, and a rewind raises `_HistoryNeeded`.
+    """
+
+    def __init__(self, *, keep: bool = False, targets: Iterable[int] = ()) -> None:
+        super().__init__()
+        self.archive = Archive(targets) if keep else None
+
+    def fold(self, event: Event, position: int, session_id: str) -> None:
+        """Fold ``event`` (at ``position``), then keep it; `FoldError` if refused."""
+        archive = self.archive
+        if archive is None and type(event) is ViewRewound:
+            raise _HistoryNeeded
+        try:
+            apply(self, event, position)
+        except (ValueError, CorruptDatabaseError) as e:
+            raise FoldError(session_id, position, str(e)) from None
+        if archive is not None:
+            archive.keep(self, event, position)
+
+    def rewind_point(self, position: int) -> RewindPoint | None:
+        """The view after ``position`` if it was noted, else None (taken as recorded)."""
+        return None if self.archive is None else self.archive.points.get(position)
+
+    def replayed_rewind(self, event: ViewRewound) -> ViewRewound:
+        """``event`` as a what-if replay makes it: restoring the replay's own view after
+        its position, which the archive noted (its position is one of the targets)."""
+        if self.archive is None or event.to not in self.archive.points:
+            return event
+        view, pinned, overhead, counter, summary = self.archive.points[event.to]
+        refs = tuple(ViewRef(*ref) for ref in view)
+        return ViewRewound(event.to, refs, pinned, overhead, counter, summary)
 
 
 def event_tokens(event: Event) -> int:
@@ -86,7 +143,13 @@ class Placement:
     ``seqs`` maps the position of each turn, and of each step a turn took in, to the
     ``seq`` numbers its messages got, in message order. ``abandoned`` holds the steps a
     turn dropped (a dead run's). A step in neither is still pending: its turn is not
-    saved yet. The buffer now is ``watermark <= seq < next_seq``.
+    saved yet. The buffer now is ``watermark <= seq < next_seq``; a message a rewind
+    brought back got a new ``seq``, which replaces its old one.
+
+    ``rewound`` maps each position a rewind rewound over (those after the position it
+    went back to, before its own) to the position of the first rewind that did.
+    ``inherited`` lists, for a fork, the sessions holding the positions it inherited:
+    ``(session, first, last)``, oldest first; ``fork`` is the fork's own first event.
     """
 
     version: int = 0  # the last position placed
@@ -95,6 +158,15 @@ class Placement:
     watermark: int = 0
     next_seq: int = 0
     pinned: int = -1
+    rewound: dict[int, int] = field(default_factory=dict)
+    restored: int = 0  # messages a rewind brought back (each took a new seq)
+    inherited: list[tuple[str, int, int]] = field(default_factory=list)
+    fork: SessionForked | None = None
+
+    @property
+    def entered(self) -> int:
+        """How many messages entered the buffer (one a rewind brought back, once)."""
+        return self.next_seq - self.restored
 
     @property
     def visible(self) -> int:
@@ -105,9 +177,10 @@ class Placement:
         """The event's marker and whether each of its messages is in the buffer now.
 
         The marker is ``visible``, ``pruned``, ``k/n visible``, ``popped`` (taken out
-        by a pop; ``, k popped`` when some were), ``pending`` (a step whose turn is not
-        saved yet), ``abandoned``, or ``-`` (no messages: a clear, a pop, a LangGraph
-        checkpoint event).
+        by a pop; ``, k popped`` when some were), ``rewound`` (out of the view since a
+        rewind rewound over the event), ``pending`` (a step whose turn is not saved
+        yet), ``abandoned``, or ``-`` (no messages: a clear, a pop, a fork, a rewind, a
+        LangGraph checkpoint event).
         """
         if not isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
             return "-", []
@@ -125,19 +198,22 @@ class Placement:
         shown = sum(flags)
         if shown == len(flags):
             return "visible", flags
-        marker = "pruned" if shown == 0 else f"{shown}/{len(flags)} visible"
+        if shown == 0 and position in self.rewound:
+            marker = "rewound"
+        else:
+            marker = "pruned" if shown == 0 else f"{shown}/{len(flags)} visible"
         return (f"{marker}, {popped} popped" if popped else marker), flags
 
 
 RETRACTED = -2  # the seq of a message a pop took out of the view (seqs are >= 0)
 
 
-class _PlacingBuffer(MemoryBuffer):
-    """A `MemoryBuffer` that notes which event each appended message came from (`apply`
+class _PlacingBuffer(HistoryBuffer):
+    """A `HistoryBuffer` that notes which event each appended message came from (`apply`
     names it with each message)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, keep: bool = False) -> None:
+        super().__init__(keep=keep)
         self.placed: dict[int, list[int]] = {}  # position -> seqs its messages got
 
     def forget(self) -> None:
@@ -153,13 +229,18 @@ class _PlacingBuffer(MemoryBuffer):
 class _Placer:
     """Builds a `Placement` one event at a time, in position order."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, keep: bool = False) -> None:
         self.session_id = session_id
-        self.buffer = _PlacingBuffer()
+        self.buffer = _PlacingBuffer(keep=keep)
         self.placement = Placement()
 
-    def add(self, position: int, event: Event) -> None:
+    def add(self, position: int, event: Event, holder: str | None = None) -> None:
+        """Place the event at ``position``, held by session ``holder`` (None: this one)."""
         buffer, placement = self.buffer, self.placement
+        if holder is not None and holder != self.session_id:
+            self._inherit(holder, position)
+        elif type(event) is SessionForked and placement.fork is None:
+            placement.fork = event
         if isinstance(event, TurnSaved):
             held = [step_position for step_position, _ in buffer.pending]
             fold_event(buffer, event, position, self.session_id)
@@ -175,41 +256,73 @@ class _Placer:
             placement.seqs[position] = tuple(buffer.placed.get(position, ()))
             buffer.forget()
         elif isinstance(event, MessagesRetracted):
-            retracted = {e.seq for e in list(buffer.entries)[-event.count :]}
+            retracted = list(buffer.entries)[-event.count :]
             fold_event(buffer, event, position, self.session_id)
-            self._mark_retracted(retracted)
+            self._mark_retracted({(e.position, e.seq) for e in retracted})
+        elif isinstance(event, ViewRewound):
+            fold_event(buffer, event, position, self.session_id)
+            self._mark_restored(event, position)
         else:
             fold_event(buffer, event, position, self.session_id)
         placement.version = position
         placement.watermark, placement.next_seq = buffer.watermark, buffer.next_seq
         placement.pinned = buffer.state.pinned
 
-    def _mark_retracted(self, retracted: set[int]) -> None:
-        """Mark the ``retracted`` seqs (the newest visible ones) of the events holding
-        them: the next appends may reuse them."""
+    def _mark_retracted(self, retracted: set[tuple[int, int]]) -> None:
+        """Mark the ``retracted`` seqs (the newest visible ones, with the positions of
+        the events holding them) in those events: the next appends may reuse them."""
         seqs = self.placement.seqs
-        for position in reversed(seqs):
-            placed = seqs[position]
-            if any(seq in retracted for seq in placed):
-                seqs[position] = tuple(RETRACTED if seq in retracted else seq for seq in placed)
-            elif any(seq >= 0 for seq in placed) and max(placed) < min(retracted):
-                break  # older events' seqs are lower still
+        for position in {position for position, _ in retracted}:
+            gone = {seq for held_by, seq in retracted if held_by == position}
+            placed = seqs.get(position, ())
+            seqs[position] = tuple(RETRACTED if seq in gone else seq for seq in placed)
+
+    def _mark_restored(self, event: ViewRewound, position: int) -> None:
+        """Give the messages the rewind brought back their new seqs, and mark the events
+        it rewound over."""
+        seqs = self.placement.seqs
+        self.placement.restored += len(self.buffer.entries)
+        for entry in self.buffer.entries:  # the view is the restored messages alone
+            placed = list(seqs.get(entry.position, ()))
+            if entry.index < len(placed):
+                placed[entry.index] = entry.seq
+                seqs[entry.position] = tuple(placed)
+        for over in range(event.to + 1, position):
+            self.placement.rewound.setdefault(over, position)
+
+    def _inherit(self, holder: str, position: int) -> None:
+        """Note that ``holder`` holds ``position`` of the fork's history."""
+        inherited = self.placement.inherited
+        if inherited and inherited[-1][0] == holder:
+            inherited[-1] = (holder, inherited[-1][1], position)
+        else:
+            inherited.append((holder, position, position))
 
 
 def place(events: Iterable[Event], session_id: str = "") -> Placement:
     """The `Placement` of a session's events (positions 1, 2, ...); ``session_id`` only
     names the session in a `FoldError`."""
-    placer = _Placer(session_id)
-    for position, event in enumerate(events, start=1):
+    history = list(events)
+    placer = _Placer(session_id, keep=bool(rewind_targets(history)))
+    for position, event in enumerate(history, start=1):
         placer.add(position, event)
     return placer.placement
 
 
 async def placement(store: Store, session_id: str) -> Placement:
-    """The `Placement` of every event the session has (read in pages, folded as read)."""
-    placer = _Placer(session_id)
-    async for stored in store.events(session_id):
-        placer.add(stored.position, stored.data)
+    """The `Placement` of every event the session has (read in pages, folded as read;
+    read again, keeping its history, if it holds a rewind)."""
+    try:
+        return await _placement(store, session_id, keep=False)
+    except _HistoryNeeded:
+        return await _placement(store, session_id, keep=True)
+
+
+async def _placement(store: Store, session_id: str, *, keep: bool) -> Placement:
+    placer = _Placer(session_id, keep=keep)
+    async with aclosing(_events(store, session_id)) as events:
+        async for stored in events:
+            placer.add(stored.position, stored.data, stored.session_id)
     return placer.placement
 
 
@@ -256,19 +369,15 @@ async def buffer_view(
             f"session {session_id!r} has {version} events; as_of={at} is in its future"
         )
     upto = version if at is None else at
-    buffer = MemoryBuffer()
-    limit: int | None = None
-    recorded_model: str | None = None
-    async with aclosing(_events(store, session_id)) as events:
-        async for stored in events:
-            if stored.position > upto:
-                break
-            for event in rewrite_for_replay([stored.data], max_token_limit, counter):
-                fold_event(buffer, event, stored.position, session_id)
-                if isinstance(event, TurnSaved):
-                    limit, recorded_model = event.max_token_limit, event.model
-                elif isinstance(event, MessagesAppended):
-                    limit, recorded_model = event.max_tokens, event.model
+    try:
+        buffer, in_force = await _fold_upto(
+            store, session_id, upto, max_token_limit, counter, keep=False
+        )
+    except _HistoryNeeded:
+        buffer, in_force = await _fold_upto(
+            store, session_id, upto, max_token_limit, counter, keep=True
+        )
+    limit, recorded_model = in_force.limit, in_force.model
     messages, damaged = buffer.messages, False
     if at is None and not what_if:
         served = await store.messages(session_id)  # what a load returns now
@@ -286,3 +395,56 @@ async def buffer_view(
         what_if=what_if,
         damaged=damaged,
     )
+
+
+@dataclass
+class _InForce:
+    """The limit in force and the model of the last save, as a fold goes."""
+
+    limit: int | None = None
+    model: str | None = None
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, TurnSaved):
+            self.limit, self.model = event.max_token_limit, event.model
+        elif isinstance(event, MessagesAppended):
+            self.limit, self.model = event.max_tokens, event.model
+
+
+async def _fold_upto(
+    store: Store,
+    session_id: str,
+    upto: int,
+    max_token_limit: int | None,
+    counter: TokenCounter | None,
+    *,
+    keep: bool,
+) -> tuple[HistoryBuffer, _InForce]:
+    """The buffer after positions 1..``upto`` (replayed under ``max_token_limit`` and
+    ``counter`` if given), with the limit in force and the model the last save recorded.
+
+    With ``keep`` the history is read first, so that every rewind is checked against the
+    fold's view after its position, and a what-if replay restores its own view there.
+    """
+    history: list[Event] = []
+    buffer, in_force = HistoryBuffer(), _InForce()
+    async with aclosing(_events(store, session_id)) as events:
+        async for stored in events:
+            if stored.position > upto:
+                break
+            if keep:
+                history.append(stored.data)
+                continue
+            for event in rewrite_for_replay([stored.data], max_token_limit, counter):
+                fold_event(buffer, event, stored.position, session_id)
+                in_force.note(event)
+    if keep:
+        what_if = max_token_limit is not None or counter is not None
+        buffer = HistoryBuffer(keep=True, targets=rewind_targets(history))
+        replayed = rewrite_for_replay(history, max_token_limit, counter)
+        for position, event in enumerate(replayed, start=1):
+            if what_if and type(event) is ViewRewound:
+                event = buffer.replayed_rewind(event)
+            fold_event(buffer, event, position, session_id)
+            in_force.note(event)
+    return buffer, in_force

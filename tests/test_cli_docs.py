@@ -23,6 +23,8 @@ COMMANDS = [
     ["sessions"],
     ["log"],
     ["buffer"],
+    ["fork"],
+    ["rewind"],
     ["verify"],
     ["anchor"],
     ["rebuild"],

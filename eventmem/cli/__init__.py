@@ -1,7 +1,8 @@
 """The ``eventmem`` command (also ``python -m eventmem``).
 
 Each command group has a module that parses its arguments and prints what the public
-API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `integrity`
+API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `forking` (``fork``,
+``rewind``), `integrity`
 (``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``),
 `stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what they share.
 Each command is a `Command` listed in ``COMMANDS``: it adds its arguments to a subparser
@@ -32,6 +33,7 @@ from eventmem.cli.demo import (
     configure_demo,
     run_demo,
 )
+from eventmem.cli.forking import configure_fork, configure_rewind, run_fork, run_rewind
 from eventmem.cli.inspection import (
     configure_buffer,
     configure_log,
@@ -120,6 +122,34 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_buffer,
         run=run_buffer,
+    ),
+    Command(
+        name="fork",
+        help="begin a new session as another one was at a position (one event written)",
+        description=(
+            "Begin session NEW as SOURCE was right after position --at N (default: its "
+            "last): the same buffer and the same history up to N, nothing copied. One "
+            "event is written, a fork at position N+1 of NEW; SOURCE is not changed. "
+            "Prints NEW's version. Refused (exit 1, nothing written) if NEW has events, "
+            "SOURCE has none, N is past SOURCE's end, or agent steps wait for their turn "
+            "there."
+        ),
+        configure=configure_fork,
+        run=run_fork,
+    ),
+    Command(
+        name="rewind",
+        help="make a session's buffer what it was at an earlier position (one event written)",
+        description=(
+            "Make SESSION's buffer what it was right after position --to N by appending "
+            "one rewind event that carries that view: nothing is deleted, the events after "
+            "N stay in the log ('log' marks them rewound) and later saves continue from "
+            "the restored buffer. Prints the new version. Refused (exit 1, nothing "
+            "written) for an unknown session, a position past its end, a stale "
+            "--expected-version, or while agent steps wait for their turn."
+        ),
+        configure=configure_rewind,
+        run=run_rewind,
     ),
     Command(
         name="verify",

@@ -45,10 +45,12 @@ from eventmem.events import (
     Event,
     MessagesAppended,
     MessagesRetracted,
+    SessionForked,
     StepRecorded,
     StoredEvent,
     SummaryRecorded,
     TurnSaved,
+    ViewRewound,
 )
 from eventmem.messages import Message, buffer_string
 from eventmem.rules import stored_time
@@ -211,7 +213,40 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
             f"{event.first_position}-{event.last_position}) by {clip(event.model, width)}: "
             f"{clip(event.summary, width)}"
         )
+    if isinstance(event, SessionForked):
+        return f"fork of {clip(event.parent, width)} at position {event.at}"
+    if isinstance(event, ViewRewound):
+        return f"rewind to {event.to}, {plural(len(event.view), 'message')} restored"
     return "cleared"
+
+
+def _lineage(placed: timeline.Placement) -> str | None:
+    """The line ``log`` begins a fork's events with: its parent, the fork point, and
+    which sessions hold the positions it inherited (marked with them below)."""
+    fork = placed.fork
+    if fork is None:
+        return None
+    if fork.at == 0:
+        return f"fork of {printable(fork.parent)} at position 0 (nothing inherited)"
+    held = ", ".join(
+        f"{first}-{last} from {printable(holder)}"
+        if first != last
+        else f"{first} from {printable(holder)}"
+        for holder, first, last in placed.inherited
+    )
+    return f"fork of {printable(fork.parent)} at position {fork.at} (inherited: {held})"
+
+
+def _marks(stored: StoredEvent, session: str, placed: timeline.Placement) -> str:
+    """What ``log`` puts before an event's summary: the session holding it, if another
+    (an event a fork inherited), and the rewind that rewound over it, if one did."""
+    marks = []
+    if stored.session_id != session:
+        marks.append(f"[{printable(stored.session_id)}]")
+    rewind = placed.rewound.get(stored.position)
+    if rewind is not None:
+        marks.append(f"[rewound at {rewind}]")
+    return "".join(f"{mark} " for mark in marks)
 
 
 def _checkpoint_summary(
@@ -284,10 +319,13 @@ LOG_COLUMNS = (
     "tokens",
     "buffer",
     "message_visible",
+    "rewound_at",
     "hash",
     "data",
 )
-"""The keys of ``log --json``'s objects, in order, and the columns of ``log --csv``."""
+"""The keys of ``log --json``'s objects, in order, and the columns of ``log --csv``
+(``session_id``: the session holding the event, a fork's parent for one it inherited;
+``rewound_at``: the position of the rewind that rewound over it, or null)."""
 
 
 def _print_event(
@@ -297,6 +335,7 @@ def _print_event(
     width: int,
     pointer: str,
 ) -> None:
+    session: str = args.session
     event = stored.data
     marker, flags = placed.visibility(stored.position, event)
     recorded_at = stored_time(stored.recorded_at_us)  # raw if out of range
@@ -311,6 +350,7 @@ def _print_event(
             timeline.event_tokens(event),
             marker,
             flags,
+            placed.rewound.get(stored.position),
             stored.hash,
             event,
         )
@@ -322,7 +362,7 @@ def _print_event(
     print(
         f"{stored.position:>{width}}  {utc_seconds(recorded_at)}  "
         f"{stored.kind:<5} {timeline.event_tokens(event):>6}  {marker:<11}  "
-        f"{_summary(event, pointer)}"
+        f"{_marks(stored, session, placed)}{_summary(event, pointer)}"
     )
 
 
@@ -395,6 +435,9 @@ async def run_log(args: argparse.Namespace) -> int:
         if args.csv:
             print_csv_row(LOG_COLUMNS)
         elif not args.json:
+            lineage = _lineage(placed)
+            if lineage is not None:
+                print(lineage)
             print(
                 style.dim(
                     f"{'pos':>{width}}  time                  kind  tokens  buffer       summary"
@@ -411,7 +454,7 @@ async def run_log(args: argparse.Namespace) -> int:
             else plural(placed.version, "event")
         )
         print(
-            f"{shown_events}; {plural(placed.next_seq, 'message')} entered "
+            f"{shown_events}; {plural(placed.entered, 'message')} entered "
             f"the buffer, {placed.visible} visible now"
         )
     return EXIT_OK

@@ -230,16 +230,15 @@ def create_app(
         version = await data.find_session(store(), session_id)
         series = await data.token_series(store(), session_id)
         report = await data.verify_session(store(), session_id)
-        body = pages.session_overview(session_id, version, series, report, links)
+        lineage = await data.lineage(store(), session_id)
+        body = pages.session_overview(session_id, version, series, report, links, lineage)
         return f"session {session_id}", body
 
     async def timeline(request: Request) -> tuple[str, str]:
         session_id = _session_id(request)
         first = _number(request, "from", minimum=1) or 1
-        version, events = await data.timeline_page(store(), session_id, first, pages.TIMELINE_PAGE)
-        return f"timeline of {session_id}", pages.timeline_page(
-            session_id, version, events, first, links
-        )
+        found = await data.timeline_page(store(), session_id, first, pages.TIMELINE_PAGE)
+        return f"timeline of {session_id}", pages.timeline_page(session_id, found, first, links)
 
     async def buffer(request: Request) -> tuple[str, str]:
         session_id = _session_id(request)

@@ -19,30 +19,32 @@ from typing import Literal, cast
 from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import EventmemError
-from eventmem.events import MessagesAppended, StoredEvent, TurnSaved
+from eventmem.events import MessagesAppended, SessionForked, StoredEvent, TurnSaved, ViewRewound
 from eventmem.messages import Message
-from eventmem.projection import MemoryBuffer
 from eventmem.store.base import SessionSummary
-from eventmem.timeline import fold_event
+from eventmem.timeline import HistoryBuffer, fold_event
 
 __all__ = [
     "BufferAt",
     "Entry",
+    "Lineage",
     "NotFoundError",
     "SessionPage",
+    "TimelinePage",
     "TokenPoint",
     "Trace",
     "ViewDiff",
     "buffer_at",
     "diff_views",
     "find_session",
+    "lineage",
     "session_page",
     "timeline_page",
     "token_series",
     "verify_session",
 ]
 
-Departure = Literal["pruned", "cleared", "popped"]
+Departure = Literal["pruned", "cleared", "popped", "rewound"]
 
 
 class NotFoundError(EventmemError):
@@ -63,13 +65,15 @@ class Entry:
     pinned: bool = False  # a system message kept below the watermark
 
 
-class _TracingBuffer(MemoryBuffer):
-    """A `MemoryBuffer` that keeps an `Entry` for every message it was given, and marks
-    each one that leaves with the reason and the position."""
+class _TracingBuffer(HistoryBuffer):
+    """A `HistoryBuffer` (keeping the history, for rewinds) that keeps an `Entry` for
+    every message it was given, and marks each one that leaves with the reason and the
+    position."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(keep=True)
         self.position = 0
+        self.emptied_by: Departure = "cleared"  # why drop_all empties the view
         self.all: list[Entry] = []
         self._live: dict[int, Entry] = {}  # seq -> entry, for the visible ones
 
@@ -91,9 +95,9 @@ class _TracingBuffer(MemoryBuffer):
         super().drop_oldest()
 
     def drop_all(self) -> None:
-        """Clear: every visible message leaves."""
+        """Clear (or rewind): every visible message leaves."""
         for entry in self.entries:
-            self._leave(entry.seq, "cleared")
+            self._leave(entry.seq, self.emptied_by)
         super().drop_all()
 
     def pin_oldest(self) -> None:
@@ -134,6 +138,7 @@ class Trace:
     def add(self, stored: StoredEvent) -> None:
         """Fold the next event."""
         self.buffer.position = stored.position
+        self.buffer.emptied_by = "rewound" if type(stored.data) is ViewRewound else "cleared"
         fold_event(self.buffer, stored.data, stored.position, self.session_id)
         event = stored.data
         if isinstance(event, TurnSaved):
@@ -206,22 +211,63 @@ async def find_session(store: Store, session_id: str) -> int:
 # -- timeline ---------------------------------------------------------------------------
 
 
-async def timeline_page(
-    store: Store, session_id: str, first: int, size: int
-) -> tuple[int, list[StoredEvent]]:
-    """The session's version and its events ``first``..``first + size - 1``: one index
-    lookup and a page read, however long the session."""
+@dataclass(frozen=True)
+class TimelinePage:
+    """A page of a session's events, and which of them a later rewind rewound over."""
+
+    version: int
+    events: list[StoredEvent]
+    rewound: dict[int, int]  # position -> the position of the first rewind over it
+
+
+async def timeline_page(store: Store, session_id: str, first: int, size: int) -> TimelinePage:
+    """The session's events ``first``..``first + size - 1``: one index lookup and a page
+    read, then the rest of the session read for its rewinds (which rewind over earlier
+    events)."""
     version = await find_session(store, session_id)
     if first > version:
         raise NotFoundError(f"session {session_id!r} has {version} events; no position {first}")
     shown: list[StoredEvent] = []
+    last = first + size - 1
+    rewound: dict[int, int] = {}
     events = cast(AsyncGenerator[StoredEvent, None], store.events(session_id, after=first - 1))
     async with aclosing(events):
         async for stored in events:
-            shown.append(stored)
-            if len(shown) >= size:
+            if stored.position <= last:
+                shown.append(stored)
+            event = stored.data
+            if type(event) is ViewRewound:
+                for over in range(max(event.to + 1, first), min(stored.position, last + 1)):
+                    rewound.setdefault(over, stored.position)
+    return TimelinePage(version, shown, rewound)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a fork's history comes from: its first event (``fork``: None for a session
+    that is not a fork) and the sessions holding the positions it inherited, as
+    ``(session, first, last)``, oldest first."""
+
+    fork: SessionForked | None
+    inherited: list[tuple[str, int, int]]
+
+
+async def lineage(store: Store, session_id: str) -> Lineage:
+    """The session's `Lineage`: its history read up to its own first event."""
+    inherited: list[tuple[str, int, int]] = []
+    fork: SessionForked | None = None
+    events = cast(AsyncGenerator[StoredEvent, None], store.events(session_id))
+    async with aclosing(events):
+        async for stored in events:
+            if stored.session_id == session_id:
+                fork = stored.data if isinstance(stored.data, SessionForked) else None
                 break
-    return version, shown
+            holder, position = stored.session_id, stored.position
+            if inherited and inherited[-1][0] == holder:
+                inherited[-1] = (holder, inherited[-1][1], position)
+            else:
+                inherited.append((holder, position, position))
+    return Lineage(fork, inherited)
 
 
 # -- the buffer at a position -----------------------------------------------------------

@@ -15,16 +15,26 @@ from eventmem.events import (
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionForked,
     StepRecorded,
     StoredEvent,
     SummaryRecorded,
     TurnSaved,
+    ViewRewound,
 )
 from eventmem.messages import Message
 from eventmem.rules import stored_time
 from eventmem.timeline import event_tokens
 from eventmem.ui.chart import token_chart
-from eventmem.ui.data import BufferAt, Entry, SessionPage, TokenPoint, ViewDiff
+from eventmem.ui.data import (
+    BufferAt,
+    Entry,
+    Lineage,
+    SessionPage,
+    TimelinePage,
+    TokenPoint,
+    ViewDiff,
+)
 from eventmem.ui.html import attr, esc, link, url, when
 
 __all__ = [
@@ -76,6 +86,10 @@ class Links:
         """The views after ``a`` and after ``b`` compared."""
         return url("/diff", id=session_id, a=a, b=b)
 
+    def parent(self, session_id: str) -> str | None:
+        """The overview of another session (a fork's parent)."""
+        return self.session(session_id)
+
     def event(self, session_id: str, position: int) -> str | None:
         """The event at ``position`` in its timeline page."""
         first = (position - 1) // TIMELINE_PAGE * TIMELINE_PAGE + 1
@@ -103,6 +117,10 @@ class ReportLinks(Links):
 
     def diff(self, session_id: str, a: int, b: int) -> str | None:
         """No diffs in a report."""
+        return None
+
+    def parent(self, session_id: str) -> str | None:
+        """Another session is not in the file."""
         return None
 
     def event(self, session_id: str, position: int) -> str | None:
@@ -234,8 +252,10 @@ def session_overview(
     series: list[TokenPoint],
     report: VerifyReport,
     links: Links,
+    lineage: Lineage | None = None,
 ) -> str:
-    """A session at a glance: figures, verify status, the token chart, where to go next."""
+    """A session at a glance: figures, its lineage if it is a fork, verify status, the
+    token chart, where to go next."""
     last = series[-1] if series else None
     limit = f" of {last.limit}" if last is not None and last.limit is not None else ""
     figures = (
@@ -260,6 +280,7 @@ def session_overview(
     return (
         f'<h1 id="top">Session <span class="sid">{esc(session_id)}</span></h1>'
         + figures
+        + _lineage_block(lineage, links)
         + _verify_block(report, session_id, links)
         + f'<nav class="links">{_DOT.join(nav)}</nav>'
         + "<h2>Tokens in view</h2>"
@@ -267,6 +288,22 @@ def session_overview(
         + '<p class="legend"><span class="key tokens"></span> buffer tokens after each event '
         '<span class="key limit"></span> limit in force</p>' + diff_form
     )
+
+
+def _lineage_block(lineage: Lineage | None, links: Links) -> str:
+    """A fork's parent and fork point, and which sessions hold what it inherited."""
+    if lineage is None or lineage.fork is None:
+        return ""
+    fork = lineage.fork
+    parent = _maybe_link(links.parent(fork.parent), fork.parent, cls="sid")
+    held = ", ".join(
+        f"{first}\u2013{last} from {esc(holder)}"
+        if first != last
+        else f"{first} from {esc(holder)}"
+        for holder, first, last in lineage.inherited
+    )
+    inherited = f" (inherited: {held})" if held else " (nothing inherited)"
+    return f'<p class="lineage">fork of {parent} at position {fork.at}{inherited}</p>'
 
 
 # -- messages and events ------------------------------------------------------------------
@@ -367,6 +404,11 @@ def event_summary(event: Event) -> str:
             f"summarised {count} pruned message{'s' if count != 1 else ''}: "
             f"{_clip(event.summary, 80)}"
         )
+    if isinstance(event, SessionForked):
+        return f"fork of {_clip(event.parent, 80)} at position {event.at}"
+    if isinstance(event, ViewRewound):
+        count = len(event.view)
+        return f"rewind to {event.to}, {count} message{'s' if count != 1 else ''} restored"
     kind = getattr(event.__struct_config__, "tag", None) or type(event).__name__
     return f"an event of a kind this eventmem does not know ({kind})"
 
@@ -401,19 +443,35 @@ def _event_detail(event: Event) -> str:
     return f"<pre>{esc(_json(event))}</pre>"
 
 
-def event_rows(events: list[StoredEvent], links: Links) -> str:
-    """The rows of a timeline table, one per event, each with its detail folded away."""
+def event_rows(
+    events: list[StoredEvent],
+    links: Links,
+    *,
+    session_id: str | None = None,
+    rewound: dict[int, int] | None = None,
+) -> str:
+    """The rows of a timeline table of ``session_id``, one per event, each with its
+    detail folded away; an event another session holds (a fork's parent) is marked with
+    it, and one a rewind rewound over (``rewound``: position -> the rewind's) with that."""
     rows = []
+    rewound = rewound or {}
     for stored in events:
-        event, position, sid = stored.data, stored.position, stored.session_id
+        event, position = stored.data, stored.position
+        sid = stored.session_id if session_id is None else session_id
         detail = _event_detail(event)
         summary = esc(event_summary(event))
+        if stored.session_id != sid:
+            summary = f'<span class="holder">{esc(stored.session_id)}</span> {summary}'
+        rewind = rewound.get(position)
+        if rewind is not None:
+            summary = f'<span class="rewound">rewound at {rewind}</span> {summary}'
         cell = f"<details><summary>{summary}</summary>{detail}</details>" if detail else summary
         buffer = _maybe_link(links.buffer(sid, position), "buffer")
         diff = links.diff(sid, position - 1, position)
         diff_cell = link(diff, "diff") if diff is not None else ""
+        over = " rewound-over" if rewind is not None else ""
         rows.append(
-            f'<tr id="e{position}" class="kind-{esc(stored.kind)}">'
+            f'<tr id="e{position}" class="kind-{esc(stored.kind)}{over}">'
             f'<td class="num">{position}</td>'
             f'<td class="time">{esc(when(stored_time(stored.recorded_at_us)))}</td>'
             f'<td><span class="kind">{esc(stored.kind)}</span></td>'
@@ -428,10 +486,9 @@ def event_rows(events: list[StoredEvent], links: Links) -> str:
     )
 
 
-def timeline_page(
-    session_id: str, version: int, events: list[StoredEvent], first: int, links: Links
-) -> str:
+def timeline_page(session_id: str, page: TimelinePage, first: int, links: Links) -> str:
     """A page of the session's events, from position ``first``."""
+    version, events = page.version, page.events
     last = first + len(events) - 1
     prev = links.timeline(session_id, max(1, first - TIMELINE_PAGE)) if first > 1 else None
     next_ = links.timeline(session_id, last + 1) if last < version else None
@@ -446,7 +503,7 @@ def timeline_page(
         f'<p class="count">positions {first}\u2013{last} of {version}</p>'
         + jump
         + _pager(prev, next_, f"{first}\u2013{last} of {version}")
-        + event_rows(events, links)
+        + event_rows(events, links, session_id=session_id, rewound=page.rewound)
         + _pager(prev, next_, f"{first}\u2013{last} of {version}")
     )
 
@@ -460,6 +517,8 @@ def _why(entry: Entry) -> str:
         return "cleared" + at
     if entry.left == "popped":
         return "popped" + at
+    if entry.left == "rewound":
+        return "rewound over by the rewind" + at
     if entry.message.role in ("tool", "function"):
         return "pruned" + at + " (over the token limit, or its tool call left: pair-safe)"
     return "pruned" + at + " (over the token limit)"

@@ -9,7 +9,6 @@ offline, from anywhere, and loads nothing. It needs no extra (no Starlette).
 from __future__ import annotations
 
 from eventmem.api import Store
-from eventmem.events import StoredEvent
 from eventmem.ui import data, pages
 from eventmem.ui.html import layout
 
@@ -23,13 +22,14 @@ async def render_report(store: Store, session_id: str, *, shown: str) -> str:
     series = await data.token_series(store, session_id)
     report = await data.verify_session(store, session_id)
     view = await data.buffer_at(store, session_id, None)
-    events: list[StoredEvent] = [e async for e in store.events(session_id)]
+    lineage = await data.lineage(store, session_id)
+    timeline = await data.timeline_page(store, session_id, 1, version)
     buffer = pages.buffer_page(view, None, links, size=max(len(view.entries), 1))
     body = (
-        pages.session_overview(session_id, version, series, report, links)
+        pages.session_overview(session_id, version, series, report, links, lineage)
         + f'<section class="report" id="buffer">{buffer}</section>'
         + '<section class="report" id="timeline"><h2>Timeline</h2>'
-        + pages.event_rows(events, links)
+        + pages.event_rows(timeline.events, links, session_id=session_id, rewound=timeline.rewound)
         + "</section>"
     )
     return layout(f"report of {session_id}", body, store=shown, inline=True)
