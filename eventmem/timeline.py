@@ -30,11 +30,10 @@ from eventmem.events import (
     StepRecorded,
     StoredEvent,
     TurnSaved,
-    ViewRef,
     ViewRewound,
 )
 from eventmem.messages import Message
-from eventmem.projection import Archive, Buffer, MemoryBuffer, RewindPoint, apply, rewind_targets
+from eventmem.projection import Archive, Buffer, MemoryBuffer, apply, rewind_targets
 from eventmem.tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:
@@ -90,9 +89,13 @@ class HistoryBuffer(MemoryBuffer):
     Without ``keep`` it keeps nothing, and a rewind raises `_HistoryNeeded`.
     """
 
-    def __init__(self, *, keep: bool = False, targets: Iterable[int] = ()) -> None:
+    def __init__(
+        self, *, keep: bool = False, targets: Iterable[int] = (), replaying: bool = False
+    ) -> None:
+        """``replaying``: a what-if replay, whose rewinds restore its own views (see
+        `eventmem.projection.Archive`)."""
         super().__init__()
-        self.archive = Archive(targets) if keep else None
+        self.archive = Archive(targets, replaying=replaying) if keep else None
 
     def fold(self, event: Event, position: int, session_id: str) -> None:
         """Fold ``event`` (at ``position``), then keep it; `FoldError` if refused."""
@@ -106,18 +109,12 @@ class HistoryBuffer(MemoryBuffer):
         if archive is not None:
             archive.keep(self, event, position)
 
-    def rewind_point(self, position: int) -> RewindPoint | None:
-        """The view after ``position`` if it was noted, else None (taken as recorded)."""
-        return None if self.archive is None else self.archive.points.get(position)
-
-    def replayed_rewind(self, event: ViewRewound) -> ViewRewound:
-        """``event`` as a what-if replay makes it: restoring the replay's own view after
-        its position, which the archive noted (its position is one of the targets)."""
-        if self.archive is None or event.to not in self.archive.points:
+    def restores(self, event: ViewRewound) -> ViewRewound:
+        """The rewind checked against the view noted after its position; one to a
+        position not noted, as its event says."""
+        if self.archive is not None and event.to not in self.archive.points:
             return event
-        view, pinned, overhead, counter, summary = self.archive.points[event.to]
-        refs = tuple(ViewRef(*ref) for ref in view)
-        return ViewRewound(event.to, refs, pinned, overhead, counter, summary)
+        return super().restores(event)
 
 
 def event_tokens(event: Event) -> int:
@@ -440,11 +437,9 @@ async def _fold_upto(
                 in_force.note(event)
     if keep:
         what_if = max_token_limit is not None or counter is not None
-        buffer = HistoryBuffer(keep=True, targets=rewind_targets(history))
+        buffer = HistoryBuffer(keep=True, targets=rewind_targets(history), replaying=what_if)
         replayed = rewrite_for_replay(history, max_token_limit, counter)
         for position, event in enumerate(replayed, start=1):
-            if what_if and type(event) is ViewRewound:
-                event = buffer.replayed_rewind(event)
             fold_event(buffer, event, position, session_id)
             in_force.note(event)
     return buffer, in_force
