@@ -252,13 +252,13 @@ class MemoryMachine(RuleBasedStateMachine):
             refusal = eventmem.ConcurrencyError
         elif model.pending:
             refusal = eventmem.InvalidInputError
-        call = (self.store.rewind, self.session)
+        store, session = self.store, self.session
         if refusal is not None:
             with pytest.raises(refusal) as refused:
-                self.portal.call(lambda: call[0](call[1], to=to, expected_version=expected))
+                self.portal.call(lambda: store.rewind(session, to=to, expected_version=expected))
             assert type(refused.value) is refusal  # not another of its subclasses
             return  # nothing written: the invariants hold the store to the model
-        version = self.portal.call(lambda: call[0](call[1], to=to, expected_version=expected))
+        version = self.portal.call(lambda: store.rewind(session, to=to, expected_version=expected))
         model.rewind(to)
         assert version == model.version
         self.events += 1
@@ -301,16 +301,17 @@ class MemoryMachine(RuleBasedStateMachine):
     def time_travel(self, which: int, pick: int) -> None:
         """A past view is the model's there; a fork's, up to where it forked, is also
         its parent's."""
-        assert self.store is not None
+        store = self.store
+        assert store is not None
         names = sorted(self.models)
         session = names[which % len(names)]
         model = self.models[session]
         position = pick % (model.version + 1)
-        seen = self.portal.call(lambda: self.store.messages(session, as_of=position))
+        seen = self.portal.call(lambda: store.messages(session, as_of=position))
         assert as_tuples(seen) == as_tuples(model.snapshots[position].view)
         if model.parent is not None and position <= model.parent[1]:
             parent = model.parent[0]
-            theirs = self.portal.call(lambda: self.store.messages(parent, as_of=position))
+            theirs = self.portal.call(lambda: store.messages(parent, as_of=position))
             assert theirs == seen
             assert self.models[parent].snapshots[position] == model.snapshots[position]
 
