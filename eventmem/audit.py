@@ -37,7 +37,6 @@ from eventmem.events import (
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
-    ViewRef,
     ViewRewound,
     chain_hash,
     check_event,
@@ -45,15 +44,7 @@ from eventmem.events import (
     encode_event,
 )
 from eventmem.messages import InvalidToolCall, Message, ToolCall, build_trusted, decode_trusted
-from eventmem.projection import (
-    Archive,
-    BufferEntry,
-    HeadState,
-    MemoryBuffer,
-    RewindPoint,
-    apply,
-    rewind_targets,
-)
+from eventmem.projection import Archive, BufferEntry, HeadState, MemoryBuffer, apply
 from eventmem.store.view_rows import ViewRow
 from eventmem.tokens import TokenCounter
 
@@ -703,57 +694,21 @@ class ChainChecker:
 def rewrite_for_replay(
     events: Iterable[Event], max_token_limit: int | None, counter: TokenCounter | None
 ) -> Iterator[Event]:
-    """The events as if saved with another limit and/or counting scheme (what-if replay).
-
-    A rewind then restores the view the replay had after the position it goes back to:
-    the view it recorded is that of the recorded limits and counts, which the fold
-    would refuse as not the one there."""
-    rewritten = (_rewritten(event, max_token_limit, counter) for event in events)
-    if max_token_limit is None and counter is None:
-        yield from rewritten
-        return
-    history = list(rewritten)
-    targets = rewind_targets(history)
-    if not targets:
-        yield from history
-        return
-    buffer = MemoryBuffer()
-    archive = buffer.archive = Archive(targets)
-    for position, event in enumerate(history, start=1):
-        if isinstance(event, ViewRewound):
-            event = _rewind_to(event.to, archive.point(event.to))
-        apply(buffer, event, position)
-        archive.keep(buffer, event, position)
-        yield event
-
-
-def _rewritten(event: Event, max_token_limit: int | None, counter: TokenCounter | None) -> Event:
-    """One event as if saved with another limit and/or counting scheme."""
-    if isinstance(event, (TurnSaved, MessagesAppended)):
-        turn = isinstance(event, TurnSaved)
-        changes: dict[str, object] = {}
-        if max_token_limit is not None:
-            changes["max_token_limit" if turn else "max_tokens"] = max_token_limit
-        if counter is not None:
-            changes.update(_counted(event.messages, counter), overhead=counter.overhead)
-            changes.update(recount=None, **({"step_recount": None} if turn else {}))
-        return msgspec.structs.replace(event, **changes) if changes else event
-    if isinstance(event, StepRecorded) and counter is not None:
-        return msgspec.structs.replace(event, **_counted(event.messages, counter))
-    return event  # a step, a clear, a retraction, a rewind, a fork or a checkpoint event
-
-
-def _rewind_to(to: int, point: RewindPoint) -> ViewRewound:
-    """The rewind to ``to`` that restores ``point``."""
-    view, pinned, overhead, counter, summary = point
-    return ViewRewound(
-        to,
-        tuple(ViewRef(*ref) for ref in view),
-        pinned=pinned,
-        overhead=overhead,
-        counter=counter,
-        summary=summary,
-    )
+    """The events as if saved with another limit and/or counting scheme (what-if replay)."""
+    for event in events:
+        if isinstance(event, (TurnSaved, MessagesAppended)):
+            turn = isinstance(event, TurnSaved)
+            changes: dict[str, object] = {}
+            if max_token_limit is not None:
+                changes["max_token_limit" if turn else "max_tokens"] = max_token_limit
+            if counter is not None:
+                changes.update(_counted(event.messages, counter), overhead=counter.overhead)
+                changes.update(recount=None, **({"step_recount": None} if turn else {}))
+            yield msgspec.structs.replace(event, **changes) if changes else event
+        elif isinstance(event, StepRecorded) and counter is not None:
+            yield msgspec.structs.replace(event, **_counted(event.messages, counter))
+        else:
+            yield event  # a step, a clear, a retraction or a checkpoint event
 
 
 def _counted(messages: Iterable[Message], counter: TokenCounter) -> dict[str, object]:
