@@ -118,14 +118,19 @@ class Buffer(Protocol):
 
     Besides the head, the fold keeps the running summary of a summary buffer (see
     [`SummaryRecorded`][eventmem.SummaryRecorded]): ``summary`` and the position of the
-    event that made it, ``summary_position`` (0: none); and ``last_prune``, what the last
-    turn pruned: ``(its position, first seq pruned, seq after the last)``.
+    event that made it, ``summary_position`` (0: none); ``last_prune``, what the last
+    write pruned: ``(its position, first seq pruned, seq after the last)``; and
+    ``what_if``, whether it is a what-if replay's.
     """
 
     state: HeadState
     summary: str
     summary_position: int
     last_prune: tuple[int, int, int] | None
+    # A what-if replay under other settings (`fold(replaying=True)`): a summary is not
+    # checked against what the replay pruned (the model is not asked again), a pop takes
+    # at most what the replayed view holds, and a rewind restores the replay's own view.
+    what_if: bool
 
     def append(self, message: Message, tokens: int, position: int, index: int) -> None:
         """Add a message at ``next_seq`` and advance it; it is ``messages[index]`` of the
@@ -331,6 +336,10 @@ def _drop_unpinned(buffer: Buffer) -> None:
 
 def _apply_retract(buffer: Buffer, event: MessagesRetracted) -> None:
     state = buffer.state
+    if buffer.what_if and event.count > visible_count(state) > 0:
+        event = MessagesRetracted(visible_count(state))  # the replayed view holds fewer
+    elif buffer.what_if and not visible_count(state):
+        return
     if event.count < 1 or event.count > visible_count(state):
         raise CorruptDatabaseError(
             f"a retraction of {event.count} messages from a view of {visible_count(state)}"
@@ -342,6 +351,9 @@ def _apply_retract(buffer: Buffer, event: MessagesRetracted) -> None:
 def _apply_summary(buffer: Buffer, event: SummaryRecorded, position: int) -> None:
     """A summary replaces the one in force; it must cover exactly what the turn right
     before it pruned, and extend the summary in force."""
+    if buffer.what_if:
+        buffer.last_prune = None  # what the replay pruned was never summarised
+        return
     pruned = buffer.last_prune
     covered = (position - 1, event.first_seq, event.end_seq)
     if pruned is None or pruned != covered or event.first_seq >= event.end_seq:
@@ -518,6 +530,7 @@ class MemoryBuffer:
         self.summary_position = 0  # the position of the event that made it (0: none)
         self.last_prune: tuple[int, int, int] | None = None
         self.archive: Archive | None = None  # what a fold over rewinds keeps
+        self.what_if = False
 
     def append(self, message: Message, tokens: int, position: int = 0, index: int = 0) -> None:
         """Add a message at ``next_seq`` (``messages[index]`` of the event at ``position``)."""
@@ -601,9 +614,8 @@ class MemoryBuffer:
     def restores(self, event: ViewRewound) -> ViewRewound:
         """The rewind checked against (or, replaying, made from) the view the fold's
         `Archive` noted after ``event.to``."""
-        archive = self._archive()
-        known = archive.point(event.to)
-        if archive.replaying:
+        known = self._archive().point(event.to)
+        if self.what_if:
             view, pinned, overhead, counter, summary = known
             refs = tuple(ViewRef(*ref) for ref in view)
             return ViewRewound(event.to, refs, pinned, overhead, counter, summary)
@@ -636,11 +648,8 @@ class Archive:
     of every event by position, the summaries, and the view right after each position a
     rewind goes back to (its ``targets``), to check each rewind against."""
 
-    def __init__(self, targets: Iterable[int], *, replaying: bool = False) -> None:
-        """``replaying``: a what-if replay under other settings, whose rewinds restore
-        the views this fold had (not the ones their events carry)."""
+    def __init__(self, targets: Iterable[int]) -> None:
         self.targets = set(targets)
-        self.replaying = replaying
         self.messages: dict[int, Sequence[Any]] = {}
         self.summaries: dict[int, str] = {}
         self.points: dict[int, RewindPoint] = {0: ((), False, 0, None, 0)}
@@ -689,15 +698,16 @@ def rewind_targets(events: Iterable[Event]) -> set[int]:
 def fold(events: Iterable[Event], *, replaying: bool = False) -> MemoryBuffer:
     """The buffer after a session's events (positions 1, 2, ...), from an empty start.
     (With rewinds among them, the fold keeps an `Archive` of the history to apply them;
-    ``replaying``: see `Archive`.)"""
+    ``replaying``: a what-if replay, see `Buffer.what_if`.)"""
     history = events if isinstance(events, list) else list(events)
     targets = rewind_targets(history)
     buffer = MemoryBuffer()
+    buffer.what_if = replaying
     if not targets:
         for position, event in enumerate(history, start=1):
             apply(buffer, event, position)
         return buffer
-    archive = buffer.archive = Archive(targets, replaying=replaying)
+    archive = buffer.archive = Archive(targets)
     for position, event in enumerate(history, start=1):
         apply(buffer, event, position)
         archive.keep(buffer, event, position)

@@ -92,10 +92,10 @@ class HistoryBuffer(MemoryBuffer):
     def __init__(
         self, *, keep: bool = False, targets: Iterable[int] = (), replaying: bool = False
     ) -> None:
-        """``replaying``: a what-if replay, whose rewinds restore its own views (see
-        `eventmem.projection.Archive`)."""
+        """``replaying``: a what-if replay (see `eventmem.projection.Buffer.what_if`)."""
         super().__init__()
-        self.archive = Archive(targets, replaying=replaying) if keep else None
+        self.archive = Archive(targets) if keep else None
+        self.what_if = replaying
 
     def fold(self, event: Event, position: int, session_id: str) -> None:
         """Fold ``event`` (at ``position``), then keep it; `FoldError` if refused."""
@@ -424,7 +424,8 @@ async def _fold_upto(
     fold's view after its position, and a what-if replay restores its own view there.
     """
     history: list[Event] = []
-    buffer, in_force = HistoryBuffer(), _InForce()
+    what_if = max_token_limit is not None or counter is not None
+    buffer, in_force = HistoryBuffer(replaying=what_if), _InForce()
     async with aclosing(_events(store, session_id)) as events:
         async for stored in events:
             if stored.position > upto:
@@ -436,7 +437,6 @@ async def _fold_upto(
                 fold_event(buffer, event, stored.position, session_id)
                 in_force.note(event)
     if keep:
-        what_if = max_token_limit is not None or counter is not None
         buffer = HistoryBuffer(keep=True, targets=rewind_targets(history), replaying=what_if)
         replayed = rewrite_for_replay(history, max_token_limit, counter)
         for position, event in enumerate(replayed, start=1):

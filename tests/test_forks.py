@@ -515,3 +515,25 @@ async def test_a_replay_under_another_limit_rewinds_to_its_own_earlier_views(
     assert await store.replay("forked", max_token_limit=30) == await store.messages(
         "lived-30", as_of=4
     )
+
+
+async def test_a_what_if_replay_passes_over_summaries_and_pops_it_cannot_redo(
+    store: eventmem.Store,
+) -> None:
+    """A summary is not asked for again under a what-if, and a pop takes at most what
+    the replayed view holds."""
+    memory = store.summary_buffer("summarised", llm=answer_for, max_token_limit=40)
+    for i in range(5):
+        await memory.asave_context({"input": f"question {i} " * 3}, {"output": f"answer {i}"})
+    plain = store.token_buffer("plain", max_token_limit=40)
+    for i in range(5):
+        await plain.asave_context({"input": f"question {i} " * 3}, {"output": f"answer {i}"})
+    assert await store.replay("summarised", max_token_limit=25) == await store.replay(
+        "plain", max_token_limit=25
+    )
+    history = store.history("popped", max_tokens=20)
+    await history.append([Message("human", "hello there")])
+    await history.pop()
+    await history.append([Message("human", "again")])
+    assert _texts(await store.replay("popped", max_token_limit=0)) == []
+    assert _texts(await store.replay("popped", max_token_limit=1000)) == ["again"]

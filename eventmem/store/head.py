@@ -88,6 +88,7 @@ class SessionHead:
         # A rewind's write knows the messages it brings back (see `recall`).
         self.recalled: dict[tuple[int, int], Message] = {}
         self.recalled_summary = ""
+        self.what_if = False  # the live path: never a replay
         self._adopted = False  # a fork's first write: the view is its parent's
 
     @property
