@@ -14,6 +14,7 @@ import argparse
 from eventmem.cli.args import add_db, add_json, add_session, non_negative_int
 from eventmem.cli.common import EXIT_OK, plural, print_json, printable
 from eventmem.cli.stores import open_existing
+from eventmem.events import ViewRewound
 
 __all__ = ["configure_fork", "configure_rewind", "run_fork", "run_rewind"]
 
@@ -81,7 +82,9 @@ async def run_rewind(args: argparse.Namespace) -> int:
     to: int = args.to
     async with open_existing(args.db) as store:
         version = await store.rewind(session, to=to, expected_version=args.expected_version)
-        restored = len(await store.messages(session, as_of=version))
+        # The rewind event itself says how many messages it brought back.
+        (rewind, *_) = [e.data async for e in store.events(session, after=version - 1)]
+        restored = len(rewind.view) if isinstance(rewind, ViewRewound) else 0
     if args.json:
         print_json({"session_id": session, "to": to, "version": version, "restored": restored})
         return EXIT_OK
