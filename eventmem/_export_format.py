@@ -18,6 +18,7 @@ from eventmem.rules import check_time, validate_session_id
 
 __all__ = [
     "EXPORT_FORMAT",
+    "EXPORT_VERSION",
     "ExportEnd",
     "ExportHeader",
     "ExportLine",
@@ -44,14 +45,17 @@ class ExportEnd(msgspec.Struct, frozen=True):
     events: int
 
 
-class ExportLine(msgspec.Struct, frozen=True):
-    """One event of an export file. ``data`` is the stored JSON, byte for byte."""
+class ExportLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One event of an export file. ``data`` is the stored JSON, byte for byte, and last
+    in the line; ``sha256`` its content digest (none: an event of the first chain,
+    written before schema 7, whose hash covers the data itself)."""
 
     session_id: str
     position: int
     recorded_at: int
     kind: str
     hash: str
+    sha256: str | None = None
     data: msgspec.Raw
 
 
@@ -59,18 +63,35 @@ _encode = msgspec.json.Encoder().encode
 
 
 def export_line(
-    session_id: str, position: int, recorded_at: int, kind: str, data: bytes, digest: bytes
+    session_id: str,
+    position: int,
+    recorded_at: int,
+    kind: str,
+    data: bytes,
+    digest: bytes,
+    content: bytes | None = None,
 ) -> bytes:
-    """One JSON line; the event's stored bytes are embedded verbatim so its hash verifies."""
+    """One JSON line; the event's stored bytes are embedded verbatim so its hash
+    verifies, with its content digest (``content``) when it has one."""
     return _encode(
-        ExportLine(session_id, position, recorded_at, kind, digest.hex(), msgspec.Raw(data))
+        ExportLine(
+            session_id=session_id,
+            position=position,
+            recorded_at=recorded_at,
+            kind=kind,
+            hash=digest.hex(),
+            sha256=None if content is None else bytes(content).hex(),
+            data=msgspec.Raw(data),
+        )
     )
 
 
 _decode_header = msgspec.json.Decoder(ExportHeader).decode
 _decode_end = msgspec.json.Decoder(ExportEnd).decode
 _decode_line = msgspec.json.Decoder(ExportLine).decode
-_EXPORT_VERSION = 1
+# 2: event lines may hold the content digest (``sha256``) of the chain since schema 7.
+EXPORT_VERSION = 2
+_READS_VERSIONS = (1, 2)
 # Every event kind: the tags of the event union.
 _KINDS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Event))
 _HEX = frozenset(b"0123456789abcdef")
@@ -194,12 +215,12 @@ class ExportReader:
             raise ImportRefusedError(
                 f"unsupported export: format {header.format!r} is not an eventmem export"
             )
-        if header.version > _EXPORT_VERSION:
+        if header.version > EXPORT_VERSION:
             raise ImportRefusedError(
                 f"unsupported export: format version {header.version} was written by a newer "
-                f"eventmem; this one reads version {_EXPORT_VERSION}: upgrade eventmem"
+                f"eventmem; this one reads version {EXPORT_VERSION}: upgrade eventmem"
             )
-        if header.version != _EXPORT_VERSION:
+        if header.version not in _READS_VERSIONS:
             raise ImportRefusedError(f"unsupported export: format version {header.version}")
 
     def _event(self, number: int, line: bytes) -> tuple[int, ExportLine, bytes]:
@@ -219,8 +240,11 @@ class ExportReader:
                 f"line {number}: unknown event kind {item.kind!r} (this eventmem knows "
                 f"{', '.join(_KINDS)}; a newer one may know more)"
             )
-        if len(item.hash) != 64 or not _HEX.issuperset(item.hash.encode()):
-            raise ImportRefusedError(f"line {number}: hash must be 64 lowercase hexadecimal digits")
+        for what, value in (("hash", item.hash), ("sha256", item.sha256)):
+            if value is not None and (len(value) != 64 or not _HEX.issuperset(value.encode())):
+                raise ImportRefusedError(
+                    f"line {number}: {what} must be 64 lowercase hexadecimal digits"
+                )
         data = bytes(item.data)
         if len(data) > self._max_save:
             raise ImportRefusedError(

@@ -25,6 +25,7 @@ from eventmem._time_travel import EVENT_PAGE, fold_to
 from eventmem.anchors import Anchor, AnchoredHead, AnchorKey, sign_heads, signature_ok
 from eventmem.audit import (
     EXPORT_FORMAT,
+    EXPORT_VERSION,
     ExportEnd,
     ExportHeader,
     ExportReader,
@@ -453,7 +454,7 @@ class Store:
         e.g. ``async with contextlib.aclosing(store.export()) as lines:``."""
         if session_id is not None:
             session_id = validate_session_id(session_id)
-        yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
+        yield msgspec.json.encode(ExportHeader(EXPORT_FORMAT, EXPORT_VERSION)) + b"\n"
         after, count = 0, 0
         # Every page from one consistent view of the log, however long the export takes
         # and whoever writes meanwhile.
@@ -484,7 +485,7 @@ class Store:
         """
         if session_id is not None:
             session_id = validate_session_id(session_id)
-        header = msgspec.json.encode(ExportHeader(EXPORT_FORMAT, 1)) + b"\n"
+        header = msgspec.json.encode(ExportHeader(EXPORT_FORMAT, EXPORT_VERSION)) + b"\n"
         send, receive = anyio.create_memory_object_stream[bytes](1)
         failed: list[Exception] = []
         count = 0

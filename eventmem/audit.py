@@ -16,6 +16,7 @@ import msgspec
 
 from eventmem._export_format import (
     EXPORT_FORMAT,
+    EXPORT_VERSION,
     ExportEnd,
     ExportHeader,
     ExportLine,
@@ -26,6 +27,7 @@ from eventmem._export_format import (
 from eventmem.checkpoint_index import CheckpointIndex
 from eventmem.errors import CorruptDatabaseError, EventmemError, InvalidInputError
 from eventmem.events import (
+    ERASED_DATA,
     CheckpointSaved,
     CheckpointsDeleted,
     CheckpointWritesSaved,
@@ -33,6 +35,7 @@ from eventmem.events import (
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionErased,
     SessionForked,
     StepRecorded,
     SummaryRecorded,
@@ -40,8 +43,10 @@ from eventmem.events import (
     ViewRewound,
     chain_hash,
     check_event,
+    content_digest,
     decode_event,
     encode_event,
+    event_hash,
 )
 from eventmem.messages import InvalidToolCall, Message, ToolCall, build_trusted, decode_trusted
 from eventmem.projection import Archive, BufferEntry, HeadState, MemoryBuffer, apply
@@ -50,6 +55,7 @@ from eventmem.tokens import TokenCounter
 
 __all__ = [
     "EXPORT_FORMAT",
+    "EXPORT_VERSION",
     "ChainChecker",
     "ExportEnd",
     "ExportHeader",
@@ -153,7 +159,7 @@ _TAGS: dict[type, str] = {
     kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
 }
 _CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
-_FORK_OR_REWIND = frozenset({SessionForked, ViewRewound})
+_FORK_OR_REWIND = frozenset({SessionForked, ViewRewound, SessionErased})
 _decode_fork = msgspec.json.Decoder(SessionForked).decode
 
 
@@ -309,6 +315,8 @@ class SessionFold:
         "checkpoints",
         "deferred",
         "digests",
+        "erased_run",
+        "first_own",
         "keep_digests",
         "last_kind",
         "session_id",
@@ -335,6 +343,8 @@ class SessionFold:
         self.session_id = session_id
         self.archive = archive
         self.deferred = False
+        self.erased_run = 0  # erased events so far, since the first of the session's own
+        self.first_own = 0  # the position before the session's own first event to erase
         self.trusted = trusted
         self.last_kind = ""
         self.buffer: _PruneNoting = (
@@ -384,18 +394,26 @@ class SessionFold:
         data: bytes,
         digest: bytes,
         kind: str | None = None,
+        content: bytes | None = None,
     ) -> Problem | None:
         """Check one stored event against the chain (and its ``kind`` column, if given,
-        against its type) and fold it; a problem stops the session."""
-        return self._add(position, recorded_at, data, digest, kind, decode_event)
+        against its type) and fold it; a problem stops the session. ``content`` is its
+        content digest (None: an event of the first chain, from before schema 7)."""
+        return self._add(position, recorded_at, data, digest, kind, decode_event, content)
 
     def add_stored(
-        self, position: int, recorded_at: int, data: bytes, digest: bytes, kind: str
+        self,
+        position: int,
+        recorded_at: int,
+        data: bytes,
+        digest: bytes,
+        kind: str,
+        content: bytes | None = None,
     ) -> Problem | None:
         """`add` for rebuild: the same checks, but the messages stay their stored
         JSON and `view_rows` decodes the few that stay in the buffer. The same
         `apply` runs on them."""
-        return self._add(position, recorded_at, data, digest, kind, _decode_stored_event)
+        return self._add(position, recorded_at, data, digest, kind, _decode_stored_event, content)
 
     def _add(
         self,
@@ -405,6 +423,7 @@ class SessionFold:
         digest: bytes,
         kind: str | None,
         decode: Callable[..., Event],
+        content: bytes | None = None,
     ) -> Problem | None:
         if self.broken:
             return None
@@ -421,13 +440,28 @@ class SessionFold:
                     "or moved",
                 )
             previous = start  # checked against the parent's by fold_history
-        if chain_hash(previous, self.session_id, position, recorded_at, data) != digest:
+        erased = data == ERASED_DATA
+        if content is None:  # the first chain: the hash covers the content itself
+            # (an event of that chain whose content was erased cannot be checked)
+            chained = erased or chain_hash(previous, self.session_id, position, recorded_at, data)
+            sound = chained is True or chained == digest
+        else:
+            if not erased and content_digest(data) != content:
+                return self._fail(
+                    position,
+                    "hash_mismatch",
+                    "the event's content does not match its stored digest: it was edited",
+                )
+            sound = event_hash(previous, self.session_id, position, recorded_at, content) == digest
+        if not sound:
             return self._fail(
                 position,
                 "hash_mismatch",
                 "the stored hash does not match the event's content and predecessor: "
                 "the event was edited, moved or inserted",
             )
+        if erased:
+            return self._erased(position, recorded_at, digest)
         try:
             event = decode(data, trusted=self.trusted)
         except (msgspec.DecodeError, msgspec.ValidationError, EventmemError, RecursionError) as e:
@@ -449,6 +483,25 @@ class SessionFold:
             self.fold(position, recorded_at, event, digest)
         except EventmemError as e:
             return self._fail(position, "undecodable", f"the event does not fold: {e}")
+        return None
+
+    def _erased(self, position: int, recorded_at: int, digest: bytes) -> Problem | None:
+        """An event whose content was erased: chained, not folded. A stream of events
+        leaves the session to `fold_history`; a fold of the whole history checks that
+        erased events run from the session's first to its tombstone."""
+        state = self.buffer.state
+        self.last_kind = "erased"
+        if self.archive is None:
+            self.deferred = True
+        elif self.erased_run == 0 and state.version > self.first_own:
+            return self._fail(
+                position,
+                "undecodable",
+                "an event's content was erased, but not the events before it: erased "
+                "outside an erasure",
+            )
+        self.erased_run += 1
+        state.chain(position, recorded_at, digest)
         return None
 
     def _fork_start(self, position: int, data: bytes, kind: str | None) -> bytes | None:
@@ -478,10 +531,18 @@ class SessionFold:
             self.deferred = True  # fold_history folds the buffer
             buffer.state.chain(position, recorded_at, digest)
             return
-        if kind is SessionForked and event.parent_hash != buffer.state.head_hash.hex():  # type: ignore[union-attr]
+        if kind is SessionForked:
+            if event.parent_hash != buffer.state.head_hash.hex():  # type: ignore[union-attr]
+                raise CorruptDatabaseError(
+                    "the fork names a parent hash that is not the hash of its parent's "
+                    f"event at {position - 1}"
+                )
+            self.first_own = position  # an erasure keeps the fork event itself
+        elif kind is SessionErased:
+            self._check_tombstone(event)  # type: ignore[arg-type]
+        elif self.erased_run:
             raise CorruptDatabaseError(
-                "the fork names a parent hash that is not the hash of its parent's event "
-                f"at {position - 1}"
+                f"events up to {position - 1} were erased, but no tombstone follows them"
             )
         if kind is SummaryRecorded:
             apply(buffer, event, position)  # checks the seqs it covers
@@ -500,6 +561,16 @@ class SessionFold:
         buffer.state.chain(position, recorded_at, digest)
         if self.archive is not None:
             self.archive.keep(buffer, event, position)
+
+    def _check_tombstone(self, event: SessionErased) -> None:
+        """The tombstone names the erased events: how many, and the last one's hash."""
+        state = self.buffer.state
+        if event.events != self.erased_run or event.last_hash != state.head_hash.hex():
+            raise CorruptDatabaseError(
+                f"the tombstone says {event.events} events were erased, ending with hash "
+                f"{event.last_hash[:12]}..., but {self.erased_run} were, ending with "
+                f"{state.head_hash.hex()[:12]}..."
+            )
 
     def _check_summary(self, event: SummaryRecorded) -> None:
         """Raise unless the summary names the events, and their hashes, that hold the
@@ -653,7 +724,7 @@ def _check_foreign(event: Event, data: bytes) -> None:
 
 
 class ChainChecker:
-    """Feeds ``(session_id, position, recorded_at, data, hash, kind)`` rows, in the
+    """Feeds ``(session_id, position, recorded_at, data, hash, kind, digest)`` rows, in the
     store's global order, into one `SessionFold` per session."""
 
     def __init__(self, *, trusted: bool = False, stored: bool = False) -> None:
@@ -663,18 +734,20 @@ class ChainChecker:
         self.trusted = trusted
         self.stored = stored
 
-    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str]]) -> None:
+    def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str, bytes | None]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
         trusted = self.trusted
         decode = _decode_stored_event if self.stored else decode_event  # see add_stored
         events = 0
-        for session_id, position, recorded_at, data, digest, kind in rows:
+        for session_id, position, recorded_at, data, digest, kind, content in rows:
             fold = folds.get(session_id)
             if fold is None:
                 fold = folds[session_id] = SessionFold(session_id, trusted=trusted)
             events += 1
-            problem = fold._add(position, recorded_at, data, digest, kind, decode)
+            if content is not None and type(content) is not bytes:
+                content = bytes(content)  # (PostgreSQL's memoryview)
+            problem = fold._add(position, recorded_at, data, digest, kind, decode, content)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events

@@ -20,6 +20,7 @@ __all__ = [
     "CorruptDatabaseError",
     "DatabaseLockedError",
     "DiskFullError",
+    "ErasedSessionError",
     "EventmemError",
     "ImportRefusedError",
     "InputKeyError",
@@ -110,6 +111,12 @@ class ConcurrencyError(EventmemError):
 class SessionExistsError(ConcurrencyError):
     """A write that begins a session (a fork) named one that already has events;
     nothing was written."""
+
+
+class ErasedSessionError(EventmemError):
+    """The session was erased ([`Store.erase`][eventmem.Store.erase]): its content is
+    gone, so there is no view to read (its events read as `ContentErased`, and its
+    tombstone says who erased it, when and why), and it takes no more writes."""
 
 
 class UnknownSessionError(InvalidInputError, LookupError):

@@ -34,6 +34,7 @@ from eventmem.steps import Action, check_action
 
 __all__ = [
     "CHECKPOINT_KINDS",
+    "ERASED_DATA",
     "GENESIS_HASH",
     "Blob",
     "ChannelValue",
@@ -41,12 +42,14 @@ __all__ = [
     "CheckpointWrite",
     "CheckpointWritesSaved",
     "CheckpointsDeleted",
+    "ContentErased",
     "Event",
     "EventData",
     "MemoryCleared",
     "MessagesAppended",
     "MessagesRetracted",
     "PruneMode",
+    "SessionErased",
     "SessionForked",
     "StepRecorded",
     "StoredEvent",
@@ -57,8 +60,10 @@ __all__ = [
     "ViewRewound",
     "chain_hash",
     "check_event",
+    "content_digest",
     "decode_event",
     "encode_event",
+    "event_hash",
 ]
 
 
@@ -220,6 +225,27 @@ class ViewRewound(EventData, tag="rewind", frozen=True, omit_defaults=True):
     summary: int = 0
 
 
+class SessionErased(EventData, tag="erase", frozen=True, omit_defaults=True):
+    """The tombstone of an erasure ([`Store.erase`][eventmem.Store.erase]): the content
+    of every earlier event of the session (its own, not a fork parent's) was removed
+    from the store, each event keeping its content digest and chain hash, so the chain
+    still verifies. ``reason`` says why and ``by`` who asked; the event's time says
+    when. ``events`` is how many events were erased, and ``last_hash`` the chain hash of
+    the last of them (hex). An erased session takes no more writes.
+    """
+
+    reason: str
+    events: int
+    last_hash: str
+    by: str | None = None
+
+
+class ContentErased(EventData, tag="erased", frozen=True, omit_defaults=True):
+    """What an erased event reads as: its content is gone (its ``kind`` column, digest
+    and hash are as they were). Never appended: an erasure writes it in place of the
+    content of the events before its tombstone."""
+
+
 # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------------
 # A version of a LangGraph channel: an int, a float or a str, as the saver made it.
 Version = int | float | str
@@ -323,6 +349,8 @@ Event = (
     | SummaryRecorded
     | SessionForked
     | ViewRewound
+    | SessionErased
+    | ContentErased
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted
@@ -386,6 +414,13 @@ def check_event(event: Event) -> None:
         _check_fork(event)
     elif isinstance(event, ViewRewound):
         _check_rewind(event)
+    elif isinstance(event, SessionErased):
+        check_text(event.reason, "reason")
+        if event.by is not None:
+            check_text(event.by, "by")
+        check_count(event.events, "events")
+        if not _HEX_DIGEST.fullmatch(event.last_hash):
+            raise InvalidInputError("last_hash must be a SHA-256 digest in lower-case hex")
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         _check_checkpoint_event(event)
     elif isinstance(event, StepRecorded):
@@ -509,11 +544,33 @@ _envelope = msgspec.json.Encoder()
 def chain_hash(
     previous: bytes, session_id: str, position: int, recorded_at_us: int, data: bytes
 ) -> bytes:
-    """SHA-256 over the previous event's hash, this event's envelope and its payload."""
+    """The first chain (events written before schema 7, which have no content digest):
+    SHA-256 over the previous event's hash, this event's envelope and its payload."""
     digest = hashlib.sha256(previous)
     digest.update(_envelope.encode((session_id, position, recorded_at_us)))
     digest.update(data)
     return digest.digest()
+
+
+def content_digest(data: bytes) -> bytes:
+    """SHA-256 of an event's stored JSON: what the chain covers, stored beside it, so
+    the chain still verifies once the content is erased."""
+    return hashlib.sha256(data).digest()
+
+
+def event_hash(
+    previous: bytes, session_id: str, position: int, recorded_at_us: int, content: bytes
+) -> bytes:
+    """The chain since schema 7: SHA-256 over the previous event's hash, this event's
+    envelope (with the chain's number, 2) and its content digest (`content_digest`)."""
+    digest = hashlib.sha256(previous)
+    digest.update(_envelope.encode((session_id, position, recorded_at_us, 2)))
+    digest.update(content)
+    return digest.digest()
+
+
+# The stored JSON of an event whose content was erased (its digest and hash stay).
+ERASED_DATA = b'{"kind":"erased"}'
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
@@ -537,6 +594,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
     @property
     def kind(self) -> str:
         """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"``,
-        ``"retract"``, ``"summary"``, ``"fork"``, ``"rewind"``, or a LangGraph
+        ``"retract"``, ``"summary"``, ``"fork"``, ``"rewind"``, ``"erase"`` (an
+        erasure's tombstone), ``"erased"`` (an event whose content was erased), or a LangGraph
         checkpoint's ``"checkpoint"``, ``"writes"`` and ``"checkpoints_deleted"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

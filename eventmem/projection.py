@@ -25,16 +25,18 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from eventmem.errors import CorruptDatabaseError
+from eventmem.errors import CorruptDatabaseError, ErasedSessionError
 from eventmem.events import (
     GENESIS_HASH,
     CheckpointSaved,
     CheckpointsDeleted,
     CheckpointWritesSaved,
+    ContentErased,
     Event,
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionErased,
     SessionForked,
     StepRecorded,
     SummaryRecorded,
@@ -88,6 +90,7 @@ class HeadState:
     turn_position: int = 0  # position of the last turn
     pending_steps: int = 0  # step events after it, held for the next turn
     pinned: int = -1  # seq of the pinned system message (kept below the watermark), or -1
+    erased: int = 0  # position of the session's erasure tombstone (0: not erased)
 
     def chain(self, position: int, recorded_at: int, digest: bytes) -> None:
         """Note the event appended at ``position``, at ``recorded_at``, with hash
@@ -237,6 +240,10 @@ def _pinned_below(state: HeadState) -> bool:
 
 def apply(buffer: Buffer, event: Event, position: int) -> None:
     """Fold the event at ``position`` of its session into ``buffer``."""
+    if buffer.state.erased:
+        raise CorruptDatabaseError(
+            f"an event at position {position}, after the session's erasure at {buffer.state.erased}"
+        )
     if isinstance(event, TurnSaved):
         _apply_turn(buffer, event, position)
     elif isinstance(event, StepRecorded):
@@ -255,6 +262,13 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         _apply_rewind(buffer, event, position)
     elif isinstance(event, SessionForked):
         _apply_fork(buffer, event, position)
+    elif isinstance(event, SessionErased):
+        _apply_erasure(buffer, position)
+    elif isinstance(event, ContentErased):
+        raise ErasedSessionError(
+            f"the content of the event at position {position} was erased; the session's "
+            "tombstone says who erased it, when and why"
+        )
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         pass  # a LangGraph checkpoint: its own projection (eventmem.checkpoint_index)
     else:  # pragma: no cover - the union is closed
@@ -389,6 +403,18 @@ def _apply_rewind(buffer: Buffer, event: ViewRewound, position: int) -> None:
     buffer.summary = buffer.recall_summary(event.summary) if event.summary else ""
     buffer.summary_position = event.summary
     buffer.last_prune = None
+
+
+def _apply_erasure(buffer: Buffer, position: int) -> None:
+    """An erasure's tombstone: the buffer is empty and the head starts over, whatever
+    the erased events held (the fold of a store reads them as `ContentErased`)."""
+    buffer.drop_all()
+    buffer.take_pending()
+    state = buffer.state
+    state.next_seq = state.watermark = state.total_tokens = state.overhead = 0
+    state.turn_position = state.pending_steps = 0
+    state.counter, state.pinned, state.erased = None, -1, position
+    buffer.summary, buffer.summary_position, buffer.last_prune = "", 0, None
 
 
 def _apply_fork(buffer: Buffer, event: SessionForked, position: int) -> None:

@@ -208,19 +208,26 @@ class RawDatabase:
         """Replace each event's data by ``rewrite(position, data)`` and recompute every
         hash of the session's chain, as someone who has read eventmem's hash rule would
         (call :meth:`allow_tampering` first); the new last hash."""
-        from eventmem.events import GENESIS_HASH, chain_hash
+        from eventmem.events import GENESIS_HASH, chain_hash, content_digest, event_hash
 
         rows = self.execute(
-            "SELECT position, recorded_at, data FROM events WHERE session_id = ? ORDER BY position",
+            "SELECT position, recorded_at, data, digest FROM events WHERE session_id = ?"
+            " ORDER BY position",
             (session_id,),
         )
         previous = GENESIS_HASH
-        for position, recorded_at, data in rows:
+        for position, recorded_at, data, digest in rows:
             stored = rewrite(position, data.encode() if isinstance(data, str) else bytes(data))
-            previous = chain_hash(previous, session_id, position, recorded_at, stored)
+            content = None if digest is None else content_digest(stored)
+            previous = (
+                chain_hash(previous, session_id, position, recorded_at, stored)
+                if content is None
+                else event_hash(previous, session_id, position, recorded_at, content)
+            )
             self.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = ? AND position = ?",
-                (stored.decode(), previous, session_id, position),
+                "UPDATE events SET data = ?, hash = ?, digest = ?"
+                " WHERE session_id = ? AND position = ?",
+                (stored.decode(), previous, content, session_id, position),
             )
         return previous
 
@@ -276,3 +283,22 @@ def raw_database(target: str | os.PathLike[str]) -> Iterator[RawDatabase]:
         yield raw
     finally:
         raw.close()
+
+
+def rehash(
+    previous: bytes,
+    session_id: str,
+    position: int,
+    recorded_at: int,
+    data: bytes,
+    chained_by_digest: bool = True,
+) -> tuple[bytes, bytes | None]:
+    """The chain hash an event with ``data`` gets after ``previous`` (by the rule of the
+    chain since schema 7 unless ``chained_by_digest`` is false), and its content digest
+    (None under the first chain): what someone who knows the rule computes to forge."""
+    from eventmem.events import chain_hash, content_digest, event_hash
+
+    if not chained_by_digest:
+        return chain_hash(previous, session_id, position, recorded_at, data), None
+    content = content_digest(data)
+    return event_hash(previous, session_id, position, recorded_at, content), content

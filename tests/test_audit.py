@@ -287,7 +287,7 @@ async def test_export_then_import_reproduces_events_hashes_and_views(
     """From either backend into either backend (a migration between them)."""
     await _populate(store)
     lines = await _export(store)
-    assert lines[0].startswith(b'{"format":"eventmem-export","version":1')
+    assert lines[0].startswith(b'{"format":"eventmem-export","version":2')
     assert lines[-1] == b'{"end":"eventmem-export","events":%d}\n' % (len(lines) - 2)
     assert len(lines) == 2 + await store.count_events()
     with fresh_target(copy_backend, tmp_path) as copy_target:

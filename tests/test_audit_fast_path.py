@@ -43,13 +43,14 @@ pytestmark = pytest.mark.anyio
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _message = msgspec.json.Decoder(Message).decode
-_Row = tuple[str, int, int, bytes, bytes]
+_Row = tuple[str, int, int, bytes, bytes, bytes | None]
 
 
 def _rows(db: Path) -> list[_Row]:
     conn = sqlite3.connect(db)
     rows = conn.execute(
-        "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash FROM events ORDER BY id"
+        "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash, digest FROM events"
+        " ORDER BY id"
     ).fetchall()
     conn.close()
     return rows
@@ -94,6 +95,8 @@ def test_the_stored_union_covers_every_event_kind() -> None:
         eventmem.SummaryRecorded,
         eventmem.SessionForked,
         eventmem.ViewRewound,
+        eventmem.SessionErased,
+        eventmem.ContentErased,
         eventmem.CheckpointSaved,
         eventmem.CheckpointWritesSaved,
         eventmem.CheckpointsDeleted,
@@ -127,11 +130,11 @@ async def test_fold_stored_gives_the_rows_of_the_checked_fold(tmp_path: Path) ->
     checked: dict[str, SessionFold] = {}
     stored: dict[str, SessionFold] = {}
     events: dict[str, list[Event]] = {}
-    for session_id, position, recorded_at, data, digest in _rows(db):
+    for session_id, position, recorded_at, data, digest, content in _rows(db):
         a = checked.setdefault(session_id, SessionFold(session_id, trusted=True))
-        assert a.add(position, recorded_at, data, digest) is None
+        assert a.add(position, recorded_at, data, digest, content=content) is None
         b = stored.setdefault(session_id, SessionFold(session_id, trusted=True))
-        assert b.add_stored(position, recorded_at, data, digest, a.last_kind) is None
+        assert b.add_stored(position, recorded_at, data, digest, a.last_kind, content) is None
         events.setdefault(session_id, []).append(decode_event(data))
     assert any(
         e.prune == "pair_safe" for es in events.values() for e in es if isinstance(e, TurnSaved)

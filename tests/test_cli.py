@@ -619,7 +619,7 @@ def test_rebuild_repairs_a_damaged_buffer(db_copy: str, tmp_path: Path) -> None:
 def test_export_import_round_trip(store_db: str, tmp_path: Path, dropping: list[str]) -> None:
     exported = ok("export", store_db, cwd=tmp_path)
     lines = exported.splitlines()
-    assert json.loads(lines[0]) == {"format": "eventmem-export", "version": 1}
+    assert json.loads(lines[0]) == {"format": "eventmem-export", "version": 2}
     assert len(lines) == 1 + 12 + 1  # header, events, end line
     dump = tmp_path / "agent.jsonl"
     dump.write_text(exported, encoding="utf-8")

@@ -233,7 +233,7 @@ def test_an_existing_file_is_replaced_only_with_force(store_target: str, outdir:
     result = run("export", store_target, "--session", "chat", "-o", str(existing), "-f", cwd=outdir)
     assert result.returncode == 0, result
     lines = existing.read_bytes().splitlines()
-    assert lines[0] == b'{"format":"eventmem-export","version":1}'
+    assert lines[0] == b'{"format":"eventmem-export","version":2}'
     assert lines[-1] == b'{"end":"eventmem-export","events":3}'
     assert existing.stat().st_mode & 0o777 == 0o640  # the replaced file's mode is kept
     assert sorted(p.name for p in outdir.iterdir()) == ["chat.jsonl"]  # no partial left

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import eventmem
-from eventmem.events import GENESIS_HASH, chain_hash
+from eventmem.events import GENESIS_HASH
 from eventmem.messages import Message
-from tests.backends import drop_target, new_target, raw_database
+from tests.backends import drop_target, new_target, raw_database, rehash
 from tests.summarizers import answer_for
 
 pytestmark = pytest.mark.anyio
@@ -345,7 +345,7 @@ def _rewrite(target: str, session: str, position: int, change: Any) -> None:
             "SELECT position, recorded_at, data, hash FROM events WHERE session_id = ?"
             " AND position >= ? ORDER BY position",
             (session, position - 1),
-        )
+        )  # (every event here was written under the chain since schema 7)
         previous = bytes(rows[0][3]) if rows[0][0] == position - 1 else None
         if previous is None:  # the fork's own first event: it chains to the parent hash
             first = rows[0][2]
@@ -359,10 +359,11 @@ def _rewrite(target: str, session: str, position: int, change: Any) -> None:
             text = data.encode() if isinstance(data, str) else bytes(data)
             if at == position:
                 text = change(text)
-            previous = chain_hash(previous, session, at, recorded_at, text)
+            previous, content = rehash(previous, session, at, recorded_at, text)
             raw.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = ? AND position = ?",
-                (text.decode(), previous, session, at),
+                "UPDATE events SET data = ?, hash = ?, digest = ?"
+                " WHERE session_id = ? AND position = ?",
+                (text.decode(), previous, content, session, at),
             )
         raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = ?", (previous, session))
         raw.restore_triggers()
@@ -491,9 +492,11 @@ def _rehashed(lines: list[bytes], index: int, line: bytes) -> bytes:
     item = json.loads(line)
     previous = json.loads(lines[index - 1])["hash"]
     data = line[line.index(b'"data":') + 7 : line.rindex(b"}")]
-    digest = chain_hash(
+    digest, content = rehash(
         bytes.fromhex(previous), item["session_id"], item["position"], item["recorded_at"], data
     )
+    assert content is not None
+    line = line.replace(item["sha256"].encode(), content.hex().encode())
     return line.replace(item["hash"].encode(), digest.hex().encode())
 
 

@@ -13,8 +13,7 @@ import pytest
 
 import eventmem
 from eventmem import Message
-from eventmem.events import chain_hash
-from tests.backends import raw_database
+from tests.backends import raw_database, rehash
 
 pytestmark = pytest.mark.anyio
 
@@ -197,10 +196,11 @@ async def test_verify_finds_a_summary_that_claims_another_range(target: str) -> 
                 summary = json.loads(data)
                 summary["end_seq"] -= 1  # claims one message fewer than was pruned
                 data = json.dumps(summary, separators=(",", ":"), ensure_ascii=False)
-            previous = chain_hash(previous, "h", at, recorded_at, data.encode())
+            previous, content = rehash(previous, "h", at, recorded_at, data.encode())
             raw.execute(
-                "UPDATE events SET data = ?, hash = ? WHERE session_id = 'h' AND position = ?",
-                (data, previous, at),
+                "UPDATE events SET data = ?, hash = ?, digest = ?"
+                " WHERE session_id = 'h' AND position = ?",
+                (data, previous, content, at),
             )
         raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = 'h'", (previous,))
         raw.restore_triggers()

@@ -201,7 +201,7 @@ CASES = [
     ),
     ImportCase(
         "header from a newer version",
-        [b'{"format":"eventmem-export","version":2}', *GOOD[1:]],
+        [b'{"format":"eventmem-export","version":3}', *GOOD[1:]],
         "newer eventmem",
     ),
     ImportCase(

@@ -15,8 +15,8 @@ import pytest
 
 import eventmem
 from eventmem._export_format import ExportLine, export_line
-from eventmem.events import GENESIS_HASH, chain_hash, decode_event, encode_event
-from tests.backends import fresh_target, raw_database
+from eventmem.events import GENESIS_HASH, decode_event, encode_event
+from tests.backends import fresh_target, raw_database, rehash
 from tests.summarizers import answer_for, fake_chat_openai
 
 pytestmark = pytest.mark.anyio
@@ -301,16 +301,23 @@ def _rechained(lines: list[bytes], change: Callable[[Any], Any]) -> list[bytes]:
         if isinstance(event, eventmem.SummaryRecorded):
             event = change(event)
         data = encode_event(event)
-        digest = chain_hash(
+        digest, content = rehash(
             previous.get(entry.session_id, GENESIS_HASH),
             entry.session_id,
             entry.position,
             entry.recorded_at,
             data,
+            entry.sha256 is not None,
         )
         out.append(
             export_line(
-                entry.session_id, entry.position, entry.recorded_at, entry.kind, data, digest
+                entry.session_id,
+                entry.position,
+                entry.recorded_at,
+                entry.kind,
+                data,
+                digest,
+                content,
             )
             + b"\n"
         )

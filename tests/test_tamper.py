@@ -331,10 +331,10 @@ def test_the_verify_command_reports_and_repairs_triggers(target: str, tmp_path: 
     assert repaired.returncode == 0, repaired
     lines = repaired.stdout.splitlines()
     assert (
-        [line.split(" on ")[0] for line in lines[:3]]
+        sorted(line.split(" on ")[0] for line in lines[:3])
         == [
-            "repaired: the trigger events_are_immutable_update",
             "repaired: the trigger events_are_immutable_delete",
+            "repaired: the trigger events_are_immutable_update",
             "repaired: the trigger events_positions_are_gapless",
         ]
         if backend_of(target) == "sqlite"

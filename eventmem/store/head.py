@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from eventmem.errors import CorruptDatabaseError
+from eventmem.errors import CorruptDatabaseError, ErasedSessionError
 from eventmem.events import (
     Event,
     StepRecorded,
     ViewRewound,
-    chain_hash,
+    content_digest,
     decode_event,
     encode_event,
+    event_hash,
 )
 from eventmem.messages import Message
 from eventmem.projection import HEAD_FIELDS, HeadState, MemoryBuffer
@@ -252,14 +253,20 @@ class SessionHead:
     def append_event(self, event: Event, now_us: int, data: bytes | None = None) -> int:
         """Insert the next event of the session, chained to the previous one; ``data`` is
         its encoding, if the caller already has it."""
+        state = self.state
+        if state.erased:
+            raise ErasedSessionError(
+                f"session {self.session_id!r} was erased (its tombstone is at position "
+                f"{state.erased}); it takes no more writes"
+            )
         if data is None:
             data = encode_event(event)
-        state = self.state
         position = state.version + 1
-        digest = chain_hash(state.head_hash, self.session_id, position, now_us, data)
+        content = content_digest(data)
+        digest = event_hash(state.head_hash, self.session_id, position, now_us, content)
         self._conn.execute(
-            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash, digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 self.session_id,
                 position,
@@ -267,6 +274,7 @@ class SessionHead:
                 now_us,
                 data.decode(),
                 digest,
+                content,
             ),
         )
         state.chain(position, now_us, digest)

@@ -31,7 +31,7 @@ from eventmem.store.sql import Connection
 
 __all__ = ["import_lines"]
 
-_Row = tuple[str, int, str, int, str, bytes]
+_Row = tuple[str, int, str, int, str, bytes, bytes | None]
 # A batch ends at this many events or this many bytes of their JSON, whichever comes
 # first; at most _AHEAD batches wait to be written, which bounds the memory an import
 # holds whatever the size of its file (or of its events).
@@ -161,7 +161,10 @@ class _Reading(threading.Thread):
                     self.folds.add(session_id, fold)
                     batch.new_sessions.append((number, session_id))
                 digest = bytes.fromhex(item.hash)
-                problem = fold.add(item.position, item.recorded_at, data, digest, item.kind)
+                content = None if item.sha256 is None else bytes.fromhex(item.sha256)
+                problem = fold.add(
+                    item.position, item.recorded_at, data, digest, item.kind, content
+                )
                 if problem is not None:
                     raise ImportRefusedError(
                         f"line {number}: session {problem.session_id!r} position "
@@ -169,7 +172,15 @@ class _Reading(threading.Thread):
                     )
                 # valid UTF-8: the event decoded, and re-encodes to these very bytes
                 batch.rows.append(
-                    (session_id, item.position, item.kind, item.recorded_at, data.decode(), digest)
+                    (
+                        session_id,
+                        item.position,
+                        item.kind,
+                        item.recorded_at,
+                        data.decode(),
+                        digest,
+                        content,
+                    )
                 )
                 size += len(data)
                 if len(batch.rows) >= _BATCH_ROWS or size >= _BATCH_BYTES:
@@ -297,8 +308,8 @@ def _clear_projections(conn: Connection, session_ids: list[str]) -> None:
 def _insert_events(conn: Connection, rows: list[_Row]) -> int:
     if rows:
         conn.executemany(
-            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash, digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     return len(rows)

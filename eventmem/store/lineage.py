@@ -175,7 +175,7 @@ def fold_history(
                 f"the session is a fork of {fork.parent!r} at position {fork.at}, but {held}",
             )
         try:
-            for _, position, recorded_at, data, digest, _ in inherited:
+            for _, position, recorded_at, data, digest, *_ in inherited:
                 fold.inherit(position, recorded_at, bytes(data), bytes(digest))
         except (EventmemError, msgspec.DecodeError, msgspec.ValidationError) as e:
             return fold, fold._fail(
@@ -188,10 +188,17 @@ def fold_history(
                 f"the fork names the hash {fork.parent_hash[:12]}... of its parent's event "
                 f"at {fork.at}, which is {buffer.state.head_hash.hex()[:12]}...",
             )
-    for _, position, recorded_at, data, digest, kind in own:
-        problem = fold.add_stored(position, recorded_at, bytes(data), bytes(digest), kind)
+    for _, position, recorded_at, data, digest, kind, content in own:
+        content = None if content is None else bytes(content)
+        problem = fold.add_stored(position, recorded_at, bytes(data), bytes(digest), kind, content)
         if problem is not None:
             return fold, problem
+    if fold.erased_run and not buffer.state.erased:
+        return fold, fold._fail(
+            buffer.state.version,
+            "undecodable",
+            f"{fold.erased_run} events' content was erased, but no tombstone follows them",
+        )
     return fold, fold.check_view()
 
 
@@ -217,11 +224,11 @@ def _decoded_rewind(row: Sequence[Any]) -> ViewRewound | None:
 
 def _rows(conn: Connection, session_id: str, first: int, last: int | None) -> list[Sequence[Any]]:
     """The session's events from ``first`` to ``last`` (None: its end) as verify reads
-    them: (session, position, recorded_at, data as bytes, hash, kind)."""
+    them: (session, position, recorded_at, data as bytes, hash, kind, digest)."""
     return [
         row
         for rows in conn.stream(
-            f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind"
+            f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind, digest"
             " FROM events WHERE session_id = ? AND position >= ? AND position <= ?"
             " ORDER BY position",
             (session_id, first, _PAST_ANY if last is None else last),

@@ -44,7 +44,7 @@ _PROGRESS_EVERY = 20_000
 
 def _event_rows(
     conn: Connection, progress: Progress | None, part: Part | None = None, share: int = 1
-) -> Iterator[tuple[str, int, int, bytes, bytes, str]]:
+) -> Iterator[tuple[str, int, int, bytes, bytes, str, bytes | None]]:
     """The events (of ``part``, if given) in append order. ``share``: how many parts the
     log was split into; the progress shown is this part's, scaled to the whole."""
     total = count_events(conn) if progress else 0
@@ -53,8 +53,8 @@ def _event_rows(
     # position order, since positions are assigned on append. ``data_bytes`` hands over
     # the JSON as bytes, the form the hash covers, without a decode/encode round trip.
     chunks = conn.stream(
-        f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind FROM events"
-        f" WHERE {where} ORDER BY id",
+        f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind, digest"
+        f" FROM events WHERE {where} ORDER BY id",
         parameters,
     )
     done = 0
@@ -125,8 +125,8 @@ class _Folded:
         checker.feed(
             row
             for rows in self._conn.stream(
-                f"SELECT session_id, position, recorded_at, {self._conn.data_bytes}, hash, kind"
-                " FROM events WHERE session_id = ? ORDER BY position",
+                f"SELECT session_id, position, recorded_at, {self._conn.data_bytes}, hash,"
+                " kind, digest FROM events WHERE session_id = ? ORDER BY position",
                 (session_id,),
             )
             for row in rows
@@ -334,7 +334,7 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
         checker.feed(
             row
             for rows in conn.stream(
-                f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind"
+                f"SELECT session_id, position, recorded_at, {conn.data_bytes}, hash, kind, digest"
                 " FROM events WHERE session_id = ? ORDER BY position",
                 (session_id,),
             )
@@ -471,13 +471,13 @@ def export_page(
     if up_to is not None:
         where, parameters = f"{where} AND id <= ?", [*parameters, up_to]
     rows = conn.execute(
-        f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash"
+        f"SELECT id, session_id, position, recorded_at, kind, {conn.data_bytes}, hash, digest"
         f" FROM events WHERE {where} ORDER BY id LIMIT ?",
         (*parameters, limit),
     ).fetchall()
     lines = [
-        export_line(sid, position, recorded_at, kind, data, digest)
-        for _, sid, position, recorded_at, kind, data, digest in rows
+        export_line(sid, position, recorded_at, kind, data, digest, content)
+        for _, sid, position, recorded_at, kind, data, digest, content in rows
     ]
     return (rows[-1][0] if rows else after_id), lines
 

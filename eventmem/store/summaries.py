@@ -27,9 +27,10 @@ from eventmem.events import (
     Event,
     SummaryRecorded,
     ViewRewound,
-    chain_hash,
+    content_digest,
     decode_event,
     encode_event,
+    event_hash,
 )
 from eventmem.messages import Message
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply, fold
@@ -226,7 +227,9 @@ def summary_turn_op(
             if plan.pruned:
                 if summary is None:
                     raise CorruptDatabaseError("a save that prunes needs its summary")
-                digest = chain_hash(head.state.head_hash, session_id, position, now, encoded[0])
+                digest = event_hash(
+                    head.state.head_hash, session_id, position, now, content_digest(encoded[0])
+                )
                 events.append(_summary_event(plan, summary, digest.hex()))
                 encoded.append(encode_event(events[1]))
             check_save_bytes(sum([len(data) for data in encoded]), max_save_bytes)

@@ -126,7 +126,7 @@ def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> None:
 
 # -- triggers ----------------------------------------------------------------------------
 
-_FUNCTION = re.compile(r"CREATE FUNCTION (\w+)\(\).*?AS \$\$(.*?)\$\$;", re.S)
+_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(\).*?AS \$\$(.*?)\$\$;", re.S)
 _TRIGGER = re.compile(
     r"CREATE TRIGGER (\w+) (BEFORE|AFTER) ([A-Z ]+?) ON (\w+)\s+"
     r"FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION (\w+)\(\);"

@@ -28,7 +28,9 @@ __all__ = ["PARALLEL_FROM", "SubprocessSpread", "fold_part"]
 
 # Below this many events a second process costs more (its start, ~0.2 s) than it saves.
 PARALLEL_FROM = 200_000
-_EVENT_ROWS = "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash, kind FROM events"
+_EVENT_ROWS = (
+    "SELECT session_id, position, recorded_at, CAST(data AS BLOB), hash, kind, digest FROM events"
+)
 _CHUNK = 5000
 
 

@@ -1,0 +1,32 @@
+-- eventmem schema 7 for PostgreSQL: erasure that keeps the chain verifiable
+-- (as migrations/sqlite/0007_erasure.sql).
+-- Each new event stores the SHA-256 of its content (`digest`), and its chain hash covers
+-- that digest instead of the content itself (see eventmem/events.py: event_hash), so the
+-- content can be erased while every hash still verifies. Events written before keep no
+-- digest and the first chain (chain_hash); their hashes are untouched.
+-- An erasure appends a tombstone (kind `erase`), then replaces the content of each
+-- earlier event of the session by '{"kind":"erased"}': the one change to an event the
+-- immutability trigger lets through, and only with every other column unchanged.
+-- The session head remembers the position of its tombstone (`erased`, 0: none).
+
+ALTER TABLE events ADD COLUMN digest BYTEA CHECK (digest IS NULL OR length(digest) = 32);
+
+ALTER TABLE sessions ADD COLUMN erased BIGINT NOT NULL DEFAULT 0;
+
+CREATE OR REPLACE FUNCTION eventmem_refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP = 'UPDATE'
+        AND NEW.data = '{"kind":"erased"}' AND OLD.data <> NEW.data
+        AND NEW.id = OLD.id AND NEW.session_id = OLD.session_id
+        AND NEW.position = OLD.position AND NEW.kind = OLD.kind
+        AND NEW.recorded_at = OLD.recorded_at AND NEW.hash = OLD.hash
+        AND NEW.digest IS NOT DISTINCT FROM OLD.digest
+        AND EXISTS (SELECT 1 FROM events AS t WHERE t.session_id = OLD.session_id
+                    AND t.kind = 'erase' AND t.position > OLD.position) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'eventmem: events are immutable (% refused)', TG_OP
+        USING ERRCODE = 'integrity_constraint_violation';
+END;
+$$;
