@@ -86,7 +86,14 @@ from eventmem.messages import (
 )
 from eventmem.providers import Provider
 from eventmem.steps import Action
-from eventmem.store.base import Durability, Progress, SessionSummary, StoreStats, TriggerMode
+from eventmem.store.base import (
+    Durability,
+    ErasureReceipt,
+    Progress,
+    SessionSummary,
+    StoreStats,
+    TriggerMode,
+)
 from eventmem.summary import SummaryBufferMemory
 from eventmem.sync import (
     SyncAgentTokenBufferMemory,
@@ -127,6 +134,7 @@ __all__ = [
     "DiskFullError",
     "Durability",
     "ErasedSessionError",
+    "ErasureReceipt",
     "EventmemError",
     "History",
     "HistoryArgs",

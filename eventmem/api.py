@@ -47,7 +47,8 @@ from eventmem.messages import Message
 from eventmem.projection import MemoryBuffer, apply, fold
 from eventmem.providers import PROVIDERS, Provider, rejection
 from eventmem.rules import check_limit, stored_time, validate_session_id
-from eventmem.store.base import Backend, Progress, SessionSummary, StoreStats
+from eventmem.store.base import Backend, ErasureReceipt, Progress, SessionSummary, StoreStats
+from eventmem.store.erasure import check_reason
 from eventmem.store.reads import SESSION_ORDERS
 from eventmem.summary import SummaryBufferMemory
 from eventmem.tokens import TokenCounter, resolve_counter
@@ -222,6 +223,32 @@ class Store:
         if expected_version is not None:
             _check_position(expected_version, "expected_version")
         return await self._backend.rewind(session_id, to, expected_version)
+
+    async def erase(self, session_id: str, *, reason: str, by: str | None = None) -> ErasureReceipt:
+        """Erase the session's content from the store for good, keeping every hash
+        verifiable: one write appends a tombstone ([`SessionErased`][eventmem.SessionErased]:
+        ``reason``, ``by``, how many events, the last one's hash; its time says when),
+        and replaces the content of every earlier event of the session (message text,
+        tool arguments, observations, metadata: the whole event) by
+        ``{"kind":"erased"}``. Each event keeps its content digest and chain hash, so
+        ``verify`` still passes; the session's buffer and checkpoint index go, its
+        reads raise [`ErasedSessionError`][eventmem.ErasedSessionError] and its events
+        read as [`ContentErased`][eventmem.ContentErased]. Other sessions are untouched.
+
+        SQLite zeroes what a write frees and truncates its write-ahead log afterwards
+        (``receipt.purged``: nothing of the old content is left in the file or its log);
+        PostgreSQL keeps the old row versions until ``VACUUM FULL events``. A fork keeps
+        its fork event (a parent's events are the parent's); a session with forks is
+        refused (erase them first). Raises `UnknownSessionError` for a session without
+        events and `ErasedSessionError` for one erased already. Returns the
+        [`ErasureReceipt`][eventmem.ErasureReceipt] to keep
+        (``msgspec.json.encode(receipt)``).
+        """
+        session_id = validate_session_id(session_id)
+        reason = check_reason(reason)
+        if by is not None:
+            by = check_reason(by, "by")
+        return await self._backend.erase(session_id, reason, by)
 
     async def replay(
         self,

@@ -31,6 +31,7 @@ from eventmem.events import (
     CheckpointSaved,
     CheckpointsDeleted,
     CheckpointWritesSaved,
+    ContentErased,
     Event,
     MemoryCleared,
     MessagesAppended,
@@ -146,6 +147,8 @@ _decode_stored = msgspec.json.Decoder(
     | SummaryRecorded
     | SessionForked
     | ViewRewound
+    | SessionErased
+    | ContentErased
     | CheckpointSaved
     | CheckpointWritesSaved
     | CheckpointsDeleted

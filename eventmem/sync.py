@@ -39,7 +39,7 @@ from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message, Role
 from eventmem.providers import Provider
-from eventmem.store.base import Progress, SessionSummary, StoreStats
+from eventmem.store.base import ErasureReceipt, Progress, SessionSummary, StoreStats
 from eventmem.summary import SummaryBufferMemory
 from eventmem.tokens import TokenCounter
 
@@ -145,6 +145,12 @@ class SyncStore:
         return self._call(
             "SyncStore.summary", partial(self._store.summary, as_of=as_of), session_id
         )
+
+    def erase(self, session_id: str, *, reason: str, by: str | None = None) -> ErasureReceipt:
+        """Erase the session's content, every hash kept (see
+        [`Store.erase`][eventmem.Store.erase]); return the receipt."""
+        erase = partial(self._store.erase, reason=reason, by=by)
+        return self._call("SyncStore.erase", erase, session_id)
 
     def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
         """Begin ``new_session`` as ``source`` was after ``at`` (see

@@ -22,6 +22,7 @@ __all__ = [
     "AppendRequest",
     "Backend",
     "Durability",
+    "ErasureReceipt",
     "ExportPage",
     "OpenOptions",
     "Progress",
@@ -175,6 +176,29 @@ class SummaryText(msgspec.Struct, frozen=True):
     prompt_sha256: str
 
 
+class ErasureReceipt(msgspec.Struct, frozen=True):
+    """What [`Store.erase`][eventmem.Store.erase] returns: proof of an erasure to keep
+    (``msgspec.json.encode(receipt)``, or ``eventmem erase --receipt FILE``).
+
+    ``position`` and ``hash`` are the tombstone's in the session's chain, ``erased_at``
+    its time; ``events`` is how many events' content went, ``last_hash`` the chain hash
+    of the last of them (the session's head before the erasure). ``reason`` and ``by``
+    are as given. ``purged``: the database keeps no copy of the erased content outside
+    its rows (SQLite, once its write-ahead log could be truncated; PostgreSQL keeps old
+    row versions until ``VACUUM FULL events``).
+    """
+
+    session_id: str
+    position: int
+    hash: str
+    erased_at: datetime
+    reason: str
+    by: str | None
+    events: int
+    last_hash: str
+    purged: bool = False
+
+
 class SessionSummary(msgspec.Struct, frozen=True):
     """One session at a glance, read from its stored head (no event is decoded)."""
 
@@ -284,6 +308,11 @@ class Backend(Protocol):
 
     async def rewind(self, session_id: str, to: int, expected_version: int | None = None) -> int:
         """Append a rewind: the view becomes what it was after position ``to``."""
+        ...
+
+    async def erase(self, session_id: str, reason: str, by: str | None) -> ErasureReceipt:
+        """Append a [`SessionErased`][eventmem.SessionErased] and remove the content of
+        the session's earlier events, every hash kept; return the receipt."""
         ...
 
     async def load_view(self, session_id: str) -> list[Message]:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from eventmem.audit import ExportReader, VerifyReport
 from eventmem.errors import (
@@ -30,6 +31,7 @@ from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import checkpoints, importing, maintenance, reads, summaries
 from eventmem.store.base import (
     AppendRequest,
+    ErasureReceipt,
     ExportPage,
     Progress,
     SessionSummary,
@@ -41,8 +43,10 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.erasure import erase_op
 from eventmem.store.forks import fork_op, rewind_op
 from eventmem.store.partition import FoldSpread
+from eventmem.store.sql import Connection
 from eventmem.store.worker import Worker
 from eventmem.store.writes import (
     WriteOp,
@@ -56,6 +60,11 @@ from eventmem.store.writes import (
 from eventmem.tokens import TokenCounter
 
 __all__ = ["BatchedBackend"]
+
+
+def _purge_copies(conn: Connection) -> bool:
+    return conn.purge_copies()
+
 
 T = TypeVar("T")
 
@@ -284,6 +293,14 @@ class BatchedBackend:
     async def rewind(self, session_id: str, to: int, expected_version: int | None = None) -> int:
         """Make the view what it was after position ``to``, by appending a rewind."""
         return await self._submit(rewind_op(session_id, to, expected_version, self._max_save_bytes))
+
+    async def erase(self, session_id: str, reason: str, by: str | None) -> ErasureReceipt:
+        """Erase the session's content (a tombstone, every hash kept), then purge what
+        copies the database keeps outside its rows where it can."""
+        receipts: list[ErasureReceipt] = []
+        await self._submit(erase_op(session_id, reason, by, receipts))
+        purged = await self._run(_purge_copies)
+        return msgspec.structs.replace(receipts[0], purged=purged)
 
     # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------
     async def checkpoint_write(self, session_id: str, decide: checkpoints.Decide) -> int:

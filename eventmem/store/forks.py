@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventmem._decide import check_expected
-from eventmem.errors import InvalidInputError, SessionExistsError, UnknownSessionError
+from eventmem.errors import (
+    ErasedSessionError,
+    InvalidInputError,
+    SessionExistsError,
+    UnknownSessionError,
+)
 from eventmem.events import SessionForked, ViewRef, ViewRewound
 from eventmem.projection import HeadState, MemoryBuffer, fold, rewind_point
 from eventmem.store.cache import ViewCache
@@ -43,6 +48,8 @@ def fork_op(parent: str, session_id: str, at: int | None) -> WriteOp:
             if row is None:
                 raise UnknownSessionError(f"there is no session {parent!r} to fork")
             parent_state = HeadState.from_row(row)
+            if parent_state.erased:
+                raise ErasedSessionError(f"session {parent!r} was erased: there is nothing to fork")
             version = int(parent_state.version)
             point = version if at is None else at
             if point > version:

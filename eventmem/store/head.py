@@ -90,7 +90,9 @@ class SessionHead:
         self.recalled: dict[tuple[int, int], Message] = {}
         self.recalled_summary = ""
         self.what_if = False  # the live path: never a replay
-        self._adopted = False  # a fork's first write: the view is its parent's
+        # The view was replaced whole (a fork's start, an erasure): the cache forgets it.
+        self._forget_cache = False
+        self.appended_at = 0  # recorded_at of the last event this write appended
 
     @property
     def version(self) -> int:
@@ -212,7 +214,12 @@ class SessionHead:
         self.state = state
         self._new = [(e.seq, e.tokens, e.position, e.index) for e in buffer.entries]
         self._new_messages = [e.message for e in buffer.entries]
-        self._adopted = True
+        self._forget_cache = True
+
+    def forget_cached(self) -> None:
+        """Have the cache forget the session once this write commits (its rows were
+        replaced other than through the buffer)."""
+        self._forget_cache = True
 
     def set_counts(self, tokens: tuple[int, ...]) -> None:
         """Replace the stored counts of the visible messages."""
@@ -278,12 +285,13 @@ class SessionHead:
             ),
         )
         state.chain(position, now_us, digest)
+        self.appended_at = now_us
         return position
 
     def update_cache(self, cache: ViewCache) -> None:
         """Tell the cache what this (committed) write changed."""
-        if self._adopted:
-            cache.forget([self.session_id])  # (seqs not in one run: read on the next load)
+        if self._forget_cache:
+            cache.forget([self.session_id])  # read again on the next load
             return
         first_new = self._stored_next_seq
         state = self.state

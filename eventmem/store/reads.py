@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from eventmem.errors import ErasedSessionError
 from eventmem.events import StoredEvent, decode_event
 from eventmem.messages import Message
 from eventmem.rules import event_time, stored_time
@@ -40,10 +41,15 @@ def load_view(conn: Connection, cache: ViewCache, session_id: str) -> list[Messa
 def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[int, list[Message]]:
     """`load_view`, with the session's version the view is the one after (0: none)."""
     row = conn.execute(
-        "SELECT version FROM sessions WHERE session_id = ?", (session_id,)
+        "SELECT version, erased FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
         return 0, []
+    if row[1]:
+        raise ErasedSessionError(
+            f"session {session_id!r} was erased (its tombstone is at position {row[1]}): "
+            "there is no view to read"
+        )
     cached = cache.get(session_id, row[0])
     if cached is not None:
         return int(row[0]), cached

@@ -138,3 +138,9 @@ class Connection(Protocol):
     def storage_figures(self) -> StorageFigures:
         """What the store occupies, for ``stats`` (inside its read transaction)."""
         ...
+
+    def purge_copies(self) -> bool:
+        """After an erasure committed, outside any transaction: remove the copies of old
+        content the database keeps outside its live rows, where it can (SQLite: the
+        write-ahead log, checkpointed and truncated); whether none is left."""
+        ...

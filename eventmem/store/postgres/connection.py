@@ -548,6 +548,11 @@ class PostgresConnection:
             while rows := cursor.fetchmany(_STREAM_CHUNK):
                 yield rows
 
+    def purge_copies(self) -> bool:
+        """False: PostgreSQL keeps the row versions an erasure replaced in the table's
+        files until a ``VACUUM FULL`` of ``events`` rewrites them (see docs/operations.md)."""
+        return False
+
     def storage_figures(self) -> StorageFigures:
         """The total size of the schema's relations; PostgreSQL has no pages to count."""
         row = self.raw.execute(_SCHEMA_BYTES).fetchone()

@@ -111,6 +111,13 @@ class SQLiteConnection(sqlite3.Connection):
         """Drop the file's triggers and create the schema's."""
         return migrations.restore_triggers(self)
 
+    def purge_copies(self) -> bool:
+        """Checkpoint the write-ahead log into the file and truncate it (its frames hold
+        pages as they were before an erasure); False if a reader kept it from finishing
+        (the log is truncated at a later checkpoint, and removed when the store closes)."""
+        busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
+
     def storage_figures(self) -> StorageFigures:
         """The file's pages (its WAL not included)."""
         size, count, free = (
