@@ -87,13 +87,16 @@ def erase_op(
 
 
 def forks_of(conn: Connection, session_id: str) -> list[str]:
-    """The sessions forked from ``session_id`` (a scan of the log's fork events)."""
+    """The sessions forked from ``session_id`` that are not erased (a scan of the log's
+    fork events)."""
     found = []
-    for fork_session, data in conn.execute(
-        "SELECT session_id, data FROM events WHERE kind = 'fork' ORDER BY id"
+    for fork_session, data, erased in conn.execute(
+        "SELECT e.session_id, e.data, s.erased FROM events AS e"
+        " LEFT JOIN sessions AS s ON s.session_id = e.session_id"
+        " WHERE e.kind = 'fork' ORDER BY e.id"
     ):
         event = decode_event(data, trusted=True)
-        if isinstance(event, SessionForked) and event.parent == session_id:
+        if isinstance(event, SessionForked) and event.parent == session_id and not erased:
             found.append(str(fork_session))
     return found
 

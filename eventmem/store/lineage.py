@@ -174,9 +174,15 @@ def fold_history(
                 "fork_mismatch",
                 f"the session is a fork of {fork.parent!r} at position {fork.at}, but {held}",
             )
+        # An erased fork's view starts over at its tombstone: what it inherited is only
+        # chained (its parent, erased since, may hold no content to fold).
+        erased = any(row[5] == "erase" for row in own)
         try:
             for _, position, recorded_at, data, digest, *_ in inherited:
-                fold.inherit(position, recorded_at, bytes(data), bytes(digest))
+                if erased:
+                    buffer.state.chain(position, recorded_at, bytes(digest))
+                else:
+                    fold.inherit(position, recorded_at, bytes(data), bytes(digest))
         except (EventmemError, msgspec.DecodeError, msgspec.ValidationError) as e:
             return fold, fold._fail(
                 fork.at, "fork_mismatch", f"the history the fork inherits does not fold: {e}"
