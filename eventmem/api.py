@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, overload
 
@@ -33,7 +34,7 @@ from eventmem.audit import (
     VerifyReport,
     rewrite_for_replay,
 )
-from eventmem.errors import InvalidInputError
+from eventmem.errors import ErasedSessionError, InvalidInputError
 from eventmem.events import (
     MemoryCleared,
     MessagesAppended,
@@ -47,7 +48,14 @@ from eventmem.messages import Message
 from eventmem.projection import MemoryBuffer, apply, fold
 from eventmem.providers import PROVIDERS, Provider, rejection
 from eventmem.rules import check_limit, stored_time, validate_session_id
-from eventmem.store.base import Backend, ErasureReceipt, Progress, SessionSummary, StoreStats
+from eventmem.store.base import (
+    Backend,
+    ErasureReceipt,
+    Progress,
+    SealResult,
+    SessionSummary,
+    StoreStats,
+)
 from eventmem.store.erasure import check_reason
 from eventmem.store.reads import SESSION_ORDERS
 from eventmem.summary import SummaryBufferMemory
@@ -57,6 +65,8 @@ if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
     from typing_extensions import Unpack
 
 __all__ = ["Store"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 _MAX_PAGE = 2**62  # offsets and limits past this are no page of any store
 _EXPORT_PAGE = 5000
@@ -249,6 +259,60 @@ class Store:
         if by is not None:
             by = check_reason(by, "by")
         return await self._backend.erase(session_id, reason, by)
+
+    async def seal(
+        self,
+        session_id: str | None = None,
+        *,
+        before: int | None = None,
+        older_than: timedelta | None = None,
+    ) -> list[SealResult]:
+        """Retention: remove the content of a session's earliest events while keeping
+        their hashes, so the rest of the chain still verifies (each emptied event keeps
+        its content digest and chain hash, and reads as
+        [`ContentErased`][eventmem.ContentErased]).
+
+        ``before=p`` seals the events of ``session_id`` before position ``p``; it is
+        refused (`InvalidInputError`, nothing written) if the view, the summary in force
+        or a fork of the session still holds any of their content, so the view is never
+        changed. ``older_than=age`` seals, in ``session_id`` or in every session, the
+        events recorded more than ``age`` ago, as far as that holds. One
+        [`SessionSealed`][eventmem.SessionSealed] is appended per session sealed,
+        carrying the view; time travel and rewinds before it are no longer possible.
+        Returns what each session's seal did (sessions with nothing to seal are left
+        out of a store-wide policy). SQLite purges as `erase` does; PostgreSQL keeps old
+        row versions until ``VACUUM FULL events``. LangGraph threads are pruned with the
+        checkpointer instead.
+        """
+        if (before is None) == (older_than is None):
+            raise InvalidInputError("seal takes before= or older_than=, one of them")
+        if before is not None:
+            if session_id is None:
+                raise InvalidInputError("seal(before=...) names the session to seal")
+            before = _check_position(before, "before")
+            if before < 1:
+                raise InvalidInputError("before must be a position (>= 1)")
+            session = validate_session_id(session_id)
+            return [await self._backend.seal(session, before, None)]
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise InvalidInputError(f"older_than must be a timedelta >= 0, got {older_than!r}")
+        cutoff = (datetime.now(timezone.utc) - older_than - _EPOCH) // timedelta(microseconds=1)
+        sessions = (
+            [validate_session_id(session_id)]
+            if session_id is not None
+            else await self._backend.session_ids()
+        )
+        sealed = []
+        for session in sessions:
+            try:
+                result = await self._backend.seal(session, None, cutoff)
+            except (ErasedSessionError, InvalidInputError):
+                if session_id is not None:
+                    raise
+                continue  # erased, or steps pending, or a LangGraph thread: as it is
+            if result.events or session_id is not None:
+                sealed.append(result)
+        return sealed
 
     async def replay(
         self,

@@ -38,6 +38,7 @@ from eventmem.events import (
     MessagesRetracted,
     SessionErased,
     SessionForked,
+    SessionSealed,
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
@@ -148,6 +149,7 @@ _decode_stored = msgspec.json.Decoder(
     | SessionForked
     | ViewRewound
     | SessionErased
+    | SessionSealed
     | ContentErased
     | CheckpointSaved
     | CheckpointWritesSaved
@@ -162,7 +164,7 @@ _TAGS: dict[type, str] = {
     kind: str(kind.__struct_config__.tag) for kind in (*get_args(Event), _StoredTurn, _StoredStep)
 }
 _CHECKPOINT_EVENTS = frozenset({CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted})
-_FORK_OR_REWIND = frozenset({SessionForked, ViewRewound, SessionErased})
+_FORK_OR_REWIND = frozenset({SessionForked, ViewRewound, SessionErased, SessionSealed})
 _decode_fork = msgspec.json.Decoder(SessionForked).decode
 
 
@@ -322,8 +324,10 @@ class SessionFold:
         "first_own",
         "keep_digests",
         "last_kind",
+        "sealed_to",
         "session_id",
         "slack",
+        "start_at",
         "trusted",
     )
 
@@ -348,6 +352,10 @@ class SessionFold:
         self.deferred = False
         self.erased_run = 0  # erased events so far, since the first of the session's own
         self.first_own = 0  # the position before the session's own first event to erase
+        # A fold of a whole sealed history: the events before ``sealed_to`` are sealed,
+        # and the fold starts over at the last seal, at ``start_at`` (see fold_history).
+        self.sealed_to = 0
+        self.start_at = 0
         self.trusted = trusted
         self.last_kind = ""
         self.buffer: _PruneNoting = (
@@ -543,10 +551,16 @@ class SessionFold:
             self.first_own = position  # an erasure keeps the fork event itself
         elif kind is SessionErased:
             self._check_tombstone(event)  # type: ignore[arg-type]
-        elif self.erased_run:
+        elif self.erased_run and self.first_own + self.erased_run + 1 != self.sealed_to:
             raise CorruptDatabaseError(
-                f"events up to {position - 1} were erased, but no tombstone follows them"
+                f"events up to {position - 1} were erased, but no tombstone or seal covers them"
             )
+        if position < self.start_at:  # before the last seal: the fold starts over there
+            buffer.state.chain(position, recorded_at, digest)
+            self.digests[position] = digest
+            if self.archive is not None:
+                self.archive.keep(buffer, event, position)
+            return
         if kind is SummaryRecorded:
             apply(buffer, event, position)  # checks the seqs it covers
             self._check_summary(event)  # type: ignore[arg-type]  # (the type is checked)

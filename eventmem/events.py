@@ -51,6 +51,7 @@ __all__ = [
     "PruneMode",
     "SessionErased",
     "SessionForked",
+    "SessionSealed",
     "StepRecorded",
     "StoredEvent",
     "SummaryRecorded",
@@ -240,6 +241,27 @@ class SessionErased(EventData, tag="erase", frozen=True, omit_defaults=True):
     by: str | None = None
 
 
+class SessionSealed(EventData, tag="seal", frozen=True, omit_defaults=True):
+    """Retention ([`Store.seal`][eventmem.Store.seal]): the content of the session's
+    events before position ``before`` (its own, not a fork parent's) was removed from
+    the store, each keeping its content digest and chain hash. The view held none of
+    it; the event carries the view as it was (as a [`ViewRewound`][eventmem.ViewRewound]
+    does: ``view``, ``pinned``, ``counter``, ``overhead``, ``summary``) and the head's
+    ``next_seq`` and ``turn_position`` before it, so a fold starts over from here without
+    the sealed history. ``events``: how many events this seal emptied (those sealed
+    before stay so)."""
+
+    before: int
+    view: tuple[ViewRef, ...] = ()
+    pinned: bool = False
+    overhead: int = 0
+    counter: str | None = None
+    summary: int = 0
+    events: int = 0
+    next_seq: int = 0
+    turn_position: int = 0
+
+
 class ContentErased(EventData, tag="erased", frozen=True, omit_defaults=True):
     """What an erased event reads as: its content is gone (its ``kind`` column, digest
     and hash are as they were). Never appended: an erasure writes it in place of the
@@ -350,6 +372,7 @@ Event = (
     | SessionForked
     | ViewRewound
     | SessionErased
+    | SessionSealed
     | ContentErased
     | CheckpointSaved
     | CheckpointWritesSaved
@@ -414,6 +437,8 @@ def check_event(event: Event) -> None:
         _check_fork(event)
     elif isinstance(event, ViewRewound):
         _check_rewind(event)
+    elif isinstance(event, SessionSealed):
+        _check_seal(event)
     elif isinstance(event, SessionErased):
         check_text(event.reason, "reason")
         if event.by is not None:
@@ -483,6 +508,32 @@ def _check_rewind(event: ViewRewound) -> None:
             )
     if event.pinned and not event.view:
         raise InvalidInputError("a rewind pins the first message of a view it restores")
+
+
+def _check_seal(event: SessionSealed) -> None:
+    """A seal names a position, and a view held at or after it."""
+    check_count(event.before, "before")
+    check_count(event.overhead, "overhead")
+    check_count(event.events, "events")
+    check_count(event.summary, "summary")
+    check_count(event.next_seq, "next_seq")
+    check_count(event.turn_position, "turn_position")
+    if event.before < 1:
+        raise InvalidInputError("before must be a position (>= 1)")
+    if 0 < event.summary < event.before:
+        raise InvalidInputError("a seal keeps the summary in force: it is not sealed")
+    if event.counter is not None:
+        check_counter_name(event.counter)
+    for ref in event.view:
+        check_count(ref.index, "an index")
+        check_count(ref.tokens, "a count in view")
+        check_count(ref.position, "a position")
+        if ref.position < event.before:
+            raise InvalidInputError(
+                f"a seal before {event.before} keeps a message of position {ref.position}"
+            )
+    if event.pinned and not event.view:
+        raise InvalidInputError("a seal pins the first message of the view it keeps")
 
 
 def _check_checkpoint_event(event: CheckpointEvent) -> None:
@@ -595,6 +646,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
     def kind(self) -> str:
         """The event's tag: ``"turn"``, ``"step"``, ``"clear"``, ``"messages"``,
         ``"retract"``, ``"summary"``, ``"fork"``, ``"rewind"``, ``"erase"`` (an
-        erasure's tombstone), ``"erased"`` (an event whose content was erased), or a LangGraph
-        checkpoint's ``"checkpoint"``, ``"writes"`` and ``"checkpoints_deleted"``."""
+        erasure's tombstone), ``"seal"`` (retention), ``"erased"`` (an event whose
+        content was erased or sealed), or a LangGraph checkpoint's ``"checkpoint"``,
+        ``"writes"`` and ``"checkpoints_deleted"``."""
         return self.data.__struct_config__.tag  # type: ignore[return-value]

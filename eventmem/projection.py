@@ -38,6 +38,7 @@ from eventmem.events import (
     MessagesRetracted,
     SessionErased,
     SessionForked,
+    SessionSealed,
     StepRecorded,
     SummaryRecorded,
     TurnSaved,
@@ -262,12 +263,14 @@ def apply(buffer: Buffer, event: Event, position: int) -> None:
         _apply_rewind(buffer, event, position)
     elif isinstance(event, SessionForked):
         _apply_fork(buffer, event, position)
+    elif isinstance(event, SessionSealed):
+        _apply_seal(buffer, event, position)
     elif isinstance(event, SessionErased):
         _apply_erasure(buffer, position)
     elif isinstance(event, ContentErased):
         raise ErasedSessionError(
-            f"the content of the event at position {position} was erased; the session's "
-            "tombstone says who erased it, when and why"
+            f"the content of the event at position {position} was erased or sealed; the "
+            "session's tombstone or seal says when and why"
         )
     elif isinstance(event, (CheckpointSaved, CheckpointWritesSaved, CheckpointsDeleted)):
         pass  # a LangGraph checkpoint: its own projection (eventmem.checkpoint_index)
@@ -393,6 +396,13 @@ def _apply_rewind(buffer: Buffer, event: ViewRewound, position: int) -> None:
     if state.pending_steps:
         raise CorruptDatabaseError(f"a rewind while {state.pending_steps} steps are pending")
     event = buffer.restores(event)
+    _restore(buffer, event)
+
+
+def _restore(buffer: Buffer, event: ViewRewound | SessionSealed) -> None:
+    """The view becomes the one a rewind or a seal carries (its messages enter again,
+    as new seqs, pointing at the events that hold them)."""
+    state = buffer.state
     restored = [(buffer.recall(r.position, r.index), r) for r in event.view]
     buffer.drop_all()
     for message, ref in restored:
@@ -403,6 +413,33 @@ def _apply_rewind(buffer: Buffer, event: ViewRewound, position: int) -> None:
     buffer.summary = buffer.recall_summary(event.summary) if event.summary else ""
     buffer.summary_position = event.summary
     buffer.last_prune = None
+
+
+def _apply_seal(buffer: Buffer, event: SessionSealed, position: int) -> None:
+    """A seal: the view is the one it carries (the same as before it, which held none of
+    the sealed events' messages), so a fold may start over from here."""
+    if event.before > position or state_pending(buffer):
+        raise CorruptDatabaseError(
+            f"a seal at position {position} of the events before {event.before}"
+            + (" while steps are pending" if state_pending(buffer) else "")
+        )
+    if any(not event.before <= r.position < position for r in event.view):
+        raise CorruptDatabaseError(f"the seal at {position} keeps a message it sealed")
+    state = buffer.state
+    if state.next_seq not in (0, event.next_seq) or state.watermark > event.next_seq:
+        raise CorruptDatabaseError(
+            f"the seal at {position} says the buffer's next seq was {event.next_seq}, "
+            f"not {state.next_seq}"
+        )
+    buffer.drop_all()
+    state.next_seq = state.watermark = event.next_seq  # (a fold starting here has 0)
+    state.turn_position = event.turn_position
+    _restore(buffer, event)
+
+
+def state_pending(buffer: Buffer) -> int:
+    """How many steps the buffer holds for the next turn."""
+    return buffer.state.pending_steps
 
 
 def _apply_erasure(buffer: Buffer, position: int) -> None:
@@ -724,17 +761,22 @@ def rewind_targets(events: Iterable[Event]) -> set[int]:
 def fold(events: Iterable[Event], *, replaying: bool = False) -> MemoryBuffer:
     """The buffer after a session's events (positions 1, 2, ...), from an empty start.
     (With rewinds among them, the fold keeps an `Archive` of the history to apply them;
+    with a seal, it starts over at the last one, the history before it only kept;
     ``replaying``: a what-if replay, see `Buffer.what_if`.)"""
     history = events if isinstance(events, list) else list(events)
     targets = rewind_targets(history)
+    seals = [i for i, event in enumerate(history) if type(event) is SessionSealed]
     buffer = MemoryBuffer()
     buffer.what_if = replaying
-    if not targets:
+    if not targets and not seals:
         for position, event in enumerate(history, start=1):
             apply(buffer, event, position)
         return buffer
     archive = buffer.archive = Archive(targets)
-    for position, event in enumerate(history, start=1):
+    start = seals[-1] if seals else 0
+    for position, event in enumerate(history[:start], start=1):
+        archive.keep(buffer, event, position)  # sealed or superseded: only kept
+    for position, event in enumerate(history[start:], start=start + 1):
         apply(buffer, event, position)
         archive.keep(buffer, event, position)
     return buffer

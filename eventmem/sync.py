@@ -13,6 +13,7 @@ import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
@@ -39,7 +40,7 @@ from eventmem.history import History, HistoryArgs, HistoryOptions
 from eventmem.memory import AgentTokenBufferMemory, TokenBufferMemory
 from eventmem.messages import Message, Role
 from eventmem.providers import Provider
-from eventmem.store.base import ErasureReceipt, Progress, SessionSummary, StoreStats
+from eventmem.store.base import ErasureReceipt, Progress, SealResult, SessionSummary, StoreStats
 from eventmem.summary import SummaryBufferMemory
 from eventmem.tokens import TokenCounter
 
@@ -151,6 +152,18 @@ class SyncStore:
         [`Store.erase`][eventmem.Store.erase]); return the receipt."""
         erase = partial(self._store.erase, reason=reason, by=by)
         return self._call("SyncStore.erase", erase, session_id)
+
+    def seal(
+        self,
+        session_id: str | None = None,
+        *,
+        before: int | None = None,
+        older_than: timedelta | None = None,
+    ) -> list[SealResult]:
+        """Retention: seal the earliest events' content, hashes kept (see
+        [`Store.seal`][eventmem.Store.seal])."""
+        seal = partial(self._store.seal, session_id, before=before, older_than=older_than)
+        return self._call("SyncStore.seal", seal)
 
     def fork(self, source: str, new_session: str, *, at: int | None = None) -> int:
         """Begin ``new_session`` as ``source`` was after ``at`` (see

@@ -96,6 +96,7 @@ def test_the_stored_union_covers_every_event_kind() -> None:
         eventmem.SessionForked,
         eventmem.ViewRewound,
         eventmem.SessionErased,
+        eventmem.SessionSealed,
         eventmem.ContentErased,
         eventmem.CheckpointSaved,
         eventmem.CheckpointWritesSaved,

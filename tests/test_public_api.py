@@ -91,7 +91,7 @@ _STANDARD = {
     *dir(builtins),
     *("Any", "Callable", "Mapping", "Sequence", "Iterable", "Iterator", "AsyncIterator"),
     *("AsyncGenerator", "Generator", "Awaitable", "BinaryIO", "Unpack", "Literal", "None"),
-    *("TracebackType", "os", "PathLike", "datetime", "T", "Self"),
+    *("TracebackType", "os", "PathLike", "datetime", "timedelta", "T", "Self"),
 }
 
 

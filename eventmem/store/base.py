@@ -26,6 +26,7 @@ __all__ = [
     "ExportPage",
     "OpenOptions",
     "Progress",
+    "SealResult",
     "SessionSummary",
     "StepRequest",
     "StoreStats",
@@ -199,6 +200,17 @@ class ErasureReceipt(msgspec.Struct, frozen=True):
     purged: bool = False
 
 
+class SealResult(msgspec.Struct, frozen=True):
+    """What one session's seal did ([`Store.seal`][eventmem.Store.seal]): the content of
+    its events before ``before`` is gone (``events`` of them emptied by this seal), and
+    the seal event is at ``position`` (0: nothing was left to seal, nothing written)."""
+
+    session_id: str
+    before: int
+    events: int
+    position: int
+
+
 class SessionSummary(msgspec.Struct, frozen=True):
     """One session at a glance, read from its stored head (no event is decoded)."""
 
@@ -313,6 +325,14 @@ class Backend(Protocol):
     async def erase(self, session_id: str, reason: str, by: str | None) -> ErasureReceipt:
         """Append a [`SessionErased`][eventmem.SessionErased] and remove the content of
         the session's earlier events, every hash kept; return the receipt."""
+        ...
+
+    async def seal(
+        self, session_id: str, before: int | None, older_than_us: int | None
+    ) -> SealResult:
+        """Remove the content of the session's events before ``before`` (or, with
+        ``older_than_us``, of those recorded before that time), as far as the view holds
+        none of it; every hash kept."""
         ...
 
     async def load_view(self, session_id: str) -> list[Message]:

@@ -34,6 +34,7 @@ from eventmem.store.base import (
     ErasureReceipt,
     ExportPage,
     Progress,
+    SealResult,
     SessionSummary,
     StepRequest,
     StoreStats,
@@ -43,7 +44,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
-from eventmem.store.erasure import erase_op
+from eventmem.store.erasure import erase_op, seal_op
 from eventmem.store.forks import fork_op, rewind_op
 from eventmem.store.partition import FoldSpread
 from eventmem.store.sql import Connection
@@ -301,6 +302,17 @@ class BatchedBackend:
         await self._submit(erase_op(session_id, reason, by, receipts))
         purged = await self._run(_purge_copies)
         return msgspec.structs.replace(receipts[0], purged=purged)
+
+    async def seal(
+        self, session_id: str, before: int | None, older_than_us: int | None
+    ) -> SealResult:
+        """Seal the session's content before ``before`` (or older than the time given),
+        then purge what copies the database keeps outside its rows where it can."""
+        results: list[SealResult] = []
+        await self._submit(seal_op(session_id, before, older_than_us, results))
+        if results[0].events:
+            await self._run(_purge_copies)
+        return results[0]
 
     # -- LangGraph checkpoints (eventmem.integrations.langgraph) ------------------------
     async def checkpoint_write(self, session_id: str, decide: checkpoints.Decide) -> int:

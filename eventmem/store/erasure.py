@@ -16,18 +16,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventmem.errors import ErasedSessionError, InvalidInputError, UnknownSessionError
-from eventmem.events import ERASED_DATA, SessionErased, SessionForked, decode_event
+from eventmem.events import (
+    ERASED_DATA,
+    SessionErased,
+    SessionForked,
+    SessionSealed,
+    ViewRef,
+    decode_event,
+)
 from eventmem.messages import check_text
+from eventmem.projection import rewind_point
 from eventmem.rules import event_time
 from eventmem.store import checkpoints
-from eventmem.store.base import ErasureReceipt
+from eventmem.store.base import ErasureReceipt, SealResult
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead
 from eventmem.store.lineage import fork_of
 from eventmem.store.sql import Connection
+from eventmem.store.summaries import current_buffer, latest_summary
 from eventmem.store.writes import WriteOp, append_events
 
-__all__ = ["check_reason", "erase_op", "forks_of"]
+__all__ = ["check_reason", "erase_op", "forks_of", "seal_op"]
 
 
 def erase_op(
@@ -84,6 +93,115 @@ def erase_op(
         return body
 
     return WriteOp(session_id, prepare)
+
+
+def seal_op(
+    session_id: str, before: int | None, older_than_us: int | None, results: list[SealResult]
+) -> WriteOp:
+    """The write of one seal: the content of the session's events before ``before`` (or
+    recorded before ``older_than_us``) goes, as far as the view, the summary in force
+    and the session's forks hold none of it; its result is put in ``results``."""
+
+    def prepare(conn: Connection, cache: ViewCache) -> Callable[[], SessionHead]:
+        def body() -> SessionHead:
+            head = SessionHead(conn, session_id, cache)
+            if not head.exists:
+                raise UnknownSessionError(f"there is no session {session_id!r} to seal")
+            if head.state.erased:
+                raise ErasedSessionError(f"session {session_id!r} was erased already")
+            if head.state.pending_steps:
+                raise InvalidInputError(
+                    f"session {session_id!r} has agent steps recorded live and not yet saved "
+                    "with their turn; save the turn first"
+                )
+            if checkpoints.has_index(conn, session_id):
+                raise InvalidInputError(
+                    f"session {session_id!r} holds LangGraph checkpoints: prune them with "
+                    "the checkpointer (its delete and prune), not by sealing"
+                )
+            version = head.version
+            fork = fork_of(conn, session_id)
+            first = 1 if fork is None else fork.at + 2  # a fork keeps its fork event
+            buffer = current_buffer(conn, session_id)
+            summary_position, summary = latest_summary(conn, session_id)
+            keeps = {"the view": min((e.position for e in buffer.entries), default=version + 1)}
+            keeps["the summary in force"] = summary_position or version + 1
+            # A fork's history is this session's events up to its fork point, from 1.
+            forked = any(at > 0 for at in _fork_points(conn, session_id))
+            keeps["a fork of it"] = 1 if forked else version + 1
+            allowed = min(keeps.values())
+            if before is not None:
+                if before > allowed:
+                    what = next(k for k, v in keeps.items() if v == allowed)
+                    raise InvalidInputError(
+                        f"sealing session {session_id!r} before {before} would remove "
+                        f"content {what} still holds (at position {allowed}); seal before "
+                        f"{allowed} at most"
+                    )
+                target = before
+            else:
+                assert older_than_us is not None
+                row = conn.execute(
+                    "SELECT min(position) FROM events WHERE session_id = ? AND recorded_at >= ?",
+                    (session_id, older_than_us),
+                ).fetchone()
+                target = min(allowed, version + 1 if row[0] is None else int(row[0]))
+            start = max(first, _sealed_before(conn, session_id))
+            if target <= start:
+                results[:] = [SealResult(session_id, max(target, start), 0, 0)]
+                return head  # nothing left to seal: nothing written
+            view, pinned, overhead, counter, _ = rewind_point(buffer, buffer.entries)
+            seal = SessionSealed(
+                target,
+                tuple(ViewRef(*ref) for ref in view),
+                pinned=pinned,
+                overhead=overhead,
+                counter=counter,
+                summary=summary_position,
+                events=target - start,
+                next_seq=head.state.next_seq,
+                turn_position=head.state.turn_position,
+            )
+            head.recalled = {(e.position, e.index): e.message for e in buffer.entries}
+            head.recalled_summary = summary
+            append_events(head, [seal], None)
+            conn.execute(
+                "UPDATE events SET data = ? WHERE session_id = ? AND position >= ?"
+                " AND position < ?",
+                (ERASED_DATA.decode(), session_id, start, target),
+            )
+            results[:] = [SealResult(session_id, target, seal.events, head.version)]
+            return head
+
+        return body
+
+    return WriteOp(session_id, prepare)
+
+
+def _sealed_before(conn: Connection, session_id: str) -> int:
+    """The position before which the session's last seal emptied its events (0: none)."""
+    row = conn.execute(
+        "SELECT data FROM events WHERE session_id = ? AND kind = 'seal'"
+        " ORDER BY position DESC LIMIT 1",
+        (session_id,),
+    ).fetchone()
+    if row is None:
+        return 0
+    seal = decode_event(row[0], trusted=True)
+    return seal.before if isinstance(seal, SessionSealed) else 0
+
+
+def _fork_points(conn: Connection, session_id: str) -> list[int]:
+    """The positions the session's forks (not erased) were forked at."""
+    points = []
+    for data, erased in conn.execute(
+        "SELECT e.data, s.erased FROM events AS e"
+        " LEFT JOIN sessions AS s ON s.session_id = e.session_id WHERE e.kind = 'fork'"
+    ):
+        event = decode_event(data, trusted=True)
+        if isinstance(event, SessionForked) and event.parent == session_id and not erased:
+            points.append(event.at)
+    return points
 
 
 def forks_of(conn: Connection, session_id: str) -> list[str]:

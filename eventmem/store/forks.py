@@ -25,7 +25,7 @@ from eventmem.events import SessionForked, ViewRef, ViewRewound
 from eventmem.projection import HeadState, MemoryBuffer, fold, rewind_point
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import SessionHead
-from eventmem.store.lineage import hash_at, history
+from eventmem.store.lineage import hash_at, history, last_seal
 from eventmem.store.sql import Connection
 from eventmem.store.summaries import current_buffer
 from eventmem.store.writes import WriteOp, append_events
@@ -55,6 +55,11 @@ def fork_op(parent: str, session_id: str, at: int | None) -> WriteOp:
             if point > version:
                 raise InvalidInputError(
                     f"session {parent!r} has {version} events; a fork at {point} is in its future"
+                )
+            if last_seal(conn, parent):
+                raise InvalidInputError(
+                    f"session {parent!r} was sealed (retention): a fork would inherit "
+                    "history whose content is gone"
                 )
             buffer = (
                 current_buffer(conn, parent) if point == version else _folded(conn, parent, point)
@@ -93,6 +98,12 @@ def rewind_op(
                 raise InvalidInputError(
                     f"session {session_id!r} has {head.state.pending_steps} agent steps "
                     "recorded live and not yet saved with their turn; save the turn first"
+                )
+            sealed = last_seal(conn, session_id)
+            if to < sealed:
+                raise InvalidInputError(
+                    f"session {session_id!r} was sealed at position {sealed}: the history "
+                    f"before it is gone, so a rewind goes back to {sealed} at most"
                 )
             buffer = _folded(conn, session_id, to)
             view, pinned, overhead, counter, summary = rewind_point(buffer, buffer.entries)

@@ -17,7 +17,14 @@ import msgspec
 
 from eventmem.audit import Problem, SessionFold
 from eventmem.errors import CorruptDatabaseError, EventmemError
-from eventmem.events import GENESIS_HASH, Event, SessionForked, ViewRewound, decode_event
+from eventmem.events import (
+    GENESIS_HASH,
+    Event,
+    SessionForked,
+    SessionSealed,
+    ViewRewound,
+    decode_event,
+)
 from eventmem.projection import Archive
 from eventmem.store.sql import Connection
 from eventmem.store.view_rows import Inherited
@@ -31,6 +38,7 @@ __all__ = [
     "holders",
     "inherited_data",
     "inheriting",
+    "last_seal",
 ]
 
 # (session, first position it holds, last position it holds; None: to its end)
@@ -135,6 +143,15 @@ def inheriting(conn: Connection, session_id: str) -> Inherited:
     return lambda positions: inherited_data(conn, session_id, positions)
 
 
+def last_seal(conn: Connection, session_id: str) -> int:
+    """The position of the session's last seal (0: none): its history before that is
+    not folded again (rewinds and forks go no further back)."""
+    row = conn.execute(
+        "SELECT max(position) FROM events WHERE session_id = ? AND kind = 'seal'", (session_id,)
+    ).fetchone()
+    return int(row[0] or 0)
+
+
 def fold_history(
     conn: Connection, session_id: str, *, trusted: bool = True
 ) -> tuple[SessionFold, Problem | None]:
@@ -161,6 +178,10 @@ def fold_history(
     targets = {e.to for e in map(_decoded_rewind, own + inherited) if e is not None}
     fold = SessionFold(session_id, trusted=trusted, archive=Archive(targets))
     buffer = fold.buffer
+    seals = [(row[1], seal) for row in own if (seal := _decoded_seal(row)) is not None]
+    if seals:
+        fold.start_at = seals[-1][0]
+        fold.sealed_to = max(seal.before for _, seal in seals)
     if fork is not None:
         if [row[1] for row in inherited] != list(range(1, fork.at + 1)):
             held = (
@@ -199,17 +220,19 @@ def fold_history(
         problem = fold.add_stored(position, recorded_at, bytes(data), bytes(digest), kind, content)
         if problem is not None:
             return fold, problem
-    if fold.erased_run and not buffer.state.erased:
+    sealed = fold.first_own + fold.erased_run + 1 == fold.sealed_to
+    if fold.erased_run and not buffer.state.erased and not sealed:
         return fold, fold._fail(
             buffer.state.version,
             "undecodable",
-            f"{fold.erased_run} events' content was erased, but no tombstone follows them",
+            f"{fold.erased_run} events' content was erased, but no tombstone or seal covers them",
         )
     return fold, fold.check_view()
 
 
 _decode_fork = msgspec.json.Decoder(SessionForked).decode
 _decode_rewind = msgspec.json.Decoder(ViewRewound).decode
+_decode_seal = msgspec.json.Decoder(SessionSealed).decode
 
 
 def _decoded_fork(data: Any) -> SessionForked | None:
@@ -224,6 +247,15 @@ def _decoded_rewind(row: Sequence[Any]) -> ViewRewound | None:
         return None
     try:
         return _decode_rewind(bytes(row[3]))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # the fold reports it
+
+
+def _decoded_seal(row: Sequence[Any]) -> SessionSealed | None:
+    if row[5] != "seal":
+        return None
+    try:
+        return _decode_seal(bytes(row[3]))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None  # the fold reports it
 

@@ -6,7 +6,8 @@
 -- digest and the first chain (chain_hash); their hashes are untouched.
 -- An erasure appends a tombstone (kind `erase`), then replaces the content of each
 -- earlier event of the session by '{"kind":"erased"}': the one change to an event the
--- immutability trigger lets through, and only with every other column unchanged.
+-- immutability trigger lets through, and only with every other column unchanged. A seal
+-- (kind `seal`, retention) does the same for the events before its `before` position.
 -- The session head remembers the position of its tombstone (`erased`, 0: none).
 
 ALTER TABLE events ADD COLUMN digest BYTEA CHECK (digest IS NULL OR length(digest) = 32);
@@ -23,7 +24,10 @@ BEGIN
         AND NEW.recorded_at = OLD.recorded_at AND NEW.hash = OLD.hash
         AND NEW.digest IS NOT DISTINCT FROM OLD.digest
         AND EXISTS (SELECT 1 FROM events AS t WHERE t.session_id = OLD.session_id
-                    AND t.kind = 'erase' AND t.position > OLD.position) THEN
+                    AND t.position > OLD.position
+                    AND (t.kind = 'erase'
+                         OR (t.kind = 'seal'
+                             AND OLD.position < (t.data::jsonb ->> 'before')::bigint))) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'eventmem: events are immutable (% refused)', TG_OP

@@ -5,7 +5,8 @@
 -- digest and the first chain (chain_hash); their hashes are untouched.
 -- An erasure appends a tombstone (kind `erase`), then replaces the content of each
 -- earlier event of the session by '{"kind":"erased"}': the one change to an event the
--- immutability trigger lets through, and only with every other column unchanged.
+-- immutability trigger lets through, and only with every other column unchanged. A seal
+-- (kind `seal`, retention) does the same for the events before its `before` position.
 -- The session head remembers the position of its tombstone (`erased`, 0: none).
 
 ALTER TABLE events ADD COLUMN digest BLOB CHECK (digest IS NULL OR length(digest) = 32);
@@ -22,7 +23,9 @@ WHEN NOT (
     AND NEW.recorded_at = OLD.recorded_at AND NEW.hash = OLD.hash
     AND NEW.digest IS OLD.digest
     AND EXISTS (SELECT 1 FROM events AS t WHERE t.session_id = OLD.session_id
-                AND t.kind = 'erase' AND t.position > OLD.position)
+                AND t.position > OLD.position
+                AND (t.kind = 'erase'
+                     OR (t.kind = 'seal' AND OLD.position < json_extract(t.data, '$.before'))))
 )
 BEGIN
     SELECT RAISE(ABORT, 'eventmem: events are immutable (UPDATE refused)');
