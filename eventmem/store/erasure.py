@@ -68,9 +68,10 @@ def erase_op(
                 reason, events=head.version - kept, last_hash=last_hash.hex(), by=by
             )
             append_events(head, [tombstone], None)
-            conn.execute(
-                "UPDATE events SET data = ? WHERE session_id = ? AND position > ? AND position < ?",
-                (ERASED_DATA.decode(), session_id, kept, head.version),
+            conn.execute(  # (events a seal emptied already stay as they are)
+                "UPDATE events SET data = ? WHERE session_id = ? AND position > ?"
+                " AND position < ? AND data <> ?",
+                (ERASED_DATA.decode(), session_id, kept, head.version, ERASED_DATA.decode()),
             )
             conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
             checkpoints.delete_indexes(conn, [session_id])
