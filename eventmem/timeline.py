@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, cast
 from eventmem.audit import rewrite_for_replay
 from eventmem.errors import CorruptDatabaseError, InvalidInputError
 from eventmem.events import (
+    ContentErased,
     Event,
     MessagesAppended,
     MessagesRetracted,
     SessionForked,
+    SessionSealed,
     StepRecorded,
     StoredEvent,
     TurnSaved,
@@ -100,7 +102,10 @@ class HistoryBuffer(MemoryBuffer):
     def fold(self, event: Event, position: int, session_id: str) -> None:
         """Fold ``event`` (at ``position``), then keep it; `FoldError` if refused."""
         archive = self.archive
-        if archive is None and type(event) is ViewRewound:
+        kind = type(event)
+        if kind is ContentErased:
+            return  # erased or sealed: nothing to fold (a tombstone or a seal follows)
+        if archive is None and kind in (ViewRewound, SessionSealed):
             raise _HistoryNeeded
         try:
             apply(self, event, position)
@@ -176,9 +181,12 @@ class Placement:
         The marker is ``visible``, ``pruned``, ``k/n visible``, ``popped`` (taken out
         by a pop; ``, k popped`` when some were), ``rewound`` (out of the view since a
         rewind rewound over the event), ``pending`` (a step whose turn is not saved
-        yet), ``abandoned``, or ``-`` (no messages: a clear, a pop, a fork, a rewind, a
-        LangGraph checkpoint event).
+        yet), ``abandoned``, ``erased`` (its content was erased or sealed), or ``-``
+        (no messages: a clear, a pop, a fork, a rewind, a seal, a tombstone, a LangGraph
+        checkpoint event).
         """
+        if isinstance(event, ContentErased):
+            return "erased", []
         if not isinstance(event, (TurnSaved, StepRecorded, MessagesAppended)):
             return "-", []
         if position in self.abandoned:
@@ -256,7 +264,7 @@ class _Placer:
             retracted = list(buffer.entries)[-event.count :]
             fold_event(buffer, event, position, self.session_id)
             self._mark_retracted({(e.position, e.seq) for e in retracted})
-        elif isinstance(event, ViewRewound):
+        elif isinstance(event, (ViewRewound, SessionSealed)):
             fold_event(buffer, event, position, self.session_id)
             self._mark_restored(event, position)
         else:
@@ -274,9 +282,9 @@ class _Placer:
             placed = seqs.get(position, ())
             seqs[position] = tuple(RETRACTED if seq in gone else seq for seq in placed)
 
-    def _mark_restored(self, event: ViewRewound, position: int) -> None:
-        """Give the messages the rewind brought back their new seqs, and mark the events
-        it rewound over."""
+    def _mark_restored(self, event: ViewRewound | SessionSealed, position: int) -> None:
+        """Give the messages the rewind (or seal) brought back their new seqs, and mark
+        the events a rewind rewound over."""
         seqs = self.placement.seqs
         self.placement.restored += len(self.buffer.entries)
         for entry in self.buffer.entries:  # the view is the restored messages alone
@@ -284,8 +292,9 @@ class _Placer:
             if entry.index < len(placed):
                 placed[entry.index] = entry.seq
                 seqs[entry.position] = tuple(placed)
-        for over in range(event.to + 1, position):
-            self.placement.rewound.setdefault(over, position)
+        if isinstance(event, ViewRewound):
+            for over in range(event.to + 1, position):
+                self.placement.rewound.setdefault(over, position)
 
     def _inherit(self, holder: str, position: int) -> None:
         """Note that ``holder`` holds ``position`` of the fork's history."""

@@ -42,10 +42,13 @@ from eventmem.events import (
     CheckpointSaved,
     CheckpointsDeleted,
     CheckpointWritesSaved,
+    ContentErased,
     Event,
     MessagesAppended,
     MessagesRetracted,
+    SessionErased,
     SessionForked,
+    SessionSealed,
     StepRecorded,
     StoredEvent,
     SummaryRecorded,
@@ -217,6 +220,13 @@ def _summary(event: Event, pointer: str, width: int = 40) -> str:
         return f"fork of {clip(event.parent, width)} at position {event.at}"
     if isinstance(event, ViewRewound):
         return f"rewind to {event.to}, {plural(len(event.view), 'message')} restored"
+    if isinstance(event, SessionErased):
+        by = f" by {clip(event.by, width)}" if event.by else ""
+        return f"erased {plural(event.events, 'event')}{by}: {clip(event.reason, width)}"
+    if isinstance(event, SessionSealed):
+        return f"sealed the events before {event.before} ({event.events} emptied)"
+    if isinstance(event, ContentErased):
+        return "(content erased)"
     return "cleared"
 
 
