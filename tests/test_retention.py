@@ -179,3 +179,26 @@ def test_the_blocking_facade_seals(target: str) -> None:
         [result] = store.seal("s", before=2)
         assert result.events == 1
         assert store.verify().ok
+
+
+async def test_the_log_and_the_buffer_read_sealed_and_erased_sessions(
+    store: eventmem.Store,
+) -> None:
+    from eventmem import timeline
+
+    await _session(store)
+    view = await store.messages("s")
+    await store.seal("s", before=4)
+    placed = await timeline.placement(store, "s")
+    events = [e async for e in store.events("s")]
+    markers = [placed.visibility(e.position, e.data)[0] for e in events]
+    assert markers[:3] == ["erased"] * 3
+    assert markers[-1] == "-"
+    assert (await timeline.buffer_view(store, "s")).messages == view
+    await store.token_buffer("e").asave_context({"input": "x"}, {"output": "y"})
+    await store.erase("e", reason="asked")
+    placed = await timeline.placement(store, "e")
+    assert [placed.visibility(e.position, e.data)[0] async for e in store.events("e")] == [
+        "erased",
+        "-",
+    ]
