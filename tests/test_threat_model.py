@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -156,6 +157,31 @@ async def test_events_of_two_sessions_swapped_in_the_global_order_go_unnoticed(
     assert await _findings(target, (anchor,)) == []
 
 
+async def test_an_event_appended_with_its_hash_through_a_database_login_is_not_detected(
+    target: str,
+) -> None:
+    """With the triggers on, an insert at the next position is what a save is: one
+    whose hash follows the rule is a real event to verify, and to an anchor (a session
+    may grow after it)."""
+    anchor = await _populated(target)
+    with raw_database(target) as raw:
+        *_, (position, recorded_at, data, last_hash, _) = _events(raw, "chat-1")
+        (kind,) = raw.execute(
+            "SELECT kind FROM events WHERE session_id = 'chat-1' AND position = ?", (position,)
+        )[0]
+        digest, content = rehash(last_hash, "chat-1", position + 1, recorded_at + 1, data)
+        raw.execute(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash, digest)"
+            " VALUES ('chat-1', ?, ?, ?, ?, ?, ?)",
+            (position + 1, kind, recorded_at + 1, data.decode(), digest, content),
+        )
+    assert await _findings(target) == [("chat-1", CHAT_EVENTS + 1, "projection_mismatch")]
+    await _rebuilt_head(target, "chat-1")
+    assert await _findings(target, (anchor,)) == []
+    async with eventmem.open(target) as store:
+        assert await store.version("chat-1") == CHAT_EVENTS + 1
+
+
 # -- the kind column -------------------------------------------------------------------------
 
 
@@ -233,6 +259,39 @@ async def test_a_forged_tombstone_count_is_reported(target: str, changes: dict[s
     with _tampering(target) as raw:
         _rewrite_tombstone(raw, "chat-1", **changes)
     assert await _findings(target) == [("chat-1", CHAT_EVENTS + 1, "undecodable")]
+
+
+async def test_a_tombstone_that_erased_nothing_is_reported(target: str) -> None:
+    """A tombstone counting no erased events, appended (the triggers on) to a session
+    whose events keep their content: reads would refuse the session as erased while its
+    content is all there. An erasure erases every event of the session before it."""
+    await _populated(target)
+    with raw_database(target) as raw:
+        *_, (position, recorded_at, _, last_hash, _) = _events(raw, "chat-1")
+        data = encode_event(eventmem.SessionErased("r", events=0, last_hash=last_hash.hex()))
+        digest, content = rehash(last_hash, "chat-1", position + 1, recorded_at + 1, data)
+        raw.execute(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash, digest)"
+            " VALUES ('chat-1', ?, 'erase', ?, ?, ?, ?)",
+            (position + 1, recorded_at + 1, data.decode(), digest, content),
+        )
+    assert await _findings(target) == [("chat-1", CHAT_EVENTS + 1, "undecodable")]
+
+
+async def test_an_event_appended_after_a_tombstone_is_reported(target: str) -> None:
+    """An erased session takes no more writes; one inserted after its tombstone with a
+    hash that follows the rule (the triggers on) is found."""
+    await _populated(target, erase=True)
+    with raw_database(target) as raw:
+        *_, (position, recorded_at, _, last_hash, _) = _events(raw, "chat-1")
+        (_, _, data, _, _) = _events(raw, "chat-0")[0]  # a turn of another session
+        digest, content = rehash(last_hash, "chat-1", position + 1, recorded_at + 1, data)
+        raw.execute(
+            "INSERT INTO events (session_id, position, kind, recorded_at, data, hash, digest)"
+            " VALUES ('chat-1', ?, 'turn', ?, ?, ?, ?)",
+            (position + 1, recorded_at + 1, data.decode(), digest, content),
+        )
+    assert await _findings(target) == [("chat-1", CHAT_EVENTS + 2, "undecodable")]
 
 
 async def test_erased_content_put_back_from_a_backup_is_reported(target: str) -> None:
@@ -520,3 +579,21 @@ async def test_a_postgresql_replica_role_skips_the_triggers_unseen_but_not_the_c
             )
         async with eventmem.open(target) as store:  # no UnprotectedLogError
             assert _found(await store.verify()) == [("chat-0", 2, "hash_mismatch")]
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+def test_the_threat_model_names_tests_that_exist_and_every_one_of_these() -> None:
+    """docs/threat-model.md backs each row with tests: every one it names exists, and
+    every test of this file is named there."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "threat-model.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", page)
+    assert len(named) >= 30
+    for path, test in named:
+        source = (root / path).read_text()
+        assert re.search(rf"^(async )?def {test}\(", source, re.M), f"{path}::{test}"
+    own = re.findall(r"^(?:async )?def (test_\w+)\(", Path(__file__).read_text(), re.M)
+    unnamed = set(own) - {test for path, test in named if path == "tests/test_threat_model.py"}
+    assert unnamed == {"test_the_threat_model_names_tests_that_exist_and_every_one_of_these"}
