@@ -544,6 +544,7 @@ def _vacuumed_full(target: str) -> bool:
     return False
 
 
+@pytest.mark.usefixtures("_postgres_server")
 async def test_postgresql_keeps_old_row_versions_until_vacuum_full(tmp_path: Path) -> None:
     with fresh_target("postgresql", tmp_path) as target:
         async with eventmem.open(target) as store:
@@ -562,6 +563,7 @@ async def test_postgresql_keeps_old_row_versions_until_vacuum_full(tmp_path: Pat
 # -- the triggers ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("_postgres_server")
 async def test_a_postgresql_replica_role_skips_the_triggers_unseen_but_not_the_chain(
     tmp_path: Path,
 ) -> None:
