@@ -580,8 +580,15 @@ class SessionFold:
             self.archive.keep(buffer, event, position)
 
     def _check_tombstone(self, event: SessionErased) -> None:
-        """The tombstone names the erased events: how many, and the last one's hash."""
+        """The tombstone names the erased events: how many, and the last one's hash; and
+        they are every event of the session before it (a fork's own, after its fork
+        event), as an erasure leaves them."""
         state = self.buffer.state
+        if self.erased_run != state.version - self.first_own:
+            raise CorruptDatabaseError(
+                f"the tombstone follows {state.version - self.first_own} events of the "
+                f"session, but only {self.erased_run} of them were erased"
+            )
         if event.events != self.erased_run or event.last_hash != state.head_hash.hex():
             raise CorruptDatabaseError(
                 f"the tombstone says {event.events} events were erased, ending with hash "

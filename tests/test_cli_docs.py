@@ -25,6 +25,7 @@ COMMANDS = [
     ["buffer"],
     ["fork"],
     ["rewind"],
+    ["erase"],
     ["verify"],
     ["anchor"],
     ["rebuild"],

@@ -2,7 +2,7 @@
 
 Each command group has a module that parses its arguments and prints what the public
 API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `forking` (``fork``,
-``rewind``), `integrity`
+``rewind``), `erasing` (``erase``), `integrity`
 (``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``),
 `stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what they share.
 Each command is a `Command` listed in ``COMMANDS``: it adds its arguments to a subparser
@@ -33,6 +33,7 @@ from eventmem.cli.demo import (
     configure_demo,
     run_demo,
 )
+from eventmem.cli.erasing import configure_erase, run_erase
 from eventmem.cli.forking import configure_fork, configure_rewind, run_fork, run_rewind
 from eventmem.cli.inspection import (
     configure_buffer,
@@ -150,6 +151,23 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_rewind,
         run=run_rewind,
+    ),
+    Command(
+        name="erase",
+        help="remove a session's content for good, keeping every hash (a tombstone written)",
+        description=(
+            "Erase SESSION: append a tombstone (--reason, --by, how many events, the last "
+            "one's hash) and replace the content of every earlier event of the session by "
+            "an erased marker, each event keeping its digest and chain hash, so 'verify' "
+            "still passes. Its buffer goes; it takes no more writes. Prints the receipt "
+            "(tombstone position and hash, whether the database kept no copy). Refused "
+            "(exit 1, nothing written) for an unknown session, one erased already, or one "
+            "with forks (erase them first). --receipt FILE is refused, before anything is "
+            "erased, if it is (or resolves to) DB or one of its -wal/-shm files, any "
+            "SQLite database, a directory, or an existing file without --force."
+        ),
+        configure=configure_erase,
+        run=run_erase,
     ),
     Command(
         name="verify",
