@@ -26,6 +26,7 @@ COMMANDS = [
     ["fork"],
     ["rewind"],
     ["erase"],
+    ["seal"],
     ["verify"],
     ["anchor"],
     ["rebuild"],

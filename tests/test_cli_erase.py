@@ -194,3 +194,25 @@ def test_erase_never_creates_a_store(tmp_path: Path) -> None:
     refused = run("erase", str(missing), "chat", "--reason", "r", cwd=tmp_path)
     assert_clean_error(refused, 1)
     assert not missing.exists()
+
+
+def test_seal_seals_what_the_view_no_longer_holds(db: str, tmp_path: Path) -> None:
+    with eventmem.connect(db, create=False) as store:
+        view = store.messages("chat")
+        small = store.token_buffer("small", max_token_limit=30)
+        for i in range(4):
+            small.save_context({"input": f"question {i}"}, {"output": "ok"})
+    refused = run("seal", db, "small", "--before", "9", cwd=tmp_path)
+    assert_clean_error(refused, 1)
+    assert "the view still holds" in refused.stderr
+    out = ok("seal", db, "small", "--before", "2", cwd=tmp_path)
+    assert out.startswith("sealed small before position 2: the content of 1 event removed")
+    policy = json_lines(ok("seal", db, "--older-than-days", "0", "--json", cwd=tmp_path))
+    assert [line["session_id"] for line in policy] == ["small"]
+    assert ok("seal", db, "--older-than-days", "0", cwd=tmp_path) == "nothing to seal\n"
+    for bad in (["--before", "-1"], ["--older-than-days", "x"], []):
+        assert_clean_error(run("seal", db, "small", *bad, cwd=tmp_path), 2)
+    assert_clean_error(run("seal", db, "small", "--older-than-days", "nan", cwd=tmp_path), 1)
+    with eventmem.connect(db, create=False) as store:
+        assert store.messages("chat") == view
+        assert store.verify().ok

@@ -2,7 +2,7 @@
 
 Each command group has a module that parses its arguments and prints what the public
 API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `forking` (``fork``,
-``rewind``), `erasing` (``erase``), `integrity`
+``rewind``), `erasing` (``erase``, ``seal``), `integrity`
 (``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``),
 `stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what they share.
 Each command is a `Command` listed in ``COMMANDS``: it adds its arguments to a subparser
@@ -33,7 +33,7 @@ from eventmem.cli.demo import (
     configure_demo,
     run_demo,
 )
-from eventmem.cli.erasing import configure_erase, run_erase
+from eventmem.cli.erasing import configure_erase, configure_seal, run_erase, run_seal
 from eventmem.cli.forking import configure_fork, configure_rewind, run_fork, run_rewind
 from eventmem.cli.inspection import (
     configure_buffer,
@@ -168,6 +168,21 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_erase,
         run=run_erase,
+    ),
+    Command(
+        name="seal",
+        help="retention: remove old content the view no longer holds, keeping every hash",
+        description=(
+            "Seal SESSION before position --before N, or, with --older-than-days DAYS, "
+            "every session (or SESSION) as far back as its events are that old: the "
+            "content of those events is replaced by an erased marker, each keeping its "
+            "digest and chain hash, and a seal event carrying the view is appended. "
+            "Refused (exit 1, nothing written) when the view, the summary in force or a "
+            "fork still holds any of it, so the view never changes. Prints what each "
+            "session's seal did."
+        ),
+        configure=configure_seal,
+        run=run_seal,
     ),
     Command(
         name="verify",

@@ -1,4 +1,4 @@
-"""``erase``: remove a session's content from the store for good, every hash kept.
+"""``erase`` and ``seal``: remove content from the store for good, every hash kept.
 
 One call of the public API (`eventmem.Store.erase`), which appends a tombstone and
 replaces the content of the session's earlier events by the erased marker. A refusal
@@ -11,17 +11,19 @@ and written as `eventmem._files.safe_output` writes every output file.
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 import anyio
 import msgspec
 
 from eventmem._files import check_output, safe_output
-from eventmem.cli.args import add_db, add_json, add_session
+from eventmem.cli.args import add_db, add_json, add_session, non_negative_int
 from eventmem.cli.common import EXIT_OK, plural, print_json, printable
 from eventmem.cli.stores import open_existing
-from eventmem.store.base import ErasureReceipt, is_postgres_url
+from eventmem.errors import InvalidInputError
+from eventmem.store.base import ErasureReceipt, SealResult, is_postgres_url
 
-__all__ = ["configure_erase", "run_erase"]
+__all__ = ["configure_erase", "configure_seal", "run_erase", "run_seal"]
 
 
 def configure_erase(parser: argparse.ArgumentParser) -> None:
@@ -94,3 +96,62 @@ def _summary(receipt: ErasureReceipt, *, postgres: bool) -> list[str]:
             "the next checkpoint truncates it, and closing the store removes it"
         )
     return lines
+
+
+# -- seal ----------------------------------------------------------------------------------
+
+
+def configure_seal(parser: argparse.ArgumentParser) -> None:
+    """Add the ``seal`` arguments: one session before a position, or a policy by age."""
+    add_db(parser)
+    parser.add_argument(
+        "session", metavar="SESSION", nargs="?", help="the session (default with --older-than: all)"
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--before",
+        metavar="N",
+        type=non_negative_int,
+        help="seal the content of SESSION's events before position N",
+    )
+    which.add_argument(
+        "--older-than-days",
+        metavar="DAYS",
+        type=float,
+        help="seal the events recorded more than DAYS days ago, in SESSION or every session",
+    )
+    add_json(parser, "what each session's seal did, one JSON object per line")
+
+
+async def _seal(
+    db: str, session: str | None, before: int | None, days: float | None
+) -> list[SealResult]:
+    async with open_existing(db) as store:
+        if before is not None:
+            return await store.seal(session, before=before)
+        assert days is not None
+        return await store.seal(session, older_than=timedelta(days=days))
+
+
+def run_seal(args: argparse.Namespace) -> int:
+    """Run ``seal``: `eventmem.Store.seal`, and what it did per session."""
+    days: float | None = args.older_than_days
+    if days is not None and not (days >= 0 and days != float("inf")):
+        raise InvalidInputError(f"--older-than-days must be a number of days >= 0, not {days}")
+    results = anyio.run(_seal, args.db, args.session, args.before, days, backend="asyncio")
+    if args.json:
+        for result in results:
+            print_json(result)
+        return EXIT_OK
+    for result in results:
+        if result.events:
+            print(
+                f"sealed {printable(result.session_id)} before position {result.before}: "
+                f"the content of {plural(result.events, 'event')} removed, every hash kept "
+                f"(seal at position {result.position})"
+            )
+        else:
+            print(f"{printable(result.session_id)}: nothing left to seal before {result.before}")
+    if not results:
+        print("nothing to seal")
+    return EXIT_OK
