@@ -25,6 +25,9 @@ class WouldWait(Exception):
     """An inline write found the write lock taken: it runs on the worker instead."""
 
 
+_PURGE_WAIT_MS = 200
+
+
 class SQLiteConnection(sqlite3.Connection):
     """``sqlite3.Connection`` with the store's dialect methods (used as its factory).
 
@@ -115,7 +118,13 @@ class SQLiteConnection(sqlite3.Connection):
         """Checkpoint the write-ahead log into the file and truncate it (its frames hold
         pages as they were before an erasure); False if a reader kept it from finishing
         (the log is truncated at a later checkpoint, and removed when the store closes)."""
-        busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # A reader holding the log would make the checkpoint wait out the busy timeout:
+        # a moment, then the next checkpoint does it.
+        self.execute(f"PRAGMA busy_timeout = {_PURGE_WAIT_MS}")
+        try:
+            busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         return not busy
 
     def storage_figures(self) -> StorageFigures:
