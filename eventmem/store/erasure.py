@@ -8,7 +8,8 @@ is there. Each event keeps its content digest and chain hash (the chain since sc
 covers the digest, not the content), so the chain still verifies. The session's head
 starts over, empty and marked erased, and its buffer and checkpoint index rows go.
 What the database keeps outside its live rows is purged after the commit where it can
-be (`Connection.purge_copies`); SQLite zeroes what a write frees (``secure_delete``).
+be (`Connection.purge_copies`); on SQLite the erasure's statements zero what they free
+(``secure_delete``, `Connection.zero_freed`).
 """
 
 from __future__ import annotations
@@ -68,12 +69,7 @@ def erase_op(
                 reason, events=head.version - kept, last_hash=last_hash.hex(), by=by
             )
             append_events(head, [tombstone], None)
-            conn.execute(  # (events a seal emptied already stay as they are)
-                "UPDATE events SET data = ? WHERE session_id = ? AND position > ?"
-                " AND position < ? AND data <> ?",
-                (ERASED_DATA.decode(), session_id, kept, head.version, ERASED_DATA.decode()),
-            )
-            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
+            _replace_content(conn, session_id, kept, head.version, erasing=True)
             checkpoints.delete_indexes(conn, [session_id])
             conn.counts_changed(session_id)
             head.forget_cached()
@@ -166,17 +162,33 @@ def seal_op(
             head.recalled = {(e.position, e.index): e.message for e in buffer.entries}
             head.recalled_summary = summary
             append_events(head, [seal], None)
-            conn.execute(
-                "UPDATE events SET data = ? WHERE session_id = ? AND position >= ?"
-                " AND position < ?",
-                (ERASED_DATA.decode(), session_id, start, target),
-            )
+            _replace_content(conn, session_id, start - 1, target, erasing=False)
             results[:] = [SealResult(session_id, target, seal.events, head.version)]
             return head
 
         return body
 
     return WriteOp(session_id, prepare)
+
+
+def _replace_content(
+    conn: Connection, session_id: str, after: int, before: int, *, erasing: bool
+) -> None:
+    """Replace the content of the session's events after ``after`` and before
+    ``before`` by the erased marker (those emptied already stay as they are), zeroing
+    what that frees; an erasure also removes the session's buffer rows (rows from before
+    schema 5 hold their message's text)."""
+    conn.zero_freed(True)
+    try:
+        conn.execute(
+            "UPDATE events SET data = ? WHERE session_id = ? AND position > ?"
+            " AND position < ? AND data <> ?",
+            (ERASED_DATA.decode(), session_id, after, before, ERASED_DATA.decode()),
+        )
+        if erasing:
+            conn.execute("DELETE FROM view_messages WHERE session_id = ?", (session_id,))
+    finally:
+        conn.zero_freed(False)
 
 
 def _sealed_before(conn: Connection, session_id: str) -> int:

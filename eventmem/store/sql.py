@@ -139,6 +139,13 @@ class Connection(Protocol):
         """What the store occupies, for ``stats`` (inside its read transaction)."""
         ...
 
+    def zero_freed(self, on: bool) -> None:
+        """Inside a write transaction: whether what its statements free from now on is
+        overwritten (SQLite's ``secure_delete``, for an erasure's statements only: it
+        costs every save ~5%); PostgreSQL has nothing of the kind (see
+        ``purge_copies``)."""
+        ...
+
     def purge_copies(self) -> bool:
         """After an erasure committed, outside any transaction: remove the copies of old
         content the database keeps outside its live rows, where it can (SQLite: the

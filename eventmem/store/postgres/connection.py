@@ -548,6 +548,9 @@ class PostgresConnection:
             while rows := cursor.fetchmany(_STREAM_CHUNK):
                 yield rows
 
+    def zero_freed(self, on: bool) -> None:
+        """Nothing: PostgreSQL keeps replaced row versions until a vacuum."""
+
     def purge_copies(self) -> bool:
         """False: PostgreSQL keeps the row versions an erasure replaced in the table's
         files until a ``VACUUM FULL`` of ``events`` rewrites them (see docs/operations.md)."""

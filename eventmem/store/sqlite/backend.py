@@ -307,8 +307,6 @@ def _configure(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     # Checkpoints run on a thread of their own (eventmem.store.sqlite.wal), not in a save.
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    # What a write frees is zeroed, not left in free pages: an erasure's content goes.
-    conn.execute("PRAGMA secure_delete = ON")
 
 
 # The class implements the interface the memories and the store are written against.

@@ -114,6 +114,11 @@ class SQLiteConnection(sqlite3.Connection):
         """Drop the file's triggers and create the schema's."""
         return migrations.restore_triggers(self)
 
+    def zero_freed(self, on: bool) -> None:
+        """Switch ``secure_delete`` on (zero what is freed: an erasure's old content) or
+        off."""
+        self.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
+
     def purge_copies(self) -> bool:
         """Checkpoint the write-ahead log into the file and truncate it (its frames hold
         pages as they were before an erasure); False if a reader kept it from finishing
