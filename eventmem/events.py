@@ -496,18 +496,7 @@ def _check_rewind(event: ViewRewound) -> None:
     check_count(event.summary, "summary")
     if event.summary > event.to:
         raise InvalidInputError("the summary in force at a position is at or before it")
-    if event.counter is not None:
-        check_counter_name(event.counter)
-    for ref in event.view:
-        check_count(ref.index, "an index")
-        check_count(ref.tokens, "a count in view")
-        check_count(ref.position, "a position")
-        if not 1 <= ref.position <= event.to:
-            raise InvalidInputError(
-                f"a rewind to {event.to} restores a message of position {ref.position}"
-            )
-    if event.pinned and not event.view:
-        raise InvalidInputError("a rewind pins the first message of a view it restores")
+    _check_carried_view(event, "a rewind", 1, event.to)
 
 
 def _check_seal(event: SessionSealed) -> None:
@@ -522,18 +511,26 @@ def _check_seal(event: SessionSealed) -> None:
         raise InvalidInputError("before must be a position (>= 1)")
     if 0 < event.summary < event.before:
         raise InvalidInputError("a seal keeps the summary in force: it is not sealed")
+    _check_carried_view(event, "a seal", event.before, MAX_COUNT)
+
+
+def _check_carried_view(
+    event: ViewRewound | SessionSealed, what: str, first: int, last: int
+) -> None:
+    """The view a rewind or a seal carries: its counting scheme, and messages of
+    positions ``first`` to ``last``."""
     if event.counter is not None:
         check_counter_name(event.counter)
     for ref in event.view:
         check_count(ref.index, "an index")
         check_count(ref.tokens, "a count in view")
         check_count(ref.position, "a position")
-        if ref.position < event.before:
+        if not first <= ref.position <= last:
             raise InvalidInputError(
-                f"a seal before {event.before} keeps a message of position {ref.position}"
+                f"{what} keeps a message of position {ref.position}, outside {first} to {last}"
             )
     if event.pinned and not event.view:
-        raise InvalidInputError("a seal pins the first message of the view it keeps")
+        raise InvalidInputError(f"{what} pins the first message of a view, but keeps none")
 
 
 def _check_checkpoint_event(event: CheckpointEvent) -> None:
