@@ -418,10 +418,11 @@ def _restore(buffer: Buffer, event: ViewRewound | SessionSealed) -> None:
 def _apply_seal(buffer: Buffer, event: SessionSealed, position: int) -> None:
     """A seal: the view is the one it carries (the same as before it, which held none of
     the sealed events' messages), so a fold may start over from here."""
-    if event.before > position or state_pending(buffer):
+    pending = buffer.state.pending_steps
+    if event.before > position or pending:
         raise CorruptDatabaseError(
             f"a seal at position {position} of the events before {event.before}"
-            + (" while steps are pending" if state_pending(buffer) else "")
+            + (" while steps are pending" if pending else "")
         )
     if any(not event.before <= r.position < position for r in event.view):
         raise CorruptDatabaseError(f"the seal at {position} keeps a message it sealed")
@@ -430,11 +431,6 @@ def _apply_seal(buffer: Buffer, event: SessionSealed, position: int) -> None:
     state.next_seq = state.watermark = event.next_seq  # (a fold starting here has 0)
     state.turn_position = event.turn_position
     _restore(buffer, event)
-
-
-def state_pending(buffer: Buffer) -> int:
-    """How many steps the buffer holds for the next turn."""
-    return buffer.state.pending_steps
 
 
 def _apply_erasure(buffer: Buffer, position: int) -> None:

@@ -55,7 +55,7 @@ def erase_op(
                     f"session {session_id!r} was erased already (its tombstone is at "
                     f"position {head.state.erased})"
                 )
-            forks = forks_of(conn, session_id)
+            forks = [fork for fork, _ in forks_of(conn, session_id)]
             if forks:
                 shown = ", ".join(repr(f) for f in forks[:5]) + (", ..." if forks[5:] else "")
                 raise InvalidInputError(
@@ -124,7 +124,7 @@ def seal_op(
             keeps = {"the view": min((e.position for e in buffer.entries), default=version + 1)}
             keeps["the summary in force"] = summary_position or version + 1
             # A fork's history is this session's events up to its fork point, from 1.
-            forked = any(at > 0 for at in _fork_points(conn, session_id))
+            forked = any(at > 0 for _, at in forks_of(conn, session_id))
             keeps["a fork of it"] = 1 if forked else version + 1
             allowed = min(keeps.values())
             if before is not None:
@@ -204,22 +204,9 @@ def _sealed_before(conn: Connection, session_id: str) -> int:
     return seal.before if isinstance(seal, SessionSealed) else 0
 
 
-def _fork_points(conn: Connection, session_id: str) -> list[int]:
-    """The positions the session's forks (not erased) were forked at."""
-    points = []
-    for data, erased in conn.execute(
-        "SELECT e.data, s.erased FROM events AS e"
-        " LEFT JOIN sessions AS s ON s.session_id = e.session_id WHERE e.kind = 'fork'"
-    ):
-        event = decode_event(data, trusted=True)
-        if isinstance(event, SessionForked) and event.parent == session_id and not erased:
-            points.append(event.at)
-    return points
-
-
-def forks_of(conn: Connection, session_id: str) -> list[str]:
-    """The sessions forked from ``session_id`` that are not erased (a scan of the log's
-    fork events)."""
+def forks_of(conn: Connection, session_id: str) -> list[tuple[str, int]]:
+    """The sessions forked from ``session_id`` that are not erased, with the position
+    each was forked at (a scan of the log's fork events)."""
     found = []
     for fork_session, data, erased in conn.execute(
         "SELECT e.session_id, e.data, s.erased FROM events AS e"
@@ -228,7 +215,7 @@ def forks_of(conn: Connection, session_id: str) -> list[str]:
     ):
         event = decode_event(data, trusted=True)
         if isinstance(event, SessionForked) and event.parent == session_id and not erased:
-            found.append(str(fork_session))
+            found.append((str(fork_session), event.at))
     return found
 
 
