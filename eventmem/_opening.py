@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventmem.api import Store
 from eventmem.errors import InvalidInputError, MissingDependencyError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store.base import Durability, OpenOptions, TriggerMode, is_postgres_url
 from eventmem.store.sqlite import SQLiteBackend
+
+if TYPE_CHECKING:
+    from eventmem.encryption import KeyStore
 
 __all__ = ["Opening", "open"]
 
@@ -63,6 +66,7 @@ def open(
     triggers: TriggerMode = "require",
     max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES,
     read_only: bool = False,
+    encryption: KeyStore | None = None,
 ) -> Opening:
     """Open the store in the SQLite file ``path`` (created if missing, unless ``create=False``),
     or, given a ``postgresql://`` URL, in a PostgreSQL database.
@@ -100,6 +104,12 @@ def open(
     be written, so no one else can change it), and no ``-wal`` or ``-shm`` file is left
     behind; in PostgreSQL the session is ``default_transaction_read_only``.
 
+    ``encryption`` (a key store: `eventmem.encryption.Keyring`) keeps every event's
+    content encrypted at rest under its session's data key (AES-256-GCM; the extra
+    ``eventmem[crypto]``), and makes an erasure destroy the session's key too. Once a
+    store was opened with keys it is opened only with them (`KeysRequiredError`). The
+    keyring's file must not be the store's own.
+
     A path (or URL) containing a NUL character is refused with
     `InvalidInputError`, a ``ValueError``, as the built-in
     ``open()`` refuses it: the operating system would read it only up to the NUL.
@@ -114,11 +124,32 @@ def open(
         triggers=triggers,
         max_save_bytes=max_save_bytes,
         read_only=read_only,
+        encryption=encryption,
     )
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     _check_path(path)
+    _check_keyring_apart(path, encryption)
     return Opening(path, options)
+
+
+def _check_keyring_apart(path: str | os.PathLike[str], keys: object) -> None:
+    """Refuse a keyring file that is the store's own database (or one of its files)."""
+    keyring_path = getattr(keys, "path", None)
+    if keyring_path is None or is_postgres_url(path):
+        return
+    try:
+        same = os.path.realpath(os.fspath(keyring_path)) in {
+            os.path.realpath(os.fspath(path)) + suffix
+            for suffix in ("", "-wal", "-shm", "-journal")
+        }
+    except (TypeError, ValueError):
+        return
+    if same:
+        raise InvalidInputError(
+            "the keyring's file is the store's own database: keep the keys in a file of "
+            "their own (an erasure must be able to destroy them apart from the data)"
+        )
 
 
 def _check_path(path: str | os.PathLike[str]) -> None:

@@ -25,7 +25,13 @@ from eventmem._export_format import (
     max_line_bytes,
 )
 from eventmem.checkpoint_index import CheckpointIndex
-from eventmem.errors import CorruptDatabaseError, EventmemError, InvalidInputError
+from eventmem.errors import (
+    CorruptDatabaseError,
+    DataKeyMissingError,
+    EventmemError,
+    InvalidInputError,
+    KeysRequiredError,
+)
 from eventmem.events import (
     ERASED_DATA,
     CheckpointSaved,
@@ -71,6 +77,9 @@ __all__ = [
     "max_line_bytes",
     "rewrite_for_replay",
 ]
+
+# (session, position, stored data) -> the event JSON (see eventmem.store.content).
+Opener = Callable[[str, int, bytes], bytes]
 
 ProblemKind = Literal[
     "missing_event",
@@ -406,11 +415,14 @@ class SessionFold:
         digest: bytes,
         kind: str | None = None,
         content: bytes | None = None,
+        opened: Opener | None = None,
     ) -> Problem | None:
         """Check one stored event against the chain (and its ``kind`` column, if given,
         against its type) and fold it; a problem stops the session. ``content`` is its
-        content digest (None: an event of the first chain, from before schema 7)."""
-        return self._add(position, recorded_at, data, digest, kind, decode_event, content)
+        content digest (None: an event of the first chain, from before schema 7).
+        ``opened(session, position, data)``: the event JSON of stored ``data`` (an
+        encrypted store's; see `eventmem.store.content`)."""
+        return self._add(position, recorded_at, data, digest, kind, decode_event, content, opened)
 
     def add_stored(
         self,
@@ -420,11 +432,14 @@ class SessionFold:
         digest: bytes,
         kind: str,
         content: bytes | None = None,
+        opened: Opener | None = None,
     ) -> Problem | None:
         """`add` for rebuild: the same checks, but the messages stay their stored
         JSON and `view_rows` decodes the few that stay in the buffer. The same
         `apply` runs on them."""
-        return self._add(position, recorded_at, data, digest, kind, _decode_stored_event, content)
+        return self._add(
+            position, recorded_at, data, digest, kind, _decode_stored_event, content, opened
+        )
 
     def _add(
         self,
@@ -435,6 +450,7 @@ class SessionFold:
         kind: str | None,
         decode: Callable[..., Event],
         content: bytes | None = None,
+        opened: Opener | None = None,
     ) -> Problem | None:
         if self.broken:
             return None
@@ -473,6 +489,11 @@ class SessionFold:
             )
         if erased:
             return self._erased(position, recorded_at, digest)
+        if opened is not None:
+            try:
+                data = opened(self.session_id, position, data)
+            except (CorruptDatabaseError, DataKeyMissingError, KeysRequiredError) as e:
+                return self._fail(position, "undecodable", str(e))
         try:
             event = decode(data, trusted=self.trusted)
         except (msgspec.DecodeError, msgspec.ValidationError, EventmemError, RecursionError) as e:
@@ -527,8 +548,18 @@ class SessionFold:
             return None
         return parent_hash if event.at == position - 1 and len(parent_hash) == 32 else None
 
-    def inherit(self, position: int, recorded_at: int, data: bytes, digest: bytes) -> None:
-        """Fold an event of a fork's parent (its chain is the parent's to check)."""
+    def inherit(
+        self,
+        position: int,
+        recorded_at: int,
+        data: bytes,
+        digest: bytes,
+        opened: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """Fold an event of a fork's parent (its chain is the parent's to check);
+        ``opened``: its event JSON, if ``data`` may be encrypted."""
+        if opened is not None:
+            data = opened(data)
         event = _decode_stored_event(data, trusted=True)
         self.fold(position, recorded_at, event, digest, own=False)
 
@@ -751,17 +782,21 @@ class ChainChecker:
     """Feeds ``(session_id, position, recorded_at, data, hash, kind, digest)`` rows, in the
     store's global order, into one `SessionFold` per session."""
 
-    def __init__(self, *, trusted: bool = False, stored: bool = False) -> None:
-        """``stored``: fold as rebuild does (`SessionFold.add_stored`)."""
+    def __init__(
+        self, *, trusted: bool = False, stored: bool = False, opened: Opener | None = None
+    ) -> None:
+        """``stored``: fold as rebuild does (`SessionFold.add_stored`); ``opened``: see
+        `SessionFold.add`."""
         self.report = VerifyReport()
         self.folds: dict[str, SessionFold] = {}
         self.trusted = trusted
         self.stored = stored
+        self.opened = opened
 
     def feed(self, rows: Iterable[tuple[str, int, int, bytes, bytes, str, bytes | None]]) -> None:
         """Check and fold every row."""
         folds, problems = self.folds, self.report.problems
-        trusted = self.trusted
+        trusted, opened = self.trusted, self.opened
         decode = _decode_stored_event if self.stored else decode_event  # see add_stored
         events = 0
         for session_id, position, recorded_at, data, digest, kind, content in rows:
@@ -771,7 +806,7 @@ class ChainChecker:
             events += 1
             if content is not None and type(content) is not bytes:
                 content = bytes(content)  # (PostgreSQL's memoryview)
-            problem = fold._add(position, recorded_at, data, digest, kind, decode, content)
+            problem = fold._add(position, recorded_at, data, digest, kind, decode, content, opened)
             if problem is not None:
                 problems.append(problem)
         self.report.events += events

@@ -18,14 +18,18 @@ __all__ = [
     "ClosedError",
     "ConcurrencyError",
     "CorruptDatabaseError",
+    "DataKeyMissingError",
     "DatabaseLockedError",
     "DiskFullError",
+    "EncryptionError",
     "ErasedSessionError",
     "EventmemError",
     "ImportRefusedError",
     "InputKeyError",
     "InputTooLargeError",
     "InvalidInputError",
+    "KeyringError",
+    "KeysRequiredError",
     "MigrationError",
     "MissingDependencyError",
     "MissingKeyError",
@@ -117,6 +121,28 @@ class ErasedSessionError(EventmemError):
     """The session was erased ([`Store.erase`][eventmem.Store.erase]): its content is
     gone, so there is no view to read (its events read as `ContentErased`, and its
     tombstone says who erased it, when and why), and it takes no more writes."""
+
+
+class EncryptionError(EventmemError):
+    """Encrypted content cannot be read or written as asked (see `eventmem.encryption`);
+    nothing was written."""
+
+
+class KeysRequiredError(EncryptionError):
+    """The store holds encrypted events, or a file to import does, and it was opened
+    without the key store that can read them (``eventmem.open(..., encryption=...)``)."""
+
+
+class KeyringError(EncryptionError):
+    """A key store cannot give a session's data key: the master key is not the one the
+    keyring was made with, its file is not a keyring or is damaged, or the key callback
+    failed."""
+
+
+class DataKeyMissingError(EncryptionError):
+    """The session's data key is not in the key store: an erasure destroyed it (a copy
+    of the store made before the erasure can no longer read the session), or the key
+    store belongs to another store."""
 
 
 class UnknownSessionError(InvalidInputError, LookupError):

@@ -137,7 +137,8 @@ def _empty(target: str) -> bool:
             # The log's own triggers refuse DELETE; this role does not fire them. DELETE,
             # not TRUNCATE: a few rows go much faster, and the identity starts over below.
             conn.execute("SET LOCAL session_replication_role = replica")
-            for table in ("view_messages", "lg_checkpoints", "lg_values", "lg_writes"):
+            tables = ("view_messages", "lg_checkpoints", "lg_values", "lg_writes")
+            for table in (*tables, "eventmem_settings"):
                 conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
             conn.execute("DELETE FROM sessions")
             conn.execute("DELETE FROM events")

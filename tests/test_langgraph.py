@@ -1063,3 +1063,25 @@ async def test_a_long_list_grows_by_deltas_when_a_whole_copy_would_not_fit(targe
         found = await EventmemSaver(store).aget_tuple(config("long"))
         assert found is not None
         assert found.checkpoint["channel_values"]["messages"] == messages
+
+
+@pytest.mark.anyio
+async def test_an_encrypted_store_keeps_checkpoints_as_ciphertext(
+    target: str, tmp_path: Path
+) -> None:
+    from eventmem.encryption import Keyring, generate_master_key
+
+    secret = "marmot-9931-sextant"
+    keys = Keyring(tmp_path / "graph.keys", master_key=generate_master_key())
+    async with eventmem.open(target, encryption=keys) as store:
+        graph = agent(EventmemSaver(store), secret)
+        done = await graph.ainvoke({"messages": [HumanMessage(secret)]}, config("t"))
+        assert said(done["messages"]) == turn(secret)
+    async with eventmem.open(target, encryption=keys) as store:
+        state = await agent(EventmemSaver(store)).aget_state(config("t"))
+        assert said(state.values["messages"]) == turn(secret)
+        assert (await store.verify()).ok
+    with raw_database(target) as raw:
+        stored = raw.execute("SELECT kind, data FROM events")
+    assert {kind for kind, _ in stored} == {"checkpoint", "writes"}
+    assert all(secret not in data and '"kind":"encrypted"' in data for _, data in stored)

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql as psql
 
 import eventmem
 from eventmem.projection import fold
 from eventmem.store.migrate import known_migrations
 from eventmem.store.postgres import schema as pg_schema
-from tests.backends import drop_target, new_target, raw_database
+from tests.backends import POSTGRES_URL, drop_target, new_target, raw_database, schema_of
 
 pytestmark = pytest.mark.anyio
 
@@ -55,10 +57,14 @@ def schema4_store(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     target = new_target(backend, tmp_path)
     old = known_migrations("postgresql")[:4]
     monkeypatch.setattr(pg_schema, "known_migrations", lambda dialect: old)
-    _forget_expected_triggers()
-    eventmem.connect(target).close()  # the schema, at version 4
-    monkeypatch.undo()
-    _forget_expected_triggers()
+    try:  # the schema, at version 4, as the migrator of that version left it
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            schema = schema_of(target)
+            conn.execute(psql.SQL("SET search_path TO {}").format(psql.Identifier(schema)))
+            pg_schema.apply_migrations(conn, schema)
+    finally:
+        monkeypatch.undo()
+        _forget_expected_triggers()
     rows = _fixture_rows()
     columns = ", ".join(name for (name,) in rows["columns"])
     with raw_database(target) as raw:

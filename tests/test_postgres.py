@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("_postgres_server")]
 
 OWN_TABLES = [
     "eventmem_migrations",
+    "eventmem_settings",
     "events",
     "lg_checkpoints",
     "lg_values",

@@ -41,7 +41,7 @@ def roles(store_url: str) -> Iterator[dict[str, str]]:
         f"GRANT SELECT, INSERT ON {schema}.events TO {writer}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.sessions, {schema}.view_messages"
         f" TO {writer}",
-        f"GRANT SELECT ON {schema}.eventmem_migrations TO {writer}",
+        f"GRANT SELECT ON {schema}.eventmem_migrations, {schema}.eventmem_settings TO {writer}",
     ]
     base = POSTGRES_URL.split("://", 1)[1].split("@", 1)[1]
     try:

@@ -24,6 +24,7 @@ def test_all_names_exist_and_nothing_public_is_unlisted() -> None:
         "memory",
         "messages",
         "anchors",
+        "encryption",
         "providers",
         "checkpoint_index",
         "projection",

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import re
 import shlex
 import urllib.parse
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import eventmem
 from eventmem.cli.common import PROG
 from eventmem.errors import EventmemError
 from eventmem.store.base import TriggerMode, is_postgres_url
 
+if TYPE_CHECKING:
+    from eventmem.encryption import Keyring
+
 __all__ = [
     "creatable",
+    "keys_from_environment",
     "open_existing",
     "psql_inspect",
     "require_session",
@@ -84,15 +92,58 @@ def open_existing(
     (in PostgreSQL, ``create=False`` refuses a schema without a store). The commands
     that only read open it ``read_only``: they write nothing, not even a migration, and
     work on read-only media."""
+    keys = keys_from_environment()
     if is_postgres_url(path):
         shown(path)  # a malformed URL is refused before connecting
-        return eventmem.open(path, create=False, triggers=triggers, read_only=read_only)
+        return eventmem.open(
+            path, create=False, triggers=triggers, read_only=read_only, encryption=keys
+        )
     target = Path(path).expanduser()
     if target.is_file() and target.stat().st_size == 0 and wal_bytes(target) == 0:
         # SQLite takes an empty file for a new database, and eventmem would write its
         # schema into it: a command that only reads must not turn a file into a store.
         raise EventmemError(f"cannot open {path}: the file is empty, not an eventmem database")
-    return eventmem.open(path, create=False, triggers=triggers, read_only=read_only)
+    return eventmem.open(
+        path, create=False, triggers=triggers, read_only=read_only, encryption=keys
+    )
+
+
+KEYRING_VARIABLE = "EVENTMEM_KEYRING"
+MASTER_KEY_VARIABLE = "EVENTMEM_MASTER_KEY"
+
+
+def keys_from_environment() -> Keyring | None:
+    """The keyring the environment names (``EVENTMEM_KEYRING``: its file, and
+    ``EVENTMEM_MASTER_KEY``: the master key as 64 hex digits or base64), or None. Never
+    from an argument: a key on a command line is seen by every user of the machine."""
+    path = os.environ.get(KEYRING_VARIABLE)
+    text = os.environ.get(MASTER_KEY_VARIABLE)
+    if not path and not text:
+        return None
+    if not path or not text:
+        raise EventmemError(
+            f"{KEYRING_VARIABLE} and {MASTER_KEY_VARIABLE} go together: set both (the "
+            "keyring's file and its master key) or neither"
+        )
+    from eventmem.encryption import Keyring
+
+    return Keyring(path, master_key=_master_key(text.strip()))
+
+
+def _master_key(text: str) -> bytes:
+    """The master key written as 64 hex digits or base64 (the error never shows it)."""
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        key = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=False)
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) != 32:
+        raise EventmemError(
+            f"{MASTER_KEY_VARIABLE} is not a master key: it must be 32 bytes, written as "
+            "64 hex digits or in base64"
+        )
+    return key
 
 
 def wal_bytes(target: Path) -> int:

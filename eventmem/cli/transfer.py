@@ -16,7 +16,13 @@ from eventmem._files import check_stream, safe_output, store_files
 from eventmem.audit import max_line_bytes
 from eventmem.cli.args import add_db, add_json, save_bytes
 from eventmem.cli.common import EXIT_OK, Progress, discard_stdout, plural, print_json
-from eventmem.cli.stores import creatable, open_existing, require_session, shown
+from eventmem.cli.stores import (
+    creatable,
+    keys_from_environment,
+    open_existing,
+    require_session,
+    shown,
+)
 from eventmem.errors import EventmemError
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store.base import is_postgres_url
@@ -147,7 +153,8 @@ async def _import(
 ) -> int:
     as_json, before, max_save_bytes = options
     try:
-        async with eventmem.open(path, max_save_bytes=max_save_bytes) as store:
+        keys = keys_from_environment()
+        async with eventmem.open(path, max_save_bytes=max_save_bytes, encryption=keys) as store:
             with Progress.for_command("import", quiet=as_json, unit="lines read") as progress:
                 limit = max_line_bytes(store.max_save_bytes)
                 sessions, events = await store.import_events(_read_lines(source, progress, limit))

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
@@ -17,6 +17,9 @@ from eventmem.messages import Message
 from eventmem.rules import DEFAULT_MAX_SAVE_BYTES, check_max_save_bytes
 from eventmem.steps import Action
 from eventmem.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from eventmem.encryption import KeyStore
 
 __all__ = [
     "AppendRequest",
@@ -69,8 +72,17 @@ class OpenOptions:
     triggers: TriggerMode = "require"
     max_save_bytes: int = DEFAULT_MAX_SAVE_BYTES
     read_only: bool = False
+    encryption: KeyStore | None = None
 
     def __post_init__(self) -> None:
+        keys = self.encryption
+        if keys is not None and not (
+            callable(getattr(keys, "data_key", None)) and callable(getattr(keys, "destroy", None))
+        ):
+            raise InvalidInputError(
+                "encryption must be a key store (eventmem.encryption.Keyring, or an object "
+                f"with data_key() and destroy()), got {type(keys).__name__}"
+            )
         if self.triggers not in ("require", "repair", "report"):
             raise InvalidInputError(
                 f"triggers must be 'require', 'repair' or 'report', got {self.triggers!r}"
@@ -186,7 +198,10 @@ class ErasureReceipt(msgspec.Struct, frozen=True):
     of the last of them (the session's head before the erasure). ``reason`` and ``by``
     are as given. ``purged``: the database keeps no copy of the erased content outside
     its rows (SQLite, once its write-ahead log could be truncated; PostgreSQL keeps old
-    row versions until ``VACUUM FULL events``).
+    row versions until ``VACUUM FULL events``). ``key_destroyed``: in a store opened with
+    ``encryption=``, whether the key store destroyed the session's data key (so a copy
+    of the database made before the erasure cannot read the session either); None in a
+    store without encryption.
     """
 
     session_id: str
@@ -198,6 +213,7 @@ class ErasureReceipt(msgspec.Struct, frozen=True):
     events: int
     last_hash: str
     purged: bool = False
+    key_destroyed: bool | None = None
 
 
 class SealResult(msgspec.Struct, frozen=True):

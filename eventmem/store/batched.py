@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -20,6 +20,7 @@ import msgspec
 from eventmem.audit import ExportReader, VerifyReport
 from eventmem.errors import (
     ClosedError,
+    ErasedSessionError,
     EventmemError,
     ReadOnlyStoreError,
     StorageError,
@@ -44,6 +45,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
+from eventmem.store.content import use_content
 from eventmem.store.erasure import erase_op, seal_op
 from eventmem.store.forks import fork_op, rewind_op
 from eventmem.store.partition import FoldSpread
@@ -60,11 +62,18 @@ from eventmem.store.writes import (
 )
 from eventmem.tokens import TokenCounter
 
+if TYPE_CHECKING:
+    from eventmem.encryption import KeyStore
+
 __all__ = ["BatchedBackend"]
 
 
 def _purge_copies(conn: Connection) -> bool:
     return conn.purge_copies()
+
+
+def _destroy_key(conn: Connection, session_id: str) -> bool:
+    return conn.content.destroy(session_id)
 
 
 T = TypeVar("T")
@@ -102,6 +111,7 @@ class BatchedBackend:
         self._lists = checkpoints.ListCache()  # checkpoint lists rebuilt from their deltas
         self._queue: list[_Queued] = []
         self._committing = False  # a caller holds the turn to commit the queue
+        self._encrypted = False  # whether content is kept encrypted (set on open)
         # The connection's thread: one call (a whole transaction) at a time.
         self._worker = worker if worker is not None else Worker()
 
@@ -299,9 +309,16 @@ class BatchedBackend:
         """Erase the session's content (a tombstone, every hash kept), then purge what
         copies the database keeps outside its rows where it can."""
         receipts: list[ErasureReceipt] = []
-        await self._submit(erase_op(session_id, reason, by, receipts))
+        try:
+            await self._submit(erase_op(session_id, reason, by, receipts))
+        except ErasedSessionError:
+            if self._encrypted:  # erased before, its key maybe not destroyed: now it is
+                await self._run(_destroy_key, session_id)
+            raise
+        # The key goes after the erasure committed: a refused erasure keeps it.
+        destroyed = await self._run(_destroy_key, session_id) if self._encrypted else None
         purged = await self._run(_purge_copies)
-        return msgspec.structs.replace(receipts[0], purged=purged)
+        return msgspec.structs.replace(receipts[0], purged=purged, key_destroyed=destroyed)
 
     async def seal(
         self, session_id: str, before: int | None, older_than_us: int | None
@@ -389,10 +406,12 @@ class BatchedBackend:
         self._refuse_if_read_only("repairing triggers")
         return await self._run(maintenance.restore_triggers)
 
-    async def _finish_open(self, triggers: TriggerMode) -> None:
-        """The last step of opening: check the log's triggers; a refusal closes the store."""
+    async def _finish_open(self, triggers: TriggerMode, keys: KeyStore | None = None) -> None:
+        """The last steps of opening: check the log's triggers, and take the store's
+        content as it is kept (``keys``: encrypted); a refusal closes the store."""
         try:
             await self._check_triggers(triggers)
+            self._encrypted = await self._run(use_content, keys, self._read_only)
         except BaseException:
             await self.close()
             raise

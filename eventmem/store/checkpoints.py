@@ -361,7 +361,8 @@ class _Reader:
                     f"session {session_id!r}: the checkpoint index names position {position}, "
                     "which the log does not hold; run 'eventmem verify'"
                 )
-            found = self._events[key] = decode_event(row[0], trusted=True)
+            data = self.conn.content.open(session_id, position, row[0])
+            found = self._events[key] = decode_event(data, trusted=True)
         return found
 
     def _value_event(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from eventmem.errors import CorruptDatabaseError, ErasedSessionError
@@ -180,7 +181,9 @@ class SessionHead:
                 " AND kind = 'step' ORDER BY position",
                 (self.session_id, self.state.turn_position),
             ):
-                step = decode_event(data, trusted=True)
+                step = decode_event(
+                    self._conn.content.open(self.session_id, position, data), trusted=True
+                )
                 assert isinstance(step, StepRecorded)
                 held.append((position, step))
         return held
@@ -255,7 +258,10 @@ class SessionHead:
             " ORDER BY v.seq",
             (self.session_id, state.watermark, pinned, stop),
         )
-        return [message for _, message in resolve(rows, inheriting(self._conn, self.session_id))]
+        opened = partial(self._conn.content.open, self.session_id)
+        return [
+            message for _, message in resolve(rows, inheriting(self._conn, self.session_id), opened)
+        ]
 
     def append_event(self, event: Event, now_us: int, data: bytes | None = None) -> int:
         """Insert the next event of the session, chained to the previous one; ``data`` is
@@ -269,6 +275,9 @@ class SessionHead:
         if data is None:
             data = encode_event(event)
         position = state.version + 1
+        kind = event.__struct_config__.tag
+        assert isinstance(kind, str)
+        data = self._conn.content.close(self.session_id, position, kind, data)
         content = content_digest(data)
         digest = event_hash(state.head_hash, self.session_id, position, now_us, content)
         self._conn.execute(
@@ -277,7 +286,7 @@ class SessionHead:
             (
                 self.session_id,
                 position,
-                event.__struct_config__.tag,
+                kind,
                 now_us,
                 data.decode(),
                 digest,

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from eventmem.audit import ExportReader, SessionFold
+from eventmem.audit import ExportReader, Opener, SessionFold
 from eventmem.errors import ImportRefusedError, StorageError
 from eventmem.store import checkpoints
 from eventmem.store.cache import ViewCache
@@ -140,10 +140,11 @@ _DONE = object()
 class _Reading(threading.Thread):
     """Reads, checks and folds the lines, handing batches of rows to the writer."""
 
-    def __init__(self, reader: ExportReader) -> None:
+    def __init__(self, reader: ExportReader, opened: Opener) -> None:
         super().__init__(name="eventmem-import-reader", daemon=True)
         self.folds = _Folds()
         self._reader = reader
+        self._opened = opened
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
         self._stopping = threading.Event()
 
@@ -163,7 +164,7 @@ class _Reading(threading.Thread):
                 digest = bytes.fromhex(item.hash)
                 content = None if item.sha256 is None else bytes.fromhex(item.sha256)
                 problem = fold.add(
-                    item.position, item.recorded_at, data, digest, item.kind, content
+                    item.position, item.recorded_at, data, digest, item.kind, content, self._opened
                 )
                 if problem is not None:
                     raise ImportRefusedError(
@@ -238,7 +239,7 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
 
     def body() -> tuple[int, int]:
         conn.lock_store()
-        reading = _Reading(reader)
+        reading = _Reading(reader, conn.content.open)
         reading.start()
         try:
             written = 0

@@ -11,6 +11,7 @@ event, one index lookup), never from a projection an edit could change.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -98,7 +99,7 @@ def history(conn: Connection, session_id: str, upto: int) -> list[Event]:
         for position, data in rows:
             if position != len(events) + 1:
                 raise _gap(session_id, len(events) + 1)
-            events.append(decode_event(data, trusted=True))
+            events.append(decode_event(conn.content.open(holder, position, data), trusted=True))
     if len(events) != upto:
         raise _gap(session_id, len(events) + 1)
     return events
@@ -128,13 +129,12 @@ def inherited_data(conn: Connection, session_id: str, positions: Iterable[int]) 
         mine = [p for p in wanted if p >= first and (last is None or p <= last)]
         for start in range(0, len(mine), _IN_CHUNK):
             chunk = mine[start : start + _IN_CHUNK]
-            found.update(
-                conn.execute(
-                    "SELECT position, data FROM events WHERE session_id = ? AND position IN"
-                    f" ({', '.join('?' * len(chunk))})",
-                    (holder, *chunk),
-                ).fetchall()
-            )
+            for position, data in conn.execute(
+                "SELECT position, data FROM events WHERE session_id = ? AND position IN"
+                f" ({', '.join('?' * len(chunk))})",
+                (holder, *chunk),
+            ).fetchall():
+                found[position] = conn.content.open(holder, position, data)
     return found
 
 
@@ -199,11 +199,17 @@ def fold_history(
         # chained (its parent, erased since, may hold no content to fold).
         erased = any(row[5] == "erase" for row in own)
         try:
-            for _, position, recorded_at, data, digest, *_ in inherited:
+            for holder, position, recorded_at, data, digest, *_ in inherited:
                 if erased:
                     buffer.state.chain(position, recorded_at, bytes(digest))
                 else:
-                    fold.inherit(position, recorded_at, bytes(data), bytes(digest))
+                    fold.inherit(
+                        position,
+                        recorded_at,
+                        bytes(data),
+                        bytes(digest),
+                        partial(conn.content.open, holder, position),
+                    )
         except (EventmemError, msgspec.DecodeError, msgspec.ValidationError) as e:
             return fold, fold._fail(
                 fork.at, "fork_mismatch", f"the history the fork inherits does not fold: {e}"
@@ -217,7 +223,9 @@ def fold_history(
             )
     for _, position, recorded_at, data, digest, kind, content in own:
         content = None if content is None else bytes(content)
-        problem = fold.add_stored(position, recorded_at, bytes(data), bytes(digest), kind, content)
+        problem = fold.add_stored(
+            position, recorded_at, bytes(data), bytes(digest), kind, content, conn.content.open
+        )
         if problem is not None:
             return fold, problem
     sealed = fold.first_own + fold.erased_run + 1 == fold.sealed_to

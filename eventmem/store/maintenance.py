@@ -75,7 +75,7 @@ class _Folded:
         """``verifying``: also decode the messages each buffer ends with (see
         `ChainChecker.check_views`), and bring back the messages an old-style stored
         buffer row is compared with."""
-        self.checker = ChainChecker(trusted=True, stored=True)
+        self.checker = ChainChecker(trusted=True, stored=True, opened=conn.content.open)
         self.outcomes: dict[str, SessionFold | FoldOutcome] = {}
         self._conn, self._progress, self._verifying = conn, progress, verifying
 
@@ -100,7 +100,7 @@ class _Folded:
         for job in pending:
             result = job.result()
             if result is None:  # its process failed: fold the part here
-                here = ChainChecker(trusted=True, stored=True)
+                here = ChainChecker(trusted=True, stored=True, opened=conn.content.open)
                 here.feed(_event_rows(conn, None, job.part))
                 self._finish(here)
                 self.outcomes.update(here.folds)
@@ -121,7 +121,7 @@ class _Folded:
 
     def refold(self, session_id: str) -> SessionFold:
         """The session folded here, from its events in this snapshot."""
-        checker = ChainChecker(trusted=True, stored=True)
+        checker = ChainChecker(trusted=True, stored=True, opened=self._conn.content.open)
         checker.feed(
             row
             for rows in self._conn.stream(
@@ -328,7 +328,7 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
     against the fold, in one read snapshot (reading only this session's rows)."""
     conn.begin_read()
     try:
-        checker = ChainChecker(trusted=True)
+        checker = ChainChecker(trusted=True, opened=conn.content.open)
         problems = checker.report.problems
         problems.extend(Problem("", 0, "trigger_mismatch", f) for f in conn.trigger_findings())
         checker.feed(

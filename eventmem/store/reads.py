@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from eventmem.errors import ErasedSessionError
@@ -64,7 +65,11 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
     if not rows:
         return 0, []  # gone since the first read (a rebuild in between)
     version = rows[0][0]
-    items = resolve((row[1:] for row in rows if row[1] is not None), inheriting(conn, session_id))
+    items = resolve(
+        (row[1:] for row in rows if row[1] is not None),
+        inheriting(conn, session_id),
+        partial(conn.content.open, session_id),
+    )
     cache.put(session_id, version, items)
     return int(version), [message for _, message in items]
 
@@ -97,7 +102,7 @@ def read_events(
                     position=position,
                     global_position=global_position,
                     recorded_at=moment,
-                    data=decode_event(data, trusted=True),
+                    data=decode_event(conn.content.open(holder, position, data), trusted=True),
                     hash=bytes(digest).hex(),
                     recorded_at_us=micros,
                 )

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from eventmem.projection import HEAD_FIELDS
+from eventmem.store.content import Content
 
 __all__ = [
     "HEAD_COLUMNS",
@@ -57,6 +58,9 @@ class Connection(Protocol):
 
     # The SQL expression reading an event's ``data`` as the bytes its hash covers.
     data_bytes: str
+    # How event content is kept: every ``data`` read is opened by it before it is
+    # decoded (see `eventmem.store.content`).
+    content: Content
 
     @property
     def total_changes(self) -> int:

@@ -20,6 +20,7 @@ it brings back; a fork with none of these since it forked has its parent's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from eventmem._decide import Head, check_expected, decide_append, decide_turn
 from eventmem.errors import CorruptDatabaseError
@@ -27,10 +28,8 @@ from eventmem.events import (
     Event,
     SummaryRecorded,
     ViewRewound,
-    content_digest,
     decode_event,
     encode_event,
-    event_hash,
 )
 from eventmem.messages import Message
 from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply, fold
@@ -64,7 +63,7 @@ def latest_summary(conn: Connection, session_id: str) -> tuple[int, str]:
             continue  # nothing here: the summary in force is the parent's at the fork
         if row[1] == "clear":
             return 0, ""
-        event = decode_event(row[2], trusted=True)
+        event = decode_event(conn.content.open(holder, row[0], row[2]), trusted=True)
         if isinstance(event, ViewRewound):
             if event.summary == 0:
                 return 0, ""
@@ -183,7 +182,11 @@ def current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
         folded.state = state
         return folded
     counts = [r[1] for r in rows]
-    messages = resolve(((r[0], r[2], r[3], r[4], r[5]) for r in rows), inheriting(conn, session_id))
+    messages = resolve(
+        ((r[0], r[2], r[3], r[4], r[5]) for r in rows),
+        inheriting(conn, session_id),
+        partial(conn.content.open, session_id),
+    )
     buffer.state = state
     buffer.entries.extend(
         BufferEntry(seq, message, tokens, r[2], r[3])
@@ -220,24 +223,23 @@ def summary_turn_op(
             check_expected(head.state, plan.version)  # before anything is written
             head.summary_position, head.summary = plan.previous, plan.summary
             (event,) = decide_summarised(request)(head)
-            events: list[Event] = [event]
-            encoded = [encode_event(event)]
-            now = now_us()
-            position = head.version + 1
+            encoded = encode_event(event)
+            size = len(encoded)
             if plan.pruned:
                 if summary is None:
                     raise CorruptDatabaseError("a save that prunes needs its summary")
-                digest = event_hash(
-                    head.state.head_hash, session_id, position, now, content_digest(encoded[0])
-                )
-                events.append(_summary_event(plan, summary, digest.hex()))
-                encoded.append(encode_event(events[1]))
-            check_save_bytes(sum([len(data) for data in encoded]), max_save_bytes)
-            for index, (each, data) in enumerate(zip(events, encoded, strict=True)):
-                appended = head.append_event(each, now, data)
-                apply(head, each, appended)
-                if index == 0:
-                    _check_pruned(head, plan, appended)
+                # Its size before anything is written: the turn's hash, which it names,
+                # is known only once the turn is appended, and is always 64 hex digits.
+                size += len(encode_event(_summary_event(plan, summary, "0" * 64)))
+            check_save_bytes(size, max_save_bytes)
+            now = now_us()
+            appended = head.append_event(event, now, encoded)
+            apply(head, event, appended)
+            _check_pruned(head, plan, appended)
+            if plan.pruned:
+                assert summary is not None
+                recorded = _summary_event(plan, summary, head.state.head_hash.hex())
+                apply(head, recorded, head.append_event(recorded, now))
             head.flush()
             return head
 

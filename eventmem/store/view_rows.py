@@ -52,12 +52,16 @@ _held_decoder = msgspec.json.Decoder(_Messages)
 
 
 def resolve(
-    rows: Iterable[Sequence[Any]], inherited: Inherited | None = None
+    rows: Iterable[Sequence[Any]],
+    inherited: Inherited | None = None,
+    opened: Callable[[int, Any], Any] | None = None,
 ) -> list[tuple[int, Message]]:
     """The messages of rows ``(seq, position, idx, message, data)``: ``message`` when the
     row holds one, else ``messages[idx]`` of the event JSON ``data`` (the event at
     ``position``), each event decoded once. A row without ``data`` points at an event a
-    fork's parent holds: ``inherited`` reads those (see `eventmem.store.lineage`)."""
+    fork's parent holds: ``inherited`` reads those (see `eventmem.store.lineage`, which
+    opens them). ``opened(position, data)`` is the session's stored ``data`` as event
+    JSON (see `eventmem.store.content`)."""
     held: dict[int, tuple[msgspec.Raw, ...]] = {}  # position -> its event's messages
     found: list[tuple[int, Message]] = []
     elsewhere: list[tuple[int, int, int, int]] = []  # (slot in found, seq, position, idx)
@@ -71,6 +75,8 @@ def resolve(
             elsewhere.append((len(found), seq, position, idx))
             found.append((seq, _PLACEHOLDER))
             continue
+        if opened is not None and position not in held:
+            data = opened(position, data)
         found.append((seq, _held(held, position, data, idx, seq)))
     if elsewhere:
         assert inherited is not None

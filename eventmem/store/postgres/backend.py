@@ -83,7 +83,7 @@ class PostgresBackend(BatchedBackend):
         backend = cls(
             conn, target, settings, options.cache_sessions, options.max_save_bytes, worker
         )
-        await backend._finish_open(options.triggers)
+        await backend._finish_open(options.triggers, options.encryption)
         return backend
 
     async def _run(self, fn: Callable[..., T], *args: Any, pipelined: bool = False) -> T:

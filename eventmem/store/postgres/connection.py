@@ -20,6 +20,7 @@ from psycopg import errors as pg
 from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 
+from eventmem.store.content import PLAIN, Content
 from eventmem.store.postgres import schema as pg_schema
 from eventmem.store.postgres.at_once import (
     NotAtOnce,
@@ -83,6 +84,7 @@ class PostgresConnection:
     """
 
     data_bytes = "convert_to(data, 'UTF8')"  # the stored TEXT's UTF-8 bytes
+    content: Content = PLAIN  # the store's, set when it opens
 
     def __init__(
         self, raw: psycopg.Connection[Any], schema: str, known_sessions: int = 1024

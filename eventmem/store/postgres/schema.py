@@ -38,6 +38,7 @@ __all__ = ["MIGRATION_LOCK", "apply_migrations", "restore_triggers", "trigger_fi
 MIGRATION_LOCK = (0x45564D4D, 0)
 _OWN_TABLES = (
     "eventmem_migrations",
+    "eventmem_settings",
     "events",
     "sessions",
     "view_messages",

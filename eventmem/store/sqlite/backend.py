@@ -100,7 +100,7 @@ class SQLiteBackend(BatchedBackend):
         except BaseException:
             await backend.close()
             raise
-        await backend._finish_open(options.triggers)
+        await backend._finish_open(options.triggers, options.encryption)
         if not plan.uri.startswith("file::memory:"):
             try:
                 backend._reader = await worker.run(_connect_reader, plan.uri)
@@ -178,9 +178,12 @@ class SQLiteBackend(BatchedBackend):
 
     def _spread(self, processes: int | None) -> FoldSpread | None:
         """Child processes that fold parts of the file (not of an in-memory database:
-        another process cannot open it)."""
+        another process cannot open it; nor of encrypted content: the keys stay in this
+        process)."""
         plan = self._plan
         if plan is None or plan.uri.startswith("file::memory:") or processes == 1:
+            return None
+        if self._encrypted:
             return None
         return SubprocessSpread(plan.uri, processes)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from eventmem.store.content import PLAIN, Content
 from eventmem.store.sql import HEAD_OF_SESSION, StorageFigures
 from eventmem.store.sqlite import migrations
 
@@ -36,6 +37,7 @@ class SQLiteConnection(sqlite3.Connection):
     """
 
     data_bytes = "CAST(data AS BLOB)"  # the stored TEXT's UTF-8 bytes, without a decode
+    content: Content = PLAIN  # the store's, set when it opens
     # Set while a write runs on the caller's thread (SQLiteBackend._write_inline): then
     # a write lock that is not free at once raises WouldWait instead of waiting.
     inline = False
