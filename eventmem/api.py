@@ -249,8 +249,12 @@ class Store:
         (``receipt.purged``: nothing of the old content is left in the file or its log);
         PostgreSQL keeps the old row versions until ``VACUUM FULL events``. A fork keeps
         its fork event (a parent's events are the parent's); a session with forks is
-        refused (erase them first). Raises `UnknownSessionError` for a session without
-        events and `ErasedSessionError` for one erased already. Returns the
+        refused (erase them first). In a store opened with ``encryption=``, the key store
+        then destroys the session's data key (``receipt.key_destroyed``), so copies of the
+        database made before cannot read the session either. Raises
+        `UnknownSessionError` for a session without events and `ErasedSessionError` for
+        one erased already (after destroying its key, if an earlier erasure could not).
+        Returns the
         [`ErasureReceipt`][eventmem.ErasureReceipt] to keep
         (``msgspec.json.encode(receipt)``).
         """

@@ -10,6 +10,7 @@ import base64
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -454,6 +455,9 @@ def test_the_commands_read_the_keyring_from_the_environment(
     assert shown.returncode == 0, shown
     assert PLANT in shown.stdout
     assert run("verify", str(db), cwd=tmp_path).returncode == 0
+    erased = run("erase", str(db), "s", "--reason", "asked", cwd=tmp_path)
+    assert erased.returncode == 0, erased
+    assert "data key: destroyed" in erased.stdout
 
     monkeypatch.setenv("EVENTMEM_MASTER_KEY", "not-a-key")
     bad = run("log", str(db), "s", cwd=tmp_path)
@@ -547,3 +551,29 @@ async def test_an_erasure_run_again_destroys_a_key_the_first_left(target: str) -
         with pytest.raises(eventmem.ErasedSessionError, match="erased already"):
             await store.erase("s", reason="asked")
         assert vault.keys == {}
+
+
+class _Watched(_DictKeys):
+    """A key store that notes the threads it is called on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def data_key(self, session_id: str, *, create: bool) -> bytes | None:
+        self.threads.add(threading.get_ident())
+        return super().data_key(session_id, create=create)
+
+
+async def test_the_key_store_is_never_called_on_the_event_loop(target: str) -> None:
+    vault = _Watched()
+    async with eventmem.open(target, encryption=vault) as store:
+        for session in ("a", "b"):
+            memory = store.token_buffer(session)
+            for i in range(3):
+                await memory.asave_context({"input": f"q{i}"}, {"output": PLANT})
+            await memory.aload_memory_variables({})
+        await store.fork("a", "c")
+        await store.token_buffer("c").asave_context({"input": "x"}, {"output": "y"})
+    assert vault.threads
+    assert threading.get_ident() not in vault.threads  # (a KMS call would block the loop)

@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import eventmem
 from eventmem._summarizer import SUMMARY_TEMPLATE
+from eventmem.encryption import Keyring, generate_master_key
 from eventmem.messages import Message, buffer_string
 from tests.backends import check_postgres, drop_target, fresh_target, new_target
 from tests.summarizers import answer_for
@@ -376,6 +377,28 @@ class PostgresMemoryMachine(MemoryMachine):
     backend = "postgresql"
 
 
+class EncryptedMemoryMachine(MemoryMachine):
+    """The same programs on a store opened with a keyring (encryption at rest): every
+    view, past view and audit must come out as a plain store's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys = Keyring(Path(self.tmp.name) / "store.keys", master_key=generate_master_key())
+
+    async def _open(self, target: str) -> eventmem.Store:
+        return await eventmem.open(target, encryption=self.keys)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.keys.close()
+
+
+class EncryptedPostgresMemoryMachine(EncryptedMemoryMachine):
+    backend = "postgresql"
+
+
 # The fast loop runs a few programs; the full count is marked slow.
 QUICK = settings(max_examples=3, stateful_step_count=25, deadline=None)
 FULL = settings(max_examples=40, stateful_step_count=25, deadline=None)
@@ -403,4 +426,21 @@ class TestMemoryMachinePostgreSQLQuick(_NeedsPostgres, PostgresMemoryMachine.Tes
 
 @pytest.mark.slow
 class TestMemoryMachinePostgreSQLFull(_NeedsPostgres, PostgresMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = FULL
+
+
+class TestEncryptedMemoryMachineSQLiteQuick(EncryptedMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = QUICK
+
+
+@pytest.mark.slow
+class TestEncryptedMemoryMachineSQLiteFull(EncryptedMemoryMachine.TestCase):  # type: ignore[valid-type,misc]
+    settings = FULL
+
+
+@pytest.mark.slow
+class TestEncryptedMemoryMachinePostgreSQLFull(
+    _NeedsPostgres,
+    EncryptedPostgresMemoryMachine.TestCase,  # type: ignore[valid-type,misc]
+):
     settings = FULL

@@ -95,6 +95,12 @@ def _summary(receipt: ErasureReceipt, *, postgres: bool) -> list[str]:
             "purged: not yet: a reader kept the write-ahead log from being truncated; "
             "the next checkpoint truncates it, and closing the store removes it"
         )
+    if receipt.key_destroyed is not None:
+        lines.append(
+            "data key: destroyed (copies of the store made before cannot read the session)"
+            if receipt.key_destroyed
+            else "data key: none was in the key store"
+        )
     return lines
 
 

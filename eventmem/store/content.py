@@ -81,6 +81,11 @@ class Content(Protocol):
         """Destroy the session's data key (an erasure's last step); whether there was one."""
         ...
 
+    def holds_key(self, session_id: str) -> bool:
+        """Whether the session's content can be opened and closed without asking the key
+        store (which may block): always, for plain content."""
+        ...
+
 
 class PlainContent:
     """A store opened without keys: it writes content as it is, and refuses to read an
@@ -101,6 +106,9 @@ class PlainContent:
 
     def destroy(self, session_id: str) -> bool:
         return False
+
+    def holds_key(self, session_id: str) -> bool:
+        return True
 
 
 PLAIN = PlainContent()
@@ -161,6 +169,9 @@ class EncryptedContent:
         with self._lock:
             self._ciphers.pop(session_id, None)
         return bool(self.keys.destroy(session_id))
+
+    def holds_key(self, session_id: str) -> bool:
+        return session_id in self._ciphers
 
     def _cipher(self, session_id: str, *, create: bool) -> Any:
         with self._lock:

@@ -168,7 +168,14 @@ class PostgresBackend(BatchedBackend):
         else (or when that finds a head stale) in a pipeline: see ``_write_batch``. A
         lone write sent at once goes from the loop, when the worker is idle: no thread
         hop (``_write_on_loop``)."""
-        if len(ops) == 1 and ops[0].rerunnable and not self._worker.busy and loop_io.usable():
+        if (
+            len(ops) == 1
+            and ops[0].rerunnable
+            and not self._worker.busy
+            and loop_io.usable()
+            # A key store may block (a file, a KMS): only a key in memory is used here.
+            and self._pg.content.holds_key(ops[0].session_id)
+        ):
             results = await self._write_on_loop(ops)
             if results is not None:
                 return results

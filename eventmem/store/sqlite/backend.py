@@ -152,7 +152,13 @@ class SQLiteBackend(BatchedBackend):
         write lock is free at once: a save then costs no thread hop (~60 µs here, more
         after an idle spell). Batches, and writes that would wait for the lock, go to
         the worker, which waits with the busy timeout and lets the loop run meanwhile."""
-        if len(ops) == 1 and self._reader is not None and not self._worker.busy:
+        if (
+            len(ops) == 1
+            and self._reader is not None
+            and not self._worker.busy
+            # A key store may block (a file, a KMS): only a key in memory is used here.
+            and self._conn.content.holds_key(ops[0].session_id)
+        ):
             outcome = self._write_inline(ops)
             if outcome is not None:
                 return outcome
