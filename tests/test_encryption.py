@@ -577,3 +577,24 @@ async def test_the_key_store_is_never_called_on_the_event_loop(target: str) -> N
         await store.token_buffer("c").asave_context({"input": "x"}, {"output": "y"})
     assert vault.threads
     assert threading.get_ident() not in vault.threads  # (a KMS call would block the loop)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_viewer_reads_an_encrypted_store_with_its_keys(
+    backend: str, tmp_path: Path, keys: Keyring
+) -> None:
+    from starlette.testclient import TestClient
+
+    from eventmem.ui.app import create_app
+
+    db = str(tmp_path / "a.db")
+    with eventmem.connect(db, encryption=keys) as store:
+        store.token_buffer("s").save_context({"input": PLANT}, {"output": "b"})
+    app = create_app(db, open_options={"encryption": keys})
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        page = client.get("/buffer", params={"id": "s"})
+        assert page.status_code == 200
+        assert PLANT in page.text
+    plain = TestClient(create_app(db), base_url="http://127.0.0.1")
+    with pytest.raises(eventmem.KeysRequiredError), plain:  # (it opens the store on start)
+        pass

@@ -1,6 +1,7 @@
-"""The viewer's pages of forks and rewinds (through Starlette's TestClient, both
-backends): the fork's lineage on its page, fork and rewind events on the timeline, the
-events a rewind rewound over marked, and the buffer saying why messages left."""
+"""The viewer's pages of forks, rewinds and erasures (through Starlette's TestClient,
+both backends): the fork's lineage on its page, fork and rewind events on the timeline,
+the events a rewind rewound over marked, the buffer saying why messages left, and an
+erased session's pages saying so, with no content."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ async def _fill(db: str) -> None:
             {"input": "Another way?"}, {"output": "Yes."}
         )
         await store.rewind("chat", to=1)
+        gone = store.token_buffer("gone", max_token_limit=80)
+        for i in range(2):
+            await gone.asave_context({"input": f"Secret {i}?"}, {"output": "Noted."})
+        await store.erase("gone", reason="the user asked", by="dpo")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -123,3 +128,25 @@ def test_a_report_of_a_fork_and_of_a_rewound_session(forks_db: str, tmp_path: Pa
         else:
             assert '<span class="rewound">rewound at 5</span>' in page
             assert "rewind to 1, 2 messages restored" in _text(page)
+
+
+def test_an_erased_sessions_pages_say_so_and_show_no_content(client: TestClient) -> None:
+    note = "erased at position 3 by dpo: the user asked. The content of its 2 earlier events"
+    for path in ("/session", "/buffer"):
+        text = _text(_get(client, path, id="gone"))
+        assert note in text
+        assert "Secret" not in text
+    assert "no content is left" in _text(_get(client, "/buffer", id="gone"))
+    assert "the stored buffer differs" not in _get(client, "/buffer", id="gone")
+    timeline = _get(client, "/timeline", id="gone")
+    assert "(content erased)" in _text(_row(timeline, 1))
+    assert "erased 2 events by dpo: the user asked" in _text(_row(timeline, 3))
+    assert "Secret" not in timeline
+
+
+def test_a_report_of_an_erased_session(forks_db: str, tmp_path: Path) -> None:
+    out = tmp_path / "gone.html"
+    ok("report", forks_db, "gone", "-o", str(out), cwd=tmp_path)
+    page = _text(out.read_text())
+    assert "erased at position 3 by dpo" in page
+    assert "Secret" not in page

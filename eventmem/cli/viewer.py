@@ -11,7 +11,7 @@ import sys
 from eventmem._files import check_output, safe_output
 from eventmem.cli.args import add_db, add_session
 from eventmem.cli.common import EXIT_OK, EXIT_USAGE, PROG, error, printable
-from eventmem.cli.stores import open_existing, require_session, shown
+from eventmem.cli.stores import keys_from_environment, open_existing, require_session, shown
 from eventmem.errors import EventmemError
 
 __all__ = [
@@ -88,7 +88,8 @@ async def run_ui(args: argparse.Namespace) -> int:
     async with open_existing(path, read_only=True):
         pass  # a missing store or a bad URL is refused here, as one line
     hosts = (*LOOPBACK_HOSTS, host) if _loopback(host) else None
-    app = create_app(path, hosts=hosts)
+    keys = keys_from_environment()
+    app = create_app(path, hosts=hosts, open_options={} if keys is None else {"encryption": keys})
     # Bound here, not by uvicorn: a port in use is one error line, and --port 0's port
     # is known before the address is printed.
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)

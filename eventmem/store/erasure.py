@@ -37,7 +37,7 @@ from eventmem.store.sql import Connection
 from eventmem.store.summaries import current_buffer, latest_summary
 from eventmem.store.writes import WriteOp, append_events
 
-__all__ = ["check_reason", "erase_op", "forks_of", "seal_op"]
+__all__ = ["FORK_EVENTS", "check_reason", "erase_op", "forks_of", "seal_op"]
 
 
 def erase_op(
@@ -204,15 +204,19 @@ def _sealed_before(conn: Connection, session_id: str) -> int:
     return seal.before if isinstance(seal, SessionSealed) else 0
 
 
+# Every fork event (the partial index events_forks holds them: no scan of the log).
+FORK_EVENTS = (
+    "SELECT e.session_id, e.data, s.erased FROM events AS e"
+    " LEFT JOIN sessions AS s ON s.session_id = e.session_id"
+    " WHERE e.kind = 'fork' ORDER BY e.id"
+)
+
+
 def forks_of(conn: Connection, session_id: str) -> list[tuple[str, int]]:
     """The sessions forked from ``session_id`` that are not erased, with the position
     each was forked at (a scan of the log's fork events)."""
     found = []
-    for fork_session, data, erased in conn.execute(
-        "SELECT e.session_id, e.data, s.erased FROM events AS e"
-        " LEFT JOIN sessions AS s ON s.session_id = e.session_id"
-        " WHERE e.kind = 'fork' ORDER BY e.id"
-    ):
+    for fork_session, data, erased in conn.execute(FORK_EVENTS):
         event = decode_event(data, trusted=True)
         if isinstance(event, SessionForked) and event.parent == session_id and not erased:
             found.append((str(fork_session), event.at))

@@ -231,7 +231,8 @@ def create_app(
         series = await data.token_series(store(), session_id)
         report = await data.verify_session(store(), session_id)
         lineage = await data.lineage(store(), session_id)
-        body = pages.session_overview(session_id, version, series, report, links, lineage)
+        erased = await data.erasure(store(), session_id, version)
+        body = pages.session_overview(session_id, version, series, report, links, lineage, erased)
         return f"session {session_id}", body
 
     async def timeline(request: Request) -> tuple[str, str]:

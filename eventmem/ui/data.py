@@ -19,7 +19,14 @@ from typing import Literal, cast
 from eventmem.api import Store
 from eventmem.audit import VerifyReport
 from eventmem.errors import EventmemError
-from eventmem.events import MessagesAppended, SessionForked, StoredEvent, TurnSaved, ViewRewound
+from eventmem.events import (
+    MessagesAppended,
+    SessionErased,
+    SessionForked,
+    StoredEvent,
+    TurnSaved,
+    ViewRewound,
+)
 from eventmem.messages import Message
 from eventmem.store.base import SessionSummary
 from eventmem.timeline import HistoryBuffer, fold_event
@@ -36,6 +43,7 @@ __all__ = [
     "ViewDiff",
     "buffer_at",
     "diff_views",
+    "erasure",
     "find_session",
     "lineage",
     "session_page",
@@ -287,6 +295,7 @@ class BufferAt:
     counter: str | None
     pending_steps: int  # steps recorded whose turn is not saved yet
     damaged: bool  # (the last position only) the stored buffer differs from the fold
+    erased: SessionErased | None = None  # the session's tombstone, if it was erased
 
 
 async def buffer_at(store: Store, session_id: str, at: int | None) -> BufferAt:
@@ -298,7 +307,8 @@ async def buffer_at(store: Store, session_id: str, at: int | None) -> BufferAt:
     trace = await _fold(store, session_id, upto)
     visible = trace.buffer.visible_entries()
     damaged = False
-    if upto == version:
+    tombstone = await erasure(store, session_id, version)
+    if upto == version and tombstone is None:  # (an erased session serves no view)
         served = await store.messages(session_id)
         damaged = await store.version(session_id) == version and served != [
             e.message for e in visible
@@ -314,7 +324,18 @@ async def buffer_at(store: Store, session_id: str, at: int | None) -> BufferAt:
         counter=trace.buffer.state.counter,
         pending_steps=len(trace.buffer.pending),
         damaged=damaged,
+        erased=tombstone,
     )
+
+
+async def erasure(store: Store, session_id: str, version: int) -> SessionErased | None:
+    """The session's tombstone, if it was erased (always its last event: an erased
+    session takes no more writes)."""
+    events = cast(AsyncGenerator[StoredEvent, None], store.events(session_id, after=version - 1))
+    async with aclosing(events):
+        async for stored in events:
+            return stored.data if isinstance(stored.data, SessionErased) else None
+    return None
 
 
 @dataclass(frozen=True)

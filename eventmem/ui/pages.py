@@ -11,11 +11,17 @@ import msgspec
 
 from eventmem.audit import VerifyReport
 from eventmem.events import (
+    CheckpointSaved,
+    CheckpointsDeleted,
+    CheckpointWritesSaved,
+    ContentErased,
     Event,
     MemoryCleared,
     MessagesAppended,
     MessagesRetracted,
+    SessionErased,
     SessionForked,
+    SessionSealed,
     StepRecorded,
     StoredEvent,
     SummaryRecorded,
@@ -253,9 +259,10 @@ def session_overview(
     report: VerifyReport,
     links: Links,
     lineage: Lineage | None = None,
+    erased: SessionErased | None = None,
 ) -> str:
-    """A session at a glance: figures, its lineage if it is a fork, verify status, the
-    token chart, where to go next."""
+    """A session at a glance: figures, its lineage if it is a fork, whether it was
+    erased, verify status, the token chart, where to go next."""
     last = series[-1] if series else None
     limit = f" of {last.limit}" if last is not None and last.limit is not None else ""
     figures = (
@@ -281,12 +288,23 @@ def session_overview(
         f'<h1 id="top">Session <span class="sid">{esc(session_id)}</span></h1>'
         + figures
         + _lineage_block(lineage, links)
+        + ("" if erased is None else _erased_note(erased, version))
         + _verify_block(report, session_id, links)
         + f'<nav class="links">{_DOT.join(nav)}</nav>'
         + "<h2>Tokens in view</h2>"
         + token_chart(series, version)
         + '<p class="legend"><span class="key tokens"></span> buffer tokens after each event '
         '<span class="key limit"></span> limit in force</p>' + diff_form
+    )
+
+
+def _erased_note(tombstone: SessionErased, position: int) -> str:
+    """What the pages of an erased session say first."""
+    by = f" by {tombstone.by}" if tombstone.by else ""
+    return (
+        f'<p class="verify erased">erased at position {position}{esc(by)}: '
+        f"{esc(tombstone.reason)}. The content of its {tombstone.events} earlier events is "
+        "gone; their hashes remain, and the timeline lists them</p>"
     )
 
 
@@ -409,6 +427,22 @@ def event_summary(event: Event) -> str:
     if isinstance(event, ViewRewound):
         count = len(event.view)
         return f"rewind to {event.to}, {count} message{'s' if count != 1 else ''} restored"
+    if isinstance(event, SessionErased):
+        by = f" by {_clip(event.by, 80)}" if event.by else ""
+        count = event.events
+        return f"erased {count} event{'s' if count != 1 else ''}{by}: {_clip(event.reason, 80)}"
+    if isinstance(event, SessionSealed):
+        return f"sealed the events before {event.before} ({event.events} emptied)"
+    if isinstance(event, ContentErased):
+        return "(content erased)"
+    if isinstance(event, CheckpointSaved):
+        return f"LangGraph checkpoint {_clip(event.checkpoint_id, 40)}"
+    if isinstance(event, CheckpointWritesSaved):
+        count = len(event.writes)
+        on = _clip(event.checkpoint_id, 40)
+        return f"{count} LangGraph write{'s' if count != 1 else ''} on {on}"
+    if isinstance(event, CheckpointsDeleted):
+        return f"LangGraph checkpoints hidden ({_clip(event.reason, 40)})"
     kind = getattr(event.__struct_config__, "tag", None) or type(event).__name__
     return f"an event of a kind this eventmem does not know ({kind})"
 
@@ -579,6 +613,8 @@ def buffer_page(view: BufferAt, page: int | None, links: Links, *, size: int = B
         f"{len(entries) - len(view.visible)} of {len(entries)} entered messages are out of it"
         f"{pending}</p>"
     )
+    if view.erased is not None:
+        head += _erased_note(view.erased, view.version)
     if view.damaged:
         head += (
             '<p class="verify bad">the stored buffer differs from the fold of the events '
@@ -611,7 +647,9 @@ def buffer_page(view: BufferAt, page: int | None, links: Links, *, size: int = B
             f"messages {start + 1}\u2013{start + len(shown)} of {len(entries)}",
         )
     body = "".join(_entry(e, calls, results, links, sid) for e in shown) or (
-        '<p class="muted">no message entered the buffer yet</p>'
+        '<p class="muted">no content is left</p>'
+        if view.erased is not None
+        else '<p class="muted">no message entered the buffer yet</p>'
     )
     return (
         head

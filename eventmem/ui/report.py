@@ -26,7 +26,7 @@ async def render_report(store: Store, session_id: str, *, shown: str) -> str:
     timeline = await data.timeline_page(store, session_id, 1, version)
     buffer = pages.buffer_page(view, None, links, size=max(len(view.entries), 1))
     body = (
-        pages.session_overview(session_id, version, series, report, links, lineage)
+        pages.session_overview(session_id, version, series, report, links, lineage, view.erased)
         + f'<section class="report" id="buffer">{buffer}</section>'
         + '<section class="report" id="timeline"><h2>Timeline</h2>'
         + pages.event_rows(timeline.events, links, session_id=session_id, rewound=timeline.rewound)
