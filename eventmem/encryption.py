@@ -67,6 +67,11 @@ class KeyStore(Protocol):
         ...
 
 
+# A key store may also have ``check() -> None``: the store calls it as it opens, so a key
+# store that cannot serve (a wrong master key, an unreachable vault) refuses the open
+# rather than the first read.
+
+
 def generate_master_key() -> bytes:
     """A new random master key for a [`Keyring`][eventmem.encryption.Keyring] (32 bytes).
     Keep it outside the store and the keyring (a secrets manager, an environment
@@ -210,6 +215,13 @@ class Keyring:
             return had.rowcount > 0
 
     # -- the rest ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Open the keyring's file (creating it if it is new) and check the master key:
+        `KeyringError` if it is not this keyring's, or the file is not a keyring. A store
+        opened with the keyring calls it first."""
+        with self._lock:
+            self._connected()
 
     def destroyed_at(self, session_id: str) -> str | None:
         """When the session's data key was destroyed (ISO 8601, UTC), or None."""

@@ -10,6 +10,8 @@ import base64
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,8 +147,7 @@ async def test_an_encrypted_store_opens_only_with_its_keys(
         await eventmem.open(target, read_only=True)
     stranger = Keyring(keys.path, master_key=generate_master_key())
     with pytest.raises(eventmem.KeyringError, match="not the one this keyring was made with"):
-        async with eventmem.open(target, encryption=stranger) as store:
-            await store.messages("s")
+        await eventmem.open(target, encryption=stranger)  # refused as it opens
     other_keys = Keyring(tmp_path / "other.keys", master_key=generate_master_key())
     async with eventmem.open(target, encryption=other_keys) as store:
         with pytest.raises(eventmem.DataKeyMissingError, match="another store"):
@@ -598,3 +599,38 @@ def test_the_viewer_reads_an_encrypted_store_with_its_keys(
     plain = TestClient(create_app(db), base_url="http://127.0.0.1")
     with pytest.raises(eventmem.KeysRequiredError), plain:  # (it opens the store on start)
         pass
+
+
+_WRITER = """
+import sys, eventmem
+from eventmem.encryption import Keyring
+db, keyring, master, name = sys.argv[1:5]
+keys = Keyring(keyring, master_key=bytes.fromhex(master))
+with eventmem.connect(db, encryption=keys) as store:
+    for i in range(40):
+        for session in ("shared", f"own-{name}"):
+            store.history(session).append([eventmem.Message("human", f"{name} {i}")])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_sharing_a_keyring_make_one_key_per_session(target: str, tmp_path: Path) -> None:
+    master = generate_master_key()
+    keyring = tmp_path / "shared.keys"
+    eventmem.connect(target).close()  # the store exists before they race
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, target, str(keyring), master.hex(), name],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b", "c")
+    ]
+    for writer in writers:
+        _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors
+    with eventmem.connect(target, encryption=Keyring(keyring, master_key=master)) as store:
+        shared = [m.content for m in store.messages("shared")]
+        assert sorted(shared) == sorted(f"{n} {i}" for n in "abc" for i in range(40))
+        assert store.verify().ok

@@ -215,6 +215,9 @@ def use_content(conn: Any, keys: KeyStore | None, read_only: bool) -> bool:
             )
         conn.content = PLAIN
         return False
+    check = getattr(keys, "check", None)
+    if callable(check):
+        check()  # a key store that cannot serve refuses the open, not the first read
     if row is None and not read_only:
         conn.begin_write()
         try:
