@@ -24,6 +24,8 @@ import binascii
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventmem.errors import (
@@ -44,6 +46,8 @@ __all__ = [
     "EncryptedContent",
     "PlainContent",
     "is_encrypted",
+    "opened_in",
+    "opener",
     "use_content",
 ]
 
@@ -59,9 +63,23 @@ _KEYS_CACHED = 4096
 
 def is_encrypted(data: bytes | str | memoryview) -> bool:
     """Whether the stored ``data`` is an encrypted event's."""
+    if type(data) is bytes:
+        return data.startswith(ENVELOPE_PREFIX)
     if isinstance(data, str):
         return data.startswith(_ENVELOPE_PREFIX_TEXT)
     return bytes(data[: len(ENVELOPE_PREFIX)]) == ENVELOPE_PREFIX
+
+
+def opener(content: Content) -> Callable[[str, int, Any], Any] | None:
+    """What a fold of many stored events opens each one with: None for plain content,
+    which costs nothing per event then (an envelope in a plain store does not decode,
+    and verify reports it as undecodable)."""
+    return content.open if content.encrypted else None
+
+
+def opened_in(content: Content, session_id: str) -> Callable[[int, Any], Any] | None:
+    """`opener` for the events of one session, by position."""
+    return partial(content.open, session_id) if content.encrypted else None
 
 
 class Content(Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TypeVar
 
 from eventmem.errors import CorruptDatabaseError, ErasedSessionError
@@ -26,6 +25,7 @@ from eventmem.events import (
 from eventmem.messages import Message
 from eventmem.projection import HEAD_FIELDS, HeadState, MemoryBuffer
 from eventmem.store.cache import ViewCache
+from eventmem.store.content import opened_in
 from eventmem.store.lineage import inheriting
 from eventmem.store.sql import HEAD_COLUMNS, Connection
 from eventmem.store.view_rows import ROW_COLUMNS, resolve
@@ -258,7 +258,7 @@ class SessionHead:
             " ORDER BY v.seq",
             (self.session_id, state.watermark, pinned, stop),
         )
-        opened = partial(self._conn.content.open, self.session_id)
+        opened = opened_in(self._conn.content, self.session_id)
         return [
             message for _, message in resolve(rows, inheriting(self._conn, self.session_id), opened)
         ]

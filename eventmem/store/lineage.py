@@ -27,6 +27,7 @@ from eventmem.events import (
     decode_event,
 )
 from eventmem.projection import Archive
+from eventmem.store.content import opener
 from eventmem.store.sql import Connection
 from eventmem.store.view_rows import Inherited
 
@@ -165,6 +166,7 @@ def fold_history(
     view the fold had after the position it goes back to.
     """
     own = _rows(conn, session_id, 1, None)
+    opened = opener(conn.content)
     inherited: list[Sequence[Any]] = []
     fork = None
     if own and own[0][5] == "fork":
@@ -208,7 +210,7 @@ def fold_history(
                         recorded_at,
                         bytes(data),
                         bytes(digest),
-                        partial(conn.content.open, holder, position),
+                        None if opened is None else partial(opened, holder, position),
                     )
         except (EventmemError, msgspec.DecodeError, msgspec.ValidationError) as e:
             return fold, fold._fail(
@@ -224,7 +226,7 @@ def fold_history(
     for _, position, recorded_at, data, digest, kind, content in own:
         content = None if content is None else bytes(content)
         problem = fold.add_stored(
-            position, recorded_at, bytes(data), bytes(digest), kind, content, conn.content.open
+            position, recorded_at, bytes(data), bytes(digest), kind, content, opened
         )
         if problem is not None:
             return fold, problem

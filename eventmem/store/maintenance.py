@@ -18,6 +18,7 @@ from eventmem.store import checkpoints
 from eventmem.store.base import Progress
 from eventmem.store.cache import ViewCache
 from eventmem.store.checkpoints import IndexRows
+from eventmem.store.content import opener
 from eventmem.store.head import HEAD_COLUMNS, INSERT_HEAD, write_transaction
 from eventmem.store.lineage import fold_history
 from eventmem.store.partition import FoldSpread, Part, PartResult, split
@@ -75,7 +76,7 @@ class _Folded:
         """``verifying``: also decode the messages each buffer ends with (see
         `ChainChecker.check_views`), and bring back the messages an old-style stored
         buffer row is compared with."""
-        self.checker = ChainChecker(trusted=True, stored=True, opened=conn.content.open)
+        self.checker = ChainChecker(trusted=True, stored=True, opened=opener(conn.content))
         self.outcomes: dict[str, SessionFold | FoldOutcome] = {}
         self._conn, self._progress, self._verifying = conn, progress, verifying
 
@@ -100,7 +101,7 @@ class _Folded:
         for job in pending:
             result = job.result()
             if result is None:  # its process failed: fold the part here
-                here = ChainChecker(trusted=True, stored=True, opened=conn.content.open)
+                here = ChainChecker(trusted=True, stored=True, opened=opener(conn.content))
                 here.feed(_event_rows(conn, None, job.part))
                 self._finish(here)
                 self.outcomes.update(here.folds)
@@ -121,7 +122,7 @@ class _Folded:
 
     def refold(self, session_id: str) -> SessionFold:
         """The session folded here, from its events in this snapshot."""
-        checker = ChainChecker(trusted=True, stored=True, opened=self._conn.content.open)
+        checker = ChainChecker(trusted=True, stored=True, opened=opener(self._conn.content))
         checker.feed(
             row
             for rows in self._conn.stream(
@@ -328,7 +329,7 @@ def verify_session(conn: Connection, session_id: str) -> VerifyReport:
     against the fold, in one read snapshot (reading only this session's rows)."""
     conn.begin_read()
     try:
-        checker = ChainChecker(trusted=True, opened=conn.content.open)
+        checker = ChainChecker(trusted=True, opened=opener(conn.content))
         problems = checker.report.problems
         problems.extend(Problem("", 0, "trigger_mismatch", f) for f in conn.trigger_findings())
         checker.feed(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from eventmem.errors import ErasedSessionError
@@ -13,6 +12,7 @@ from eventmem.messages import Message
 from eventmem.rules import event_time, stored_time
 from eventmem.store.base import SessionSummary, StoreStats
 from eventmem.store.cache import ViewCache
+from eventmem.store.content import opened_in
 from eventmem.store.lineage import holders, inheriting
 from eventmem.store.sql import VIEW_START, VISIBLE, Connection
 from eventmem.store.view_rows import resolve
@@ -68,7 +68,7 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
     items = resolve(
         (row[1:] for row in rows if row[1] is not None),
         inheriting(conn, session_id),
-        partial(conn.content.open, session_id),
+        opened_in(conn.content, session_id),
     )
     cache.put(session_id, version, items)
     return int(version), [message for _, message in items]

@@ -20,7 +20,6 @@ it brings back; a fork with none of these since it forked has its parent's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from eventmem._decide import Head, check_expected, decide_append, decide_turn
 from eventmem.errors import CorruptDatabaseError
@@ -36,6 +35,7 @@ from eventmem.projection import BufferEntry, HeadState, MemoryBuffer, apply, fol
 from eventmem.rules import check_save_bytes
 from eventmem.store.base import AppendRequest, SummaryPlan, SummaryText, TurnRequest
 from eventmem.store.cache import ViewCache
+from eventmem.store.content import opened_in
 from eventmem.store.head import SessionHead, now_us
 from eventmem.store.lineage import hash_at, history, holders, inherited_data, inheriting
 from eventmem.store.reads import load_view_at
@@ -185,7 +185,7 @@ def current_buffer(conn: Connection, session_id: str) -> MemoryBuffer:
     messages = resolve(
         ((r[0], r[2], r[3], r[4], r[5]) for r in rows),
         inheriting(conn, session_id),
-        partial(conn.content.open, session_id),
+        opened_in(conn.content, session_id),
     )
     buffer.state = state
     buffer.entries.extend(
