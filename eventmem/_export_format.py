@@ -15,6 +15,7 @@ import msgspec
 from eventmem.errors import ImportRefusedError, InvalidInputError
 from eventmem.events import Event
 from eventmem.rules import check_time, validate_session_id
+from eventmem.store.content import envelope_bytes, is_encrypted
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -104,8 +105,9 @@ _DecodeErrors = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 def max_line_bytes(max_save_bytes: int) -> int:
     """The longest export line an import reads: one event of a save of at most
-    ``max_save_bytes``, with its envelope."""
-    return max_save_bytes + _ENVELOPE_BYTES
+    ``max_save_bytes`` (encrypted, if the store encrypts: a third larger), with its
+    envelope."""
+    return envelope_bytes(max_save_bytes) + _ENVELOPE_BYTES
 
 
 class ExportReader:
@@ -124,6 +126,11 @@ class ExportReader:
         self._max_save = max_save_bytes
         self._max = max_line_bytes(max_save_bytes)
         self.started = False
+
+    @property
+    def max_save_bytes(self) -> int:
+        """The most a save may store in the importing store: no event is larger."""
+        return self._max_save
 
     def events(self) -> Iterator[tuple[int, ExportLine, bytes]]:
         """``(line number, line, data)`` for each event line, then, once the end line
@@ -246,7 +253,10 @@ class ExportReader:
                     f"line {number}: {what} must be 64 lowercase hexadecimal digits"
                 )
         data = bytes(item.data)
-        if len(data) > self._max_save:
+        # An encrypted event's data is larger than the save it holds (which the import
+        # checks against max_save_bytes once it is decrypted).
+        limit = envelope_bytes(self._max_save) if is_encrypted(data) else self._max_save
+        if len(data) > limit:
             raise ImportRefusedError(
                 f"line {number}: the event is {len(data)} bytes, more than a save may store "
                 f"in this store ({self._max_save} bytes); open the store with a larger "

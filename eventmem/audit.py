@@ -29,6 +29,7 @@ from eventmem.errors import (
     CorruptDatabaseError,
     DataKeyMissingError,
     EventmemError,
+    InputTooLargeError,
     InvalidInputError,
     KeysRequiredError,
 )
@@ -492,7 +493,12 @@ class SessionFold:
         if opened is not None:
             try:
                 data = opened(self.session_id, position, data)
-            except (CorruptDatabaseError, DataKeyMissingError, KeysRequiredError) as e:
+            except (
+                CorruptDatabaseError,
+                DataKeyMissingError,
+                KeysRequiredError,
+                InputTooLargeError,
+            ) as e:
                 return self._fail(position, "undecodable", str(e))
         try:
             event = decode(data, trusted=self.trusted)

@@ -634,3 +634,32 @@ def test_processes_sharing_a_keyring_make_one_key_per_session(target: str, tmp_p
         shared = [m.content for m in store.messages("shared")]
         assert sorted(shared) == sorted(f"{n} {i}" for n in "abc" for i in range(40))
         assert store.verify().ok
+
+
+async def test_an_export_of_saves_near_the_size_limit_imports_again(
+    target: str, keys: Keyring, tmp_path: Path
+) -> None:
+    """Ciphertext in base64 is a third larger than the save it holds: a save within
+    ``max_save_bytes`` still imports into a store of the same limit, and no larger one
+    does."""
+    limit = 64 * 1024
+    async with eventmem.open(target, encryption=keys, max_save_bytes=limit) as store:
+        await store.history("big").append([Message("human", "x" * (limit - 1024))])
+        exported = tmp_path / "big.jsonl"
+        with exported.open("wb") as sink:
+            await store.export_to(sink)
+        seen = await store.messages("big")
+    assert max(len(line) for line in exported.read_bytes().splitlines()) > limit  # the box
+    again = _another(backend_of(target), tmp_path, "again")
+    smaller = _another(backend_of(target), tmp_path, "smaller")
+    try:
+        async with eventmem.open(again, encryption=keys, max_save_bytes=limit) as store:
+            await _import(store, exported)
+            assert await store.messages("big") == seen
+        async with eventmem.open(smaller, encryption=keys, max_save_bytes=limit // 2) as store:
+            with pytest.raises(eventmem.ImportRefusedError, match="more than a save may store"):
+                await _import(store, exported)
+            assert await store.sessions() == []
+    finally:
+        drop_target(again)
+        drop_target(smaller)

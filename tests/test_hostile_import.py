@@ -283,13 +283,13 @@ CASES = [
     ImportCase(
         "line longer than the limit",
         forged(replaced(TURN, b'"content":"hi"', b'"content":"' + b"x" * 70_000 + b'"')),
-        "longer than 67584 bytes",
+        "longer than 68333 bytes",  # 2048 encrypted (2,797) + the line envelope
         options={"max_save_bytes": 2048},
     ),
     ImportCase(
         "str line longer than the limit",
         [g.decode() for g in forged(replaced(TURN, b"hi", "\u00e9".encode() * 70_000))],
-        "longer than 67584 bytes",
+        "longer than 68333 bytes",  # 2048 encrypted (2,797) + the line envelope
         options={"max_save_bytes": 2048},
     ),
     ImportCase(

@@ -45,6 +45,7 @@ __all__ = [
     "Content",
     "EncryptedContent",
     "PlainContent",
+    "envelope_bytes",
     "is_encrypted",
     "opened_in",
     "opener",
@@ -68,6 +69,13 @@ def is_encrypted(data: bytes | str | memoryview) -> bool:
     if isinstance(data, str):
         return data.startswith(_ENVELOPE_PREFIX_TEXT)
     return bytes(data[: len(ENVELOPE_PREFIX)]) == ENVELOPE_PREFIX
+
+
+def envelope_bytes(plain_bytes: int) -> int:
+    """The size of the encrypted ``data`` of an event whose JSON is ``plain_bytes`` long
+    (an import's bound on an encrypted event of a save within ``max_save_bytes``)."""
+    box = _NONCE + plain_bytes + 16  # the nonce, the ciphertext, GCM's tag
+    return len(ENVELOPE_PREFIX) + 4 * -(-box // 3) + len(_SUFFIX)
 
 
 def opener(content: Content) -> Callable[[str, int, Any], Any] | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from eventmem.audit import ExportReader, Opener, SessionFold
-from eventmem.errors import ImportRefusedError, StorageError
+from eventmem.errors import ImportRefusedError, InputTooLargeError, StorageError
 from eventmem.store import checkpoints
 from eventmem.store.cache import ViewCache
 from eventmem.store.head import write_transaction
@@ -239,7 +239,7 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
 
     def body() -> tuple[int, int]:
         conn.lock_store()
-        reading = _Reading(reader, conn.content.open)
+        reading = _Reading(reader, _bounded_opener(conn, reader.max_save_bytes))
         reading.start()
         try:
             written = 0
@@ -256,6 +256,22 @@ def import_lines(conn: Connection, cache: ViewCache, reader: ExportReader) -> tu
 
     with conn.bulk_cache():
         return write_transaction(conn, body)
+
+
+def _bounded_opener(conn: Connection, max_save_bytes: int) -> Opener:
+    """The import's `Opener`: an encrypted event's JSON, which must be within what a save
+    may store (its line was allowed the ciphertext's larger size)."""
+
+    def opened(session_id: str, position: int, data: bytes) -> bytes:
+        event = conn.content.open(session_id, position, data)
+        if event is not data and len(event) > max_save_bytes:
+            raise InputTooLargeError(
+                f"the event is {len(event)} bytes once decrypted, more than a save may store "
+                f"in this store ({max_save_bytes} bytes)"
+            )
+        return bytes(event)
+
+    return opened
 
 
 def _settled(conn: Connection, folds: Iterator[tuple[str, SessionFold]]) -> Iterator[SessionFold]:
