@@ -15,7 +15,7 @@ import msgspec
 from eventmem.errors import ImportRefusedError, InvalidInputError
 from eventmem.events import Event
 from eventmem.rules import check_time, validate_session_id
-from eventmem.store.content import envelope_bytes, is_encrypted
+from eventmem.store.content import PLAIN_KINDS, envelope_bytes, is_encrypted
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -253,6 +253,11 @@ class ExportReader:
                     f"line {number}: {what} must be 64 lowercase hexadecimal digits"
                 )
         data = bytes(item.data)
+        if item.kind in PLAIN_KINDS and is_encrypted(data):
+            raise ImportRefusedError(
+                f"line {number}: a {item.kind} event is never encrypted (it holds no content, "
+                "and the store reads it without keys)"
+            )
         # An encrypted event's data is larger than the save it holds (which the import
         # checks against max_save_bytes once it is decrypted).
         limit = envelope_bytes(self._max_save) if is_encrypted(data) else self._max_save

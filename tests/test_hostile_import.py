@@ -293,6 +293,11 @@ CASES = [
         options={"max_save_bytes": 2048},
     ),
     ImportCase(
+        "a fork event in an encrypted box",
+        export(line("forged", 1, b'{"kind":"encrypted","box":"' + b"A" * 60 + b'"}', kind="fork")),
+        "a fork event is never encrypted",
+    ),
+    ImportCase(
         "an event larger than a save may store",
         forged(replaced(TURN, b'"content":"hi"', b'"content":"' + b"x" * 5_000 + b'"')),
         "more than a save may store",
