@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import msgspec
@@ -663,3 +664,23 @@ async def test_an_export_of_saves_near_the_size_limit_imports_again(
     finally:
         drop_target(again)
         drop_target(smaller)
+
+
+async def test_a_seal_in_an_encrypted_store_keeps_the_view_and_the_key(
+    target: str, keys: Keyring
+) -> None:
+    async with eventmem.open(target, encryption=keys) as store:
+        memory = store.token_buffer("s", max_token_limit=30)
+        for i in range(6):
+            await memory.asave_context({"input": f"{PLANT} {i}"}, {"output": "ok"})
+        view = await store.messages("s")
+        [sealed] = await store.seal("s", older_than=timedelta(0))
+        assert sealed.events > 0
+        assert await store.messages("s") == view
+        assert (await store.verify()).ok
+        assert await store.rebuild() == 1
+        assert await store.messages("s") == view
+        assert keys.data_key("s", create=False) is not None  # the rest still needs it
+    kinds = [(k, d[:20]) for _, _, k, d in _stored_rows(target)]
+    assert kinds[0] == ("turn", '{"kind":"erased"}')
+    assert ("seal", '{"kind":"seal","befo') in kinds
