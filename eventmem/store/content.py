@@ -13,8 +13,8 @@ written before it was encrypted, and the ``{"kind":"erased"}`` that an erasure o
 leaves.
 
 Every read of a ``data`` column goes through ``conn.content.open(session, position,
-data)`` before it is decoded; the one write path (``SessionHead.append_event``) through
-``close``.
+data)`` before it is decoded (a fold of many events of a plain store skips it: `opener`);
+the one write path (``SessionHead.append_event``) through ``close``.
 """
 
 from __future__ import annotations
