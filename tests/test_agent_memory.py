@@ -40,6 +40,8 @@ from tests.agent_strategies import AgentConfig, Turn, build_steps, configs, turn
 from tests.backends import fresh_target
 from tests.reference import chat_openai, examples_for
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,
     # which warns on import.

@@ -176,6 +176,7 @@ async def test_limit_below_the_reply_primer_empties_the_buffer(store: eventmem.S
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
+@pytest.mark.postgres_sample(2)
 @pytest.mark.parametrize(
     "statement",
     [
