@@ -105,6 +105,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     line, input checks), where the backend's own behaviour is the store suite's subject.
     A test's own ``postgres_sample`` takes precedence; cases already slow count for none.
 
+    ``@pytest.mark.postgres_slow``: the test's PostgreSQL case is marked slow, its SQLite
+    case stays in the fast loop. For a test that starts processes or waits on the server,
+    of a behaviour the backends share.
+
     ``@pytest.mark.fast_sample(n)``: of a test's cases (on each backend), the fast loop
     runs one in ``n``, the first among them; the rest are marked slow. For case tables
     whose cases take one code path with different inputs, each case costing a subprocess
@@ -116,6 +120,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         function = item.nodeid.split("[", 1)[0]
         on_postgres = "postgresql" in callspec.params.values()
+        if on_postgres and item.get_closest_marker("postgres_slow"):
+            item.add_marker(pytest.mark.slow)
         marker = item.get_closest_marker("postgres_sample")
         across = "function" if marker is None else marker.kwargs.get("across", "function")
         if across == "module" and item.get_closest_marker("slow"):
@@ -138,6 +144,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "fast_sample(n): the fast loop runs one in n of the test's cases on each backend"
         " (tests/conftest.py); the complete run runs them all",
+    )
+    config.addinivalue_line(
+        "markers",
+        "postgres_slow: the test's PostgreSQL case runs in the complete run only; its SQLite"
+        " case is in the fast loop (tests/conftest.py)",
     )
 
 

@@ -70,7 +70,7 @@ from eventmem.integrations.langchain import (
 )
 from eventmem.messages import Role
 
-pytestmark = pytest.mark.postgres_sample(2, across="module")
+pytestmark = pytest.mark.postgres_sample(3, across="module")
 
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,

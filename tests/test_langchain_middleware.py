@@ -36,7 +36,7 @@ import eventmem
 from eventmem.events import MessagesAppended
 from eventmem.integrations.langchain import EventmemMiddleware, from_langchain, to_langchain
 
-pytestmark = pytest.mark.postgres_sample(2, across="module")
+pytestmark = pytest.mark.postgres_sample(3, across="module")
 
 SYSTEM = "You add numbers."
 

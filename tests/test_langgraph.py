@@ -45,7 +45,7 @@ from eventmem.rules import MAX_SESSION_ID_LENGTH
 from tests.backends import backend_of, fresh_target, raw_database
 from tests.test_cli import ok, run
 
-pytestmark = pytest.mark.postgres_sample(2, across="module")
+pytestmark = pytest.mark.postgres_sample(3, across="module")
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS_PER_TURN = 5  # input, the question, the tool call, the tool's result, the answer

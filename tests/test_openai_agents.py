@@ -44,7 +44,7 @@ from eventmem.integrations.openai_agents import EventmemSession, to_item, to_mes
 from tests.backends import fresh_target
 from tests.reference import examples, examples_for
 
-pytestmark = pytest.mark.postgres_sample(2, across="module")
+pytestmark = pytest.mark.postgres_sample(3, across="module")
 
 ROOT = Path(__file__).resolve().parent.parent
 

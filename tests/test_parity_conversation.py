@@ -38,7 +38,7 @@ from tests.strategies import (
     saves,
 )
 
-pytestmark = pytest.mark.postgres_sample(2, across="module")
+pytestmark = pytest.mark.postgres_sample(3, across="module")
 
 Op = Save | Clear | Reopen | SetLimit
 Buffer = str | list[tuple[str, str]]

@@ -214,6 +214,7 @@ async def test_the_database_refuses_a_gap_in_positions(target: str) -> None:
 # -- persistence ------------------------------------------------------------------------
 
 
+@pytest.mark.postgres_slow
 async def test_a_new_process_sees_the_same_buffers(target: str) -> None:
     async with eventmem.open(target) as store:
         for session in ["alpha", "beta"]:

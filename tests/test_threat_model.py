@@ -546,6 +546,9 @@ def _vacuumed_full(target: str) -> bool:
     return False
 
 
+# Waits out every transaction on the server: in the fast loop, the same VACUUM FULL and
+# scan of the table files is tests/test_erasure.py's.
+@pytest.mark.slow
 @pytest.mark.usefixtures("_postgres_server")
 async def test_postgresql_keeps_old_row_versions_until_vacuum_full(tmp_path: Path) -> None:
     with fresh_target("postgresql", tmp_path) as target:
