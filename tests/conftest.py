@@ -96,17 +96,60 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``@pytest.mark.postgres_sample(n)``: of a test's PostgreSQL cases the fast loop runs
     one in ``n`` (the rest are marked slow, so the complete run still has every one). For
     wide case tables whose logic does not depend on the backend: every case still runs on
-    SQLite in the fast loop, and PostgreSQL still sees a spread of them."""
-    seen: defaultdict[str, int] = defaultdict(int)
+    SQLite in the fast loop, and PostgreSQL still sees a spread of them.
+
+    ``pytestmark = pytest.mark.postgres_sample(n, across="module")``: the same over all
+    the PostgreSQL cases of the module's tests, in order, so that of tests that each have
+    one PostgreSQL case the fast loop runs one in ``n`` on PostgreSQL (every one on
+    SQLite). For modules testing a layer above the store (an integration, the command
+    line, input checks), where the backend's own behaviour is the store suite's subject.
+    A test's own ``postgres_sample`` takes precedence; cases already slow count for none.
+
+    ``@pytest.mark.postgres_slow``: the test's PostgreSQL case is marked slow, its SQLite
+    case stays in the fast loop. For a test that starts processes or waits on the server,
+    of a behaviour the backends share.
+
+    ``@pytest.mark.fast_sample(n)``: of a test's cases (on each backend), the fast loop
+    runs one in ``n``, the first among them; the rest are marked slow. For case tables
+    whose cases take one code path with different inputs, each case costing a subprocess
+    or a store of its own."""
+    seen: defaultdict[tuple[str, str], int] = defaultdict(int)
     for item in items:
-        marker = item.get_closest_marker("postgres_sample")
         callspec = getattr(item, "callspec", None)
-        if marker is None or callspec is None or "postgresql" not in callspec.params.values():
+        if callspec is None:
             continue
         function = item.nodeid.split("[", 1)[0]
-        if seen[function] % int(marker.args[0]):
+        on_postgres = "postgresql" in callspec.params.values()
+        if on_postgres and item.get_closest_marker("postgres_slow"):
             item.add_marker(pytest.mark.slow)
-        seen[function] += 1
+        marker = item.get_closest_marker("postgres_sample")
+        across = "function" if marker is None else marker.kwargs.get("across", "function")
+        if across == "module" and item.get_closest_marker("slow"):
+            pass  # already out of the fast loop: counts for no sample
+        elif marker is not None and on_postgres:
+            key = (item.nodeid.split("::", 1)[0] if across == "module" else function, across)
+            if seen[key] % int(marker.args[0]):
+                item.add_marker(pytest.mark.slow)
+            seen[key] += 1
+        marker = item.get_closest_marker("fast_sample")
+        if marker is not None and not item.get_closest_marker("slow"):
+            key = (function, f"fast_sample {on_postgres}")
+            if seen[key] % int(marker.args[0]):
+                item.add_marker(pytest.mark.slow)
+            seen[key] += 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fast_sample(n): the fast loop runs one in n of the test's cases on each backend"
+        " (tests/conftest.py); the complete run runs them all",
+    )
+    config.addinivalue_line(
+        "markers",
+        "postgres_slow: the test's PostgreSQL case runs in the complete run only; its SQLite"
+        " case is in the fast loop (tests/conftest.py)",
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -40,6 +40,8 @@ from tests.agent_strategies import AgentConfig, Turn, build_steps, configs, turn
 from tests.backends import fresh_target
 from tests.reference import chat_openai, examples_for
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,
     # which warns on import.
@@ -401,6 +403,7 @@ CRASHING_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.postgres_slow
 @pytest.mark.anyio
 async def test_live_steps_survive_a_process_that_dies_before_saving(target: str) -> None:
     """The dead run's steps stay in the log as evidence; the next run's save abandons them.

@@ -187,6 +187,7 @@ TAMPERING: list[tuple[str, str, str, int]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("statement", "kind", "position"),
     [t[1:] for t in TAMPERING],
@@ -243,6 +244,7 @@ async def test_a_tampered_projection_is_found(target: str) -> None:
 # -- rebuild ----------------------------------------------------------------------------
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     "damage",
     [
@@ -343,6 +345,7 @@ IMPORT_REFUSALS: list[tuple[str, ImportCase, str]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("change", "message"),
     [c[1:] for c in IMPORT_REFUSALS],

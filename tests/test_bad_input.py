@@ -13,7 +13,7 @@ import pytest
 import eventmem
 from tests.backends import backend_of, raw_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 
 def _event_count(target: str) -> int:

@@ -26,7 +26,7 @@ from eventmem.cli import main
 from tests.backends import backend_of, fresh_target, raw_database
 from tests.test_hostile_import import TURN, export, forged, session_lines
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 SMALL = 4096  # a max_save_bytes that small texts can exceed
 _STATE_TABLES = ("events", "sessions", "view_messages")
@@ -163,6 +163,7 @@ def _slow_callable(messages: list[eventmem.Message]) -> int:
     return sum(len(m.content) for m in messages)
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.parametrize("counter", [_SlowCounter(), _slow_callable], ids=["object", "callable"])
 async def test_a_slow_custom_counter_does_not_stall_the_event_loop(
     db_path: Path, counter: Any

@@ -41,6 +41,8 @@ from tests.backends import (
 )
 from tests.sample_sessions import SAMPLE_SESSIONS, save_samples
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 TURNS = len(DEMO_CONVERSATION)
 
 
@@ -794,6 +796,7 @@ def _schema_tables(target: str) -> list[str] | None:
         return sorted(row[0] for row in rows)
 
 
+@pytest.mark.fast_sample(3)
 @pytest.mark.usefixtures("_postgres_server")
 @pytest.mark.parametrize("args", READING, ids=[a[0] for a in READING])
 def test_reading_commands_never_create_a_postgresql_store(

@@ -22,6 +22,8 @@ from tests.backends import BACKENDS, drop_target, new_target
 from tests.sample_sessions import save_samples
 from tests.test_cli import assert_clean_error, json_lines, ok, populated_db, run
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 ODD = "odd"
 ODD_TEXTS = (
     'Commas, "quotes", and a line\nbreak',
@@ -183,6 +185,7 @@ def test_csv_is_never_styled(
     assert "\033" not in ok(command, csv_db, *rest, "--csv", cwd=tmp_path)
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize("args", [["sessions"], ["log", ODD], ["buffer", ODD], ["stats"]])
 def test_csv_into_a_closed_pipe_ends_as_json_does(csv_db: str, args: list[str]) -> None:

@@ -15,6 +15,8 @@ from eventmem import timeline
 from tests.backends import BACKENDS, drop_target, new_target
 from tests.test_cli import assert_clean_error, json_lines, ok, run
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 
 def _question(i: int) -> dict[str, str]:
     return {"input": f"Question {i}: what is the capital of country {i}?"}
@@ -77,6 +79,7 @@ def test_fork_prints_the_new_version_and_begins_the_new_session(db: str, tmp_pat
     assert ok("verify", db, cwd=tmp_path).startswith("ok: 3 sessions")
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -100,6 +103,7 @@ def test_fork_refusals_are_one_line_and_write_nothing(
         assert store.version("chat") == 4
 
 
+@pytest.mark.postgres_sample(4)
 @pytest.mark.parametrize("value", ["-1", "two", "1.5", ""])
 def test_fork_and_rewind_refuse_bad_positions_as_usage_errors(
     db: str, tmp_path: Path, value: str
@@ -139,6 +143,7 @@ def test_rewind_restores_an_earlier_view_and_prints_the_new_version(
     assert ok("verify", db, cwd=tmp_path).startswith("ok: ")
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -2,7 +2,7 @@
 
 The full run (marked slow) kills the writer 100 times on a SQLite file and 30 times on
 PostgreSQL (where each round also pays for a new server connection);
-EVENTMEM_CRASH_ROUNDS sets both. The quick run, in the fast loop, kills it 3 times.
+EVENTMEM_CRASH_ROUNDS sets both. The quick run, in the fast loop, kills it twice.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from tests.crash.harness import check, run_round
 
-QUICK_ROUNDS = 3
+QUICK_ROUNDS = 2
 FULL_ROUNDS = {"sqlite": 100, "postgresql": 30}
 _ROUNDS = os.environ.get("EVENTMEM_CRASH_ROUNDS")
 

@@ -28,7 +28,7 @@ from tests.backends import BACKENDS, fresh_target
 from tests.probes import traced_statements
 from tests.reference import examples, examples_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 SESSION = "h"
 COUNTER = eventmem.OpenAIChatCounter("gpt-4o")

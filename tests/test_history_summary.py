@@ -15,7 +15,7 @@ import eventmem
 from eventmem import Message
 from tests.backends import raw_database, rehash
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 
 class Recorder:

@@ -15,7 +15,7 @@ import pytest
 import eventmem
 from tests.backends import raw_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 
 @dataclass(frozen=True)

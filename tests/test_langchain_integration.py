@@ -70,6 +70,8 @@ from eventmem.integrations.langchain import (
 )
 from eventmem.messages import Role
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 with warnings.catch_warnings():
     # Importing langchain_classic.agents imports langchain_community when it is installed,
     # which warns (DeprecationWarning) on import.

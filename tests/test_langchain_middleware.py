@@ -36,6 +36,8 @@ import eventmem
 from eventmem.events import MessagesAppended
 from eventmem.integrations.langchain import EventmemMiddleware, from_langchain, to_langchain
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 SYSTEM = "You add numbers."
 
 

@@ -45,6 +45,8 @@ from eventmem.rules import MAX_SESSION_ID_LENGTH
 from tests.backends import backend_of, fresh_target, raw_database
 from tests.test_cli import ok, run
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS_PER_TURN = 5  # input, the question, the tool call, the tool's result, the answer
 
@@ -740,6 +742,7 @@ UNCHECKED: list[tuple[str, Any]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.anyio
 @pytest.mark.parametrize("call", [u[1] for u in UNCHECKED], ids=[u[0] for u in UNCHECKED])
 async def test_unchecked_inputs_are_refused_alike_on_both_backends(

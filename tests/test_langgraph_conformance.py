@@ -18,7 +18,7 @@ from langgraph.checkpoint.conformance.report import ProgressCallbacks
 
 from eventmem.integrations.langgraph import EventmemSaver
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 
 def _report_failures(failures: list[str]) -> str:

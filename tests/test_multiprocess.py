@@ -3,7 +3,7 @@
 The full run (marked slow): SQLite, 4 processes x 50 tasks on one database file, for 30
 seconds; PostgreSQL, 8 processes x 50 tasks, each process on its own connection, for 20
 seconds. EVENTMEM_STRESS_SECONDS sets the duration of both. The quick run, in the fast
-loop, is 2 processes for 1.5 seconds on each backend. The tasks save to 20 shared
+loop, is 2 processes for 1 second on each backend. The tasks save to 20 shared
 sessions; each worker records every save that returned and every error it saw.
 Afterwards: no worker saw an error (no DatabaseLockedError), every returned save is in
 its session exactly once, positions are gapless, verify() is clean and every projection
@@ -34,7 +34,7 @@ PROCESSES = {"sqlite": {"quick": 2, "full": 4}, "postgresql": {"quick": 2, "full
 TASKS_PER_PROCESS = 50
 SHARED_SESSIONS = [f"shared-{n:02d}" for n in range(20)]
 LIMIT = 200
-QUICK_SECONDS = 1.5
+QUICK_SECONDS = 1.0
 FULL_SECONDS = {"sqlite": 30.0, "postgresql": 20.0}
 _SECONDS = os.environ.get("EVENTMEM_STRESS_SECONDS")
 

@@ -44,6 +44,8 @@ from eventmem.integrations.openai_agents import EventmemSession, to_item, to_mes
 from tests.backends import fresh_target
 from tests.reference import examples, examples_for
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # --- real item shapes --------------------------------------------------------------------

@@ -83,6 +83,7 @@ async def test_an_intact_store_verifies_alike_in_several_processes(
     assert (many.sessions, many.events) == (one.sessions, one.events) == (6, one.events)
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.parametrize(
     ("statement", "kind", "position"),
     [t[1:] for t in TAMPERING],
@@ -115,6 +116,7 @@ PROJECTION_DAMAGE = [
 ]
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.parametrize("damage", PROJECTION_DAMAGE)
 async def test_projection_damage_is_found_alike_in_several_processes(
     db: str, damage: str, spawned: list[int]
@@ -193,6 +195,7 @@ async def test_a_child_that_answers_garbage_is_not_believed(
     assert _findings(await _verify(db, 2)) == _findings(await _verify(db, 1)) != []
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.parametrize(
     "damage",
     [

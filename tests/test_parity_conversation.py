@@ -38,6 +38,8 @@ from tests.strategies import (
     saves,
 )
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 Op = Save | Clear | Reopen | SetLimit
 Buffer = str | list[tuple[str, str]]
 

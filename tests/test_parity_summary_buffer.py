@@ -35,6 +35,8 @@ from tests.reference import examples_for
 from tests.strategies import Clear, Config, Reopen, Save, SetLimit, configs, operations
 from tests.summarizers import FakeChatOpenAI, fake_chat_openai
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 Op = Save | Clear | Reopen | SetLimit
 Buffer = str | list[tuple[str, str]]
 

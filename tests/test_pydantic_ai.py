@@ -75,7 +75,7 @@ from tests.backends import fresh_target
 from tests.reference import examples, examples_for
 from tests.strategies import texts
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(3, across="module")]
 
 # -- what pydantic-ai itself makes of a history ------------------------------------------
 

@@ -328,6 +328,7 @@ def _command(args: list[str], db: str) -> list[str]:
     return [args[0], db]
 
 
+@pytest.mark.fast_sample(2)
 @pytest.mark.parametrize("args", READING, ids=[a[0] for a in READING])
 def test_reading_commands_work_on_read_only_media(tmp_path: Path, args: list[str]) -> None:
     make_store(tmp_path / "a.db")
@@ -345,6 +346,7 @@ def test_rebuild_on_read_only_media_fails_cleanly(tmp_path: Path) -> None:
         assert_clean_error(result, 1)
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize("args", READING, ids=[a[0] for a in READING])
 def test_reading_commands_never_migrate(old_store: str, tmp_path: Path, args: list[str]) -> None:
     files = snapshot(tmp_path)

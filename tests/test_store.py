@@ -176,6 +176,7 @@ async def test_limit_below_the_reply_primer_empties_the_buffer(store: eventmem.S
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
+@pytest.mark.postgres_sample(2)
 @pytest.mark.parametrize(
     "statement",
     [
@@ -213,6 +214,7 @@ async def test_the_database_refuses_a_gap_in_positions(target: str) -> None:
 # -- persistence ------------------------------------------------------------------------
 
 
+@pytest.mark.postgres_slow
 async def test_a_new_process_sees_the_same_buffers(target: str) -> None:
     async with eventmem.open(target) as store:
         for session in ["alpha", "beta"]:

@@ -19,7 +19,7 @@ from eventmem.events import GENESIS_HASH, decode_event, encode_event
 from tests.backends import fresh_target, raw_database, rehash
 from tests.summarizers import answer_for, fake_chat_openai
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 EXCHANGES = [
     ({"input": f"question {n}: " + "words " * n}, {"output": f"answer {n} " + "more " * n})
@@ -120,6 +120,7 @@ async def test_a_summary_survives_export_and_import(
             assert await memory.aload_memory_variables({}) == expected
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     "failure",
     [RuntimeError("rate limited"), TimeoutError(), ValueError("bad request")],
@@ -142,6 +143,7 @@ async def test_a_model_that_raises_writes_nothing(target: str, failure: Exceptio
         assert (await store.verify()).ok
 
 
+@pytest.mark.postgres_sample(2)
 @pytest.mark.parametrize("answer", [None, 42, b"bytes", {"text": "x"}], ids=repr)
 async def test_a_model_that_answers_no_text_writes_nothing(target: str, answer: Any) -> None:
     class Answers:
@@ -336,6 +338,7 @@ FORGERIES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
 async def test_a_forged_summary_is_refused_on_import(
     backend: str, target: str, tmp_path: Any, forgery: Callable[[Any], Any]
@@ -353,6 +356,7 @@ async def test_a_forged_summary_is_refused_on_import(
             assert await store.count_events() == 0
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
 async def test_verify_finds_a_summary_rewritten_in_the_database(
     target: str, forgery: Callable[[Any], Any]

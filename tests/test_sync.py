@@ -10,6 +10,8 @@ import eventmem
 from tests.backends import drop_target, new_target
 from tests.probes import target_exists
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 
 def test_blocking_round_trip(target: str) -> None:
     with eventmem.connect(target) as store:

@@ -61,6 +61,7 @@ PLANTED: list[tuple[str, str, tuple[str, str]]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("statement", "finding"), [p[1:] for p in PLANTED], ids=[p[0] for p in PLANTED]
 )
@@ -182,6 +183,7 @@ def _edit_is_refused(target: str) -> bool:
     return False
 
 
+@pytest.mark.postgres_sample(2)
 @pytest.mark.parametrize(
     ("backend", "damage", "findings"),
     [pytest.param(d[0], d[2], d[3], id=f"{d[0]}-{d[1]}") for d in TRIGGER_DAMAGE],
@@ -251,6 +253,7 @@ def _damage_log(target: str, statement: str) -> None:
         raw.execute("UPDATE view_messages SET tokens = tokens + 1 WHERE session_id = 'agent-0'")
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     ("statement", "finding"), [c[1:] for c in CHAIN_DAMAGE], ids=[c[0] for c in CHAIN_DAMAGE]
 )
@@ -377,6 +380,7 @@ BLIND_SPOTS: list[tuple[str, str | None]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize("statement", [b[1] for b in BLIND_SPOTS], ids=[b[0] for b in BLIND_SPOTS])
 async def test_known_blind_spots_of_the_plain_chain(target: str, statement: str | None) -> None:
     """Documented as not detected (docs/operations.md): these pass verify once the

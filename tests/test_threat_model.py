@@ -222,6 +222,7 @@ MARKED: list[tuple[str, str, int]] = [
 ]
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(("where", "position"), [m[1:] for m in MARKED], ids=[m[0] for m in MARKED])
 async def test_the_erased_marker_without_a_tombstone_is_reported(
     target: str, where: str, position: int
@@ -249,6 +250,7 @@ def _rewrite_tombstone(raw: RawDatabase, session: str, **changes: Any) -> None:
     raw.execute("UPDATE sessions SET head_hash = ? WHERE session_id = ?", (digest, session))
 
 
+@pytest.mark.postgres_sample(3)
 @pytest.mark.parametrize(
     "changes",
     [{"events": 2}, {"events": CHAT_EVENTS + 1}, {"last_hash": "ab" * 32}],
@@ -544,6 +546,9 @@ def _vacuumed_full(target: str) -> bool:
     return False
 
 
+# Waits out every transaction on the server: in the fast loop, the same VACUUM FULL and
+# scan of the table files is tests/test_erasure.py's.
+@pytest.mark.slow
 @pytest.mark.usefixtures("_postgres_server")
 async def test_postgresql_keeps_old_row_versions_until_vacuum_full(tmp_path: Path) -> None:
     with fresh_target("postgresql", tmp_path) as target:

@@ -23,7 +23,7 @@ from eventmem.projection import MemoryBuffer
 from eventmem.steps import Action
 from tests.sample_sessions import SAMPLE_SESSIONS, save_samples
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_sample(2, across="module")]
 
 SESSIONS = (*SAMPLE_SESSIONS, "tools")
 

@@ -26,6 +26,8 @@ from opentelemetry.util.types import Attributes
 import eventmem
 from eventmem.messages import Message
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 
 class _Switch(Sampler):
     """Records while ``on``; else drops every span (as the no-op provider does)."""

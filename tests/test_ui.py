@@ -31,6 +31,8 @@ from tests.files import snapshot
 from tests.test_cli import assert_clean_error, populated_db, run
 from tests.viewer_store import HOSTILE, fill_viewer_store
 
+pytestmark = pytest.mark.postgres_sample(3, across="module")
+
 _LOCAL = "http://127.0.0.1"
 
 

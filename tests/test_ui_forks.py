@@ -17,6 +17,8 @@ import eventmem
 from eventmem.ui.app import create_app
 from tests.test_cli import ok, populated_db
 
+pytestmark = pytest.mark.postgres_sample(2, across="module")
+
 
 async def _fill(db: str) -> None:
     async with eventmem.open(db) as store:
