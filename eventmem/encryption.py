@@ -79,19 +79,22 @@ def generate_master_key() -> bytes:
     return os.urandom(DATA_KEY_BYTES)
 
 
+_MISSING = "encryption at rest needs the cryptography package: pip install 'eventmem[crypto]'"
+
+
 def _aesgcm(key: bytes) -> AESGCM:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as e:
-        raise MissingDependencyError(
-            "encryption at rest needs the cryptography package: pip install 'eventmem[crypto]'"
-        ) from e
+        raise MissingDependencyError(_MISSING) from e
     return AESGCM(key)
 
 
 def _invalid_tag() -> type[Exception]:
-    from cryptography.exceptions import InvalidTag
-
+    try:
+        from cryptography.exceptions import InvalidTag
+    except ImportError as e:
+        raise MissingDependencyError(_MISSING) from e
     return InvalidTag
 
 

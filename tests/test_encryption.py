@@ -556,14 +556,18 @@ async def test_an_erasure_run_again_destroys_a_key_the_first_left(target: str) -
 
 
 class _Watched(_DictKeys):
-    """A key store that notes the threads it is called on."""
+    """A key store that notes the threads it is called on, and those a new key is made
+    on."""
 
     def __init__(self) -> None:
         super().__init__()
         self.threads: set[int] = set()
+        self.making: set[str] = set()
 
     def data_key(self, session_id: str, *, create: bool) -> bytes | None:
         self.threads.add(threading.get_ident())
+        if session_id not in self.keys and create:
+            self.making.add(threading.current_thread().name)
         return super().data_key(session_id, create=create)
 
 
@@ -579,6 +583,9 @@ async def test_the_key_store_is_never_called_on_the_event_loop(target: str) -> N
         await store.token_buffer("c").asave_context({"input": "x"}, {"output": "y"})
     assert vault.threads
     assert threading.get_ident() not in vault.threads  # (a KMS call would block the loop)
+    # nor in a write batch, on the connection's thread (the keyring syncs its file)
+    assert vault.making
+    assert "eventmem-connection" not in vault.making
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -45,7 +45,7 @@ from eventmem.store.base import (
     TurnRequest,
 )
 from eventmem.store.cache import ViewCache
-from eventmem.store.content import use_content
+from eventmem.store.content import PLAIN, Content, use_content
 from eventmem.store.erasure import erase_op, seal_op
 from eventmem.store.forks import fork_op, rewind_op
 from eventmem.store.partition import FoldSpread
@@ -111,7 +111,8 @@ class BatchedBackend:
         self._lists = checkpoints.ListCache()  # checkpoint lists rebuilt from their deltas
         self._queue: list[_Queued] = []
         self._committing = False  # a caller holds the turn to commit the queue
-        self._encrypted = False  # whether content is kept encrypted (set on open)
+        self._content: Content = PLAIN  # how content is kept (set on open)
+        self._encrypted = False
         # The connection's thread: one call (a whole transaction) at a time.
         self._worker = worker if worker is not None else Worker()
 
@@ -153,6 +154,16 @@ class BatchedBackend:
             )
 
     # -- writes ----------------------------------------------------------------------
+    async def _submit_content(self, op: WriteOp) -> int:
+        """`_submit` for a write that holds content: in an encrypted store, the session's
+        data key is got first, on a thread of its own (making a new one syncs the
+        keyring's file: inside the batch it would hold every write in it)."""
+        content = self._content
+        if content.encrypted and not content.holds_key(op.session_id):
+            self._refuse_if_read_only("a write")
+            await anyio.to_thread.run_sync(content.prepare, op.session_id)
+        return await self._submit(op)
+
     async def _submit(self, op: WriteOp) -> int:
         """Queue a write and wait until it is committed (or refused).
 
@@ -236,7 +247,7 @@ class BatchedBackend:
 
     async def append_turn(self, session_id: str, turn: TurnRequest) -> int:
         """Append one save (its messages counted, the buffer pruned) atomically."""
-        return await self._submit(turn_op(session_id, turn, self._max_save_bytes))
+        return await self._submit_content(turn_op(session_id, turn, self._max_save_bytes))
 
     async def plan_summary_turn(
         self, session_id: str, turn: TurnRequest | AppendRequest
@@ -255,7 +266,7 @@ class BatchedBackend:
     ) -> int:
         """Append a summarised turn or general append and its summary, as planned,
         atomically."""
-        return await self._submit(
+        return await self._submit_content(
             summaries.summary_turn_op(session_id, turn, plan, summary, self._max_save_bytes)
         )
 
@@ -275,7 +286,7 @@ class BatchedBackend:
         expected_version: int | None = None,
     ) -> int:
         """Append a step recorded live, before its turn is saved."""
-        return await self._submit(
+        return await self._submit_content(
             step_op(
                 session_id, step, counter, as_tools, run, expected_version, self._max_save_bytes
             )
@@ -287,7 +298,7 @@ class BatchedBackend:
 
     async def append_messages(self, session_id: str, request: AppendRequest) -> int:
         """Append a general append (its messages counted, the view pruned) atomically."""
-        return await self._submit(append_op(session_id, request, self._max_save_bytes))
+        return await self._submit_content(append_op(session_id, request, self._max_save_bytes))
 
     async def retract(
         self, session_id: str, count: int, expected_version: int | None = None
@@ -335,7 +346,7 @@ class BatchedBackend:
     async def checkpoint_write(self, session_id: str, decide: checkpoints.Decide) -> int:
         """Append the checkpoint events ``decide`` chooses inside the write's transaction
         (see ``checkpoints.checkpoint_op``); return the session's version."""
-        return await self._submit(
+        return await self._submit_content(
             checkpoints.checkpoint_op(session_id, decide, self._max_save_bytes)
         )
 
@@ -411,7 +422,8 @@ class BatchedBackend:
         content as it is kept (``keys``: encrypted); a refusal closes the store."""
         try:
             await self._check_triggers(triggers)
-            self._encrypted = await self._run(use_content, keys, self._read_only)
+            self._content = await self._run(use_content, keys, self._read_only)
+            self._encrypted = self._content.encrypted
         except BaseException:
             await self.close()
             raise

@@ -19,11 +19,9 @@ the one write path (``SessionHead.append_event``) through ``close``.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -112,6 +110,11 @@ class Content(Protocol):
         store (which may block): always, for plain content."""
         ...
 
+    def prepare(self, session_id: str) -> None:
+        """Get the session's data key from the key store (made if it has none), so the
+        writes that follow need not ask: called outside any transaction."""
+        ...
+
 
 class PlainContent:
     """A store opened without keys: it writes content as it is, and refuses to read an
@@ -136,6 +139,9 @@ class PlainContent:
     def holds_key(self, session_id: str) -> bool:
         return True
 
+    def prepare(self, session_id: str) -> None:
+        pass
+
 
 PLAIN = PlainContent()
 
@@ -150,11 +156,14 @@ class EncryptedContent:
     encrypted = True
 
     def __init__(self, keys: KeyStore) -> None:
-        from eventmem.encryption import _aesgcm
+        from eventmem.encryption import _aesgcm, _invalid_tag
 
         self.keys = keys
         self._aesgcm = _aesgcm
-        self._ciphers: OrderedDict[str, Any] = OrderedDict()  # session -> its AESGCM
+        self._invalid_tag = _invalid_tag()
+        # session -> its AESGCM, the oldest first out past _KEYS_CACHED. A hit reads the
+        # dict without the lock (one atomic lookup); the lock guards insertions.
+        self._ciphers: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def close(self, session_id: str, position: int, kind: str, data: bytes) -> bytes:
@@ -164,26 +173,25 @@ class EncryptedContent:
         box = nonce + self._cipher(session_id, create=True).encrypt(
             nonce, data, _aad(session_id, position)
         )
-        return ENVELOPE_PREFIX + base64.b64encode(box) + _SUFFIX
+        return ENVELOPE_PREFIX + binascii.b2a_base64(box, newline=False) + _SUFFIX
 
     def open(self, session_id: str, position: int, data: Any) -> Any:
         if not is_encrypted(data):
             return data
-        raw = data.encode() if isinstance(data, str) else bytes(data)
+        raw = data.encode() if isinstance(data, str) else bytes(data)  # (bytes: no copy)
+        if not raw.endswith(_SUFFIX):
+            raise _unauthentic(session_id, position, "is not a readable encrypted box")
         try:
-            if not raw.endswith(_SUFFIX):
-                raise ValueError
-            box = base64.b64decode(raw[len(ENVELOPE_PREFIX) : -len(_SUFFIX)], validate=True)
-        except (ValueError, binascii.Error):
+            # Not validated character by character: GCM's tag authenticates every byte.
+            box = memoryview(binascii.a2b_base64(memoryview(raw)[len(ENVELOPE_PREFIX) : -2]))
+        except binascii.Error:
             raise _unauthentic(session_id, position, "is not a readable encrypted box") from None
         if len(box) <= _NONCE:
             raise _unauthentic(session_id, position, "is not a readable encrypted box")
         cipher = self._cipher(session_id, create=False)
-        from cryptography.exceptions import InvalidTag
-
         try:
             return cipher.decrypt(box[:_NONCE], box[_NONCE:], _aad(session_id, position))
-        except InvalidTag:
+        except self._invalid_tag:
             raise _unauthentic(
                 session_id,
                 position,
@@ -199,12 +207,13 @@ class EncryptedContent:
     def holds_key(self, session_id: str) -> bool:
         return session_id in self._ciphers
 
+    def prepare(self, session_id: str) -> None:
+        self._cipher(session_id, create=True)
+
     def _cipher(self, session_id: str, *, create: bool) -> Any:
-        with self._lock:
-            cipher = self._ciphers.get(session_id)
-            if cipher is not None:
-                self._ciphers.move_to_end(session_id)
-                return cipher
+        cipher = self._ciphers.get(session_id)
+        if cipher is not None:
+            return cipher
         key = self.keys.data_key(session_id, create=create)
         if key is None:
             raise DataKeyMissingError(
@@ -218,7 +227,7 @@ class EncryptedContent:
         with self._lock:
             self._ciphers[session_id] = cipher
             while len(self._ciphers) > _KEYS_CACHED:
-                self._ciphers.popitem(last=False)
+                del self._ciphers[next(iter(self._ciphers))]
         return cipher
 
 
@@ -226,11 +235,11 @@ _SETTING = "SELECT value FROM eventmem_settings WHERE name = 'encryption'"
 _ALGORITHM = "aes-256-gcm"
 
 
-def use_content(conn: Any, keys: KeyStore | None, read_only: bool) -> bool:
+def use_content(conn: Any, keys: KeyStore | None, read_only: bool) -> Content:
     """On open: keep the store's content under ``keys`` (None: plain), after checking
     that the store agrees: one that was opened with keys is refused without them. A
-    writable store opened with keys for the first time remembers it. Whether content is
-    encrypted."""
+    writable store opened with keys for the first time remembers it. Returns the
+    connection's content, now set."""
     row = conn.execute(_SETTING).fetchone()
     if keys is None:
         if row is not None:
@@ -240,7 +249,7 @@ def use_content(conn: Any, keys: KeyStore | None, read_only: bool) -> bool:
                 "EVENTMEM_MASTER_KEY)"
             )
         conn.content = PLAIN
-        return False
+        return PLAIN
     check = getattr(keys, "check", None)
     if callable(check):
         check()  # a key store that cannot serve refuses the open, not the first read
@@ -257,8 +266,8 @@ def use_content(conn: Any, keys: KeyStore | None, read_only: bool) -> bool:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    conn.content = EncryptedContent(keys)
-    return True
+    content = conn.content = EncryptedContent(keys)
+    return content
 
 
 def _unauthentic(session_id: str, position: int, what: str) -> CorruptDatabaseError:
