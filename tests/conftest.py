@@ -139,19 +139,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             seen[key] += 1
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "fast_sample(n): the fast loop runs one in n of the test's cases on each backend"
-        " (tests/conftest.py); the complete run runs them all",
-    )
-    config.addinivalue_line(
-        "markers",
-        "postgres_slow: the test's PostgreSQL case runs in the complete run only; its SQLite"
-        " case is in the fast loop (tests/conftest.py)",
-    )
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     drop_pool()
 

@@ -556,24 +556,28 @@ async def test_an_erasure_run_again_destroys_a_key_the_first_left(target: str) -
 
 
 class _Watched(_DictKeys):
-    """A key store that notes the threads it is called on, and those a new key is made
-    on."""
+    """A key store that notes the threads it is called on, and whether the store's
+    connection was in a transaction when a new key was made."""
 
     def __init__(self) -> None:
         super().__init__()
         self.threads: set[int] = set()
-        self.making: set[str] = set()
+        self.in_transaction: Callable[[], bool] = lambda: False
+        self.made_in_transaction: list[bool] = []
 
     def data_key(self, session_id: str, *, create: bool) -> bytes | None:
         self.threads.add(threading.get_ident())
         if session_id not in self.keys and create:
-            self.making.add(threading.current_thread().name)
+            self.made_in_transaction.append(self.in_transaction())
         return super().data_key(session_id, create=create)
 
 
 async def test_the_key_store_is_never_called_on_the_event_loop(target: str) -> None:
     vault = _Watched()
     async with eventmem.open(target, encryption=vault) as store:
+        backend = store._backend  # (the test looks at the connection's transaction)
+        connection = getattr(backend, "_conn", None) or backend._pg  # type: ignore[attr-defined]
+        vault.in_transaction = lambda: bool(connection.in_transaction)
         for session in ("a", "b"):
             memory = store.token_buffer(session)
             for i in range(3):
@@ -583,9 +587,8 @@ async def test_the_key_store_is_never_called_on_the_event_loop(target: str) -> N
         await store.token_buffer("c").asave_context({"input": "x"}, {"output": "y"})
     assert vault.threads
     assert threading.get_ident() not in vault.threads  # (a KMS call would block the loop)
-    # nor in a write batch, on the connection's thread (the keyring syncs its file)
-    assert vault.making
-    assert "eventmem-connection" not in vault.making
+    # nor inside a write transaction (the keyring syncs its file: the lock would wait)
+    assert vault.made_in_transaction == [False, False, False]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -72,6 +72,10 @@ def _purge_copies(conn: Connection) -> bool:
     return conn.purge_copies()
 
 
+def _prepare_key(conn: Connection, session_id: str) -> None:
+    conn.content.prepare(session_id)
+
+
 def _destroy_key(conn: Connection, session_id: str) -> bool:
     return conn.content.destroy(session_id)
 
@@ -156,12 +160,16 @@ class BatchedBackend:
     # -- writes ----------------------------------------------------------------------
     async def _submit_content(self, op: WriteOp) -> int:
         """`_submit` for a write that holds content: in an encrypted store, the session's
-        data key is got first, on a thread of its own (making a new one syncs the
-        keyring's file: inside the batch it would hold every write in it)."""
+        data key is got first, on the connection's thread but outside any transaction
+        (making a new one syncs the keyring's file: inside a write transaction it would
+        hold the database's write lock meanwhile). On a thread of its own instead, the
+        first saves of many new sessions came back at staggered times and group commit
+        batched fewer of them together: 50 new sessions saving at once, ~20% fewer
+        saves/s."""
         content = self._content
         if content.encrypted and not content.holds_key(op.session_id):
             self._refuse_if_read_only("a write")
-            await anyio.to_thread.run_sync(content.prepare, op.session_id)
+            await self._run(_prepare_key, op.session_id)
         return await self._submit(op)
 
     async def _submit(self, op: WriteOp) -> int:
