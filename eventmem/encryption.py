@@ -166,11 +166,7 @@ class Keyring:
         else:
             if wrap is not None or unwrap is not None:
                 raise InvalidInputError("give a keyring master_key= or wrap=/unwrap=, not both")
-            if not isinstance(master_key, bytes) or len(master_key) != DATA_KEY_BYTES:
-                raise InvalidInputError(
-                    f"master_key must be {DATA_KEY_BYTES} bytes (eventmem.encryption."
-                    "generate_master_key() makes one)"
-                )
+            _checked_master_key(master_key)
         self.path = Path(name)
         self._master = None if master_key is None else _Wrapper(master_key)
         self._wrap, self._unwrap = wrap, unwrap
@@ -226,6 +222,40 @@ class Keyring:
         with self._lock:
             self._connected()
 
+    def rotate(self, new_master_key: bytes) -> int:
+        """Wrap every data key under ``new_master_key`` instead, in one transaction of
+        the keyring's file (the old wrapped keys overwritten: ``secure_delete``); from
+        then on the keyring opens with the new key only. The data keys, and so the
+        store, are unchanged. Returns how many keys were re-wrapped. A keyring whose keys
+        a KMS wraps rotates in the KMS."""
+        if self._master is None:
+            raise InvalidInputError(
+                "this keyring's keys are wrapped by a KMS (wrap=/unwrap=): rotate them there"
+            )
+        new = _Wrapper(_checked_master_key(new_master_key))
+        with self._lock:
+            conn = self._connected()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute("SELECT session_id, wrapped FROM data_keys").fetchall()
+                for session_id, wrapped in rows:
+                    key = self._unwrapped(session_id, bytes(wrapped))
+                    conn.execute(
+                        "UPDATE data_keys SET wrapped = ? WHERE session_id = ?",
+                        (new.wrap(key, _key_aad(session_id)), session_id),
+                    )
+                conn.execute(
+                    "UPDATE keyring SET check_box = ? WHERE id = 1",
+                    (new.wrap(_CHECK_TEXT, _CHECK_AAD),),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._master = new
+        return len(rows)
+
     def destroyed_at(self, session_id: str) -> str | None:
         """When the session's data key was destroyed (ISO 8601, UTC), or None."""
         with self._lock:
@@ -258,11 +288,27 @@ class Keyring:
         else:
             assert self._wrap is not None
             wrapped = _through_kms(self._wrap, "wrap", session_id, key)
-        with conn:  # another process may have made one meanwhile: then that one is used
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._master is not None:
+                # Another process may have rotated the master key since this one opened
+                # the file: a key wrapped under the old one would not open again.
+                (check,) = conn.execute("SELECT check_box FROM keyring WHERE id = 1").fetchone()
+                if self._master.unwrap(bytes(check), _CHECK_AAD) != _CHECK_TEXT:
+                    raise KeyringError(
+                        "the keyring's master key was rotated since it was opened: open it "
+                        "with the new master key"
+                    )
+            # Another process may have made one meanwhile: then that one is used.
             conn.execute(
                 "INSERT OR IGNORE INTO data_keys (session_id, wrapped, made_at) VALUES (?, ?, ?)",
                 (session_id, wrapped, _now()),
             )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _unwrapped(self, session_id: str, wrapped: bytes) -> bytes:
         if self._master is not None:
@@ -352,6 +398,15 @@ class Keyring:
             and self._master.unwrap(bytes(row[1]), _CHECK_AAD) != _CHECK_TEXT
         ):
             raise KeyringError("the master key is not the one this keyring was made with")
+
+
+def _checked_master_key(master_key: object) -> bytes:
+    if not isinstance(master_key, bytes) or len(master_key) != DATA_KEY_BYTES:
+        raise InvalidInputError(
+            f"master_key must be {DATA_KEY_BYTES} bytes (eventmem.encryption."
+            "generate_master_key() makes one)"
+        )
+    return master_key
 
 
 def _through_kms(

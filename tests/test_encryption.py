@@ -694,3 +694,38 @@ async def test_a_seal_in_an_encrypted_store_keeps_the_view_and_the_key(
     kinds = [(k, d[:20]) for _, _, k, d in _stored_rows(target)]
     assert kinds[0] == ("turn", '{"kind":"erased"}')
     assert ("seal", '{"kind":"seal","befo') in kinds
+
+
+async def test_the_master_key_rotates_and_the_old_one_stops_opening(
+    target: str, tmp_path: Path
+) -> None:
+    old, new = generate_master_key(), generate_master_key()
+    path = tmp_path / "rotating.keys"
+    keyring = Keyring(path, master_key=old)
+    async with eventmem.open(target, encryption=keyring) as store:
+        for session in ("a", "b"):
+            await store.token_buffer(session).asave_context({"input": PLANT}, {"output": "b"})
+        seen = await store.messages("a")
+    with sqlite3.connect(path) as raw:
+        wrapped = [bytes(w) for (w,) in raw.execute("SELECT wrapped FROM data_keys")]
+    raw.close()
+    stale = Keyring(path, master_key=old)
+    stale.check()  # another process that opened the keyring with the old key
+    assert keyring.rotate(new) == 2
+    keyring.close()
+    after = path.read_bytes()
+    assert len(wrapped) == 2
+    assert all(w not in after for w in wrapped)  # overwritten, not left in free space
+    with pytest.raises(eventmem.KeyringError, match="not the one"):
+        await eventmem.open(target, encryption=Keyring(path, master_key=old))
+    with pytest.raises(eventmem.KeyringError, match="rotated since it was opened"):
+        stale.data_key("c", create=True)  # it cannot add a key wrapped under the old one
+    stale.close()
+    async with eventmem.open(target, encryption=Keyring(path, master_key=new)) as store:
+        assert await store.messages("a") == seen
+        assert (await store.verify()).ok
+    with pytest.raises(eventmem.InvalidInputError, match="32 bytes"):
+        Keyring(path, master_key=new).rotate(b"short")
+    kms = _FakeKms()
+    with pytest.raises(eventmem.InvalidInputError, match="rotate them there"):
+        Keyring(tmp_path / "kms.keys", wrap=kms.wrap, unwrap=kms.unwrap).rotate(new)
