@@ -29,6 +29,7 @@ COMMANDS = [
     ["seal"],
     ["verify"],
     ["anchor"],
+    ["keyring"],
     ["rebuild"],
     ["export"],
     ["import"],

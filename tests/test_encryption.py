@@ -729,3 +729,39 @@ async def test_the_master_key_rotates_and_the_old_one_stops_opening(
     kms = _FakeKms()
     with pytest.raises(eventmem.InvalidInputError, match="rotate them there"):
         Keyring(tmp_path / "kms.keys", wrap=kms.wrap, unwrap=kms.unwrap).rotate(new)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_keyring_command_makes_a_key_and_rotates_the_keyring(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = run("keyring", "--new-master-key", cwd=tmp_path)
+    assert made.returncode == 0, made
+    old = base64.b64decode(made.stdout.strip())
+    assert len(old) == 32
+    db, keyring = tmp_path / "a.db", tmp_path / "a.keys"
+    with eventmem.connect(db, encryption=Keyring(keyring, master_key=old)) as store:
+        store.token_buffer("s").save_context({"input": PLANT}, {"output": "b"})
+    new = generate_master_key()
+    monkeypatch.setenv("EVENTMEM_MASTER_KEY", old.hex())
+    monkeypatch.setenv("EVENTMEM_NEW_MASTER_KEY", base64.b64encode(new).decode())
+    rotated = run("keyring", "--rotate", str(keyring), cwd=tmp_path)
+    assert rotated.returncode == 0, rotated
+    assert "1 data key wrapped under the new master key" in rotated.stdout
+    assert old.hex() not in rotated.stdout + rotated.stderr
+    monkeypatch.setenv("EVENTMEM_KEYRING", str(keyring))
+    stale = run("log", str(db), "s", cwd=tmp_path)
+    assert_clean_error(stale, 1)
+    assert "not the one this keyring was made with" in stale.stderr
+    monkeypatch.setenv("EVENTMEM_MASTER_KEY", new.hex())
+    assert PLANT in run("log", str(db), "s", cwd=tmp_path).stdout
+    for refused, replacing, why in (
+        (("--rotate", str(tmp_path / "missing.keys")), old, "no keyring file"),
+        (("--rotate", str(keyring)), new, "nothing to rotate"),
+        (("--rotate", str(db)), old, "not an eventmem keyring"),
+    ):
+        monkeypatch.setenv("EVENTMEM_NEW_MASTER_KEY", replacing.hex())
+        result = run("keyring", *refused, cwd=tmp_path)
+        assert_clean_error(result, 1)
+        assert why in result.stderr
+    assert_clean_error(run("keyring", cwd=tmp_path), 2)  # one of the two actions

@@ -4,7 +4,8 @@ Each command group has a module that parses its arguments and prints what the pu
 API returns: `demo`, `inspection` (``sessions``, ``log``, ``buffer``), `forking` (``fork``,
 ``rewind``), `erasing` (``erase``, ``seal``), `integrity`
 (``verify``, ``rebuild``), `anchoring` (``anchor``), `transfer` (``export``, ``import``),
-`stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what they share.
+`keyring`, `stats` and `viewer` (``ui``, ``report``); `common` and `stores` hold what
+they share.
 Each command is a `Command` listed in ``COMMANDS``: it adds its arguments to a subparser
 and names the function that runs it. A command returns its exit status:
 
@@ -44,6 +45,7 @@ from eventmem.cli.inspection import (
     run_sessions,
 )
 from eventmem.cli.integrity import configure_rebuild, configure_verify, run_rebuild, run_verify
+from eventmem.cli.keyring import configure_keyring, run_keyring
 from eventmem.cli.stats import configure_stats, run_stats
 from eventmem.cli.transfer import configure_export, configure_import, run_export, run_import
 from eventmem.cli.viewer import configure_report, configure_ui, run_report, run_ui
@@ -209,6 +211,20 @@ COMMANDS: tuple[Command, ...] = (
         ),
         configure=configure_anchor,
         run=run_anchor,
+    ),
+    Command(
+        name="keyring",
+        help="make a master key for encryption at rest, or rotate a keyring's master key",
+        description=(
+            "--new-master-key prints a new random master key (base64) to keep in a "
+            "secrets manager and hand to the commands as EVENTMEM_MASTER_KEY, with "
+            "EVENTMEM_KEYRING naming the keyring file. --rotate KEYRING wraps every data "
+            "key of the keyring under EVENTMEM_NEW_MASTER_KEY instead of "
+            "EVENTMEM_MASTER_KEY, in one transaction; the store does not change. A key is "
+            "never printed otherwise, not even in an error. See docs/encryption.md."
+        ),
+        configure=configure_keyring,
+        run=run_keyring,
     ),
     Command(
         name="rebuild",

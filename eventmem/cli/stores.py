@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from eventmem.encryption import Keyring
 
 __all__ = [
+    "MASTER_KEY_VARIABLE",
     "creatable",
     "keys_from_environment",
+    "master_key_from",
     "open_existing",
     "psql_inspect",
     "require_session",
@@ -127,11 +129,12 @@ def keys_from_environment() -> Keyring | None:
         )
     from eventmem.encryption import Keyring
 
-    return Keyring(path, master_key=_master_key(text.strip()))
+    return Keyring(path, master_key=master_key_from(text.strip()))
 
 
-def _master_key(text: str) -> bytes:
-    """The master key written as 64 hex digits or base64 (the error never shows it)."""
+def master_key_from(text: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
+    """The master key written as 64 hex digits or base64, read from ``variable`` (the
+    error never shows it)."""
     if re.fullmatch(r"[0-9a-fA-F]{64}", text):
         return bytes.fromhex(text)
     try:
@@ -140,8 +143,8 @@ def _master_key(text: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise EventmemError(
-            f"{MASTER_KEY_VARIABLE} is not a master key: it must be 32 bytes, written as "
-            "64 hex digits or in base64"
+            f"{variable} is not a master key: it must be 32 bytes, written as 64 hex "
+            "digits or in base64"
         )
     return key
 
