@@ -96,3 +96,47 @@ async def test_a_writing_role_saves_but_cannot_edit_the_log_or_rebuild(
             conn.execute("DELETE FROM events")
     async with eventmem.open(store_url) as store:
         assert (await store.verify()).ok
+
+
+def test_roles_granted_before_schema_8_still_open_the_upgraded_store(tmp_path: Path) -> None:
+    """Schema 8 added a table every open reads: the roles that could read the log are
+    granted it by the migration, or an upgrade would lock them out."""
+    from psycopg import sql
+
+    from eventmem.store.migrate import known_migrations
+
+    check_postgres()
+    url = new_target("postgresql", tmp_path)
+    schema = schema_of(url)
+    reader = f"em_old_reader_{uuid.uuid4().hex[:8]}"
+    base = POSTGRES_URL.split("://", 1)[1].split("@", 1)[1]
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            older = known_migrations("postgresql")[:7]
+            for migration in older:  # the store as schema 7 left it
+                admin.execute(migration.sql.encode())
+                admin.execute(
+                    "INSERT INTO eventmem_migrations VALUES (%s, %s, '2026-11-01')",
+                    (migration.version, migration.name),
+                )
+            for statement in (
+                f"CREATE ROLE {reader} LOGIN",
+                f"GRANT USAGE ON SCHEMA {schema} TO {reader}",
+                f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
+            ):
+                admin.execute(statement.encode())
+        eventmem.connect(url).close()  # the owner upgrades it
+        with eventmem.connect(
+            f"postgresql://{reader}@{base}?schema={schema}", read_only=True
+        ) as store:
+            assert store.sessions() == []
+            assert store.verify().ok
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{reader}')"
+                f" THEN DROP OWNED BY {reader}; DROP ROLE {reader}; END IF; END $$".encode()
+            )
+        drop_target(url)

@@ -8,3 +8,23 @@ CREATE TABLE eventmem_settings (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Every open reads this table. Roles that could read the log before this schema (a
+-- reader or a writer granted SELECT on its tables, docs/postgres.md) may read it too,
+-- so that upgrading a store does not lock them out.
+DO $$
+DECLARE
+    grantee_name text;
+BEGIN
+    FOR grantee_name IN
+        SELECT DISTINCT grantee FROM information_schema.role_table_grants
+        WHERE table_schema = current_schema() AND table_name = 'events'
+        AND privilege_type = 'SELECT' AND grantee <> current_user
+    LOOP
+        IF grantee_name = 'PUBLIC' THEN
+            GRANT SELECT ON eventmem_settings TO PUBLIC;
+        ELSE
+            EXECUTE format('GRANT SELECT ON eventmem_settings TO %I', grantee_name);
+        END IF;
+    END LOOP;
+END $$;
