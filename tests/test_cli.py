@@ -732,6 +732,8 @@ def test_stats(store_db: str, tmp_path: Path) -> None:
     assert stats["events_by_kind"] == {"clear": 1, "step": 4, "turn": 7}
     assert (stats["sessions"], stats["events"], stats["visible_messages"]) == (3, 12, 11)
     assert stats["messages_entered"] == 16
+    assert "encryption" not in stats  # (an encrypted store's: tests/test_encryption.py)
+    assert "encryption" not in facts
     file_figures = {"file_bytes", "page_size", "page_count", "freelist_pages", "wal_bytes"}
     if backend_of(store_db) == "sqlite":
         assert stats["file_bytes"] == Path(store_db).stat().st_size

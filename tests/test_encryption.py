@@ -7,6 +7,7 @@ erasure cannot read that session."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import sqlite3
@@ -457,6 +458,10 @@ def test_the_commands_read_the_keyring_from_the_environment(
     assert shown.returncode == 0, shown
     assert PLANT in shown.stdout
     assert run("verify", str(db), cwd=tmp_path).returncode == 0
+    stats = run("stats", str(db), cwd=tmp_path)
+    assert "encryption      aes-256-gcm, a data key per session" in stats.stdout
+    figures = json.loads(run("stats", str(db), "--json", cwd=tmp_path).stdout)
+    assert figures["encryption"] == "aes-256-gcm"
     erased = run("erase", str(db), "s", "--reason", "asked", cwd=tmp_path)
     assert erased.returncode == 0, erased
     assert "data key: destroyed" in erased.stdout

@@ -25,7 +25,8 @@ def configure_stats(parser: argparse.ArgumentParser) -> None:
 def _document(stats: StoreStats, path: str, files: tuple[int, int] | None) -> dict[str, object]:
     """What ``--json`` prints: ``path``, then the figures; the file figures (``files`` is
     the file's and its WAL's sizes) are a SQLite file's, ``schema_bytes`` a PostgreSQL
-    schema's, and the figures a store does not have are left out."""
+    schema's, ``encryption`` an encrypted store's, and the figures a store does not have
+    are left out."""
     sizes = {
         "file_bytes": None if files is None else files[0],
         "page_size": stats.page_size,
@@ -34,10 +35,12 @@ def _document(stats: StoreStats, path: str, files: tuple[int, int] | None) -> di
         "wal_bytes": None if files is None else files[1],
         "schema_bytes": stats.storage_bytes if files is None else None,
     }
+    encryption = {} if stats.encryption is None else {"encryption": stats.encryption}
     return {
         "path": shown(path),
         "schema_version": stats.schema_version,
         **{key: value for key, value in sizes.items() if value is not None},
+        **encryption,
         "sessions": stats.sessions,
         "events": sum(stats.events_by_kind.values()),
         "events_by_kind": stats.events_by_kind,
@@ -61,6 +64,8 @@ def _rows(stats: StoreStats, path: str, files: tuple[int, int] | None) -> list[t
             ),
             ("WAL size", f"{files[1]} bytes"),
         ]
+    if stats.encryption is not None:
+        rows.append(("encryption", f"{stats.encryption}, a data key per session"))
     kinds = ", ".join(f"{kind} {count}" for kind, count in stats.events_by_kind.items())
     events = sum(stats.events_by_kind.values())
     pruned = stats.messages_entered - stats.visible_messages

@@ -248,7 +248,9 @@ class StoreStats(msgspec.Struct, frozen=True):
     times ``page_count``, its WAL not included), or in PostgreSQL the total size of the
     schema's tables with their indexes and TOAST. The page figures are SQLite's only
     (``None`` in PostgreSQL). The event times are UTC datetimes, or the raw microseconds
-    since the epoch for a stored value beyond what a datetime can show.
+    since the epoch for a stored value beyond what a datetime can show. ``encryption``
+    names the cipher of a store opened with ``encryption=`` (``"aes-256-gcm"``), None for
+    a store without encryption.
     """
 
     schema_version: int
@@ -262,6 +264,7 @@ class StoreStats(msgspec.Struct, frozen=True):
     page_size: int | None = None
     page_count: int | None = None
     freelist_pages: int | None = None
+    encryption: str | None = None
 
 
 class Backend(Protocol):

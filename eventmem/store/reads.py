@@ -224,6 +224,9 @@ def stats(conn: Connection) -> StoreStats:
             "SELECT min(recorded_at), max(recorded_at) FROM events"
         ).fetchone()
         storage, page_size, page_count, free = conn.storage_figures()
+        setting = conn.execute(
+            "SELECT value FROM eventmem_settings WHERE name = 'encryption'"
+        ).fetchone()
     finally:
         conn.execute("COMMIT")
     return StoreStats(
@@ -238,4 +241,5 @@ def stats(conn: Connection) -> StoreStats:
         page_size=page_size,
         page_count=page_count,
         freelist_pages=free,
+        encryption=None if setting is None else str(setting[0]),
     )
