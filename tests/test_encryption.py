@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -770,3 +771,56 @@ def test_the_keyring_command_makes_a_key_and_rotates_the_keyring(
         assert_clean_error(result, 1)
         assert why in result.stderr
     assert_clean_error(run("keyring", cwd=tmp_path), 2)  # one of the two actions
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_an_encrypted_store_verifies_alike_in_two_processes(
+    backend: str, tmp_path: Path, keys: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each child folding part of the store is handed the data keys of its part's
+    sessions: the findings are those of one process, a tampered box included."""
+    from eventmem.store.sqlite import fold_worker
+    from eventmem.store.sqlite.fold_worker import SubprocessSpread
+
+    started: list[dict[str, bytes] | None] = []
+    keys_of = SubprocessSpread._keys_of
+
+    def noting(self: SubprocessSpread, part: Any) -> dict[str, bytes]:
+        found = keys_of(self, part)
+        started.append(found)
+        return found
+
+    monkeypatch.setattr(SubprocessSpread, "_keys_of", noting)
+    answered: list[bool] = []  # whether each child's fold came back (else: folded here)
+    result = fold_worker._Running.result
+
+    def noted(self: Any) -> Any:
+        found = result(self)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(fold_worker._Running, "result", noted)
+    db = str(tmp_path / "a.db")
+    async with eventmem.open(db, encryption=keys) as store:
+        for session in [f"s{i:02}" for i in range(20)]:
+            await _chat(store, session)
+        assert (await store.verify(processes=2)).ok
+    assert len(started) == 1  # one child, for the second half of the sessions
+    assert started[0] is not None
+    assert len(started[0]) == 10
+    last = max(started[0])
+    rows = {p: d for s, p, _, d in _stored_rows(db) if s == last}
+
+    def moved(position: int, data: bytes) -> bytes:
+        return rows[1].encode() if position == 3 else data
+
+    with raw_database(db) as raw:
+        raw.allow_tampering()
+        raw.rechain(last, moved)
+        raw.restore_triggers()
+    async with eventmem.open(db, encryption=keys) as store:
+        one = await store.verify(processes=1)
+        two = await store.verify(processes=2)
+    assert [(p.session_id, p.position, p.kind) for p in two.problems] == [(last, 3, "undecodable")]
+    assert two.problems == one.problems
+    assert answered == [True, True]  # both times the child's own fold, with its keys

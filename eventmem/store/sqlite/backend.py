@@ -27,6 +27,7 @@ from eventmem.rules import DEFAULT_MAX_SAVE_BYTES
 from eventmem.store import maintenance
 from eventmem.store.base import Backend, ExportPage, OpenOptions
 from eventmem.store.batched import BatchedBackend
+from eventmem.store.content import EncryptedContent
 from eventmem.store.partition import FoldSpread
 from eventmem.store.sqlite.connection import SQLiteConnection, WouldWait
 from eventmem.store.sqlite.errors import translated
@@ -184,14 +185,13 @@ class SQLiteBackend(BatchedBackend):
 
     def _spread(self, processes: int | None) -> FoldSpread | None:
         """Child processes that fold parts of the file (not of an in-memory database:
-        another process cannot open it; nor of encrypted content: the keys stay in this
-        process)."""
+        another process cannot open it). An encrypted store's children are handed the
+        data keys of their parts' sessions through their pipes."""
         plan = self._plan
         if plan is None or plan.uri.startswith("file::memory:") or processes == 1:
             return None
-        if self._encrypted:
-            return None
-        return SubprocessSpread(plan.uri, processes)
+        content = self._content if isinstance(self._content, EncryptedContent) else None
+        return SubprocessSpread(plan.uri, processes, content)
 
     def _after_writes(self, count: int) -> None:
         """Ask for a WAL checkpoint every ``WRITES_PER_CHECKPOINT`` writes."""

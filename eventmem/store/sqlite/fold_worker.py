@@ -21,7 +21,9 @@ from typing import IO
 import msgspec
 
 import eventmem
-from eventmem.audit import ChainChecker
+from eventmem.audit import ChainChecker, Opener
+from eventmem.errors import EncryptionError
+from eventmem.store.content import EncryptedContent
 from eventmem.store.partition import Part, PartResult, PendingPart
 
 __all__ = ["PARALLEL_FROM", "SubprocessSpread", "fold_part"]
@@ -38,11 +40,29 @@ class _Request(msgspec.Struct, frozen=True):
     uri: str
     part: Part
     verifying: bool
+    # An encrypted store's: the data keys of the part's sessions (in this pipe only).
+    keys: dict[str, bytes] | None = None
 
 
-def fold_part(conn: sqlite3.Connection, part: Part, *, verifying: bool) -> PartResult:
+class _GivenKeys:
+    """The key store of a child folding part of an encrypted store: the keys its parent
+    handed it, read-only."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        self._keys = keys
+
+    def data_key(self, session_id: str, *, create: bool) -> bytes | None:
+        return self._keys.get(session_id)
+
+    def destroy(self, session_id: str) -> bool:
+        raise AssertionError("a fold destroys no key")  # pragma: no cover
+
+
+def fold_part(
+    conn: sqlite3.Connection, part: Part, *, verifying: bool, opened: Opener | None = None
+) -> PartResult:
     """Fold the part's events in one read snapshot (``verifying``: see
-    `FoldSpread.start`)."""
+    `FoldSpread.start`; ``opened``: see `ChainChecker`)."""
     where, parameters = part.where()
     conn.execute("BEGIN")
     try:
@@ -54,7 +74,7 @@ def fold_part(conn: sqlite3.Connection, part: Part, *, verifying: bool) -> PartR
                     "SELECT DISTINCT session_id FROM view_messages WHERE position IS NULL"
                 )
             }
-        checker = ChainChecker(trusted=True, stored=True)
+        checker = ChainChecker(trusted=True, stored=True, opened=opened)
         cursor = conn.execute(f"{_EVENT_ROWS} WHERE {where} ORDER BY id", parameters)
 
         def rows() -> object:
@@ -108,9 +128,14 @@ class SubprocessSpread:
     to fold with, this one included; None: one per CPU, at most 2, for stores of at
     least ``PARALLEL_FROM`` events)."""
 
-    def __init__(self, uri: str, processes: int | None) -> None:
+    def __init__(
+        self, uri: str, processes: int | None, content: EncryptedContent | None = None
+    ) -> None:
+        """``content``: an encrypted store's, whose keys each child is handed for the
+        sessions of its part."""
         self._uri = uri
         self._processes = processes
+        self._content = content
 
     def processes(self, events: int) -> int:
         """How many processes (this one included) to fold ``events`` events with."""
@@ -127,7 +152,8 @@ class SubprocessSpread:
             process = self._spawn()
             if process is None:
                 continue
-            request = _Request(self._uri, part, verifying)
+            keys = None if self._content is None else self._keys_of(part)
+            request = _Request(self._uri, part, verifying, keys)
             try:
                 assert process.stdin is not None
                 process.stdin.write(msgspec.msgpack.encode(request))
@@ -137,6 +163,31 @@ class SubprocessSpread:
                 continue
             started.append(_Running(part, process))
         return started
+
+    def _keys_of(self, part: Part) -> dict[str, bytes]:
+        """The data keys of the sessions with events in ``part`` (a session without
+        one is left out: its child reports it, as a fold here would)."""
+        assert self._content is not None
+        where, parameters = part.where()
+        conn = sqlite3.connect(self._uri, uri=True, isolation_level=None)
+        try:
+            sessions = [
+                sid
+                for (sid,) in conn.execute(
+                    f"SELECT DISTINCT session_id FROM events WHERE {where}", parameters
+                )
+            ]
+        finally:
+            conn.close()
+        keys: dict[str, bytes] = {}
+        for session_id in sessions:
+            try:
+                key = self._content.keys.data_key(session_id, create=False)
+            except EncryptionError:
+                continue
+            if key is not None:
+                keys[session_id] = key
+        return keys
 
     def _spawn(self) -> subprocess.Popen[bytes] | None:
         if not _interpreter():
@@ -174,7 +225,8 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     conn = sqlite3.connect(request.uri, uri=True, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = 1")
-        result = fold_part(conn, request.part, verifying=request.verifying)
+        opened = None if request.keys is None else EncryptedContent(_GivenKeys(request.keys)).open
+        result = fold_part(conn, request.part, verifying=request.verifying, opened=opened)
     finally:
         conn.close()
     pickle.dump(result, stdout, protocol=pickle.HIGHEST_PROTOCOL)
