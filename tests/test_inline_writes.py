@@ -17,6 +17,7 @@ import pytest
 import eventmem
 import eventmem.store.sqlite.backend as sqlite_backend
 from eventmem.store.writes import write_batch
+from tests.probes import traced_statements
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +122,47 @@ async def test_a_cached_load_sees_another_connections_write(db_path: Path) -> No
         loaded = await mine.aload_memory_variables({})
         assert "q2" in loaded["history"]
         assert "a2" in loaded["history"]
+
+
+async def test_saves_back_to_back_send_no_pragma_and_prune_from_the_cached_counts(
+    db_path: Path,
+) -> None:
+    # The busy timeout an inline write needs (0) stays set between inline writes, and
+    # the counts of the messages a save prunes come from the cached view.
+    async with eventmem.open(db_path) as store:
+        memory = store.token_buffer("chat", max_token_limit=40)
+        for i in range(3):
+            await memory.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+            await memory.aload_memory_variables({})
+        async with traced_statements(store) as statements:
+            for i in range(3, 8):
+                await memory.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+                await memory.aload_memory_variables({})
+        assert any(s.startswith("DELETE FROM view_messages") for s in statements)  # it pruned
+        # At most the switch after the probe's own call on the connection's thread and
+        # back at its end: none per save (two a save before).
+        assert len([s for s in statements if s.startswith("PRAGMA")]) <= 2
+        assert not [s for s in statements if "SELECT tokens" in s]
+        assert (await store.verify()).ok
+
+
+async def test_a_write_on_the_connection_thread_after_inline_ones_waits_for_the_lock(
+    db_path: Path,
+) -> None:
+    # Inline writes leave the busy timeout at 0; the connection's thread sets the
+    # store's again before its statements, so a batch behind a lock waits, not fails.
+    async with eventmem.open(db_path, busy_timeout=10) as store:
+        memory = store.token_buffer("chat")
+        await memory.asave_context({"input": "q"}, {"output": "a"})  # inline: timeout 0
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def release() -> None:
+            await anyio.sleep(0.3)
+            other.execute("ROLLBACK")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release)
+            await memory.asave_context({"input": "q2"}, {"output": "a2"})  # waits, then writes
+        other.close()
+        assert await store.version("chat") == 2

@@ -317,6 +317,22 @@ async def test_the_projection_keeps_only_the_visible_rows(
 # -- the buffer cache never serves a stale buffer -----------------------------------------
 
 
+async def test_a_save_under_a_new_counter_prunes_by_the_new_counts(
+    store: eventmem.Store, target: str
+) -> None:
+    # The cached view knows the old counts; the save recounts the buffer and must prune
+    # by what it recounted (verify folds the events and compares the stored head).
+    mem = store.token_buffer("s", max_token_limit=60, model="gpt-4o")
+    for i in range(3):
+        await mem.asave_context({"input": f"question {i}"}, {"output": f"answer {i}"})
+        await mem.aload_memory_variables({})  # the view, with its counts, is cached
+    other = store.token_buffer("s", max_token_limit=60, model="gpt-3.5-turbo-0301")
+    await other.asave_context({"input": "a longer question " * 3}, {"output": "and answer"})
+    assert (await store.verify()).ok
+    async with eventmem.open(target, cache_sessions=0) as fresh:
+        assert await fresh.messages("s") == await store.messages("s")
+
+
 async def test_writes_from_another_connection_are_seen(target: str) -> None:
     async with eventmem.open(target) as a, eventmem.open(target) as b:
         mem_a = a.token_buffer("s", max_token_limit=40, return_messages=True)

@@ -9,7 +9,7 @@ export reads one snapshot; every operation is a plain function of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -211,15 +211,7 @@ class BatchedBackend:
         """Commit every queued write in one transaction, then pass the turn on."""
         batch, self._queue = self._queue, []
         try:
-            # Shielded: once handed to the connection thread the batch runs to its end,
-            # and every caller in it must learn how it ended.
-            with anyio.CancelScope(shield=True):
-                try:
-                    outcomes: list[int | BaseException] = list(
-                        await self._run_writes([e.op for e in batch])
-                    )
-                except Exception as e:
-                    outcomes = [e] * len(batch)
+            outcomes = await self._write([e.op for e in batch])
             for queued, outcome in zip(batch, outcomes, strict=True):
                 queued.outcome = outcome
             self._after_writes(len(batch))
@@ -234,6 +226,30 @@ class BatchedBackend:
             for queued in batch:
                 if queued.wake is not None:
                     queued.wake.set()
+
+    async def _write(self, ops: list[WriteOp]) -> list[int | BaseException]:
+        """Each write's outcome: on the caller's thread if the backend can write there
+        at once (no await, so nothing can cancel it), else on the connection's."""
+        try:
+            here = self._write_here(ops)
+        except Exception as e:
+            return [e] * len(ops)
+        if here is not None:
+            return list(here)
+        # Shielded: once handed to the connection thread the batch runs to its end, and
+        # every caller in it must learn how it ended.
+        outcomes: list[int | BaseException]
+        with anyio.CancelScope(shield=True):
+            try:
+                outcomes = list(await self._run_writes(ops))
+            except Exception as e:
+                outcomes = [e] * len(ops)
+        return outcomes
+
+    def _write_here(self, ops: list[WriteOp]) -> Sequence[int | BaseException] | None:
+        """The batch written on the caller's thread, where the backend can do that
+        without waiting (None: it goes to the connection's thread)."""
+        return None
 
     async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
         """One batch of writes in one transaction, on the connection's thread."""

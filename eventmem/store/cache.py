@@ -20,11 +20,14 @@ __all__ = ["ViewCache"]
 
 
 class _Entry:
-    __slots__ = ("items", "version")
+    __slots__ = ("counts", "items", "version")
 
-    def __init__(self, version: int, items: Iterable[tuple[int, Message]]) -> None:
+    def __init__(
+        self, version: int, items: Iterable[tuple[int, Message]], counts: dict[int, int]
+    ) -> None:
         self.version = version
         self.items = deque(items)  # (seq, message) of the visible messages, in order
+        self.counts = counts  # seq -> token count, for the visible messages it knows
 
 
 class ViewCache:
@@ -53,12 +56,28 @@ class ViewCache:
                 return None
             return list(entry.items)
 
-    def put(self, session_id: str, version: int, items: list[tuple[int, Message]]) -> None:
-        """Remember the buffer read at ``version``: its ``(seq, message)`` pairs."""
+    def count(self, session_id: str, version: int, seq: int) -> int | None:
+        """The token count of the visible message ``seq`` if the buffer at ``version``
+        is cached with it (a save's prune then reads no row)."""
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.version != version:
+                return None
+            return entry.counts.get(seq)
+
+    def put(
+        self,
+        session_id: str,
+        version: int,
+        items: list[tuple[int, Message]],
+        counts: dict[int, int] | None = None,
+    ) -> None:
+        """Remember the buffer read at ``version``: its ``(seq, message)`` pairs and,
+        if known, their counts by seq."""
         with self._lock:
             if self.max_sessions <= 0:
                 return
-            self._entries[session_id] = _Entry(version, items)
+            self._entries[session_id] = _Entry(version, items, counts or {})
             self._entries.move_to_end(session_id)
             while len(self._entries) > self.max_sessions:
                 self._entries.popitem(last=False)
@@ -70,10 +89,12 @@ class ViewCache:
         to_version: int,
         bounds: tuple[int, int, int],
         appended: list[tuple[int, Message]],
+        appended_counts: list[int],
     ) -> None:
         """Apply a committed write: ``bounds`` is the view's ``(watermark, pinned,
-        next_seq)`` after it, ``appended`` the messages it added with their seqs. The
-        view is then the pinned message and those with ``watermark <= seq < next_seq``.
+        next_seq)`` after it, ``appended`` the messages it added with their seqs (and
+        ``appended_counts`` their counts). The view is then the pinned message and those
+        with ``watermark <= seq < next_seq``.
         """
         with self._lock:
             entry = self._entries.get(session_id)
@@ -83,15 +104,17 @@ class ViewCache:
                 del self._entries[session_id]  # another writer got in between: unknown delta
                 return
             watermark, pinned, next_seq = bounds
-            items = entry.items
+            items, counts = entry.items, entry.counts
             while items and items[-1][0] >= next_seq:  # retracted
-                items.pop()
+                counts.pop(items.pop()[0], None)
             kept: tuple[int, Message] | None = None
             while items and items[0][0] < watermark:  # pruned, unless pinned
                 item = items.popleft()
                 if item[0] == pinned:
                     kept = item
-            for item in appended:
+                else:
+                    counts.pop(item[0], None)
+            for item, tokens in zip(appended, appended_counts, strict=True):
                 seq = item[0]
                 if seq >= next_seq:
                     continue
@@ -99,6 +122,9 @@ class ViewCache:
                     items.append(item)
                 elif seq == pinned:
                     kept = item
+                else:
+                    continue
+                counts[seq] = tokens
             if kept is not None:
                 items.appendleft(kept)
             entry.version = to_version

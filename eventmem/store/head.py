@@ -93,6 +93,7 @@ class SessionHead:
         self.what_if = False  # the live path: never a replay
         # The view was replaced whole (a fork's start, an erasure): the cache forgets it.
         self._forget_cache = False
+        self._recounted = False  # the stored counts were replaced: the cache's are stale
         self.appended_at = 0  # recorded_at of the last event this write appended
 
     @property
@@ -114,6 +115,11 @@ class SessionHead:
         """The count of the visible message ``seq``: new in this write, or stored."""
         if seq >= self._stored_next_seq:
             return self._new[seq - self._stored_next_seq][1]
+        cache = self._cache
+        if cache is not None and not self._recounted:
+            known = cache.count(self.session_id, self._stored_version, seq)
+            if known is not None:
+                return known
         return self._conn.stored_count(self.session_id, seq)
 
     def drop_oldest(self) -> None:
@@ -233,6 +239,7 @@ class SessionHead:
         )
         self.state.total_tokens = sum(tokens)
         self._conn.counts_changed(self.session_id)
+        self._recounted = self._forget_cache = True  # the cached counts are the old ones
 
     # -- persistence -----------------------------------------------------------------
     def visible_messages(self, end: int | None = None) -> list[Message]:
@@ -310,6 +317,7 @@ class SessionHead:
             state.version,
             (state.watermark, state.pinned, state.next_seq),
             [(first_new + i, m) for i, m in enumerate(self._new_messages)],
+            [row[1] for row in self._new],
         )
 
     def flush(self) -> None:

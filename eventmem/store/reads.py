@@ -55,7 +55,8 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
     if cached is not None:
         return int(row[0]), cached
     rows = conn.execute(
-        "SELECT s.version, v.seq, v.position, v.idx, v.message, e.data FROM sessions AS s"
+        "SELECT s.version, v.tokens, v.seq, v.position, v.idx, v.message, e.data"
+        " FROM sessions AS s"
         " LEFT JOIN view_messages AS v ON v.session_id = s.session_id"
         f" AND v.seq >= {VIEW_START}"
         " LEFT JOIN events AS e ON e.session_id = v.session_id AND e.position = v.position"
@@ -66,11 +67,11 @@ def load_view_at(conn: Connection, cache: ViewCache, session_id: str) -> tuple[i
         return 0, []  # gone since the first read (a rebuild in between)
     version = rows[0][0]
     items = resolve(
-        (row[1:] for row in rows if row[1] is not None),
+        (row[2:] for row in rows if row[2] is not None),
         inheriting(conn, session_id),
         opened_in(conn.content, session_id),
     )
-    cache.put(session_id, version, items)
+    cache.put(session_id, version, items, {row[2]: row[1] for row in rows if row[2] is not None})
     return int(version), [message for _, message in items]
 
 

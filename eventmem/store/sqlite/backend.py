@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +136,7 @@ class SQLiteBackend(BatchedBackend):
 
         def call() -> T:
             with translated(where, read_only=read_only):
+                conn.wait_for_locks(conn.busy_timeout_ms)  # an inline write left it at 0
                 try:
                     return fn(conn, *args)
                 except BaseException:
@@ -148,7 +149,7 @@ class SQLiteBackend(BatchedBackend):
         # ROLLBACK before the caller hears of its cancellation.
         return await self._worker.run(call)
 
-    async def _run_writes(self, ops: list[WriteOp]) -> list[int | EventmemError]:
+    def _write_here(self, ops: list[WriteOp]) -> Sequence[int | BaseException] | None:
         """A lone write runs on the caller's thread when the worker is idle and the
         write lock is free at once: a save then costs no thread hop (~60 µs here, more
         after an idle spell). Batches, and writes that would wait for the lock, go to
@@ -160,10 +161,8 @@ class SQLiteBackend(BatchedBackend):
             # A key store may block (a file, a KMS): only a key in memory is used here.
             and self._conn.content.holds_key(ops[0].session_id)
         ):
-            outcome = self._write_inline(ops)
-            if outcome is not None:
-                return outcome
-        return await super()._run_writes(ops)
+            return self._write_inline(ops)
+        return None
 
     def _write_inline(self, ops: list[WriteOp]) -> list[int | EventmemError] | None:
         """``write_batch`` on this thread; None when it would have waited for the lock
@@ -305,8 +304,8 @@ def _connect_reader(uri: str) -> sqlite3.Connection:
 def _configure(
     conn: SQLiteConnection, busy_timeout_ms: int, synchronous: str, create: bool, read_only: bool
 ) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     conn.busy_timeout_ms = busy_timeout_ms
+    conn.wait_for_locks(busy_timeout_ms)
     # refuses foreign files before anything below writes to them
     apply_migrations(conn, create=create and not read_only, migrate=not read_only)
     if read_only:

@@ -41,22 +41,29 @@ class SQLiteConnection(sqlite3.Connection):
     # Set while a write runs on the caller's thread (SQLiteBackend._write_inline): then
     # a write lock that is not free at once raises WouldWait instead of waiting.
     inline = False
-    busy_timeout_ms = 0  # the connection's own, restored after an inline BEGIN
+    busy_timeout_ms = 0  # the store's: how long the worker's statements wait for a lock
+    _waits_ms = -1  # the busy timeout in force on the connection now (-1: unknown)
+
+    def wait_for_locks(self, ms: int) -> None:
+        """Make ``ms`` the connection's busy timeout, with a statement only when it
+        changes: inline writes want 0 and the worker the store's, and a session saving
+        back to back stays inline (two ``PRAGMA``s a save cost ~5-10 µs)."""
+        if ms != self._waits_ms:
+            self.execute(f"PRAGMA busy_timeout = {int(ms)}")
+            self._waits_ms = ms
 
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
         if not self.inline:
             self.execute("BEGIN IMMEDIATE")
             return
-        self.execute("PRAGMA busy_timeout = 0")
+        self.wait_for_locks(0)
         try:
             self.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             if getattr(e, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
                 raise WouldWait from e
             raise
-        finally:
-            self.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
     def begin_read(self) -> None:
         """A deferred transaction: in WAL mode its reads share one snapshot."""
@@ -127,11 +134,11 @@ class SQLiteConnection(sqlite3.Connection):
         (the log is truncated at a later checkpoint, and removed when the store closes)."""
         # A reader holding the log would make the checkpoint wait out the busy timeout:
         # a moment, then the next checkpoint does it.
-        self.execute(f"PRAGMA busy_timeout = {_PURGE_WAIT_MS}")
+        self.wait_for_locks(_PURGE_WAIT_MS)
         try:
             busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
-            self.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            self.wait_for_locks(self.busy_timeout_ms)
         return not busy
 
     def storage_figures(self) -> StorageFigures:
