@@ -166,3 +166,24 @@ async def test_a_write_on_the_connection_thread_after_inline_ones_waits_for_the_
             await memory.asave_context({"input": "q2"}, {"output": "a2"})  # waits, then writes
         other.close()
         assert await store.version("chat") == 2
+
+
+async def test_a_batch_of_saves_to_one_session_reads_no_count_it_wrote(db_path: Path) -> None:
+    # Saves queued together on one session: each later one prunes messages an earlier
+    # one of the same transaction added, by the counts that one wrote.
+    async with eventmem.open(db_path) as store:
+        memory = store.token_buffer("chat", max_token_limit=40)
+        await memory.asave_context({"input": "q"}, {"output": "a"})
+        async with traced_statements(store) as statements:
+            async with anyio.create_task_group() as tg:
+                for i in range(20):
+                    tg.start_soon(
+                        memory.asave_context, {"input": f"question {i}"}, {"output": f"answer {i}"}
+                    )
+        assert len([s for s in statements if s.startswith("INSERT INTO sessions")]) == 20
+        assert len([s for s in statements if s == "COMMIT"]) < 20  # batched
+        # Only the rows the save before the batch wrote are read (no view was loaded).
+        assert len([s for s in statements if "SELECT tokens" in s]) <= 2
+        assert (await store.verify()).ok
+    async with eventmem.open(db_path, cache_sessions=0) as fresh:
+        assert len(await fresh.messages("chat")) >= 2

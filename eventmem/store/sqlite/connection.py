@@ -44,6 +44,12 @@ class SQLiteConnection(sqlite3.Connection):
     busy_timeout_ms = 0  # the store's: how long the worker's statements wait for a lock
     _waits_ms = -1  # the busy timeout in force on the connection now (-1: unknown)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The counts of the buffer rows the open write transaction wrote, by session: a
+        # batch of saves to one session prunes what its earlier saves added unread.
+        self._written: dict[str, dict[int, int]] = {}
+
     def wait_for_locks(self, ms: int) -> None:
         """Make ``ms`` the connection's busy timeout, with a statement only when it
         changes: inline writes want 0 and the worker the store's, and a session saving
@@ -54,6 +60,7 @@ class SQLiteConnection(sqlite3.Connection):
 
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, not at the first write."""
+        self._written = {}  # another process may have written since the last transaction
         if not self.inline:
             self.execute("BEGIN IMMEDIATE")
             return
@@ -94,7 +101,10 @@ class SQLiteConnection(sqlite3.Connection):
         """Nothing to keep: ``read_head`` reads the table."""
 
     def stored_count(self, session_id: str, seq: int) -> int:
-        """One indexed lookup."""
+        """From the rows this transaction wrote, else one indexed lookup."""
+        known = self._written.get(session_id)
+        if known is not None and seq in known:
+            return known[seq]
         count: int = self.execute(
             "SELECT tokens FROM view_messages WHERE session_id = ? AND seq = ?",
             (session_id, seq),
@@ -107,7 +117,14 @@ class SQLiteConnection(sqlite3.Connection):
         watermark: int | None = None,
         added: Iterable[tuple[int, int]] = (),
     ) -> None:
-        """Nothing to keep: ``stored_count`` reads the table."""
+        """Follow the rows this transaction wrote (or forget the session's)."""
+        if watermark is None:
+            self._written.pop(session_id, None)
+            return
+        known = self._written.setdefault(session_id, {})
+        for seq in [seq for seq in known if seq < watermark]:
+            del known[seq]
+        known.update(added)
 
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows, in chunks."""
