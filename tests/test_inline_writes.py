@@ -174,12 +174,11 @@ async def test_a_batch_of_saves_to_one_session_reads_no_count_it_wrote(db_path: 
     async with eventmem.open(db_path) as store:
         memory = store.token_buffer("chat", max_token_limit=40)
         await memory.asave_context({"input": "q"}, {"output": "a"})
-        async with traced_statements(store) as statements:
-            async with anyio.create_task_group() as tg:
-                for i in range(20):
-                    tg.start_soon(
-                        memory.asave_context, {"input": f"question {i}"}, {"output": f"answer {i}"}
-                    )
+        async with traced_statements(store) as statements, anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(
+                    memory.asave_context, {"input": f"question {i}"}, {"output": f"answer {i}"}
+                )
         assert len([s for s in statements if s.startswith("INSERT INTO sessions")]) == 20
         assert len([s for s in statements if s == "COMMIT"]) < 20  # batched
         # Only the rows the save before the batch wrote are read (no view was loaded).
